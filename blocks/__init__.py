@@ -1,0 +1,17 @@
+"""Prefect blocks: typed, saved configuration for engines and repositories.
+
+Register them for the UI with `prefect block register -m blocks`. Blocks hold settings
+and secrets only; they connect when a method that needs a connection is called.
+"""
+
+from blocks.engines import PostgresServer, SqliteDatabase
+from blocks.repository import BackupRepository
+from blocks.resolve import resolve_engine, resolve_repository
+
+__all__ = [
+    "BackupRepository",
+    "PostgresServer",
+    "SqliteDatabase",
+    "resolve_engine",
+    "resolve_repository",
+]

@@ -1,0 +1,50 @@
+"""Engine blocks: where a database server is and how to log in."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from prefect.blocks.core import Block
+
+from vaultflow.engines import PostgresConnection, PostgresEngine, SqliteEngine
+from vaultflow.errors import InputError
+
+
+class PostgresServer(Block):
+    """A PostgreSQL server and the login vaultflow uses to dump and restore it."""
+
+    _block_type_name = "vaultflow PostgreSQL Server"
+    _block_type_slug = "vaultflow-postgres-server"
+    _description = "Host, port and credentials of a PostgreSQL server that vaultflow backs up."
+
+    host: str = Field(default="127.0.0.1", description="Host name or address.")
+    port: int = Field(default=5432, ge=1, le=65535)
+    user: str = Field(default="postgres", description="Role used for pg_dump/pg_restore.")
+    password: SecretStr | None = Field(default=None, description="Leave empty for trust/peer or ~/.pgpass.")
+    database: str | None = Field(default=None, description="Default database when a run names none.")
+    sslmode: str | None = Field(default=None, description="libpq sslmode, e.g. require or verify-full.")
+    bin_dir: str | None = Field(default=None, description="Directory holding pg_dump/pg_restore; PATH if empty.")
+
+    def engine(self, database: str | None = None) -> PostgresEngine:
+        name = database or self.database
+        if not name:
+            raise InputError(
+                f"PostgresServer block {self._block_document_name!r} names no database",
+                "set its database field or give one with the run",
+            )
+        return PostgresEngine(PostgresConnection(
+            host=self.host, port=self.port, user=self.user, database=name,
+            password=self.password, sslmode=self.sslmode, bin_dir=self.bin_dir,
+        ))
+
+
+class SqliteDatabase(Block):
+    """An SQLite database file on the machine that runs the flow."""
+
+    _block_type_name = "vaultflow SQLite Database"
+    _block_type_slug = "vaultflow-sqlite-database"
+    _description = "Path of an SQLite database file that vaultflow backs up."
+
+    path: str = Field(description="Absolute path of the database file.")
+
+    def engine(self, database: str | None = None) -> SqliteEngine:
+        return SqliteEngine(self.path)

@@ -1,0 +1,5 @@
+"""Prefect flows: what the UI, deployments and the CLI run.
+
+Import each flow from its module (`from flows.backup import backup`); entry points for
+deployments are `flows/backup.py:backup` and `flows/restore.py:restore`.
+"""

@@ -1,0 +1,47 @@
+"""The `backup` flow: one database into one repository."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from pydantic import Field
+from typing_extensions import Annotated
+
+from tasks.backup import (
+    dump_to_repository,
+    open_backup_run,
+    record_backup_failure,
+    record_backup_success,
+)
+from tasks.reporting import publish_backup_failure, publish_backup_summary, snapshot_row
+from vaultflow.errors import VaultflowError
+
+
+def _error_line(exc: BaseException) -> str:
+    return exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
+
+
+@flow(name="backup", flow_run_name="backup-{source}", validate_parameters=True)
+def backup(
+    source: Annotated[str, Field(description="Engine block name, or postgresql://user@host:port/db, "
+                                             "or sqlite:///path/to/file.db")],
+    repository: Annotated[str | None, Field(description="BackupRepository block name or a local "
+                                                        "path; VAULTFLOW_REPO if empty")] = None,
+    kind: Annotated[Literal["full"], Field(description="Backup kind")] = "full",
+    table_checksums: Annotated[bool, Field(description="Record a content checksum per table "
+                                                       "(costs one extra read of each table)")] = True,
+    timeout_minutes: Annotated[int, Field(ge=1, description="Kill the dump after this long")] = 360,
+) -> dict[str, object]:
+    """Take a consistent backup of one database; the snapshot exists only if it completed."""
+    run = open_backup_run(source, repository, kind)
+    try:
+        manifest = dump_to_repository(run, table_checksums, timeout_minutes * 60.0)
+    except BaseException as exc:
+        line = _error_line(exc)
+        record_backup_failure(run, line)
+        publish_backup_failure(run.engine.engine, run.engine.server_label(), run.engine.database, line)
+        raise
+    record_backup_success(run, manifest)
+    publish_backup_summary(manifest)
+    return snapshot_row(manifest) | {"snapshot_id": manifest.id}

@@ -1,0 +1,28 @@
+"""The `restore` flow: one snapshot into a database on the same or another server."""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import Field
+from typing_extensions import Annotated
+
+from tasks.reporting import publish_restore_summary, snapshot_row
+from tasks.restore import restore_into_target
+
+
+@flow(name="restore", flow_run_name="restore-{snapshot}-into-{target}", validate_parameters=True)
+def restore(
+    snapshot: Annotated[str, Field(description="Snapshot id or unique prefix (vaultflow snapshots)")],
+    target: Annotated[str, Field(description="Engine block name (name/database) or database URL")],
+    repository: Annotated[str | None, Field(description="BackupRepository block name or a local "
+                                                        "path; VAULTFLOW_REPO if empty")] = None,
+    replace: Annotated[bool, Field(description="Swap out a target that already has tables")] = False,
+    no_owner: Annotated[bool, Field(description="Skip ownership and grants (roles missing on "
+                                                "the target server)")] = False,
+    timeout_minutes: Annotated[int, Field(ge=1, description="Kill the restore after this long")] = 360,
+) -> dict[str, object]:
+    """Restore a snapshot; the target is changed only once every chunk has been verified."""
+    manifest = restore_into_target(snapshot, target, repository, replace, no_owner,
+                                   timeout_minutes * 60.0)
+    publish_restore_summary(manifest, target)
+    return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": target}

@@ -1,0 +1,1 @@
+"""Thin, retryable Prefect tasks over the vaultflow core."""

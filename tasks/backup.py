@@ -1,0 +1,96 @@
+"""Backup tasks: open a run in the catalog, dump into the repository, close the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.tasks import exponential_backoff
+
+from blocks.resolve import RepositoryRef, resolve_engine, resolve_repository
+from tasks.retry_policy import retry_transient
+from vaultflow.backup import backup_database
+from vaultflow.catalog import Catalog
+from vaultflow.engines import DatabaseEngine
+from vaultflow.progress import ProgressMeter
+from vaultflow.repository import Repository, SnapshotManifest, new_object_id, open_repository
+
+
+@dataclass(frozen=True)
+class BackupRun:
+    """Everything the later tasks of one backup run need; ids are fixed for retries."""
+
+    engine: DatabaseEngine
+    repository: RepositoryRef
+    repository_id: str
+    snapshot_id: str
+    chain: str
+    kind: str
+
+    def open_repository(self) -> Repository:
+        pw = self.repository.passphrase
+        return open_repository(self.repository.location, pw.get_secret_value() if pw else None)
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.repository.catalog_url)
+
+
+def _flow_run_id() -> str | None:
+    try:
+        ctx = get_run_context()
+    except RuntimeError:
+        return None
+    run = getattr(ctx, "task_run", None)
+    return str(run.flow_run_id) if run is not None and run.flow_run_id else None
+
+
+@task(name="open-backup-run", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5),
+      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False,
+      cache_policy=NO_CACHE)
+def open_backup_run(source: str, repository: str | None, kind: str) -> BackupRun:
+    """Resolve source and repository, check the passphrase, record the run as Running."""
+    engine = resolve_engine(source)
+    ref = resolve_repository(repository)
+    repo = open_repository(ref.location,
+                           ref.passphrase.get_secret_value() if ref.passphrase else None)
+    snapshot_id = new_object_id()
+    run = BackupRun(engine=engine, repository=ref, repository_id=repo.id,
+                    snapshot_id=snapshot_id, chain=snapshot_id, kind=kind)
+    run.catalog().start_snapshot(
+        snapshot_id=snapshot_id, chain=run.chain, repository_id=repo.id,
+        repository=repo.store.describe(), engine=engine.engine, server=engine.server_label(),
+        database=engine.database, kind=kind, flow_run_id=_flow_run_id(),
+    )
+    get_run_logger().info("backing up %s into %s as snapshot %s",
+                          engine.describe(), repo.store.describe(), snapshot_id[:8])
+    return run
+
+
+@task(name="dump-to-repository", retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
+      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE,
+      cache_result_in_memory=False)
+def dump_to_repository(run: BackupRun, table_checksums: bool, timeout_seconds: float) -> SnapshotManifest:
+    """Stream the dump into the repository. A retry reuses the chunks already stored."""
+    repo = run.open_repository()
+    meter = ProgressMeter("backup", run.engine.describe())
+    manifest = backup_database(
+        run.engine, repo, snapshot_id=run.snapshot_id, chain=run.chain, kind=run.kind,  # type: ignore[arg-type]
+        table_checksums=table_checksums, timeout=timeout_seconds, progress=meter,
+    )
+    meter.finish()
+    return manifest
+
+
+@task(name="record-backup-failure", persist_result=False, cache_policy=NO_CACHE)
+def record_backup_failure(run: BackupRun, error: str) -> None:
+    run.catalog().fail_snapshot(run.snapshot_id, error)
+
+
+@task(name="record-backup-success", persist_result=False, cache_policy=NO_CACHE)
+def record_backup_success(run: BackupRun, manifest: SnapshotManifest) -> None:
+    run.catalog().finish_snapshot(manifest)
+
+

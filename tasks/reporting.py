@@ -1,0 +1,61 @@
+"""Artifacts and events that tell the Prefect UI and automations what happened."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from vaultflow.repository import SnapshotManifest
+
+
+def database_resource(engine: str, server: str, database: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"vaultflow.database.{engine}.{server}.{database}",
+        "prefect.resource.name": database,
+        "vaultflow.engine": engine,
+        "vaultflow.server": server,
+    }
+
+
+def snapshot_row(m: SnapshotManifest) -> dict[str, object]:
+    return {
+        "snapshot": m.short_id, "engine": m.engine, "server": m.server, "database": m.database,
+        "kind": m.kind, "started": m.started_at.isoformat(timespec="seconds"),
+        "duration_s": round(m.duration_seconds, 2), "logical_bytes": m.logical_size,
+        "stored_bytes": m.stored_size, "tables": len(m.tables),
+    }
+
+
+@task(name="publish-backup-summary", persist_result=False, cache_policy=NO_CACHE)
+def publish_backup_summary(manifest: SnapshotManifest) -> None:
+    create_table_artifact(
+        key="vaultflow-backup-summary", table=[snapshot_row(manifest)],
+        description=f"Backup of {manifest.engine} database {manifest.database} on {manifest.server}",
+    )
+    emit_event(
+        event="vaultflow.backup.succeeded",
+        resource=database_resource(manifest.engine, manifest.server, manifest.database),
+        payload={"snapshot": manifest.id, "logical_bytes": manifest.logical_size,
+                 "stored_bytes": manifest.stored_size, "kind": manifest.kind},
+    )
+
+
+@task(name="publish-backup-failure", persist_result=False, cache_policy=NO_CACHE)
+def publish_backup_failure(engine: str, server: str, database: str, error: str) -> None:
+    emit_event(
+        event="vaultflow.backup.failed",
+        resource=database_resource(engine, server, database),
+        payload={"error": error},
+    )
+
+
+@task(name="publish-restore-summary", persist_result=False, cache_policy=NO_CACHE)
+def publish_restore_summary(manifest: SnapshotManifest, target: str) -> None:
+    row = snapshot_row(manifest) | {"restored_into": target}
+    create_table_artifact(key="vaultflow-restore-summary", table=[row],
+                          description=f"Restore of snapshot {manifest.short_id}")
+    emit_event(event="vaultflow.restore.succeeded",
+               resource=database_resource(manifest.engine, manifest.server, manifest.database),
+               payload={"snapshot": manifest.id, "target": target})

@@ -1,0 +1,34 @@
+"""Restore and export tasks."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from blocks.resolve import resolve_engine, resolve_repository
+from tasks.retry_policy import retry_transient
+from vaultflow.progress import ProgressMeter
+from vaultflow.repository import SnapshotManifest, open_repository
+from vaultflow.restore import restore_snapshot
+
+
+@task(name="restore-snapshot", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10),
+      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False,
+      cache_policy=NO_CACHE, cache_result_in_memory=False)
+def restore_into_target(
+    snapshot: str, target: str, repository: str | None, replace: bool, no_owner: bool,
+    timeout_seconds: float,
+) -> SnapshotManifest:
+    """Restore a snapshot; the target changes only when the whole snapshot loaded and checked."""
+    ref = resolve_repository(repository)
+    repo = open_repository(ref.location,
+                           ref.passphrase.get_secret_value() if ref.passphrase else None)
+    snapshot_id = repo.resolve_snapshot(snapshot)
+    engine = resolve_engine(target)
+    get_run_logger().info("restoring snapshot %s into %s", snapshot_id[:8], engine.describe())
+    meter = ProgressMeter("restore", engine.describe())
+    manifest = restore_snapshot(repo, snapshot_id, engine, replace=replace, no_owner=no_owner,
+                                timeout=timeout_seconds, progress=meter)
+    meter.finish()
+    return manifest

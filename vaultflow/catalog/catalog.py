@@ -1,0 +1,196 @@
+"""Catalog access: record runs, list them, rebuild from a repository's manifests."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from vaultflow.catalog.models import DatabaseRecord, ServerRecord, SnapshotRecord, SnapshotStatus
+from vaultflow.repository.manifest import SnapshotManifest
+
+
+def vaultflow_home() -> Path:
+    return Path(os.environ.get("VAULTFLOW_HOME", "~/.vaultflow")).expanduser()
+
+
+def default_catalog_url() -> str:
+    """VAULTFLOW_CATALOG_URL, else an SQLite file in VAULTFLOW_HOME (default ~/.vaultflow)."""
+    url = os.environ.get("VAULTFLOW_CATALOG_URL")
+    if url:
+        return url
+    home = vaultflow_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'catalog.db'}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Catalog:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_catalog_url()
+        self.engine: Engine = create_engine(self.url)
+        SQLModel.metadata.create_all(self.engine)
+
+    # -- servers and databases -------------------------------------------------------
+
+    def upsert_database(self, engine: str, server: str, database: str) -> str:
+        server_id = f"{engine}://{server}"
+        db_id = f"{server_id}/{database}"
+        now = _now()
+        with Session(self.engine) as s:
+            srv = s.get(ServerRecord, server_id)
+            if srv is None:
+                s.add(ServerRecord(id=server_id, engine=engine, label=server, first_seen=now, last_seen=now))
+            else:
+                srv.last_seen = now
+                s.add(srv)
+            s.flush()
+            rec = s.get(DatabaseRecord, db_id)
+            if rec is None:
+                s.add(DatabaseRecord(id=db_id, server_id=server_id, name=database, first_seen=now, last_seen=now))
+            else:
+                rec.last_seen = now
+                s.add(rec)
+            s.commit()
+        return db_id
+
+    # -- snapshot runs ---------------------------------------------------------------
+
+    def start_snapshot(
+        self, *, snapshot_id: str, chain: str, repository_id: str, repository: str, engine: str,
+        server: str, database: str, kind: str, parent: str | None = None,
+        flow_run_id: str | None = None,
+    ) -> SnapshotRecord:
+        db_id = self.upsert_database(engine, server, database)
+        rec = SnapshotRecord(
+            id=snapshot_id, repository_id=repository_id, repository=repository, engine=engine,
+            server=server, database=database, database_id=db_id, kind=kind, chain=chain,
+            parent=parent, status=SnapshotStatus.RUNNING, started_at=_now(),
+            hostname=socket.gethostname(), pid=os.getpid(), flow_run_id=flow_run_id,
+        )
+        with Session(self.engine) as s:
+            existing = s.get(SnapshotRecord, snapshot_id)
+            if existing is not None:  # a retry of the same run
+                existing.status = SnapshotStatus.RUNNING
+                existing.error = None
+                existing.pid = os.getpid()
+                existing.hostname = socket.gethostname()
+                s.add(existing)
+                s.commit()
+                s.refresh(existing)
+                return existing
+            s.add(rec)
+            s.commit()
+            s.refresh(rec)
+        return rec
+
+    def finish_snapshot(self, manifest: SnapshotManifest) -> None:
+        with Session(self.engine) as s:
+            rec = s.get(SnapshotRecord, manifest.id)
+            if rec is None:
+                return
+            _apply_manifest(rec, manifest)
+            s.add(rec)
+            s.commit()
+
+    def fail_snapshot(self, snapshot_id: str, error: str) -> None:
+        with Session(self.engine) as s:
+            rec = s.get(SnapshotRecord, snapshot_id)
+            if rec is None or rec.status == SnapshotStatus.SUCCEEDED:
+                return
+            rec.status = SnapshotStatus.FAILED
+            rec.error = error[:2000]
+            rec.finished_at = _now()
+            rec.duration_seconds = (rec.finished_at - _aware(rec.started_at)).total_seconds()
+            s.add(rec)
+            s.commit()
+
+    def mark_interrupted(self) -> int:
+        """Runs left Running by a process on this host that no longer exists become Failed."""
+        host = socket.gethostname()
+        changed = 0
+        with Session(self.engine) as s:
+            rows = s.exec(select(SnapshotRecord).where(
+                col(SnapshotRecord.status).in_([SnapshotStatus.RUNNING, SnapshotStatus.PENDING]),
+                SnapshotRecord.hostname == host)).all()
+            for rec in rows:
+                if not _pid_alive(rec.pid):
+                    rec.status = SnapshotStatus.FAILED
+                    rec.error = "interrupted: the backup process ended without finishing"
+                    s.add(rec)
+                    changed += 1
+            s.commit()
+        return changed
+
+    def snapshots(
+        self, *, repository_id: str | None = None, database: str | None = None,
+        status: SnapshotStatus | None = None,
+    ) -> list[SnapshotRecord]:
+        self.mark_interrupted()
+        query = select(SnapshotRecord)
+        if repository_id:
+            query = query.where(SnapshotRecord.repository_id == repository_id)
+        if database:
+            query = query.where(SnapshotRecord.database == database)
+        if status:
+            query = query.where(SnapshotRecord.status == status)
+        with Session(self.engine) as s:
+            return list(s.exec(query.order_by(col(SnapshotRecord.started_at))).all())
+
+    def rebuild(self, manifests: list[SnapshotManifest], *, repository_id: str, repository: str) -> int:
+        """Make the repository's Succeeded rows equal its manifests; keep failed-run history."""
+        ids = {m.id for m in manifests}
+        with Session(self.engine) as s:
+            for rec in s.exec(select(SnapshotRecord).where(
+                    SnapshotRecord.repository_id == repository_id,
+                    SnapshotRecord.status == SnapshotStatus.SUCCEEDED)).all():
+                if rec.id not in ids:
+                    s.delete(rec)
+            s.commit()
+        for m in manifests:
+            db_id = self.upsert_database(m.engine, m.server, m.database)
+            with Session(self.engine) as s:
+                rec = s.get(SnapshotRecord, m.id) or SnapshotRecord(
+                    id=m.id, repository_id=repository_id, repository=repository, engine=m.engine,
+                    server=m.server, database=m.database, chain=m.chain, started_at=m.started_at,
+                    hostname=m.hostname, pid=0)
+                rec.database_id = db_id
+                rec.repository = repository
+                _apply_manifest(rec, m)
+                s.add(rec)
+                s.commit()
+        return len(manifests)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _apply_manifest(rec: SnapshotRecord, m: SnapshotManifest) -> None:
+    rec.status = SnapshotStatus.SUCCEEDED
+    rec.error = None
+    rec.kind = m.kind
+    rec.chain = m.chain
+    rec.parent = m.parent
+    rec.started_at = m.started_at
+    rec.finished_at = m.finished_at
+    rec.duration_seconds = m.duration_seconds
+    rec.logical_size = m.logical_size
+    rec.stored_size = m.stored_size

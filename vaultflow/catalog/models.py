@@ -1,0 +1,66 @@
+"""Catalog tables (sqlmodel). Nothing here is authoritative: manifests in storage are."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlmodel import Field, SQLModel
+
+
+class SnapshotStatus(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ServerRecord(SQLModel, table=True):
+    __tablename__ = "servers"
+
+    id: str = Field(primary_key=True, description="engine://host:port or sqlite://dir")
+    engine: str
+    label: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+class DatabaseRecord(SQLModel, table=True):
+    __tablename__ = "databases"
+
+    id: str = Field(primary_key=True, description="server id + '/' + name")
+    server_id: str = Field(foreign_key="servers.id", index=True)
+    name: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+class SnapshotRecord(SQLModel, table=True):
+    """One backup run; Succeeded rows mirror a manifest in the repository."""
+
+    __tablename__ = "snapshots"
+
+    id: str = Field(primary_key=True)
+    repository_id: str = Field(index=True)
+    repository: str
+    engine: str
+    server: str
+    database: str = Field(index=True)
+    database_id: str | None = Field(default=None, foreign_key="databases.id", index=True)
+    kind: str = "full"
+    chain: str
+    parent: str | None = None
+    status: SnapshotStatus = SnapshotStatus.PENDING
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    logical_size: int | None = None
+    stored_size: int | None = None
+    error: str | None = None
+    hostname: str
+    pid: int
+    flow_run_id: str | None = None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]

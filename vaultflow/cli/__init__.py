@@ -1,0 +1,1 @@
+"""The `vaultflow` command line; it runs the same flows the Prefect UI runs."""

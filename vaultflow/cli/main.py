@@ -1,0 +1,278 @@
+"""vaultflow CLI. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
+
+Listing and reading commands (snapshots, export, catalog rebuild) use the core directly
+and need no Prefect server; backup and restore run the Prefect flows.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from vaultflow.catalog import Catalog, SnapshotStatus
+from vaultflow.cli.output import error, human_bytes, print_json, print_table, progress_bar, stdout
+from vaultflow.errors import InputError, VaultflowError
+from vaultflow.repository import Repository, open_repository
+from vaultflow.storage import open_store
+
+app = typer.Typer(name="vaultflow", no_args_is_help=True, add_completion=False,
+                  help="Database backups, restores and drills as Prefect flows.")
+catalog_app = typer.Typer(no_args_is_help=True, help="The local catalog of snapshot runs.")
+app.add_typer(catalog_app, name="catalog")
+
+RepoOpt = Annotated[str | None, typer.Option("--repo", "-r", envvar="VAULTFLOW_REPO",
+                                             help="Repository path, or a BackupRepository block name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(fn: F) -> F:
+    """Turn every failure into one line on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VaultflowError as exc:
+            error(exc.line())
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error("interrupted; no snapshot was recorded for the unfinished run")
+            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence, still one line
+            name = type(exc).__name__
+            code = 2 if name in ("ParameterTypeError", "SignatureMismatchError") else 1
+            first = (str(exc).strip().splitlines() or [""])[0]
+            error(f"{name}: {first[:400]}")
+            raise typer.Exit(code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- repository access ------------------------------------------------------------------
+
+def _is_location(ref: str) -> bool:
+    return "/" in ref or "://" in ref or ref.startswith((".", "~"))
+
+
+def _require_repo(repo: str | None) -> str:
+    if not repo:
+        raise InputError("no repository given", "pass --repo PATH or set VAULTFLOW_REPO")
+    return repo
+
+
+def _passphrase(*, confirm: bool = False) -> str:
+    """VAULTFLOW_PASSPHRASE, else ask on a terminal; the flow in this process reads the env."""
+    value = os.environ.get("VAULTFLOW_PASSPHRASE")
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise InputError("no repository passphrase", "set VAULTFLOW_PASSPHRASE or run on a terminal")
+    value = getpass.getpass("repository passphrase: ")
+    if confirm and getpass.getpass("repeat passphrase: ") != value:
+        raise InputError("the two passphrases differ", "run the command again")
+    if not value:
+        raise InputError("empty passphrase", "type a passphrase or set VAULTFLOW_PASSPHRASE")
+    os.environ["VAULTFLOW_PASSPHRASE"] = value
+    return value
+
+
+def _open(repo: str | None) -> tuple[Repository, str | None]:
+    """Open a repository given as a path (env passphrase) or a block name (its passphrase)."""
+    ref = _require_repo(repo)
+    if _is_location(ref):
+        store = open_store(ref)
+        Repository.read_config(store)
+        return open_repository(ref, _passphrase()), os.environ.get("VAULTFLOW_CATALOG_URL")
+    from blocks.resolve import resolve_repository
+
+    resolved = resolve_repository(ref)
+    pw = resolved.passphrase.get_secret_value() if resolved.passphrase else None
+    return open_repository(resolved.location, pw), resolved.catalog_url
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Keep the terminal to our own output; the run logs still reach the Prefect API."""
+    # The embedded (ephemeral) API server migrates a new database on first start, which
+    # takes longer than Prefect's default wait on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+@app.command()
+@handles_errors
+def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
+    """Create an empty repository at a local path."""
+    location = _require_repo(repo)
+    created = Repository.init(open_store(location), _passphrase(confirm=True))
+    if json_out:
+        print_json({"repository_id": created.id, "location": created.store.describe()})
+    else:
+        stdout.print(f"created repository {created.id[:8]} at {created.store.describe()}")
+
+
+@app.command()
+@handles_errors
+def backup(
+    source: Annotated[str, typer.Argument(help="Engine block name or database URL.")],
+    repo: RepoOpt = None,
+    kind: Annotated[str, typer.Option(help="Backup kind.")] = "full",
+    no_table_checksums: Annotated[bool, typer.Option(help="Skip per-table content checksums.")] = False,
+    timeout_minutes: Annotated[int, typer.Option(help="Kill the dump after this long.")] = 360,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Back up one database (runs the `backup` flow)."""
+    ref = _require_repo(repo)
+    if _is_location(ref):
+        Repository.read_config(open_store(ref))
+        _passphrase()
+    _quiet_prefect(verbose)
+    from flows.backup import backup as backup_flow
+
+    with progress_bar(not json_out):
+        result = backup_flow(source=source, repository=ref, kind=kind,
+                             table_checksums=not no_table_checksums,
+                             timeout_minutes=timeout_minutes)
+    if json_out:
+        print_json(result)
+    else:
+        stdout.print(
+            f"snapshot {result['snapshot']} saved: {result['engine']} database "
+            f"{result['database']} on {result['server']}, {human_bytes(int(str(result['logical_bytes'])))} "
+            f"read, {human_bytes(int(str(result['stored_bytes'])))} stored, {result['duration_s']} s",
+            highlight=False)
+
+
+@app.command()
+@handles_errors
+def restore(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id or unique prefix.")],
+    target: Annotated[str, typer.Argument(help="Engine block name or database URL.")],
+    repo: RepoOpt = None,
+    replace: Annotated[bool, typer.Option(help="Swap out a target that already has tables.")] = False,
+    no_owner: Annotated[bool, typer.Option(help="Skip ownership and grants.")] = False,
+    timeout_minutes: Annotated[int, typer.Option(help="Kill the restore after this long.")] = 360,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Restore a snapshot into a database (runs the `restore` flow)."""
+    ref = _require_repo(repo)
+    if _is_location(ref):
+        Repository.read_config(open_store(ref))
+        _passphrase()
+    _quiet_prefect(verbose)
+    from flows.restore import restore as restore_flow
+
+    with progress_bar(not json_out):
+        result = restore_flow(snapshot=snapshot, target=target, repository=ref, replace=replace,
+                              no_owner=no_owner, timeout_minutes=timeout_minutes)
+    if json_out:
+        print_json(result)
+    else:
+        stdout.print(f"restored snapshot {result['snapshot']} ({result['database']}) into {target}",
+                     highlight=False)
+
+
+@app.command()
+@handles_errors
+def snapshots(
+    repo: RepoOpt = None,
+    database: Annotated[str | None, typer.Option(help="Only this database.")] = None,
+    status: Annotated[SnapshotStatus | None, typer.Option(help="Only runs in this status.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List snapshot runs from the catalog (no Prefect server needed)."""
+    ref = _require_repo(repo)
+    if _is_location(ref):
+        config = Repository.read_config(open_store(ref))
+        catalog_url = os.environ.get("VAULTFLOW_CATALOG_URL")
+    else:
+        opened, catalog_url = _open(ref)
+        config = opened.config
+    rows = Catalog(catalog_url).snapshots(repository_id=str(config["id"]), database=database,
+                                          status=status)
+    if json_out:
+        print_json([{
+            "id": r.id, "engine": r.engine, "server": r.server, "database": r.database,
+            "kind": r.kind, "status": r.status.value, "started": r.started_at,
+            "duration_seconds": r.duration_seconds, "logical_size": r.logical_size,
+            "stored_size": r.stored_size, "error": r.error,
+        } for r in rows])
+        return
+    if not rows:
+        stdout.print("no snapshots in the catalog for this repository "
+                      "(if the repository has some, run: vaultflow catalog rebuild)")
+        return
+    print_table(None, ["id", "engine", "database", "kind", "started", "duration", "logical",
+                       "stored", "status"], [
+        (r.short_id, r.engine, r.database, r.kind, r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+         f"{r.duration_seconds:.1f}s" if r.duration_seconds is not None else None,
+         human_bytes(r.logical_size), human_bytes(r.stored_size), r.status.value)
+        for r in rows])
+
+
+@app.command()
+@handles_errors
+def export(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id or unique prefix.")],
+    to: Annotated[str, typer.Option("--to", help="File to write the native dump to.")],
+    repo: RepoOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild the native dump file (pg_dump custom format, SQLite file); no server needed."""
+    from vaultflow.restore import export_snapshot
+
+    opened, _ = _open(repo)
+    manifest = export_snapshot(opened, opened.resolve_snapshot(snapshot), to)
+    stream = manifest.streams[0]
+    if json_out:
+        print_json({"snapshot": manifest.id, "file": os.path.abspath(to), "format": stream.format,
+                    "size": stream.size, "sha256": stream.sha256})
+    else:
+        hint = {"pg_dump-custom": "pg_restore -d DBNAME", "sqlite3-file": "sqlite3"}.get(stream.format, "")
+        stdout.print(f"wrote {stream.format} dump of {manifest.database} ({human_bytes(stream.size)}, "
+                     f"sha256 {stream.sha256[:16]}…) to {to}; open it with {hint}", highlight=False)
+
+
+@catalog_app.command("rebuild")
+@handles_errors
+def catalog_rebuild(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
+    """Recreate the catalog's rows for a repository from the manifests it holds."""
+    opened, catalog_url = _open(repo)
+    manifests = list(opened.manifests())
+    count = Catalog(catalog_url).rebuild(manifests, repository_id=opened.id,
+                                         repository=opened.store.describe())
+    if json_out:
+        print_json({"repository_id": opened.id, "snapshots": count})
+    else:
+        stdout.print(f"catalog rebuilt from {count} manifest(s) in {opened.store.describe()}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

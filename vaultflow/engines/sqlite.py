@@ -1,0 +1,161 @@
+"""SQLite: a consistent copy through the online backup API, restored as a whole file.
+
+The backup API needs a destination database, so the copy is spooled to a private temp
+file (0600, in VAULTFLOW_SPOOL_DIR or the system temp dir) that is streamed into the
+repository and deleted; the spool never outlives the dump. Statistics are read from that
+copy, so they describe exactly the snapshot stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamWriter
+from vaultflow.errors import (
+    DatabaseNotFound,
+    InputError,
+    IntegrityError,
+    StorageUnwritable,
+    TargetNotEmpty,
+    ToolFailed,
+)
+from vaultflow.repository.manifest import TableStats
+
+DUMP_FORMAT = "sqlite3-file"
+_PAGES_PER_STEP = 4096
+
+
+class SqliteEngine(DatabaseEngine):
+    engine = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().absolute()
+
+    @property
+    def database(self) -> str:
+        return self.path.name
+
+    def server_label(self) -> str:
+        return str(self.path.parent)
+
+    def with_database(self, database: str) -> SqliteEngine:
+        return SqliteEngine(self.path.parent / database)
+
+    def describe(self) -> str:
+        return f"SQLite database {self.path}"
+
+    def list_databases(self) -> list[str]:
+        return [self.path.name] if self.path.exists() else []
+
+    def versions(self) -> dict[str, str]:
+        return {"sqlite": sqlite3.sqlite_version}
+
+    def _open_source(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise DatabaseNotFound(f"SQLite database {self.path} does not exist",
+                                   "check the path in the URL or SqliteDatabase block")
+        try:
+            con = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ToolFailed(f"cannot read SQLite database {self.path}: {exc}",
+                             "check that it is an SQLite database and readable") from None
+        return con
+
+    def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
+        with closing(self._open_source()) as con:
+            return _table_stats(con, checksums)
+
+    @contextmanager
+    def open_dump(
+        self, *, table_checksums: bool = True, timeout: float | None = None
+    ) -> Iterator[DumpSession]:
+        spool_dir = os.environ.get("VAULTFLOW_SPOOL_DIR") or None
+        fd, spool = tempfile.mkstemp(prefix="vaultflow-sqlite-", suffix=".db", dir=spool_dir)
+        os.close(fd)
+        try:
+            with closing(self._open_source()) as src, closing(sqlite3.connect(spool)) as dst:
+                try:
+                    src.backup(dst, pages=_PAGES_PER_STEP)
+                except sqlite3.Error as exc:
+                    raise ToolFailed(f"SQLite online backup of {self.path} failed: {exc}") from None
+                dst.execute("PRAGMA journal_mode=DELETE")
+                tables = _table_stats(dst, table_checksums)
+            with open(spool, "rb") as stream:
+                session = DumpSession(stream=stream, stream_name="dump", format=DUMP_FORMAT,
+                                      tables=tables, versions=self.versions())
+                yield session
+        finally:
+            Path(spool).unlink(missing_ok=True)
+
+    def has_user_objects(self) -> bool:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return False
+        with closing(sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)) as con:
+            try:
+                row = con.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()
+            except sqlite3.DatabaseError:
+                return True  # not a database we understand: never overwrite silently
+        return bool(row and row[0])
+
+    def restore(
+        self, fmt: str, write_stream: StreamWriter, *, replace: bool = False,
+        timeout: float | None = None, no_owner: bool = False,
+    ) -> None:
+        if fmt != DUMP_FORMAT:
+            raise InputError(f"a {fmt} stream cannot be restored into SQLite",
+                             "restore it into an engine of its own kind")
+        if not replace and self.has_user_objects():
+            raise TargetNotEmpty(f"SQLite database {self.path} already has tables",
+                                 "restore to a new path, or pass --replace to swap it out")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.vf-", dir=self.path.parent)
+        except OSError as exc:
+            raise StorageUnwritable(f"cannot write next to {self.path}: {exc.strerror}",
+                                    "choose a writable target path") from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write_stream(out)
+                out.flush()
+                os.fsync(out.fileno())
+            with closing(sqlite3.connect(tmp)) as con:
+                verdict = con.execute("PRAGMA quick_check").fetchone()
+            if not verdict or verdict[0] != "ok":
+                raise IntegrityError(f"restored SQLite file for {self.path} fails quick_check",
+                                     "the snapshot is damaged; restore another one")
+            os.chmod(tmp, 0o644)
+            for suffix in ("-wal", "-shm", "-journal"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _table_stats(con: sqlite3.Connection, checksums: bool) -> list[TableStats]:
+    """Row counts and order-independent checksums (sum of 64-bit BLAKE2b prefixes of rows)."""
+    names = [r[0] for r in con.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name")]
+    out: list[TableStats] = []
+    for name in names:
+        quoted = '"' + name.replace('"', '""') + '"'
+        if not checksums:
+            (rows,) = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()
+            out.append(TableStats(schema="main", name=name, rows=rows))
+            continue
+        rows, total = 0, 0
+        for row in con.execute(f"SELECT * FROM {quoted}"):
+            digest = hashlib.blake2b(repr(row).encode(), digest_size=8).digest()
+            total = (total + int.from_bytes(digest, "big")) % (1 << 64)
+            rows += 1
+        out.append(TableStats(schema="main", name=name, rows=rows, checksum=f"b2x64:{total}"))
+    return out

@@ -1,0 +1,92 @@
+"""The snapshot manifest: everything needed to restore a snapshot, and nothing secret."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SnapshotKind = Literal["full", "incremental", "differential"]
+
+
+class ChunkRef(BaseModel):
+    """One chunk of a stream, in stream order: plaintext size and stored object size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    size: int
+    stored: int
+
+
+class StreamManifest(BaseModel):
+    """One named byte stream of a snapshot (a dump, later a table's data)."""
+
+    name: str
+    format: str = Field(description="how the bytes are to be read, e.g. pg_dump-custom, sqlite3-file")
+    size: int
+    sha256: str
+    chunks: list[ChunkRef]
+
+
+class TableStats(BaseModel):
+    """Row count and an order-independent content checksum of one table at backup time."""
+
+    table_schema: str = Field(alias="schema")
+    name: str
+    rows: int
+    checksum: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.table_schema}.{self.name}" if self.table_schema else self.name
+
+
+class SnapshotManifest(BaseModel):
+    """Written as the last object of a backup; its presence is what makes a snapshot exist."""
+
+    version: int = 1
+    id: str
+    chain: str
+    parent: str | None = None
+    kind: SnapshotKind = "full"
+    engine: str
+    server: str = Field(description="host:port or file path of the source, never credentials")
+    database: str
+    started_at: datetime
+    finished_at: datetime
+    hostname: str
+    vaultflow_version: str
+    tool_versions: dict[str, str] = Field(default_factory=dict)
+    streams: list[StreamManifest]
+    tables: list[TableStats] = Field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def logical_size(self) -> int:
+        return sum(s.size for s in self.streams)
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of the distinct chunk objects this snapshot references."""
+        seen: dict[str, int] = {}
+        for stream in self.streams:
+            for c in stream.chunks:
+                seen[c.id] = c.stored
+        return sum(seen.values())
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def stream(self, name: str) -> StreamManifest:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise KeyError(name)

@@ -1,0 +1,403 @@
+"""The repository: config, chunk store, manifests, on top of any ObjectStore.
+
+Object layout (version 1, see docs/design.md):
+    config                                   plaintext JSON: format, id, KDF, wrapped keys
+    chains/<chain>/chunks/<id[:2]>/<id>      sealed chunk, aad = b"chunk:" + id
+    snapshots/<snapshot-id>                  sealed manifest JSON, aad = b"snapshot:" + id
+
+Write ordering: every chunk of a snapshot is durable before its manifest is written, and
+the manifest is written by one atomic put; so a snapshot is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Protocol
+
+import pyfastcdc
+
+from vaultflow.errors import (
+    AmbiguousSnapshot,
+    IntegrityError,
+    RepositoryError,
+    RepositoryNotInitialised,
+    SnapshotNotFound,
+    WrongPassphrase,
+)
+from vaultflow.repository.crypto import KdfParams, MasterKeys, SealError, Sealer, b64, unb64
+from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest
+from vaultflow.storage.base import ObjectStore
+
+CONFIG_KEY = "config"
+FORMAT_NAME = "vaultflow-repository"
+FORMAT_VERSION = 1
+SNAPSHOT_PREFIX = "snapshots/"
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as (plaintext bytes read so far, bytes newly stored so far)."""
+
+
+class ByteSink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    min_size: int = 256 * 1024
+    avg_size: int = 1024 * 1024
+    max_size: int = 4 * 1024 * 1024
+
+
+def new_object_id() -> str:
+    return os.urandom(16).hex()
+
+
+def chunk_key(chain: str, chunk_id: str) -> str:
+    return f"chains/{chain}/chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+class Repository:
+    """An opened repository. Construct with `init` or `open`."""
+
+    def __init__(self, store: ObjectStore, config: dict[str, object], keys: MasterKeys) -> None:
+        self.store = store
+        self.config = config
+        self.id = str(config["id"])
+        chunker = config["chunker"]
+        assert isinstance(chunker, dict)
+        self.chunker = ChunkerParams(**{k: int(v) for k, v in chunker.items()})
+        self.keys = keys
+        self.sealer = Sealer(keys)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        store: ObjectStore,
+        passphrase: str,
+        *,
+        kdf: KdfParams | None = None,
+        chunker: ChunkerParams | None = None,
+    ) -> Repository:
+        """Create a new repository; refuse if the location already holds one."""
+        if store.exists(CONFIG_KEY):
+            raise RepositoryError(
+                f"a repository already exists at {store.describe()}",
+                "use it as it is, or choose an empty location",
+            )
+        if not passphrase:
+            raise WrongPassphrase("an empty passphrase is not allowed", "set VAULTFLOW_PASSPHRASE")
+        kdf = kdf or KdfParams(salt=os.urandom(16))
+        chunker = chunker or ChunkerParams()
+        repo_id = new_object_id()
+        keys = MasterKeys.generate()
+        config: dict[str, object] = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "id": repo_id,
+            "created": datetime.now(UTC).isoformat(),
+            "chunker": {"min_size": chunker.min_size, "avg_size": chunker.avg_size,
+                        "max_size": chunker.max_size},
+            "compression": "zstd",
+            "encryption": "aes-256-gcm",
+            "chunk_id": "blake3-keyed",
+            "kdf": kdf.to_json(),
+            "key": b64(keys.wrap(kdf.derive(passphrase), _key_aad(repo_id))),
+        }
+        store.put(CONFIG_KEY, json.dumps(config, indent=2).encode())
+        return cls(store, config, keys)
+
+    @staticmethod
+    def read_config(store: ObjectStore) -> dict[str, object]:
+        """The plaintext config; needs no passphrase."""
+        try:
+            raw = store.get(CONFIG_KEY)
+        except KeyError:
+            raise RepositoryNotInitialised(
+                f"no vaultflow repository at {store.describe()}",
+                f"create one with: vaultflow init --repo {store.describe()}",
+            ) from None
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            raise RepositoryError(f"repository config at {store.describe()} is not valid JSON") from None
+        if config.get("format") != FORMAT_NAME or config.get("version") != FORMAT_VERSION:
+            raise RepositoryError(
+                f"{store.describe()} holds format {config.get('format')!r} "
+                f"version {config.get('version')!r}, not {FORMAT_NAME} {FORMAT_VERSION}",
+                "use a vaultflow release that reads it",
+            )
+        return dict(config)
+
+    @classmethod
+    def open(cls, store: ObjectStore, passphrase: str) -> Repository:
+        config = cls.read_config(store)
+        kdf = KdfParams.from_json(dict(config["kdf"]))  # type: ignore[call-overload]
+        try:
+            keys = MasterKeys.unwrap(
+                kdf.derive(passphrase), unb64(str(config["key"])), _key_aad(str(config["id"]))
+            )
+        except SealError:
+            raise WrongPassphrase(
+                f"wrong passphrase for the repository at {store.describe()}",
+                "set VAULTFLOW_PASSPHRASE (or the block's passphrase) to the one it was created with",
+            ) from None
+        return cls(store, config, keys)
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        return sorted(
+            info.key[len(SNAPSHOT_PREFIX) :] for info in self.store.list(SNAPSHOT_PREFIX)
+        )
+
+    def resolve_snapshot(self, ref: str) -> str:
+        """Full id for an id or unique id prefix (at least 4 characters)."""
+        ref = ref.strip().lower()
+        if len(ref) < 4 or not all(c in "0123456789abcdef" for c in ref):
+            raise SnapshotNotFound(
+                f"snapshot id {ref!r} is not a hex id of at least 4 characters",
+                "list ids with: vaultflow snapshots",
+            )
+        matches = [i for i in self.snapshot_ids() if i.startswith(ref)]
+        if not matches:
+            raise SnapshotNotFound(
+                f"no snapshot {ref!r} in the repository at {self.store.describe()}",
+                "list ids with: vaultflow snapshots",
+            )
+        if len(matches) > 1:
+            raise AmbiguousSnapshot(
+                f"snapshot id {ref!r} is ambiguous: it matches {', '.join(m[:12] for m in matches[:5])}",
+                "give more characters of the id",
+            )
+        return matches[0]
+
+    def save_manifest(self, manifest: SnapshotManifest) -> None:
+        """Write the manifest. Call only after every chunk it names is durable."""
+        payload = manifest.model_dump_json(by_alias=True).encode()
+        self.store.put(
+            SNAPSHOT_PREFIX + manifest.id, self.sealer.seal(payload, _manifest_aad(manifest.id))
+        )
+
+    def load_manifest(self, snapshot_id: str) -> SnapshotManifest:
+        try:
+            blob = self.store.get(SNAPSHOT_PREFIX + snapshot_id)
+        except KeyError:
+            raise SnapshotNotFound(
+                f"no snapshot {snapshot_id} in the repository at {self.store.describe()}",
+                "list ids with: vaultflow snapshots",
+            ) from None
+        try:
+            payload = self.sealer.open(blob, _manifest_aad(snapshot_id))
+        except SealError as exc:
+            raise IntegrityError(
+                f"manifest of snapshot {snapshot_id[:8]} failed its check: {exc}",
+                "the snapshot cannot be trusted; restore another one",
+            ) from None
+        return SnapshotManifest.model_validate_json(payload)
+
+    def manifests(self) -> Iterator[SnapshotManifest]:
+        for sid in self.snapshot_ids():
+            yield self.load_manifest(sid)
+
+    # -- chunks ----------------------------------------------------------------------
+
+    def chain_chunks(self, chain: str) -> dict[str, int]:
+        """Chunk id -> stored size of every chunk already in `chain` (one listing)."""
+        prefix = f"chains/{chain}/chunks/"
+        return {info.key.rsplit("/", 1)[1]: info.size for info in self.store.list(prefix)}
+
+    def writer(self, chain: str, *, workers: int = 2) -> ChunkWriter:
+        return ChunkWriter(self, chain, workers=workers)
+
+    def read_stream(
+        self,
+        snapshot_id: str,
+        stream: StreamManifest,
+        sink: ByteSink,
+        chain: str,
+        *,
+        prefetch: int = 4,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Write the stream's plaintext to `sink`, verifying every chunk and the whole.
+
+        Raises IntegrityError before writing a chunk that fails its check; the caller
+        must then treat everything already written as garbage.
+        """
+        total = hashlib.sha256()
+        done = 0
+        with ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="vf-read") as pool:
+            pending: list[tuple[ChunkRef, Future[bytes]]] = []
+            chunks = iter(stream.chunks)
+            for ref in chunks:
+                pending.append((ref, pool.submit(self._load_chunk, snapshot_id, chain, ref)))
+                if len(pending) >= prefetch:
+                    break
+            while pending:
+                ref, fut = pending.pop(0)
+                nxt = next(chunks, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(self._load_chunk, snapshot_id, chain, nxt)))
+                try:
+                    data = fut.result()
+                except BaseException:
+                    for _, f in pending:
+                        f.cancel()
+                    raise
+                total.update(data)
+                sink.write(data)
+                done += len(data)
+                if progress:
+                    progress(done, 0)
+        if total.hexdigest() != stream.sha256 or done != stream.size:
+            raise IntegrityError(
+                f"stream {stream.name!r} of snapshot {snapshot_id[:8]} does not match its "
+                "recorded SHA-256/size",
+                "the snapshot is damaged; restore another one",
+            )
+
+    def _load_chunk(self, snapshot_id: str, chain: str, ref: ChunkRef) -> bytes:
+        key = chunk_key(chain, ref.id)
+        try:
+            blob = self.store.get(key)
+        except KeyError:
+            raise IntegrityError(
+                f"chunk {ref.id[:12]} of snapshot {snapshot_id[:8]} is missing from the repository",
+                "the snapshot is damaged; restore another one",
+            ) from None
+        try:
+            data = self.sealer.open(blob, _chunk_aad(ref.id), max_size=ref.size)
+        except (SealError, Exception) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise IntegrityError(
+                f"chunk {ref.id[:12]} of snapshot {snapshot_id[:8]} failed its check: {exc}",
+                "the snapshot is damaged; restore another one",
+            ) from None
+        if len(data) != ref.size or self.sealer.chunk_id(data) != ref.id:
+            raise IntegrityError(
+                f"chunk {ref.id[:12]} of snapshot {snapshot_id[:8]} has the wrong content",
+                "the snapshot is damaged; restore another one",
+            )
+        return data
+
+
+class ChunkWriter:
+    """Cuts streams into chunks and stores the chunks the chain does not hold yet.
+
+    Memory is bounded: at most `2 * workers` chunks (each <= max chunk size) are in flight.
+    Chunks already in the chain (from an earlier attempt of the same backup) are reused
+    without being written again.
+    """
+
+    def __init__(self, repo: Repository, chain: str, *, workers: int = 2) -> None:
+        self.repo = repo
+        self.chain = chain
+        self.known = repo.chain_chunks(chain)
+        self._lock = threading.Lock()
+        self._workers = workers
+        self.bytes_read = 0
+        self.bytes_stored = 0
+
+    def write_stream(
+        self,
+        name: str,
+        fmt: str,
+        reader: IO[bytes],
+        progress: ProgressCallback | None = None,
+    ) -> StreamManifest:
+        params = self.repo.chunker
+        cdc = pyfastcdc.FastCDC(
+            avg_size=params.avg_size,
+            min_size=params.min_size,
+            max_size=params.max_size,
+            seed=self.repo.keys.chunker_seed,
+        )
+        total = hashlib.sha256()
+        refs: list[ChunkRef | Future[ChunkRef]] = []
+        inflight = threading.BoundedSemaphore(2 * self._workers)
+        pending_ids: dict[str, Future[ChunkRef]] = {}
+        size = 0
+        failures: list[BaseException] = []
+
+        def on_done(fut: Future[ChunkRef]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                failures.append(fut.exception())  # type: ignore[arg-type]
+            inflight.release()
+
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="vf-seal") as pool:
+            try:
+                for piece in cdc.cut_stream(reader):
+                    data = bytes(piece.data)
+                    total.update(data)
+                    size += len(data)
+                    cid = self.repo.sealer.chunk_id(data)
+                    if cid in self.known:
+                        refs.append(ChunkRef(id=cid, size=len(data), stored=self.known[cid]))
+                    elif cid in pending_ids:
+                        refs.append(pending_ids[cid])
+                    else:
+                        inflight.acquire()
+                        if failures:
+                            raise failures[0]
+                        fut = pool.submit(self._store_chunk, cid, data)
+                        fut.add_done_callback(on_done)
+                        pending_ids[cid] = fut
+                        refs.append(fut)
+                    with self._lock:
+                        self.bytes_read += len(data)
+                    if progress:
+                        progress(self.bytes_read, self.bytes_stored)
+                resolved = [r.result() if isinstance(r, Future) else r for r in refs]
+            except BaseException:
+                for fut in pending_ids.values():
+                    fut.cancel()
+                raise
+        for ref in resolved:
+            self.known[ref.id] = ref.stored
+        if progress:
+            progress(self.bytes_read, self.bytes_stored)
+        return StreamManifest(name=name, format=fmt, size=size, sha256=total.hexdigest(),
+                              chunks=resolved)
+
+    def _store_chunk(self, cid: str, data: bytes) -> ChunkRef:
+        blob = self.repo.sealer.seal(data, _chunk_aad(cid))
+        self.repo.store.put(chunk_key(self.chain, cid), blob)
+        with self._lock:
+            self.bytes_stored += len(blob)
+        return ChunkRef(id=cid, size=len(data), stored=len(blob))
+
+
+def _key_aad(repo_id: str) -> bytes:
+    return b"vaultflow-key:" + repo_id.encode()
+
+
+def _chunk_aad(chunk_id: str) -> bytes:
+    return b"chunk:" + chunk_id.encode()
+
+
+def _manifest_aad(snapshot_id: str) -> bytes:
+    return b"snapshot:" + snapshot_id.encode()
+
+
+def open_repository(location: str, passphrase: str | None) -> Repository:
+    """Open the repository at a location (path or URL) with a passphrase."""
+    from vaultflow.storage import open_store
+
+    store = open_store(location)
+    if not passphrase:
+        Repository.read_config(store)  # "not initialised" beats "no passphrase"
+        raise WrongPassphrase(
+            f"no passphrase given for the repository at {store.describe()}",
+            "set VAULTFLOW_PASSPHRASE or the BackupRepository block's passphrase",
+        )
+    return Repository.open(store, passphrase)

@@ -1,0 +1,103 @@
+"""Local-filesystem store: one file per object, written atomically."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from vaultflow.errors import StorageFull, StorageUnwritable, VaultflowError
+from vaultflow.storage.base import ObjectInfo, ObjectStore, validate_key, validate_prefix
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under `root`; `put` writes a temp file, fsyncs, then renames."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self._fsync_dir(path.parent)
+        except OSError as exc:
+            raise self._map(exc, key) from None
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise self._map(exc, key) from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        # Walk only the directory the prefix names, then filter by the remaining part.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                full = Path(dirpath, name)
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        yield ObjectInfo(key, full.stat().st_size)
+                    except FileNotFoundError:
+                        continue
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._map(exc, key) from None
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _map(self, exc: OSError, key: str) -> VaultflowError:
+        where = f"{self.root}/{key}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull(
+                f"no space left on the repository storage writing {where}",
+                "free space or move the repository; the interrupted backup left no snapshot",
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+            return StorageUnwritable(
+                f"repository path {self.root} is not writable ({exc.strerror})",
+                "fix its permissions or choose another --repo",
+            )
+        return VaultflowError(f"storage error on {where}: {exc.strerror}")
