@@ -28,7 +28,9 @@ from vaultflow.errors import (
 from vaultflow.repository.manifest import TableStats
 
 DUMP_FORMAT = "sqlite3-file"
-_PAGES_PER_STEP = 4096
+# One step: the copy runs inside a single read transaction, so concurrent writers (which
+# would restart a stepped backup) neither block it forever nor make it inconsistent.
+_PAGES_PER_STEP = -1
 
 
 class SqliteEngine(DatabaseEngine):

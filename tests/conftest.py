@@ -1,0 +1,124 @@
+"""Shared fixtures: real PostgreSQL, one Prefect test harness, isolated homes, the CLI.
+
+A missing service fails the test that needs it (never a skip): these tests are only
+meaningful against the real components.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+PASSPHRASE = "correct horse battery staple"
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> None:
+    if not port_open(PG_HOST, PG_PORT):
+        pytest.fail(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}; start it "
+                    "(pg_ctlcluster --skip-systemctl-redirect 15 main start)")
+
+
+def pg_admin() -> psycopg.Connection:  # type: ignore[type-arg]
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
+                           autocommit=True)
+
+
+def drop_pg_database(name: str) -> None:
+    with pg_admin() as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(pg_available: None) -> Iterator[Callable[..., str]]:
+    """Factory: create=True makes an empty database; every name is dropped afterwards."""
+    names: list[str] = []
+
+    def make(create: bool = True) -> str:
+        name = f"vft_{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        if create:
+            with pg_admin() as c:
+                c.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    yield make
+    for name in names:
+        drop_pg_database(name)
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{database}"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own catalog home; the repository passphrase is set."""
+    home = tmp_path_factory.mktemp("vfhome")
+    monkeypatch.setenv("VAULTFLOW_HOME", str(home))
+    monkeypatch.delenv("VAULTFLOW_CATALOG_URL", raising=False)
+    monkeypatch.delenv("VAULTFLOW_REPO", raising=False)
+    monkeypatch.setenv("VAULTFLOW_PASSPHRASE", PASSPHRASE)
+    return home
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    """An initialised local repository."""
+    from vaultflow.repository import Repository
+    from vaultflow.storage import LocalStore
+
+    path = tmp_path / "repo"
+    Repository.init(LocalStore(path), PASSPHRASE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect test harness for the session; yields its API URL (for subprocesses too)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            url = PREFECT_API_URL.value()
+            assert url, "the Prefect test harness did not set an API URL"
+            yield url
+
+
+@pytest.fixture
+def cli(prefect_api: str, isolated_home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real `vaultflow` command against the session's Prefect API."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = dict(os.environ)
+        full_env["PREFECT_API_URL"] = prefect_api
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "vaultflow.cli.main", *args], env=full_env, cwd=ROOT,
+            capture_output=True, text=True, timeout=timeout, input=input,
+        )
+
+    return run

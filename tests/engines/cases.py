@@ -1,0 +1,233 @@
+"""Engine test cases: build a rich database, write concurrently, describe the schema.
+
+Every engine test is parametrized over ENGINE_CASES, so a new engine adds one class here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import PG_HOST, PG_PORT, drop_pg_database, pg_admin, pg_url
+from vaultflow.engines import DatabaseEngine, engine_from_url
+
+PG_SCHEMA = r"""
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE SEQUENCE invoice_no START 1000;
+CREATE TABLE customers (
+    id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE, balance numeric(12, 2),
+    photo bytea, prefs jsonb, raw json, mood mood, born date, seen timestamptz,
+    name_upper text GENERATED ALWAYS AS (upper(name)) STORED);
+COMMENT ON TABLE customers IS 'people who pay';
+CREATE TABLE orders (
+    id serial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers(id),
+    invoice int DEFAULT nextval('invoice_no'), amount numeric, note text);
+CREATE INDEX orders_customer ON orders (customer_id);
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 500;
+CREATE MATERIALIZED VIEW order_totals AS
+    SELECT customer_id, sum(amount) AS total FROM orders GROUP BY customer_id;
+CREATE TABLE events (id int, at date NOT NULL, payload text) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE ledger_a (id bigserial PRIMARY KEY, v int);
+CREATE TABLE ledger_b (id bigserial PRIMARY KEY, v int);
+CREATE FUNCTION add_one(i int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT i + 1';
+INSERT INTO customers (name, email, balance, photo, prefs, raw, mood, born, seen)
+SELECT 'name ' || g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'c' || g || '@x.org' END,
+       (g * 3.17)::numeric(12, 2), CASE WHEN g % 3 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END,
+       jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 5)),
+       CASE WHEN g % 4 = 0 THEN NULL ELSE json_build_object('k', g) END,
+       (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood, date '1980-01-01' + g,
+       timestamptz '2025-01-01 00:00+00' + g * interval '1 minute'
+FROM generate_series(1, 3000) g;
+INSERT INTO orders (customer_id, amount, note)
+SELECT 1 + g % 3000, (g % 1000) + 0.5, repeat('ñ', g % 7) FROM generate_series(1, 12000) g;
+INSERT INTO events SELECT g, date '2025-06-01' + (g % 400), md5(g::text) FROM generate_series(1, 5000) g;
+REFRESH MATERIALIZED VIEW order_totals;
+SELECT lo_from_bytea(0, decode(repeat('cafe', 5000), 'hex'));
+"""
+
+
+class EngineCase(ABC):
+    name: str
+
+    @abstractmethod
+    def create_source(self, tmp_path: Path) -> str:
+        """Create a populated database; return its URL."""
+
+    @abstractmethod
+    def new_target(self, tmp_path: Path) -> str:
+        """A URL for a database that does not exist yet."""
+
+    @abstractmethod
+    def schema(self, url: str) -> str:
+        """A normalised description of the database's schema."""
+
+    @abstractmethod
+    def extra_state(self, url: str) -> object:
+        """State the table checksums do not cover (sequences, large objects)."""
+
+    @abstractmethod
+    def bulk(self, url: str, mib: int) -> None:
+        """Add about `mib` MiB of rows so a dump takes a moment."""
+
+    @abstractmethod
+    def paired_writer(self, url: str, stop: threading.Event) -> Callable[[], int]:
+        """A writer inserting one row into ledger_a and ledger_b per transaction."""
+
+    @abstractmethod
+    def ledger_counts(self, url: str) -> tuple[int, int]: ...
+
+    def engine(self, url: str) -> DatabaseEngine:
+        return engine_from_url(url)
+
+    def cleanup(self) -> None:
+        """Drop what the case created."""
+
+
+class PostgresCase(EngineCase):
+    name = "postgresql"
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def _new_name(self) -> str:
+        name = f"vft_{uuid.uuid4().hex[:10]}"
+        self.created.append(name)
+        return name
+
+    def create_source(self, tmp_path: Path) -> str:
+        name = self._new_name()
+        with pg_admin() as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+            c.execute("DO $$ BEGIN CREATE ROLE vft_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=name, autocommit=True) as c:
+            c.execute(PG_SCHEMA)
+            c.execute("GRANT SELECT ON customers TO vft_reader")
+            c.execute("SELECT setval('invoice_no', 54321)")
+        return pg_url(name)
+
+    def new_target(self, tmp_path: Path) -> str:
+        return pg_url(self._new_name())
+
+    def _connect(self, url: str) -> psycopg.Connection:  # type: ignore[type-arg]
+        return psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres",
+                               dbname=url.rsplit("/", 1)[1], autocommit=True)
+
+    def schema(self, url: str) -> str:
+        out = subprocess.run(["pg_dump", "--schema-only", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres",
+                              "-d", url.rsplit("/", 1)[1]], capture_output=True, text=True, check=True)
+        keep = [ln for ln in out.stdout.splitlines()
+                if ln.strip() and not ln.startswith(("--", "\\restrict", "\\unrestrict", "SET ",
+                                                      "SELECT pg_catalog.set_config"))]
+        return "\n".join(keep)
+
+    def extra_state(self, url: str) -> object:
+        with self._connect(url) as c:
+            seq = c.execute("SELECT last_value FROM invoice_no").fetchone()
+            lo = c.execute("SELECT string_agg(md5(lo_get(oid)), ',' ORDER BY oid) "
+                           "FROM pg_largeobject_metadata").fetchone()
+            mat = c.execute("SELECT count(*), sum(total) FROM order_totals").fetchone()
+        return seq, lo, mat
+
+    def bulk(self, url: str, mib: int) -> None:
+        with self._connect(url) as c:
+            c.execute("CREATE TABLE bulk (id int PRIMARY KEY, t text)")
+            rows = mib * 1024 * 1024 // 140
+            c.execute(f"INSERT INTO bulk SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, {rows}) g")
+
+    def paired_writer(self, url: str, stop: threading.Event) -> Callable[[], int]:
+        def run() -> int:
+            n = 0
+            with self._connect(url) as c:
+                c.autocommit = False
+                while not stop.is_set():
+                    c.execute("INSERT INTO ledger_a (v) VALUES (%s)", (n,))
+                    c.execute("INSERT INTO ledger_b (v) VALUES (%s)", (n,))
+                    c.commit()
+                    n += 1
+            return n
+        return run
+
+    def ledger_counts(self, url: str) -> tuple[int, int]:
+        with self._connect(url) as c:
+            a = c.execute("SELECT count(*) FROM ledger_a").fetchone()
+            b = c.execute("SELECT count(*) FROM ledger_b").fetchone()
+        assert a and b
+        return int(a[0]), int(b[0])
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            drop_pg_database(name)
+
+
+class SqliteCase(EngineCase):
+    name = "sqlite"
+
+    def create_source(self, tmp_path: Path) -> str:
+        from vaultflow.sample_data import create
+
+        path = tmp_path / f"src-{uuid.uuid4().hex[:6]}.db"
+        create(path, rows=5000)
+        with closing(sqlite3.connect(path)) as con:
+            con.executescript("""
+                PRAGMA journal_mode=WAL;
+                CREATE TABLE ledger_a (id INTEGER PRIMARY KEY, v INT);
+                CREATE TABLE ledger_b (id INTEGER PRIMARY KEY, v INT);
+                CREATE TRIGGER orders_touch AFTER UPDATE ON orders BEGIN SELECT 1; END;
+                INSERT INTO customers (id, name, email, balance, created_at, notes)
+                VALUES (999999, 'nulls', NULL, NULL, '2025-01-01', NULL);
+            """)
+        return f"sqlite:///{path}"
+
+    def new_target(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / ('dst-' + uuid.uuid4().hex[:6] + '.db')}"
+
+    def _path(self, url: str) -> str:
+        return url[len("sqlite:///"):]
+
+    def schema(self, url: str) -> str:
+        with closing(sqlite3.connect(self._path(url))) as con:
+            rows = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        return "\n".join(map(str, rows))
+
+    def extra_state(self, url: str) -> object:
+        with closing(sqlite3.connect(self._path(url))) as con:
+            return con.execute("SELECT * FROM sqlite_sequence ORDER BY name").fetchall()
+
+    def bulk(self, url: str, mib: int) -> None:
+        with closing(sqlite3.connect(self._path(url))) as con:
+            con.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, t TEXT)")
+            rows = mib * 1024 * 1024 // 140
+            con.execute(f"WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {rows}) "
+                        "INSERT INTO bulk SELECT x, hex(randomblob(64)) FROM g")
+            con.commit()
+
+    def paired_writer(self, url: str, stop: threading.Event) -> Callable[[], int]:
+        def run() -> int:
+            n = 0
+            with closing(sqlite3.connect(self._path(url), timeout=30)) as con:
+                while not stop.is_set():
+                    with con:
+                        con.execute("INSERT INTO ledger_a (v) VALUES (?)", (n,))
+                        con.execute("INSERT INTO ledger_b (v) VALUES (?)", (n,))
+                    n += 1
+            return n
+        return run
+
+    def ledger_counts(self, url: str) -> tuple[int, int]:
+        with closing(sqlite3.connect(self._path(url))) as con:
+            a = con.execute("SELECT count(*) FROM ledger_a").fetchone()[0]
+            b = con.execute("SELECT count(*) FROM ledger_b").fetchone()[0]
+        return int(a), int(b)
+
+
+ENGINE_CASES: dict[str, type[EngineCase]] = {"postgresql": PostgresCase, "sqlite": SqliteCase}
