@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
-from pydantic import SecretStr
 from prefect.blocks.core import Block
+from pydantic import SecretStr
 
 from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url
 from vaultflow.errors import InputError
@@ -16,7 +17,7 @@ ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-sqlite-database")
 
 def _load_block(slug: str, name: str) -> Block | None:
     try:
-        return Block.load(f"{slug}/{name}")
+        return cast(Block, Block.load(f"{slug}/{name}"))
     except ValueError:
         return None
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow
 from pydantic import Field
-from typing_extensions import Annotated
 
 from tasks.backup import (
     dump_to_repository,

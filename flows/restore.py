@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
 from pydantic import Field
-from typing_extensions import Annotated
 
 from tasks.reporting import publish_restore_summary, snapshot_row
 from tasks.restore import restore_into_target

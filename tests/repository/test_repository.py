@@ -98,12 +98,12 @@ class FailingStore(LocalStore):
         self.budget = budget
         self.puts = 0
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         if key.startswith("chains/"):
             self.puts += 1
             if self.puts > self.budget:
                 raise self._map(OSError(errno.ENOSPC, "No space left on device"), key)
-        super().put(key, data)
+        super().put(key, data, sync=sync)
 
 
 def test_store_failure_leaves_no_snapshot_and_retry_reuses_chunks(tmp_path: Path) -> None:

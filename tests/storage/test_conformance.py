@@ -37,6 +37,14 @@ def test_put_get_stat_delete(store: ObjectStore) -> None:
         store.get("a/b")
 
 
+def test_unsynced_puts_are_visible_and_sync_returns(store: ObjectStore) -> None:
+    for i in range(10):
+        store.put(f"u/{i}", bytes([i]) * 100, sync=False)
+    store.sync()
+    assert sorted(store.get(f"u/{i}") for i in range(10)) == sorted(bytes([i]) * 100 for i in range(10))
+    store.sync()  # nothing pending is fine
+
+
 def test_list_by_prefix(store: ObjectStore) -> None:
     for key in ("snapshots/1", "snapshots/2", "chains/c/chunks/ab/abc", "config"):
         store.put(key, key.encode())

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -152,7 +152,8 @@ def backup(
     from flows.backup import backup as backup_flow
 
     with progress_bar(not json_out):
-        result = backup_flow(source=source, repository=ref, kind=kind,
+        # The flow validates `kind` itself (one list of kinds, shown in the UI form too).
+        result = backup_flow(source=source, repository=ref, kind=cast(Any, kind),
                              table_checksums=not no_table_checksums,
                              timeout_minutes=timeout_minutes)
     if json_out:

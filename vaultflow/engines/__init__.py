@@ -33,31 +33,42 @@ def engine_from_url(url: str) -> DatabaseEngine:
     A password inside the URL is refused: URLs end up in run parameters, logs and shell
     history. Passwords come from a saved block, PGPASSWORD or ~/.pgpass.
     """
+    try:
+        return _engine_from_url(url)
+    except ValueError:  # malformed netloc or port; never echo the URL, it may hold a secret
+        raise InputError("the database URL is malformed",
+                         "write it as postgresql://user@host:port/db or sqlite:///file.db") from None
+
+
+_ALLOWED_QUERY = {"sslmode"}
+
+
+def _engine_from_url(url: str) -> DatabaseEngine:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if parts.password is not None or "password" in parse_qs(parts.query):
+        raise InputError(
+            "the database URL contains a password",
+            "remove it and use a saved engine block, PGPASSWORD or ~/.pgpass instead",
+        )
     if scheme == "sqlite":
         path = unquote(parts.path)
         if parts.netloc or not path or path == "/":
-            raise InputError(f"SQLite URL {url!r} has no file path",
+            raise InputError("the SQLite URL has a host part or no file path",
                              "write it as sqlite:///relative.db or sqlite:////absolute/path.db")
         return SqliteEngine(path[1:])  # sqlite:///rel.db, sqlite:////abs.db (SQLAlchemy style)
     if scheme in ("postgresql", "postgres"):
-        if parts.password is not None:
-            raise InputError(
-                "the database URL contains a password",
-                "remove it and use a PostgresServer block, PGPASSWORD or ~/.pgpass instead",
-            )
+        query = parse_qs(parts.query)
+        unknown = sorted(set(query) - _ALLOWED_QUERY)
+        if unknown:
+            raise InputError(f"unsupported URL parameter(s) {', '.join(unknown)}",
+                             "only sslmode is accepted; put other settings in a PostgresServer block")
         database = unquote(parts.path.lstrip("/"))
         if not database:
             raise InputError(f"PostgreSQL URL for {parts.hostname} names no database",
                              "append /DBNAME to the URL")
-        query = parse_qs(parts.query)
-        try:
-            port = parts.port or 5432
-        except ValueError:
-            raise InputError(f"the port in {parts.netloc!r} is not a number", "fix the URL") from None
         return PostgresEngine(PostgresConnection(
-            host=parts.hostname or "127.0.0.1", port=port,
+            host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
             user=unquote(parts.username) if parts.username else "postgres", database=database,
             sslmode=query.get("sslmode", [None])[0],
         ))

@@ -151,8 +151,8 @@ class PostgresEngine(DatabaseEngine):
                              "connection reset", "the database system is starting up",
                              "the database system is shutting down", "too many connections")
         if any(m in low for m in transient_markers):
-            reason = text.splitlines()[-1] if text else type(exc).__name__
-            reason = re.sub(r"^.*?:\s*", "", reason) if "connection to server" in reason else reason
+            first = text.splitlines()[0] if text else type(exc).__name__
+            reason = first.rsplit("failed: ", 1)[-1]
             return ConnectionFailed(
                 f"cannot connect to PostgreSQL at {where} ({reason.strip()[:160]})",
                 "check that the server is running and the host and port are right",
@@ -176,10 +176,12 @@ class PostgresEngine(DatabaseEngine):
     def tool_version(self, name: str) -> tuple[int, str]:
         path = self._tool(name)
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-        m = re.search(r"(\d+)(?:\.(\d+))?", out.stdout)
+        m = re.search(r"\d+(?:\.\d+)*", out.stdout)
         if out.returncode != 0 or not m:
             raise ToolFailed(f"could not read the version of {path}", "check the installation")
-        return int(m.group(1)), m.group(0)
+        parts = [int(p) for p in m.group(0).split(".")]
+        # Before PostgreSQL 10 the major version had two parts (9.6); encode it as 9.6 -> 9.
+        return parts[0], m.group(0)
 
     def versions(self) -> dict[str, str]:
         with self._connect() as c:
@@ -259,7 +261,8 @@ class PostgresEngine(DatabaseEngine):
             )
         line = proc.last_error_line()
         low = line.lower()
-        if "server version" in low and "version mismatch" in proc.stderr_text().lower():
+        stderr = proc.stderr_text().lower()
+        if ("server version" in low and "version mismatch" in stderr) or "unsupported version" in stderr:
             return ToolVersionMismatch(
                 f"{tool} cannot work with the server at {self.server_label()}: {line}",
                 "install a matching PostgreSQL client or set bin_dir",
@@ -291,6 +294,7 @@ class PostgresEngine(DatabaseEngine):
         target = self.conn.database
         with self._connect(self.conn.maintenance_database) as admin:
             exists = self._database_exists(admin, target)
+            self._check_tools(*self._server_version(admin))
         if exists and not replace and self.has_user_objects():
             raise TargetNotEmpty(
                 f"database {target!r} on {self.server_label()} already has tables",
@@ -341,19 +345,23 @@ class PostgresEngine(DatabaseEngine):
 
 
 def _table_stats(c: psycopg.Connection[Any], checksums: bool) -> list[TableStats]:
-    """Row counts and order-independent checksums (sum of 64-bit md5 prefixes of row text)."""
+    """Row counts and order-independent checksums: the sum of a 64-bit hash of each row's text.
+
+    hashtextextended is PostgreSQL's own 64-bit text hash (several times cheaper than md5);
+    the sum is a numeric, so it never overflows, and row order does not matter.
+    """
     tables = c.execute(_USER_TABLES).fetchall()
     out: list[TableStats] = []
     for schema, name in tables:
         ident = sql.Identifier(schema, name)
         if checksums:
             query = sql.SQL(
-                "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint), 0)"
+                "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)"
                 " FROM {} AS t").format(ident)
         else:
             query = sql.SQL("SELECT count(*), NULL FROM {}").format(ident)
         row = c.execute(query).fetchone()
         assert row is not None
         out.append(TableStats(schema=schema, name=name, rows=int(row[0]),
-                              checksum=f"md5x64:{row[1]}" if checksums else None))
+                              checksum=f"h64sum:{row[1]}" if checksums else None))
     return out

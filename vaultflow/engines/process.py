@@ -8,6 +8,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import IO
 
+_NOT_FOR_CHILDREN = frozenset({"VAULTFLOW_PASSPHRASE"})
+
 
 class ToolProcess:
     """A running tool with its stderr kept (last 64 KiB) and a kill-on-deadline watchdog.
@@ -25,7 +27,8 @@ class ToolProcess:
         stdout: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        child_env = dict(os.environ)
+        # The repository passphrase is this process's secret, not the tool's.
+        child_env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_CHILDREN}
         if env:
             child_env.update(env)
         self.argv = list(argv)

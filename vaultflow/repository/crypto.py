@@ -65,7 +65,8 @@ class MasterKeys:
 
     @classmethod
     def generate(cls) -> MasterKeys:
-        return cls(os.urandom(32), os.urandom(32), int.from_bytes(os.urandom(4), "big"))
+        # 63 bits: pyfastcdc shifts the seed left by one inside a 64-bit integer.
+        return cls(os.urandom(32), os.urandom(32), int.from_bytes(os.urandom(8), "big") >> 1)
 
     def to_bytes(self) -> bytes:
         return self.seal_key + self.id_key + self.chunker_seed.to_bytes(8, "big")

@@ -31,7 +31,7 @@ from vaultflow.errors import (
     SnapshotNotFound,
     WrongPassphrase,
 )
-from vaultflow.repository.crypto import KdfParams, MasterKeys, SealError, Sealer, b64, unb64
+from vaultflow.repository.crypto import KdfParams, MasterKeys, Sealer, SealError, b64, unb64
 from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest
 from vaultflow.storage.base import ObjectStore
 
@@ -110,8 +110,9 @@ class Repository:
             "encryption": "aes-256-gcm",
             "chunk_id": "blake3-keyed",
             "kdf": kdf.to_json(),
-            "key": b64(keys.wrap(kdf.derive(passphrase), _key_aad(repo_id))),
         }
+        # The wrapping authenticates the id and the chunker settings along with the keys.
+        config["key"] = b64(keys.wrap(kdf.derive(passphrase), _key_aad(config)))
         store.put(CONFIG_KEY, json.dumps(config, indent=2).encode())
         return cls(store, config, keys)
 
@@ -143,11 +144,11 @@ class Repository:
         kdf = KdfParams.from_json(dict(config["kdf"]))  # type: ignore[call-overload]
         try:
             keys = MasterKeys.unwrap(
-                kdf.derive(passphrase), unb64(str(config["key"])), _key_aad(str(config["id"]))
+                kdf.derive(passphrase), unb64(str(config["key"])), _key_aad(config)
             )
         except SealError:
             raise WrongPassphrase(
-                f"wrong passphrase for the repository at {store.describe()}",
+                f"wrong passphrase for the repository at {store.describe()} (or its config was altered)",
                 "set VAULTFLOW_PASSPHRASE (or the block's passphrase) to the one it was created with",
             ) from None
         return cls(store, config, keys)
@@ -294,15 +295,19 @@ class Repository:
 class ChunkWriter:
     """Cuts streams into chunks and stores the chunks the chain does not hold yet.
 
-    Memory is bounded: at most `2 * workers` chunks (each <= max chunk size) are in flight.
-    Chunks already in the chain (from an earlier attempt of the same backup) are reused
-    without being written again.
+    The reading thread only cuts and feeds the whole-stream SHA-256; chunk ids, sealing
+    and puts run on `workers` threads. Memory is bounded: at most `2 * workers` chunks
+    (each <= the maximum chunk size) are in flight. Chunks already in the chain (from an
+    earlier attempt of the same backup) are reused without being written again. Puts are
+    not synced one by one: `write_stream` returns only after `store.sync()`, so every
+    chunk is durable before a manifest can name it.
     """
 
     def __init__(self, repo: Repository, chain: str, *, workers: int = 2) -> None:
         self.repo = repo
         self.chain = chain
         self.known = repo.chain_chunks(chain)
+        self._claimed: set[str] = set(self.known)
         self._lock = threading.Lock()
         self._workers = workers
         self.bytes_read = 0
@@ -323,13 +328,12 @@ class ChunkWriter:
             seed=self.repo.keys.chunker_seed,
         )
         total = hashlib.sha256()
-        refs: list[ChunkRef | Future[ChunkRef]] = []
+        futures: list[Future[tuple[str, int]]] = []
         inflight = threading.BoundedSemaphore(2 * self._workers)
-        pending_ids: dict[str, Future[ChunkRef]] = {}
-        size = 0
         failures: list[BaseException] = []
+        size = 0
 
-        def on_done(fut: Future[ChunkRef]) -> None:
+        def on_done(fut: Future[tuple[str, int]]) -> None:
             if not fut.cancelled() and fut.exception() is not None:
                 failures.append(fut.exception())  # type: ignore[arg-type]
             inflight.release()
@@ -340,45 +344,50 @@ class ChunkWriter:
                     data = bytes(piece.data)
                     total.update(data)
                     size += len(data)
-                    cid = self.repo.sealer.chunk_id(data)
-                    if cid in self.known:
-                        refs.append(ChunkRef(id=cid, size=len(data), stored=self.known[cid]))
-                    elif cid in pending_ids:
-                        refs.append(pending_ids[cid])
-                    else:
-                        inflight.acquire()
-                        if failures:
-                            raise failures[0]
-                        fut = pool.submit(self._store_chunk, cid, data)
-                        fut.add_done_callback(on_done)
-                        pending_ids[cid] = fut
-                        refs.append(fut)
-                    with self._lock:
-                        self.bytes_read += len(data)
+                    inflight.acquire()
+                    if failures:
+                        raise failures[0]
+                    fut = pool.submit(self._store_chunk, data)
+                    fut.add_done_callback(on_done)
+                    futures.append(fut)
+                    self.bytes_read += len(data)
                     if progress:
                         progress(self.bytes_read, self.bytes_stored)
-                resolved = [r.result() if isinstance(r, Future) else r for r in refs]
+                ids = [f.result() for f in futures]
             except BaseException:
-                for fut in pending_ids.values():
+                for fut in futures:
                     fut.cancel()
                 raise
-        for ref in resolved:
-            self.known[ref.id] = ref.stored
+        self.repo.store.sync()
+        chunks = [ChunkRef(id=cid, size=n, stored=self.known[cid]) for cid, n in ids]
         if progress:
             progress(self.bytes_read, self.bytes_stored)
         return StreamManifest(name=name, format=fmt, size=size, sha256=total.hexdigest(),
-                              chunks=resolved)
+                              chunks=chunks)
 
-    def _store_chunk(self, cid: str, data: bytes) -> ChunkRef:
-        blob = self.repo.sealer.seal(data, _chunk_aad(cid))
-        self.repo.store.put(chunk_key(self.chain, cid), blob)
+    def _store_chunk(self, data: bytes) -> tuple[str, int]:
+        """Store the chunk unless the chain has it (or another thread claimed it)."""
+        cid = self.repo.sealer.chunk_id(data)
         with self._lock:
+            if cid in self._claimed:
+                return cid, len(data)
+            self._claimed.add(cid)
+        try:
+            blob = self.repo.sealer.seal(data, _chunk_aad(cid))
+            self.repo.store.put(chunk_key(self.chain, cid), blob, sync=False)
+        except BaseException:
+            with self._lock:
+                self._claimed.discard(cid)
+            raise
+        with self._lock:
+            self.known[cid] = len(blob)
             self.bytes_stored += len(blob)
-        return ChunkRef(id=cid, size=len(data), stored=len(blob))
+        return cid, len(data)
 
 
-def _key_aad(repo_id: str) -> bytes:
-    return b"vaultflow-key:" + repo_id.encode()
+def _key_aad(config: dict[str, object]) -> bytes:
+    bound = {k: config.get(k) for k in ("format", "version", "id", "chunker")}
+    return b"vaultflow-key:" + json.dumps(bound, sort_keys=True).encode()
 
 
 def _chunk_aad(chunk_id: str) -> bytes:

@@ -46,7 +46,8 @@ class ObjectStore(ABC):
 
     Contract for every backend:
     - `put` is atomic: a reader sees the old object, the new one, or none, never a part.
-      It returns only when the object is durable.
+      It returns only when the object is durable, unless `sync=False`: then the object
+      is durable once a later `sync()` has returned.
     - `get` raises `KeyError` for a missing object; `stat` returns None.
     - `list` yields every object under `prefix`, in no particular order.
     - `delete` of a missing object is not an error.
@@ -54,7 +55,10 @@ class ObjectStore(ABC):
     """
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
+
+    def sync(self) -> None:
+        """Make every earlier `put(..., sync=False)` durable (a no-op where puts always are)."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
+        self._unsynced: set[Path] = set()
+        self._unsynced_lock = threading.Lock()
 
     def describe(self) -> str:
         return str(self.root)
@@ -24,7 +27,7 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,14 +36,32 @@ class LocalStore(ObjectStore):
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if sync:
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            self._fsync_dir(path.parent)
+            if sync:
+                self._fsync(path.parent)
+            else:
+                with self._unsynced_lock:
+                    self._unsynced.add(path)
         except OSError as exc:
             raise self._map(exc, key) from None
+
+    def sync(self) -> None:
+        with self._unsynced_lock:
+            pending, self._unsynced = self._unsynced, set()
+        try:
+            for path in pending:
+                self._fsync(path)
+            for directory in {p.parent for p in pending}:
+                self._fsync(directory)
+        except OSError as exc:
+            with self._unsynced_lock:
+                self._unsynced |= pending
+            raise self._map(exc, "(sync)") from None
 
     def get(self, key: str) -> bytes:
         try:
@@ -53,8 +74,10 @@ class LocalStore(ObjectStore):
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             return ObjectInfo(key, self._path(key).stat().st_size)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise self._map(exc, key) from None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
@@ -81,7 +104,7 @@ class LocalStore(ObjectStore):
             raise self._map(exc, key) from None
 
     @staticmethod
-    def _fsync_dir(path: Path) -> None:
+    def _fsync(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
