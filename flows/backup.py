@@ -17,11 +17,22 @@ from tasks.reporting import publish_backup_failure, publish_backup_summary, snap
 from vaultflow.errors import VaultflowError
 
 
+def _run_name() -> str:
+    """backup-<database>-<UTC time>: readable in the UI's run list, no URL noise."""
+    from datetime import UTC, datetime
+
+    from prefect.runtime import flow_run
+
+    source = str(flow_run.parameters.get("source", "source"))
+    database = source.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or source
+    return f"backup-{database}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+
+
 def _error_line(exc: BaseException) -> str:
     return exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
 
 
-@flow(name="backup", flow_run_name="backup-{source}", validate_parameters=True)
+@flow(name="backup", flow_run_name=_run_name, validate_parameters=True)
 def backup(
     source: Annotated[str, Field(description="Engine block name, or postgresql://user@host:port/db, "
                                              "or sqlite:///path/to/file.db")],

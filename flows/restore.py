@@ -11,7 +11,15 @@ from tasks.reporting import publish_restore_summary, snapshot_row
 from tasks.restore import restore_into_target
 
 
-@flow(name="restore", flow_run_name="restore-{snapshot}-into-{target}", validate_parameters=True)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    target = str(params.get("target", "target")).rstrip("/").rsplit("/", 1)[-1]
+    return f"restore-{params.get('snapshot', '')}-into-{target}"
+
+
+@flow(name="restore", flow_run_name=_run_name, validate_parameters=True)
 def restore(
     snapshot: Annotated[str, Field(description="Snapshot id or unique prefix (vaultflow snapshots)")],
     target: Annotated[str, Field(description="Engine block name (name/database) or database URL")],

@@ -55,19 +55,9 @@ class Catalog:
         db_id = f"{server_id}/{database}"
         now = _now()
         with Session(self.engine) as s:
-            srv = s.get(ServerRecord, server_id)
-            if srv is None:
-                s.add(ServerRecord(id=server_id, engine=engine, label=server, first_seen=now, last_seen=now))
-            else:
-                srv.last_seen = now
-                s.add(srv)
+            _touch(s, ServerRecord, server_id, now, engine=engine, label=server)
             s.flush()
-            rec = s.get(DatabaseRecord, db_id)
-            if rec is None:
-                s.add(DatabaseRecord(id=db_id, server_id=server_id, name=database, first_seen=now, last_seen=now))
-            else:
-                rec.last_seen = now
-                s.add(rec)
+            _touch(s, DatabaseRecord, db_id, now, server_id=server_id, name=database)
             s.commit()
         return db_id
 
@@ -177,6 +167,17 @@ class Catalog:
                 s.add(rec)
                 s.commit()
         return len(manifests)
+
+
+def _touch(s: Session, model: type[ServerRecord] | type[DatabaseRecord], key: str, now: datetime,
+           **fields: str) -> None:
+    """Insert the row, or move its last_seen to now."""
+    rec = s.get(model, key)
+    if rec is None:
+        s.add(model(id=key, first_seen=now, last_seen=now, **fields))
+    else:
+        rec.last_seen = now
+        s.add(rec)
 
 
 def _aware(ts: datetime) -> datetime:

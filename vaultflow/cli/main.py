@@ -118,6 +118,16 @@ def _quiet_prefect(verbose: bool) -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
+def _prepare_flow_run(repo: str | None, verbose: bool) -> str:
+    """Check a path repository and get its passphrase before Prefect starts, then quiet Prefect."""
+    ref = _require_repo(repo)
+    if _is_location(ref):
+        Repository.read_config(open_store(ref))
+        _passphrase()
+    _quiet_prefect(verbose)
+    return ref
+
+
 # -- commands ---------------------------------------------------------------------------
 
 @app.command()
@@ -144,11 +154,7 @@ def backup(
     verbose: VerboseOpt = False,
 ) -> None:
     """Back up one database (runs the `backup` flow)."""
-    ref = _require_repo(repo)
-    if _is_location(ref):
-        Repository.read_config(open_store(ref))
-        _passphrase()
-    _quiet_prefect(verbose)
+    ref = _prepare_flow_run(repo, verbose)
     from flows.backup import backup as backup_flow
 
     with progress_bar(not json_out):
@@ -179,11 +185,7 @@ def restore(
     verbose: VerboseOpt = False,
 ) -> None:
     """Restore a snapshot into a database (runs the `restore` flow)."""
-    ref = _require_repo(repo)
-    if _is_location(ref):
-        Repository.read_config(open_store(ref))
-        _passphrase()
-    _quiet_prefect(verbose)
+    ref = _prepare_flow_run(repo, verbose)
     from flows.restore import restore as restore_flow
 
     with progress_bar(not json_out):

@@ -1,0 +1,51 @@
+"""Blocks register for the UI, keep secrets masked, and build engines without connecting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import SecretStr
+
+from blocks import BackupRepository, PostgresServer, SqliteDatabase
+from tests.conftest import ROOT
+from vaultflow.errors import InputError
+
+
+def test_register_module(prefect_api: str) -> None:
+    env = dict(os.environ, PREFECT_API_URL=prefect_api, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "vaultflow PostgreSQL Server" in proc.stdout or "Successfully registered" in proc.stdout
+
+
+def test_secrets_stay_masked(prefect_api: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    PostgresServer(host="db1", password=SecretStr("s3cr3t-pg"), database="app").save("pg-masked", overwrite=True)
+    BackupRepository(location="/srv/r", passphrase=SecretStr("s3cr3t-repo")).save("repo-masked", overwrite=True)
+
+    async def read(slug: str, name: str) -> dict[str, object]:
+        async with get_client() as client:
+            doc = await client.read_block_document_by_name(name=name, block_type_slug=slug, include_secrets=False)
+            return dict(doc.data)
+
+    pg = asyncio.run(read("vaultflow-postgres-server", "pg-masked"))
+    repo = asyncio.run(read("vaultflow-backup-repository", "repo-masked"))
+    assert "s3cr3t" not in repr(pg) + repr(repo)
+    loaded = PostgresServer.load("pg-masked")
+    assert loaded.password is not None and loaded.password.get_secret_value() == "s3cr3t-pg"
+    assert "s3cr3t" not in repr(loaded)
+
+
+def test_engine_from_block_does_not_connect() -> None:
+    engine = PostgresServer(host="203.0.113.1", port=1, database="app").engine()
+    assert engine.describe() == "postgresql database 'app' on 203.0.113.1:1"
+    assert engine.with_database("other").database == "other"
+    with pytest.raises(InputError):
+        PostgresServer(host="h").engine()
+    assert SqliteDatabase(path="/tmp/x.db").engine().database == "x.db"
