@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import threading
@@ -36,6 +37,10 @@ class ToolProcess:
             self.argv, env=child_env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
             bufsize=0 if stdout is None else 1024 * 1024,
         )
+        if stdout is not None and self.proc.stdout is not None:
+            _widen_pipe(self.proc.stdout.fileno())
+        if stdin is not None and self.proc.stdin is not None:
+            _widen_pipe(self.proc.stdin.fileno())
         self._stderr = bytearray()
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
@@ -100,3 +105,14 @@ class ToolProcess:
                 except OSError:
                     pass
         self.wait()
+
+
+_PIPE_SIZE = 1024 * 1024
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe instead of 64 KiB: far fewer wake-ups between the tool and us."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except (OSError, AttributeError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
