@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vaultflow.engines.base import DatabaseEngine
 from vaultflow.errors import InputError, StorageUnwritable
+from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
 
@@ -25,6 +26,13 @@ def restore_snapshot(
     progress: ProgressCallback | None = None,
 ) -> SnapshotManifest:
     """Load a snapshot into `target`; the target changes only if every check passed."""
+    with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
+        return _restore(repo, snapshot_id, target, replace=replace, no_owner=no_owner, timeout=timeout,
+                        progress=progress)
+
+
+def _restore(repo: Repository, snapshot_id: str, target: DatabaseEngine, *, replace: bool, no_owner: bool,
+             timeout: float | None, progress: ProgressCallback | None) -> SnapshotManifest:
     manifest = repo.load_manifest(snapshot_id)
     stream = manifest.streams[0]
     if _ENGINE_OF_FORMAT.get(stream.format) != target.engine:
@@ -46,6 +54,12 @@ def export_snapshot(
     *, progress: ProgressCallback | None = None,
 ) -> SnapshotManifest:
     """Write the snapshot's native dump to a file; the file appears only when verified."""
+    with RepositoryLock(repo, "shared", "export", wait=60):
+        return _export(repo, snapshot_id, destination, progress)
+
+
+def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[str],
+            progress: ProgressCallback | None) -> SnapshotManifest:
     manifest = repo.load_manifest(snapshot_id)
     stream = manifest.streams[0]
     dest = Path(destination).expanduser().absolute()

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 
 from vaultflow.errors import InputError
 
-
 _TIERS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
     "keep_hourly": lambda t: (t.year, t.month, t.day, t.hour),
     "keep_daily": lambda t: (t.year, t.month, t.day),

@@ -1,10 +1,11 @@
 """The catalog: an index of servers, databases and snapshot runs, rebuildable from storage."""
 
-from vaultflow.catalog.catalog import Catalog, default_catalog_url
+from vaultflow.catalog.catalog import Catalog, DatabaseStats, default_catalog_url
 from vaultflow.catalog.models import DatabaseRecord, ServerRecord, SnapshotRecord, SnapshotStatus
 
 __all__ = [
     "Catalog",
+    "DatabaseStats",
     "DatabaseRecord",
     "ServerRecord",
     "SnapshotRecord",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +13,29 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import DatabaseRecord, ServerRecord, SnapshotRecord, SnapshotStatus
 from vaultflow.repository.manifest import SnapshotManifest
+
+
+@dataclass
+class DatabaseStats:
+    engine: str
+    server: str
+    database: str
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    logical_bytes: int = 0
+    stored_bytes: int = 0
+    last_run: datetime | None = None
+    last_status: str | None = None
+    last_success: datetime | None = None
+
+    @property
+    def dedup_ratio(self) -> float | None:
+        """Logical bytes per stored byte (compression and deduplication together)."""
+        return round(self.logical_bytes / self.stored_bytes, 2) if self.stored_bytes else None
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "dedup_ratio": self.dedup_ratio}
 
 
 def vaultflow_home() -> Path:
@@ -143,6 +167,32 @@ class Catalog:
             query = query.where(SnapshotRecord.status == status)
         with Session(self.engine) as s:
             return list(s.exec(query.order_by(col(SnapshotRecord.started_at))).all())
+
+    def forget_snapshots(self, snapshot_ids: list[str]) -> None:
+        """Drop the rows of snapshots whose manifests prune deleted."""
+        with Session(self.engine) as s:
+            for sid in snapshot_ids:
+                rec = s.get(SnapshotRecord, sid)
+                if rec is not None:
+                    s.delete(rec)
+            s.commit()
+
+    def stats(self, *, repository_id: str | None = None, database: str | None = None) -> list[DatabaseStats]:
+        """Per database: runs, outcomes, sizes and the last run, newest database activity first."""
+        out: dict[tuple[str, str, str], DatabaseStats] = {}
+        for rec in self.snapshots(repository_id=repository_id, database=database):
+            key = (rec.engine, rec.server, rec.database)
+            st = out.setdefault(key, DatabaseStats(engine=rec.engine, server=rec.server, database=rec.database))
+            st.total += 1
+            if rec.status == SnapshotStatus.SUCCEEDED:
+                st.succeeded += 1
+                st.logical_bytes += rec.logical_size or 0
+                st.stored_bytes += rec.stored_size or 0
+                st.last_success = rec.started_at
+            elif rec.status == SnapshotStatus.FAILED:
+                st.failed += 1
+            st.last_run, st.last_status = rec.started_at, rec.status.value
+        return sorted(out.values(), key=lambda st: st.last_run or datetime.min, reverse=True)
 
     def rebuild(self, manifests: list[SnapshotManifest], *, repository_id: str, repository: str) -> int:
         """Make the repository's Succeeded rows equal its manifests; keep failed-run history."""

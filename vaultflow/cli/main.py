@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
+from pydantic import ValidationError
 
 from vaultflow.catalog import Catalog, SnapshotStatus
 from vaultflow.cli.output import error, human_bytes, print_json, print_table, progress_bar, stdout
@@ -50,6 +51,11 @@ def handles_errors(fn: F) -> F:
             raise typer.Exit(130) from None
         except typer.Exit:
             raise
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or exc.title
+            error(f"invalid {where}: {first['msg']}")
+            raise typer.Exit(2) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence, still one line
             name = type(exc).__name__
             code = 2 if name in ("ParameterTypeError", "SignatureMismatchError") else 1
@@ -257,6 +263,97 @@ def export(
         hint = {"pg_dump-custom": "pg_restore -d DBNAME", "sqlite3-file": "sqlite3"}.get(stream.format, "")
         stdout.print(f"wrote {stream.format} dump of {manifest.database} ({human_bytes(stream.size)}, "
                      f"sha256 {stream.sha256[:16]}…) to {to}; open it with {hint}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def prune(
+    repo: RepoOpt = None,
+    policy: Annotated[str, typer.Option(help="Preset: default, aggressive, conservative, compliance.")] = "default",
+    keep_last: Annotated[int | None, typer.Option(help="Keep the N newest per database.")] = None,
+    keep_within: Annotated[str | None, typer.Option(help="Keep everything younger than this (30d, 36h).")] = None,
+    keep_hourly: Annotated[int | None, typer.Option()] = None,
+    keep_daily: Annotated[int | None, typer.Option()] = None,
+    keep_weekly: Annotated[int | None, typer.Option()] = None,
+    keep_monthly: Annotated[int | None, typer.Option()] = None,
+    keep_yearly: Annotated[int | None, typer.Option()] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only show what would go and the bytes it frees.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Apply a retention policy, then delete chunks no snapshot needs (runs the `retention` flow).
+
+    Explicit --keep-* rules replace the preset. The newest snapshot of every database is kept.
+    """
+    from vaultflow.retention import PRESETS
+
+    if policy not in PRESETS:
+        raise InputError(f"unknown retention preset {policy!r}", f"choose one of {', '.join(sorted(PRESETS))}")
+    ref = _prepare_flow_run(repo, verbose)
+    from flows.maintenance import RetentionRules, retention
+
+    rules = RetentionRules(preset=cast(Any, policy), keep_last=keep_last, keep_within=keep_within,
+                           keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly,
+                           keep_monthly=keep_monthly, keep_yearly=keep_yearly)
+    rules.policy()  # a malformed policy fails here, before any run starts
+    result = retention(repository=ref, rules=rules, dry_run=dry_run)
+    if json_out:
+        print_json(result)
+        return
+    forgotten = cast(list[str], result["forgotten"])
+    verb = "would forget" if dry_run else "forgot"
+    stdout.print(f"{verb} {len(forgotten)} snapshot(s) ({', '.join(i[:8] for i in forgotten) or 'none'}), "
+                 f"kept {len(cast(list[str], result['kept']))}; "
+                 f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
+                 f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+
+
+@app.command()
+@handles_errors
+def verify(
+    snapshot: Annotated[list[str] | None, typer.Argument(help="Snapshot ids; all if none.")] = None,
+    repo: RepoOpt = None,
+    deep: Annotated[bool, typer.Option(help="Download, decrypt and re-hash every chunk.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check snapshots (runs the `verify` flow); exit 1 naming every damaged chunk."""
+    ref = _prepare_flow_run(repo, verbose)
+    from flows.maintenance import verify as verify_flow
+
+    rows = verify_flow(repository=ref, snapshots=snapshot or None, deep=deep)
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(None, ["snapshot", "database", "exists", "size", "checksum", "valid"], [
+            (str(r["snapshot"])[:8], r["database"], r["exists"], r["size_match"],
+             "-" if r["checksum_match"] is None else r["checksum_match"], r["valid"]) for r in rows])
+
+
+@app.command()
+@handles_errors
+def stats(
+    repo: RepoOpt = None,
+    database: Annotated[str | None, typer.Option(help="Only this database.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per database: runs, successes, failures, sizes, dedup ratio, last backup (from the catalog)."""
+    ref = _require_repo(repo)
+    if _is_location(ref):
+        repository_id = str(Repository.read_config(open_store(ref))["id"])
+        catalog_url = os.environ.get("VAULTFLOW_CATALOG_URL")
+    else:
+        opened, catalog_url = _open(ref)
+        repository_id = opened.id
+    rows = Catalog(catalog_url).stats(repository_id=repository_id, database=database)
+    if json_out:
+        print_json([r.as_dict() for r in rows])
+        return
+    print_table(None, ["engine", "server", "database", "runs", "ok", "failed", "logical", "stored", "ratio",
+                       "last run", "last status"], [
+        (r.engine, r.server, r.database, r.total, r.succeeded, r.failed, human_bytes(r.logical_bytes),
+         human_bytes(r.stored_bytes), r.dedup_ratio,
+         r.last_run.strftime("%Y-%m-%d %H:%M") if r.last_run else None, r.last_status) for r in rows])
 
 
 @catalog_app.command("rebuild")

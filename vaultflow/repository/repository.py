@@ -245,14 +245,14 @@ class Repository:
             pending: list[tuple[ChunkRef, Future[bytes]]] = []
             chunks = iter(stream.chunks)
             for ref in chunks:
-                pending.append((ref, pool.submit(self._load_chunk, snapshot_id, chain, ref)))
+                pending.append((ref, pool.submit(self.load_chunk, snapshot_id, chain, ref)))
                 if len(pending) >= prefetch:
                     break
             while pending:
                 ref, fut = pending.pop(0)
                 nxt = next(chunks, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(self._load_chunk, snapshot_id, chain, nxt)))
+                    pending.append((nxt, pool.submit(self.load_chunk, snapshot_id, chain, nxt)))
                 try:
                     data = fut.result()
                 except BaseException:
@@ -271,7 +271,8 @@ class Repository:
                 "the snapshot is damaged; restore another one",
             )
 
-    def _load_chunk(self, snapshot_id: str, chain: str, ref: ChunkRef) -> bytes:
+    def load_chunk(self, snapshot_id: str, chain: str, ref: ChunkRef) -> bytes:
+        """One chunk's plaintext, authenticated and re-hashed; IntegrityError otherwise."""
         key = chunk_key(chain, ref.id)
         try:
             blob = self.store.get(key)

@@ -1,0 +1,73 @@
+"""The `retention` (prune) and `verify` flows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, Field
+
+from tasks.maintenance import prune_repository, verify_repository
+from vaultflow.errors import IntegrityError
+from vaultflow.retention import RetentionPolicy, parse_duration, preset
+from vaultflow.verify import broken_by_chunk
+
+
+class RetentionRules(BaseModel):
+    """A named preset, or explicit rules: any rule set here replaces the preset entirely."""
+
+    preset: Literal["default", "aggressive", "conservative", "compliance"] = "default"
+    keep_last: int | None = Field(default=None, ge=0)
+    keep_within: str | None = Field(default=None, description="e.g. 30d, 36h, 8w, 1y")
+    keep_hourly: int | None = Field(default=None, ge=0)
+    keep_daily: int | None = Field(default=None, ge=0)
+    keep_weekly: int | None = Field(default=None, ge=0)
+    keep_monthly: int | None = Field(default=None, ge=0)
+    keep_yearly: int | None = Field(default=None, ge=0)
+
+    def policy(self) -> RetentionPolicy:
+        counts = {k: v for k, v in self.model_dump(exclude={"preset", "keep_within"}).items() if v is not None}
+        if not counts and not self.keep_within:
+            return preset(self.preset)
+        within = parse_duration(self.keep_within) if self.keep_within else None
+        return RetentionPolicy(keep_within=within, **counts)
+
+
+@flow(name="retention", validate_parameters=True)
+def retention(
+    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    rules: RetentionRules = RetentionRules(),  # noqa: B008 - pydantic default shown in the UI form
+    dry_run: Annotated[bool, Field(description="Only report what would be deleted")] = False,
+) -> dict[str, object]:
+    """Apply a retention policy: forget snapshots, then delete chunks nothing references."""
+    plan = prune_repository(repository, rules.policy(), dry_run)
+    rows = [{"snapshot": m.short_id, "database": m.database, "taken": m.started_at.isoformat(timespec="seconds"),
+             "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
+            for m in plan.forget]
+    create_table_artifact(key="vaultflow-retention", table=rows or [{"snapshot": "-", "action": "nothing to forget"}],
+                          description=f"Retention ({rules.preset}{', dry run' if dry_run else ''})")
+    return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget], "kept": sorted(plan.keep),
+            "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed}
+
+
+@flow(name="verify", validate_parameters=True)
+def verify(
+    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
+    deep: Annotated[bool, Field(description="Download and re-hash every chunk")] = False,
+) -> list[dict[str, object]]:
+    """Check snapshots; the run fails if any snapshot is not valid, naming the damaged chunks."""
+    verdicts = verify_repository(repository, snapshots, deep, None)
+    create_table_artifact(key="vaultflow-verify", table=[
+        {k: v for k, v in vd.as_dict().items() if k != "damaged_chunks"} | {"damaged": len(vd.damaged_chunks)}
+        for vd in verdicts] or [{"snapshot": "-"}], description="Snapshot integrity")
+    bad = [v for v in verdicts if not v.valid]
+    if bad:
+        broken = broken_by_chunk(bad)
+        detail = "; ".join(f"chunk {cid[:12]} breaks {', '.join(s[:8] for s in sids)}"
+                           for cid, sids in list(broken.items())[:5])
+        raise IntegrityError(f"{len(bad)} of {len(verdicts)} snapshot(s) failed verification"
+                             + (f": {detail}" if detail else f": {bad[0].error}"),
+                             "restore from another snapshot; a new full backup starts a fresh chain")
+    return [v.as_dict() for v in verdicts]

@@ -1,0 +1,45 @@
+"""Retention and integrity tasks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.resolve import resolve_repository
+from tasks.retry_policy import retry_transient
+from vaultflow.catalog import Catalog
+from vaultflow.prune import PrunePlan, prune
+from vaultflow.repository import Repository, open_repository
+from vaultflow.retention import RetentionPolicy
+from vaultflow.verify import SnapshotVerdict, verify_snapshots
+
+
+def _open(repository: str | None) -> tuple[Repository, str | None]:
+    ref = resolve_repository(repository)
+    pw = ref.passphrase.get_secret_value() if ref.passphrase else None
+    return open_repository(ref.location, pw), ref.catalog_url
+
+
+@task(name="prune-repository", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
+      persist_result=False, cache_policy=NO_CACHE)
+def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool) -> PrunePlan:
+    """Forget what the policy does not keep, collect garbage, drop forgotten catalog rows."""
+    repo, catalog_url = _open(repository)
+    plan = prune(repo, policy, datetime.now(UTC), dry_run=dry_run)
+    if not dry_run:
+        Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
+    get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
+                          "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
+                          plan.bytes_freed)
+    return plan
+
+
+@task(name="verify-snapshots", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
+      persist_result=False, cache_policy=NO_CACHE)
+def verify_repository(repository: str | None, snapshots: list[str] | None, deep: bool,
+                      policy: RetentionPolicy | None) -> list[SnapshotVerdict]:
+    repo, _ = _open(repository)
+    ids = [repo.resolve_snapshot(s) for s in snapshots] if snapshots else None
+    return verify_snapshots(repo, ids, deep=deep, policy=policy)

@@ -1,0 +1,67 @@
+"""Prune: forget the snapshots a retention policy does not keep, then collect garbage.
+
+Order (docs/design.md): under an exclusive repository lock, delete the forgotten manifests
+first, then every chunk object that no remaining manifest references. Chunks of a backup
+that is still running are safe because that backup holds a shared lock, so prune cannot
+start; chunks left by a crashed backup (no manifest, stale lock) are garbage and go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
+from vaultflow.repository.manifest import SnapshotManifest
+from vaultflow.repository.repository import SNAPSHOT_PREFIX, Repository, chunk_key
+from vaultflow.retention import RetentionPolicy, SnapshotFacts, decide
+
+
+def database_key(m: SnapshotManifest) -> str:
+    return f"{m.engine}://{m.server}/{m.database}"
+
+
+def facts(manifests: list[SnapshotManifest]) -> list[SnapshotFacts]:
+    return [SnapshotFacts(id=m.id, database=database_key(m), taken_at=m.started_at, kind=m.kind, chain=m.chain)
+            for m in manifests]
+
+
+@dataclass
+class PrunePlan:
+    keep: dict[str, list[str]] = field(default_factory=dict)  # snapshot id -> reasons
+    forget: list[SnapshotManifest] = field(default_factory=list)
+    garbage: dict[str, int] = field(default_factory=dict)  # chunk key -> stored size
+    dry_run: bool = True
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(self.garbage.values())
+
+
+def plan_prune(repo: Repository, policy: RetentionPolicy, now: datetime) -> PrunePlan:
+    """What a prune would do; reads every manifest and lists every chunk, deletes nothing."""
+    manifests = list(repo.manifests())
+    decision = decide(facts(manifests), policy, now)
+    kept = [m for m in manifests if m.id in decision.keep]
+    referenced = {chunk_key(m.chain, c.id) for m in kept for s in m.streams for c in s.chunks}
+    stored = {info.key: info.size for info in repo.store.list("chains/")}
+    return PrunePlan(
+        keep=decision.keep,
+        forget=[m for m in manifests if m.id not in decision.keep],
+        garbage={k: size for k, size in stored.items() if k not in referenced},
+    )
+
+
+def prune(repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False) -> PrunePlan:
+    """Apply the policy. A dry run takes no lock and changes nothing."""
+    if dry_run:
+        return plan_prune(repo, policy, now)
+    with RepositoryLock(repo, "exclusive", "prune"):
+        remove_stale_locks(repo)
+        plan = plan_prune(repo, policy, now)
+        plan.dry_run = False
+        for m in plan.forget:
+            repo.store.delete(SNAPSHOT_PREFIX + m.id)
+        for key in plan.garbage:
+            repo.store.delete(key)
+    return plan

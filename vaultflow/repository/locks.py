@@ -1,0 +1,146 @@
+"""Repository locks: many shared holders (backup, restore, verify) or one exclusive (prune).
+
+A lock is a sealed object `locks/<id>` naming its holder. Taking one: write ours, then list
+the others; if one conflicts and is not stale, remove ours and fail (or wait and try again).
+A holder refreshes its lock every REFRESH seconds; a lock is stale when it was not
+refreshed for STALE seconds, or when its process is gone from this host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from vaultflow.errors import TransientError
+from vaultflow.repository.crypto import SealError
+from vaultflow.repository.repository import Repository, new_object_id
+
+LockKind = Literal["shared", "exclusive"]
+LOCK_PREFIX = "locks/"
+REFRESH = 60.0
+STALE = 300.0
+
+
+class RepositoryLocked(TransientError):
+    """Another process holds a conflicting lock."""
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    kind: LockKind
+    purpose: str
+    hostname: str
+    pid: int
+    refreshed: float
+
+    def is_stale(self, now: float) -> bool:
+        if now - self.refreshed > STALE:
+            return True
+        if self.hostname == socket.gethostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+    def conflicts_with(self, kind: LockKind) -> bool:
+        return self.kind == "exclusive" or kind == "exclusive"
+
+    def describe(self) -> str:
+        return f"{self.kind} lock of {self.purpose} (pid {self.pid} on {self.hostname})"
+
+
+def _aad(lock_id: str) -> bytes:
+    return b"lock:" + lock_id.encode()
+
+
+def list_locks(repo: Repository) -> list[LockInfo]:
+    out = []
+    for info in repo.store.list(LOCK_PREFIX):
+        lock_id = info.key[len(LOCK_PREFIX):]
+        try:
+            data = repo.sealer.open(repo.store.get(info.key), _aad(lock_id))
+        except (KeyError, SealError):
+            continue  # removed meanwhile, or not ours to read: ignore
+        out.append(LockInfo(**json.loads(data)))
+    return out
+
+
+def remove_stale_locks(repo: Repository) -> int:
+    now = time.time()
+    stale = [lock for lock in list_locks(repo) if lock.is_stale(now)]
+    for lock in stale:
+        repo.store.delete(LOCK_PREFIX + lock.id)
+    return len(stale)
+
+
+class RepositoryLock:
+    """Hold a lock for the duration of a `with` block; refreshed in the background."""
+
+    def __init__(self, repo: Repository, kind: LockKind, purpose: str, *, wait: float = 0.0) -> None:
+        self.repo = repo
+        self.kind = kind
+        self.purpose = purpose
+        self.wait = wait
+        self.info: LockInfo | None = None
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    def _write(self, info: LockInfo) -> None:
+        payload = json.dumps(asdict(info)).encode()
+        self.repo.store.put(LOCK_PREFIX + info.id, self.repo.sealer.seal(payload, _aad(info.id)))
+
+    def acquire(self) -> RepositoryLock:
+        deadline = time.monotonic() + self.wait
+        while True:
+            info = LockInfo(id=new_object_id(), kind=self.kind, purpose=self.purpose,
+                            hostname=socket.gethostname(), pid=os.getpid(), refreshed=time.time())
+            self._write(info)
+            now = time.time()
+            blockers = [lock for lock in list_locks(self.repo)
+                        if lock.id != info.id and lock.conflicts_with(self.kind) and not lock.is_stale(now)]
+            if not blockers:
+                self.info = info
+                self._refresher = threading.Thread(target=self._refresh, daemon=True,
+                                                   name="vf-lock-refresh")
+                self._refresher.start()
+                return self
+            self.repo.store.delete(LOCK_PREFIX + info.id)
+            if time.monotonic() >= deadline:
+                raise RepositoryLocked(
+                    f"repository at {self.repo.store.describe()} is locked: {blockers[0].describe()}",
+                    "wait for it to finish and try again (a crashed holder's lock expires by itself)",
+                )
+            time.sleep(min(1.0 + random.random(), max(deadline - time.monotonic(), 0.05)))
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH):
+            if self.info is not None:
+                self.info = LockInfo(**{**asdict(self.info), "refreshed": time.time()})
+                try:
+                    self._write(self.info)
+                except Exception:  # noqa: BLE001 - a missed refresh is retried next round
+                    pass
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
+        if self.info is not None:
+            self.repo.store.delete(LOCK_PREFIX + self.info.id)
+            self.info = None
+
+    def __enter__(self) -> RepositoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
