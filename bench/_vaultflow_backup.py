@@ -73,7 +73,7 @@ def do_backup(args: argparse.Namespace) -> dict[str, Any]:
     engine = engine_from_url(args.url)
     t1 = time.perf_counter()
     snapshot_id = new_object_id()
-    manifest = backup_database(engine, repo, snapshot_id=snapshot_id, chain=snapshot_id,
+    manifest = backup_database(engine, repo, snapshot_id=snapshot_id,
                                table_checksums=not args.no_table_checksums)
     t2 = time.perf_counter()
     stream = manifest.streams[0]

@@ -38,7 +38,9 @@ def backup(
                                              "or sqlite:///path/to/file.db")],
     repository: Annotated[str | None, Field(description="BackupRepository block name or a local "
                                                         "path; VAULTFLOW_REPO if empty")] = None,
-    kind: Annotated[Literal["full"], Field(description="Backup kind")] = "full",
+    kind: Annotated[Literal["full", "incremental", "differential"], Field(
+        description="full starts a new chain; incremental stores what changed since the newest snapshot; "
+                    "differential what changed since the chain's full")] = "full",
     table_checksums: Annotated[bool, Field(description="Record a content checksum per table "
                                                        "(costs one extra read of each table)")] = True,
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill the dump after this long")] = 360,
@@ -53,5 +55,6 @@ def backup(
         publish_backup_failure(run.engine.engine, run.engine.server_label(), run.engine.database, line)
         raise
     record_backup_success(run, manifest)
-    publish_backup_summary(manifest)
-    return snapshot_row(manifest) | {"snapshot_id": manifest.id}
+    publish_backup_summary(manifest, run.plan.parent)
+    return snapshot_row(manifest, run.plan.parent) | {"snapshot_id": manifest.id, "parent": manifest.parent,
+                                     "reused_from": manifest.reused_from, "note": run.plan.note}

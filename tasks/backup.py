@@ -11,11 +11,12 @@ from prefect.tasks import exponential_backoff
 
 from blocks.resolve import RepositoryRef, resolve_engine, resolve_repository
 from tasks.retry_policy import retry_transient
-from vaultflow.backup import backup_database
+from vaultflow.backup import BackupPlan, backup_database, plan_backup
 from vaultflow.catalog import Catalog
 from vaultflow.engines import DatabaseEngine
 from vaultflow.progress import ProgressMeter
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id, open_repository
+from vaultflow.repository.manifest import SnapshotKind
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,7 @@ class BackupRun:
     repository: RepositoryRef
     repository_id: str
     snapshot_id: str
-    chain: str
-    kind: str
+    plan: BackupPlan
 
     def open_repository(self) -> Repository:
         pw = self.repository.passphrase
@@ -49,22 +49,26 @@ def _flow_run_id() -> str | None:
 @task(name="open-backup-run", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5),
       retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False,
       cache_policy=NO_CACHE)
-def open_backup_run(source: str, repository: str | None, kind: str) -> BackupRun:
-    """Resolve source and repository, check the passphrase, record the run as Running."""
+def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> BackupRun:
+    """Resolve source and repository, check the passphrase, pick chain and parent, record Running."""
     engine = resolve_engine(source)
     ref = resolve_repository(repository)
     repo = open_repository(ref.location,
                            ref.passphrase.get_secret_value() if ref.passphrase else None)
     snapshot_id = new_object_id()
-    run = BackupRun(engine=engine, repository=ref, repository_id=repo.id,
-                    snapshot_id=snapshot_id, chain=snapshot_id, kind=kind)
+    plan = plan_backup(repo, engine, kind, snapshot_id)
+    run = BackupRun(engine=engine, repository=ref, repository_id=repo.id, snapshot_id=snapshot_id, plan=plan)
     run.catalog().start_snapshot(
-        snapshot_id=snapshot_id, chain=run.chain, repository_id=repo.id,
+        snapshot_id=snapshot_id, chain=plan.chain, repository_id=repo.id,
         repository=repo.store.describe(), engine=engine.engine, server=engine.server_label(),
-        database=engine.database, kind=kind, flow_run_id=_flow_run_id(),
+        database=engine.database, kind=plan.kind, parent=plan.parent_id, flow_run_id=_flow_run_id(),
     )
-    get_run_logger().info("backing up %s into %s as snapshot %s",
-                          engine.describe(), repo.store.describe(), snapshot_id[:8])
+    logger = get_run_logger()
+    if plan.note:
+        logger.warning(plan.note)
+    logger.info("%s backup of %s into %s as snapshot %s%s", plan.kind, engine.describe(),
+                repo.store.describe(), snapshot_id[:8],
+                f" (parent {plan.parent_id[:8]})" if plan.parent_id else "")
     return run
 
 
@@ -77,10 +81,13 @@ def dump_to_repository(run: BackupRun, table_checksums: bool, timeout_seconds: f
     repo = run.open_repository()
     meter = ProgressMeter("backup", run.engine.describe())
     manifest = backup_database(
-        run.engine, repo, snapshot_id=run.snapshot_id, chain=run.chain, kind=run.kind,  # type: ignore[arg-type]
+        run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
         table_checksums=table_checksums, timeout=timeout_seconds, progress=meter,
     )
     meter.finish()
+    if manifest.reused_from:
+        get_run_logger().info("nothing changed since snapshot %s: no dump, its streams were carried over",
+                              manifest.reused_from[:8])
     return manifest
 
 
@@ -91,6 +98,6 @@ def record_backup_failure(run: BackupRun, error: str) -> None:
 
 @task(name="record-backup-success", persist_result=False, cache_policy=NO_CACHE)
 def record_backup_success(run: BackupRun, manifest: SnapshotManifest) -> None:
-    run.catalog().finish_snapshot(manifest)
+    run.catalog().finish_snapshot(manifest, run.plan.parent)
 
 

@@ -19,26 +19,27 @@ def database_resource(engine: str, server: str, database: str) -> dict[str, str]
     }
 
 
-def snapshot_row(m: SnapshotManifest) -> dict[str, object]:
+def snapshot_row(m: SnapshotManifest, parent: SnapshotManifest | None = None) -> dict[str, object]:
     return {
         "snapshot": m.short_id, "engine": m.engine, "server": m.server, "database": m.database,
         "kind": m.kind, "started": m.started_at.isoformat(timespec="seconds"),
         "duration_s": round(m.duration_seconds, 2), "logical_bytes": m.logical_size,
-        "stored_bytes": m.stored_size, "tables": len(m.tables),
+        "stored_bytes": m.added_size(parent), "tables": len(m.tables),
     }
 
 
+
 @task(name="publish-backup-summary", persist_result=False, cache_policy=NO_CACHE)
-def publish_backup_summary(manifest: SnapshotManifest) -> None:
+def publish_backup_summary(manifest: SnapshotManifest, parent: SnapshotManifest | None) -> None:
     create_table_artifact(
-        key="vaultflow-backup-summary", table=[snapshot_row(manifest)],
+        key="vaultflow-backup-summary", table=[snapshot_row(manifest, parent)],
         description=f"Backup of {manifest.engine} database {manifest.database} on {manifest.server}",
     )
     emit_event(
         event="vaultflow.backup.succeeded",
         resource=database_resource(manifest.engine, manifest.server, manifest.database),
         payload={"snapshot": manifest.id, "logical_bytes": manifest.logical_size,
-                 "stored_bytes": manifest.stored_size, "kind": manifest.kind},
+                 "stored_bytes": manifest.added_size(parent), "kind": manifest.kind},
     )
 
 

@@ -35,7 +35,7 @@ def backdate(repo: Repository, sid: str, days: int) -> None:
 
 def take(repo: Repository, src: Path) -> SnapshotManifest:
     sid = new_object_id()
-    return backup_database(SqliteEngine(src), repo, snapshot_id=sid, chain=sid)
+    return backup_database(SqliteEngine(src), repo, snapshot_id=sid)
 
 
 def test_prune_forgets_and_collects_exactly_the_unreferenced(repo_path: Path, tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_backup_running_during_prune_loses_nothing(repo_path: Path, tmp_path: Pa
     results: list[SnapshotManifest] = []
     prune_lock = RepositoryLock(repo, "exclusive", "prune").acquire()
     worker = threading.Thread(target=lambda: results.append(
-        backup_database(SqliteEngine(src), open_repo(repo_path), snapshot_id=(sid := new_object_id()), chain=sid,
+        backup_database(SqliteEngine(src), open_repo(repo_path), snapshot_id=new_object_id(),
                         lock_wait=30)))
     worker.start()
     time.sleep(1.5)

@@ -28,7 +28,7 @@ def test_clean_repository_verifies(repo: Repository, tmp_path: Path) -> None:
     src = create(tmp_path / "s.db", rows=3000)
     for _ in range(2):
         sid = new_object_id()
-        backup_database(SqliteEngine(src), repo, snapshot_id=sid, chain=sid)
+        backup_database(SqliteEngine(src), repo, snapshot_id=sid)
     for deep in (False, True):
         verdicts = verify_snapshots(repo, deep=deep)
         assert len(verdicts) == 2 and all(v.valid for v in verdicts)
@@ -38,7 +38,7 @@ def test_clean_repository_verifies(repo: Repository, tmp_path: Path) -> None:
 def test_deleted_and_flipped_chunks(repo: Repository, tmp_path: Path) -> None:
     src = create(tmp_path / "s.db", rows=6000)
     sid = new_object_id()
-    m = backup_database(SqliteEngine(src), repo, snapshot_id=sid, chain=sid)
+    m = backup_database(SqliteEngine(src), repo, snapshot_id=sid)
     root = tmp_path / "repo"
     gone, flipped = m.streams[0].chunks[1], m.streams[0].chunks[4]
     (root / chunk_key(sid, gone.id)).unlink()
@@ -61,7 +61,7 @@ def test_deleted_and_flipped_chunks(repo: Repository, tmp_path: Path) -> None:
 def test_damaged_manifest_is_reported(repo: Repository, tmp_path: Path) -> None:
     src = create(tmp_path / "s.db", rows=100)
     sid = new_object_id()
-    backup_database(SqliteEngine(src), repo, snapshot_id=sid, chain=sid)
+    backup_database(SqliteEngine(src), repo, snapshot_id=sid)
     path = tmp_path / "repo" / "snapshots" / sid
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 1

@@ -1,8 +1,19 @@
-"""Backup: dump a database into a repository and write the manifest last."""
+"""Backup: dump a database into a repository and write the manifest last.
+
+Kinds (docs/design.md, "Chains"):
+- full starts a new chain and stores every chunk it needs in it;
+- incremental joins the newest chain of the database and stores only chunks the chain
+  does not hold yet;
+- differential joins the newest chain too, but reuses only the chunks of its full snapshot.
+Both carry the parent's streams over without dumping at all when the engine's change
+fingerprint equals the parent's. Every manifest lists every chunk it needs, so every
+snapshot restores on its own.
+"""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vaultflow import __version__
@@ -12,14 +23,47 @@ from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest
 from vaultflow.repository.repository import ProgressCallback, Repository
 
 
+@dataclass(frozen=True)
+class BackupPlan:
+    """What a backup run joins: its effective kind, its chain and its parent."""
+
+    kind: SnapshotKind
+    chain: str
+    parent: SnapshotManifest | None = None
+    note: str | None = None
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.parent.id if self.parent else None
+
+
+def plan_backup(repo: Repository, engine: DatabaseEngine, kind: SnapshotKind, snapshot_id: str) -> BackupPlan:
+    """Choose chain and parent from the repository's manifests (never from the catalog)."""
+    if kind == "full":
+        return BackupPlan("full", chain=snapshot_id)
+    same_db = [m for m in repo.manifests()
+               if (m.engine, m.server, m.database) == (engine.engine, engine.server_label(), engine.database)]
+    if not same_db:
+        return BackupPlan("full", chain=snapshot_id,
+                          note=f"no earlier snapshot of {engine.describe()}: this {kind} backup starts a new "
+                               "chain as a full backup")
+    newest = max(same_db, key=lambda m: (m.started_at, m.id))
+    if kind == "incremental":
+        return BackupPlan("incremental", chain=newest.chain, parent=newest)
+    fulls = [m for m in same_db if m.chain == newest.chain and m.kind == "full"]
+    if not fulls:
+        return BackupPlan("full", chain=snapshot_id,
+                          note=f"the newest chain of {engine.describe()} has no full snapshot any more: this "
+                               "differential backup starts a new chain as a full backup")
+    return BackupPlan("differential", chain=newest.chain, parent=fulls[0])
+
+
 def backup_database(
     engine: DatabaseEngine,
     repo: Repository,
     *,
     snapshot_id: str,
-    chain: str,
-    kind: SnapshotKind = "full",
-    parent: str | None = None,
+    plan: BackupPlan | None = None,
     table_checksums: bool = True,
     timeout: float | None = None,
     progress: ProgressCallback | None = None,
@@ -27,30 +71,42 @@ def backup_database(
 ) -> SnapshotManifest:
     """Stream a consistent dump into `repo`; return the manifest once it is durable.
 
-    Chunks already stored in `chain` (by an earlier attempt with the same ids) are reused.
-    If anything fails, no manifest is written, so no snapshot becomes visible.
+    Without `plan`, a full backup starting its own chain. Chunks already stored in the
+    chain (by an earlier attempt with the same ids, or by the parent) are reused. If
+    anything fails, no manifest is written, so no snapshot becomes visible.
     """
+    plan = plan or BackupPlan("full", chain=snapshot_id)
     started = datetime.now(UTC)
     # The shared lock keeps prune from collecting this backup's chunks before the manifest
     # names them; it waits for a running prune rather than failing.
     with RepositoryLock(repo, "shared", f"backup of {engine.describe()}", wait=lock_wait):
-        manifest = _dump(engine, repo, snapshot_id=snapshot_id, chain=chain, kind=kind, parent=parent,
-                         started=started, table_checksums=table_checksums, timeout=timeout, progress=progress)
+        # Taken before the dump: a change racing the dump makes the next fingerprint differ.
+        fingerprint = engine.fingerprint()
+        parent = plan.parent
+        if parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
+            manifest = _manifest(engine, snapshot_id, plan, started, streams=parent.streams,
+                                 tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
+                                 reused_from=parent.id)
+        else:
+            known = None
+            if plan.kind == "differential" and parent is not None:
+                known = {c.id: c.stored for s in parent.streams for c in s.chunks}
+            writer = repo.writer(plan.chain, known=known)
+            with engine.open_dump(table_checksums=table_checksums, timeout=timeout) as session:
+                stream = writer.write_stream(session.stream_name, session.format, session.stream, progress)
+            manifest = _manifest(engine, snapshot_id, plan, started, streams=[stream], tables=session.tables,
+                                 versions=session.versions, fingerprint=fingerprint)
+        repo.save_manifest(manifest)
     return manifest
 
 
-def _dump(engine: DatabaseEngine, repo: Repository, *, snapshot_id: str, chain: str, kind: SnapshotKind,
-          parent: str | None, started: datetime, table_checksums: bool, timeout: float | None,
-          progress: ProgressCallback | None) -> SnapshotManifest:
-    writer = repo.writer(chain)
-    with engine.open_dump(table_checksums=table_checksums, timeout=timeout) as session:
-        stream = writer.write_stream(session.stream_name, session.format, session.stream, progress)
-    manifest = SnapshotManifest(
-        id=snapshot_id, chain=chain, parent=parent, kind=kind, engine=engine.engine,
-        server=engine.server_label(), database=engine.database, started_at=started,
-        finished_at=datetime.now(UTC), hostname=socket.gethostname(),
-        vaultflow_version=__version__, tool_versions=session.versions, streams=[stream],
-        tables=session.tables,
-    )
-    repo.save_manifest(manifest)
-    return manifest
+def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, started: datetime, **fields: object
+              ) -> SnapshotManifest:
+    return SnapshotManifest.model_validate({
+        "id": snapshot_id, "chain": plan.chain, "parent": plan.parent_id, "kind": plan.kind,
+        "engine": engine.engine, "server": engine.server_label(), "database": engine.database,
+        "started_at": started, "finished_at": datetime.now(UTC), "hostname": socket.gethostname(),
+        "vaultflow_version": __version__,
+        "streams": fields["streams"], "tables": fields["tables"], "tool_versions": fields["versions"],
+        "fingerprint": fields["fingerprint"], "reused_from": fields.get("reused_from"),
+    })

@@ -21,7 +21,7 @@ def backed_up(repo: Repository, catalog: Catalog, src: Path) -> str:
     catalog.start_snapshot(snapshot_id=sid, chain=sid, repository_id=repo.id, repository="r",
                            engine=engine.engine, server=engine.server_label(), database=engine.database,
                            kind="full")
-    catalog.finish_snapshot(backup_database(engine, repo, snapshot_id=sid, chain=sid))
+    catalog.finish_snapshot(backup_database(engine, repo, snapshot_id=sid))
     return sid
 
 

@@ -86,6 +86,10 @@ class EngineCase(ABC):
     @abstractmethod
     def ledger_counts(self, url: str) -> tuple[int, int]: ...
 
+    @abstractmethod
+    def change_a_little(self, url: str, n: int) -> None:
+        """Update the notes of `n` orders and add one ledger row."""
+
     def engine(self, url: str) -> DatabaseEngine:
         return engine_from_url(url)
 
@@ -164,6 +168,11 @@ class PostgresCase(EngineCase):
         assert a and b
         return int(a[0]), int(b[0])
 
+    def change_a_little(self, url: str, n: int) -> None:
+        with self._connect(url) as c:
+            c.execute("UPDATE orders SET note = note || '!' WHERE id <= %s", (n,))
+            c.execute("INSERT INTO ledger_a (v) VALUES (1)")
+
     def cleanup(self) -> None:
         for name in self.created:
             drop_pg_database(name)
@@ -222,6 +231,12 @@ class SqliteCase(EngineCase):
                     n += 1
             return n
         return run
+
+    def change_a_little(self, url: str, n: int) -> None:
+        with closing(sqlite3.connect(self._path(url))) as con:
+            con.execute("UPDATE orders SET meta = meta || ' ' WHERE id <= ?", (n,))
+            con.execute("INSERT INTO ledger_a (v) VALUES (1)")
+            con.commit()
 
     def ledger_counts(self, url: str) -> tuple[int, int]:
         with closing(sqlite3.connect(self._path(url))) as con:

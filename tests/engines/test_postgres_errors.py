@@ -80,7 +80,7 @@ def local_engine(database: str, **kwargs: Any) -> PostgresEngine:
 
 
 def backup(engine: PostgresEngine, repo: Repository) -> SnapshotManifest:
-    return backup_database(engine, repo, snapshot_id=new_object_id(), chain=new_object_id())
+    return backup_database(engine, repo, snapshot_id=new_object_id())
 
 
 def fill(url_kwargs: dict[str, Any], rows: int = 1000) -> None:

@@ -35,7 +35,7 @@ def test_round_trip_equals_source(case: EngineCase, repo_path: Path, tmp_path: P
     source = case.create_source(tmp_path)
     repo = open_repo(repo_path)
     sid = new_object_id()
-    manifest = backup_database(case.engine(source), repo, snapshot_id=sid, chain=sid)
+    manifest = backup_database(case.engine(source), repo, snapshot_id=sid)
     source_stats = case.engine(source).table_stats()
     assert manifest.tables == source_stats
     assert all(t.checksum for t in manifest.tables)
@@ -54,7 +54,7 @@ def test_export_is_a_native_dump(case: EngineCase, repo_path: Path, tmp_path: Pa
     source = case.create_source(tmp_path)
     repo = open_repo(repo_path)
     sid = new_object_id()
-    backup_database(case.engine(source), repo, snapshot_id=sid, chain=sid)
+    backup_database(case.engine(source), repo, snapshot_id=sid)
     out = tmp_path / "export.bin"
     export_snapshot(repo, sid, out)
     assert out.stat().st_mode & 0o777 == 0o600
@@ -82,7 +82,7 @@ def test_backup_during_concurrent_writes_is_consistent(case: EngineCase, repo_pa
         time.sleep(0.3)
         sid = new_object_id()
         try:
-            manifest = backup_database(case.engine(source), open_repo(repo_path), snapshot_id=sid, chain=sid)
+            manifest = backup_database(case.engine(source), open_repo(repo_path), snapshot_id=sid)
             time.sleep(0.3)
         finally:
             stop.set()

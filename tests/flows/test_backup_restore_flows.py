@@ -110,3 +110,17 @@ def count_dump_attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(flows.backup, "dump_to_repository",
                         tasks.backup.dump_to_repository.with_options(retry_delay_seconds=0))
     return calls
+
+
+def test_incremental_flow_with_nothing_changed_stores_nothing(sample_db: Path, repo_path: Path) -> None:
+    full = backup(source=f"sqlite:///{sample_db}", repository=str(repo_path), kind="full")
+    inc = backup(source=f"sqlite:///{sample_db}", repository=str(repo_path), kind="incremental")
+    assert inc["kind"] == "incremental" and inc["reused_from"] == full["snapshot_id"]
+    assert inc["stored_bytes"] == 0 and inc["parent"] == full["snapshot_id"]
+    rows = {r.id: r for r in Catalog().snapshots()}
+    assert rows[str(inc["snapshot_id"])].stored_size == 0 and rows[str(inc["snapshot_id"])].kind == "incremental"
+
+
+def test_first_incremental_says_it_starts_a_full(sample_db: Path, repo_path: Path) -> None:
+    result = backup(source=f"sqlite:///{sample_db}", repository=str(repo_path), kind="incremental")
+    assert result["kind"] == "full" and "starts a new chain" in str(result["note"])

@@ -115,12 +115,12 @@ class Catalog:
             s.refresh(rec)
         return rec
 
-    def finish_snapshot(self, manifest: SnapshotManifest) -> None:
+    def finish_snapshot(self, manifest: SnapshotManifest, parent: SnapshotManifest | None = None) -> None:
         with Session(self.engine) as s:
             rec = s.get(SnapshotRecord, manifest.id)
             if rec is None:
                 return
-            _apply_manifest(rec, manifest)
+            _apply_manifest(rec, manifest, parent)
             s.add(rec)
             s.commit()
 
@@ -204,6 +204,7 @@ class Catalog:
                 if rec.id not in ids:
                     s.delete(rec)
             s.commit()
+        by_id = {m.id: m for m in manifests}
         for m in manifests:
             db_id = self.upsert_database(m.engine, m.server, m.database)
             with Session(self.engine) as s:
@@ -213,7 +214,7 @@ class Catalog:
                     hostname=m.hostname, pid=0)
                 rec.database_id = db_id
                 rec.repository = repository
-                _apply_manifest(rec, m)
+                _apply_manifest(rec, m, by_id.get(m.parent or ""))
                 s.add(rec)
                 s.commit()
         return len(manifests)
@@ -234,7 +235,7 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _apply_manifest(rec: SnapshotRecord, m: SnapshotManifest) -> None:
+def _apply_manifest(rec: SnapshotRecord, m: SnapshotManifest, parent: SnapshotManifest | None) -> None:
     rec.status = SnapshotStatus.SUCCEEDED
     rec.error = None
     rec.kind = m.kind
@@ -244,4 +245,4 @@ def _apply_manifest(rec: SnapshotRecord, m: SnapshotManifest) -> None:
     rec.finished_at = m.finished_at
     rec.duration_seconds = m.duration_seconds
     rec.logical_size = m.logical_size
-    rec.stored_size = m.stored_size
+    rec.stored_size = m.added_size(parent)

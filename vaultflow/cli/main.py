@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from vaultflow.catalog import Catalog, SnapshotStatus
-from vaultflow.cli.output import error, human_bytes, print_json, print_table, progress_bar, stdout
+from vaultflow.cli.output import error, human_bytes, print_json, print_table, progress_bar, stderr, stdout
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository import Repository, open_repository
 from vaultflow.storage import open_store
@@ -52,9 +52,9 @@ def handles_errors(fn: F) -> F:
         except typer.Exit:
             raise
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or exc.title
-            error(f"invalid {where}: {first['msg']}")
+            detail = exc.errors()[0]
+            where = ".".join(str(p) for p in detail["loc"]) or exc.title
+            error(f"invalid {where}: {detail['msg']}")
             raise typer.Exit(2) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence, still one line
             name = type(exc).__name__
@@ -170,9 +170,15 @@ def backup(
                              timeout_minutes=timeout_minutes)
     if json_out:
         print_json(result)
+        return
+    if result.get("note"):
+        stderr.print(f"note: {result['note']}", highlight=False)
+    if result.get("reused_from"):
+        stdout.print(f"snapshot {result['snapshot']} saved: nothing changed in {result['database']} since "
+                     f"{str(result['reused_from'])[:8]}, so nothing was dumped or stored", highlight=False)
     else:
         stdout.print(
-            f"snapshot {result['snapshot']} saved: {result['engine']} database "
+            f"{result['kind']} snapshot {result['snapshot']} saved: {result['engine']} database "
             f"{result['database']} on {result['server']}, {human_bytes(int(str(result['logical_bytes'])))} "
             f"read, {human_bytes(int(str(result['stored_bytes'])))} stored, {result['duration_s']} s",
             highlight=False)

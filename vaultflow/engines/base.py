@@ -61,6 +61,14 @@ class DatabaseEngine(ABC):
         """Server and client-tool versions; raises if the tools cannot dump this server."""
 
     @abstractmethod
+    def fingerprint(self) -> str | None:
+        """A cheap value that changes whenever the database's content may have changed.
+
+        Equal fingerprints must mean unchanged content (an incremental then skips the dump);
+        unequal ones may be false alarms. None: the engine cannot tell.
+        """
+
+    @abstractmethod
     def table_stats(self) -> list[TableStats]:
         """Row count and content checksum of every user table, now."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -203,6 +204,23 @@ class PostgresEngine(DatabaseEngine):
         return versions
 
     # -- statistics ------------------------------------------------------------------
+
+    def fingerprint(self) -> str | None:
+        """The cluster's next transaction id and every sequence's last value.
+
+        Any committed write anywhere in the cluster (DDL included) takes a transaction id,
+        and sequences move without one, so equal fingerprints mean nothing changed. The
+        statistics counters (pg_stat_user_tables) are not used: they are flushed
+        asynchronously and can lag a commit by seconds, which would make a skip unsafe.
+        """
+        with self._connect() as c:
+            row = c.execute(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, "
+                "(SELECT coalesce(string_agg(format('%I.%I=%s', schemaname, sequencename, last_value), ','"
+                " ORDER BY schemaname, sequencename), '') FROM pg_sequences)").fetchone()
+        assert row is not None
+        digest = hashlib.sha256(str(row[1]).encode()).hexdigest()[:16]
+        return f"pg:xid={row[0]}:seq={digest}"
 
     def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
         with self._connect() as c:

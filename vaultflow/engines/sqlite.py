@@ -58,6 +58,24 @@ class SqliteEngine(DatabaseEngine):
     def versions(self) -> dict[str, str]:
         return {"sqlite": sqlite3.sqlite_version}
 
+    def fingerprint(self) -> str | None:
+        """File size, mtime and the header's change counter, plus the WAL file's size and mtime."""
+        if not self.path.is_file():
+            raise DatabaseNotFound(f"SQLite database {self.path} does not exist",
+                                   "check the path in the URL or SqliteDatabase block")
+        parts = []
+        for path in (self.path, Path(f"{self.path}-wal")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                parts.append("-")
+                continue
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+        with open(self.path, "rb") as f:
+            header = f.read(100)
+        parts.append(header[24:32].hex())  # file change counter and size in pages
+        return "sqlite:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
     def _open_source(self) -> sqlite3.Connection:
         if not self.path.is_file():
             raise DatabaseNotFound(f"SQLite database {self.path} does not exist",

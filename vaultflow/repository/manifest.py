@@ -63,6 +63,9 @@ class SnapshotManifest(BaseModel):
     tool_versions: dict[str, str] = Field(default_factory=dict)
     streams: list[StreamManifest]
     tables: list[TableStats] = Field(default_factory=list)
+    fingerprint: str | None = Field(default=None, description="the engine's change fingerprint at backup time")
+    reused_from: str | None = Field(default=None, description="set when nothing changed since this snapshot, "
+                                                            "so its streams were carried over without a dump")
 
     @property
     def short_id(self) -> str:
@@ -80,6 +83,14 @@ class SnapshotManifest(BaseModel):
             for c in stream.chunks:
                 seen[c.id] = c.stored
         return sum(seen.values())
+
+    def added_size(self, parent: SnapshotManifest | None) -> int:
+        """Stored bytes this snapshot added to the repository: its chunks the parent lacks."""
+        if self.reused_from:
+            return 0
+        have = {c.id for s in parent.streams for c in s.chunks} if parent else set()
+        added = {c.id: c.stored for s in self.streams for c in s.chunks if c.id not in have}
+        return sum(added.values())
 
     @property
     def duration_seconds(self) -> float:

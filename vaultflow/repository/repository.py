@@ -221,8 +221,9 @@ class Repository:
         prefix = f"chains/{chain}/chunks/"
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.store.list(prefix)}
 
-    def writer(self, chain: str, *, workers: int = 2) -> ChunkWriter:
-        return ChunkWriter(self, chain, workers=workers)
+    def writer(self, chain: str, *, workers: int = 2, known: dict[str, int] | None = None) -> ChunkWriter:
+        """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds)."""
+        return ChunkWriter(self, chain, workers=workers, known=known)
 
     def read_stream(
         self,
@@ -309,10 +310,11 @@ class ChunkWriter:
     chunk is durable before a manifest can name it.
     """
 
-    def __init__(self, repo: Repository, chain: str, *, workers: int = 2) -> None:
+    def __init__(self, repo: Repository, chain: str, *, workers: int = 2,
+                 known: dict[str, int] | None = None) -> None:
         self.repo = repo
         self.chain = chain
-        self.known = repo.chain_chunks(chain)
+        self.known = dict(known) if known is not None else repo.chain_chunks(chain)
         self._claimed: set[str] = set(self.known)
         self._lock = threading.Lock()
         self._workers = workers
