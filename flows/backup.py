@@ -8,6 +8,7 @@ from prefect import flow
 from pydantic import Field
 
 from tasks.backup import (
+    DumpOptions,
     dump_to_repository,
     open_backup_run,
     record_backup_failure,
@@ -44,11 +45,17 @@ def backup(
     table_checksums: Annotated[bool, Field(description="Record a content checksum per table "
                                                        "(costs one extra read of each table)")] = True,
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill the dump after this long")] = 360,
+    jobs: Annotated[int, Field(ge=1, le=64, description="Tables dumped at once (PostgreSQL)")] = 1,
+    include_tables: Annotated[list[str], Field(description="Globs (schema.table or table) whose rows are "
+                                                           "backed up; all if empty")] = [],  # noqa: B006
+    exclude_tables: Annotated[list[str], Field(description="Globs of tables whose rows are skipped; the "
+                                                           "schema is always complete")] = [],  # noqa: B006
 ) -> dict[str, object]:
     """Take a consistent backup of one database; the snapshot exists only if it completed."""
     run = open_backup_run(source, repository, kind)
     try:
-        manifest = dump_to_repository(run, table_checksums, timeout_minutes * 60.0)
+        manifest = dump_to_repository(run, DumpOptions(table_checksums, timeout_minutes * 60.0, jobs,
+                                                       include_tables, exclude_tables))
     except BaseException as exc:
         line = _error_line(exc)
         record_backup_failure(run, line)

@@ -29,9 +29,12 @@ def restore(
     no_owner: Annotated[bool, Field(description="Skip ownership and grants (roles missing on "
                                                 "the target server)")] = False,
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill the restore after this long")] = 360,
+    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded at once (PostgreSQL)")] = 1,
+    tables: Annotated[list[str], Field(description="Restore only these tables' rows (schema.name); "
+                                                   "all if empty")] = [],  # noqa: B006
 ) -> dict[str, object]:
     """Restore a snapshot; the target is changed only once every chunk has been verified."""
     manifest = restore_into_target(snapshot, target, repository, replace, no_owner,
-                                   timeout_minutes * 60.0)
+                                   timeout_minutes * 60.0, jobs, tables)
     publish_restore_summary(manifest, target)
     return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": target}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -35,6 +35,15 @@ class BackupRun:
 
     def catalog(self) -> Catalog:
         return Catalog(self.repository.catalog_url)
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    table_checksums: bool = True
+    timeout_seconds: float = 6 * 3600
+    jobs: int = 1
+    include_tables: list[str] = field(default_factory=list)
+    exclude_tables: list[str] = field(default_factory=list)
 
 
 def _flow_run_id() -> str | None:
@@ -76,13 +85,15 @@ def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> 
       retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
       retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
-def dump_to_repository(run: BackupRun, table_checksums: bool, timeout_seconds: float) -> SnapshotManifest:
+def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest:
     """Stream the dump into the repository. A retry reuses the chunks already stored."""
     repo = run.open_repository()
     meter = ProgressMeter("backup", run.engine.describe())
     manifest = backup_database(
         run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
-        table_checksums=table_checksums, timeout=timeout_seconds, progress=meter,
+        table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
+        jobs=options.jobs, include_tables=options.include_tables or None,
+        exclude_tables=options.exclude_tables or None,
     )
     meter.finish()
     if manifest.reused_from:

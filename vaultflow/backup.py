@@ -13,14 +13,15 @@ snapshot restores on its own.
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vaultflow import __version__
-from vaultflow.engines.base import DatabaseEngine
+from vaultflow.engines.base import DatabaseEngine, RowTap, StreamSource
 from vaultflow.repository.locks import RepositoryLock
-from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest
-from vaultflow.repository.repository import ProgressCallback, Repository
+from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
+from vaultflow.repository.repository import ChunkWriter, ProgressCallback, Repository
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ def backup_database(
     timeout: float | None = None,
     progress: ProgressCallback | None = None,
     lock_wait: float = 600.0,
+    jobs: int = 1,
+    include_tables: list[str] | None = None,
+    exclude_tables: list[str] | None = None,
 ) -> SnapshotManifest:
     """Stream a consistent dump into `repo`; return the manifest once it is durable.
 
@@ -92,12 +96,41 @@ def backup_database(
             if plan.kind == "differential" and parent is not None:
                 known = {c.id: c.stored for s in parent.streams for c in s.chunks}
             writer = repo.writer(plan.chain, known=known)
-            with engine.open_dump(table_checksums=table_checksums, timeout=timeout) as session:
-                stream = writer.write_stream(session.stream_name, session.format, session.stream, progress)
-            manifest = _manifest(engine, snapshot_id, plan, started, streams=[stream], tables=session.tables,
-                                 versions=session.versions, fingerprint=fingerprint)
+            with engine.open_dump(table_checksums=table_checksums, timeout=timeout,
+                                  include_tables=include_tables, exclude_tables=exclude_tables) as session:
+                streams, tables = _store_sources(writer, session.sources, jobs, progress)
+            manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
+                                 tables=session.tables + tables, versions=session.versions, fingerprint=fingerprint)
         repo.save_manifest(manifest)
     return manifest
+
+
+def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
+                   progress: ProgressCallback | None) -> tuple[list[StreamManifest], list[TableStats]]:
+    """Store every source; table sources run `jobs` at a time and yield their statistics."""
+
+    def store(source: StreamSource) -> tuple[StreamManifest, TableStats | None]:
+        tap = RowTap() if source.table else None
+        with source.open() as reader:
+            stream = writer.write_stream(source.name, source.format, reader, progress, tap=tap, meta=source.meta)
+        return stream, tap.stats(*source.table) if tap and source.table else None
+
+    tables = [s for s in sources if s.table]
+    results: dict[str, tuple[StreamManifest, TableStats | None]] = {}
+    for source in sources:
+        if not source.table:
+            results[source.name] = store(source)
+    with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-dump") as pool:
+        futures = {s.name: pool.submit(store, s) for s in tables}
+        try:
+            for name, fut in futures.items():
+                results[name] = fut.result()
+        except BaseException:
+            for fut in futures.values():
+                fut.cancel()
+            raise
+    ordered = [results[s.name] for s in sources]
+    return [r[0] for r in ordered], [r[1] for r in ordered if r[1] is not None]
 
 
 def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, started: datetime, **fields: object

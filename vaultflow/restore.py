@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from vaultflow.engines import postgres, sqlite
 from vaultflow.engines.base import DatabaseEngine
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
-from vaultflow.repository.manifest import SnapshotManifest
+from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
 
-_ENGINE_OF_FORMAT = {"pg_dump-custom": "postgresql", "sqlite3-file": "sqlite"}
+_ENGINE_OF_FORMAT = {
+    postgres.LEGACY_FORMAT: "postgresql", postgres.SCHEMA_FORMAT: "postgresql", sqlite.DUMP_FORMAT: "sqlite",
+}
 
 
 def restore_snapshot(
@@ -24,36 +28,46 @@ def restore_snapshot(
     no_owner: bool = False,
     timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    jobs: int = 1,
+    tables: list[str] | None = None,
 ) -> SnapshotManifest:
-    """Load a snapshot into `target`; the target changes only if every check passed."""
+    """Load a snapshot into `target`; the target changes only if every check passed.
+
+    `jobs` tables load at once; `tables` (schema.name) restricts the rows restored.
+    """
     with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
-        return _restore(repo, snapshot_id, target, replace=replace, no_owner=no_owner, timeout=timeout,
-                        progress=progress)
+        manifest = repo.load_manifest(snapshot_id)
+        _check_engine(manifest, target)
+        target.restore(manifest.streams, _reader(repo, manifest, progress), replace=replace, no_owner=no_owner,
+                       timeout=timeout, jobs=jobs, tables=tables)
+    return manifest
 
 
-def _restore(repo: Repository, snapshot_id: str, target: DatabaseEngine, *, replace: bool, no_owner: bool,
-             timeout: float | None, progress: ProgressCallback | None) -> SnapshotManifest:
-    manifest = repo.load_manifest(snapshot_id)
-    stream = manifest.streams[0]
-    if _ENGINE_OF_FORMAT.get(stream.format) != target.engine:
+def _reader(repo: Repository, manifest: SnapshotManifest, progress: ProgressCallback | None
+            ) -> Callable[[StreamManifest, ByteSink], None]:
+    def read(stream: StreamManifest, sink: ByteSink) -> None:
+        repo.read_stream(manifest.id, stream, sink, manifest.chain, progress=progress)
+    return read
+
+
+def _check_engine(manifest: SnapshotManifest, target: DatabaseEngine) -> None:
+    if _ENGINE_OF_FORMAT.get(manifest.streams[0].format) != target.engine:
         raise InputError(
             f"snapshot {manifest.short_id} is a {manifest.engine} backup; it cannot be restored "
             f"into {target.describe()}",
             f"choose a {manifest.engine} target",
         )
 
-    def feed(sink: ByteSink) -> None:
-        repo.read_stream(manifest.id, stream, sink, manifest.chain, progress=progress)
-
-    target.restore(stream.format, feed, replace=replace, no_owner=no_owner, timeout=timeout)
-    return manifest
-
 
 def export_snapshot(
     repo: Repository, snapshot_id: str, destination: str | os.PathLike[str],
     *, progress: ProgressCallback | None = None,
 ) -> SnapshotManifest:
-    """Write the snapshot's native dump to a file; the file appears only when verified."""
+    """Write the snapshot as a file its engine's own tools restore; it appears only when verified.
+
+    SQLite: the database file. PostgreSQL: the pg_dump custom archive (first-release
+    snapshots) or a plain SQL script for `psql -f` (per-table snapshots).
+    """
     with RepositoryLock(repo, "shared", "export", wait=60):
         return _export(repo, snapshot_id, destination, progress)
 
@@ -61,7 +75,6 @@ def export_snapshot(
 def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[str],
             progress: ProgressCallback | None) -> SnapshotManifest:
     manifest = repo.load_manifest(snapshot_id)
-    stream = manifest.streams[0]
     dest = Path(destination).expanduser().absolute()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +83,11 @@ def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[s
         raise StorageUnwritable(f"cannot write {dest}: {exc.strerror}", "choose a writable path") from None
     try:
         with os.fdopen(fd, "wb") as out:
-            repo.read_stream(manifest.id, stream, out, manifest.chain, progress=progress)
+            read = _reader(repo, manifest, progress)
+            if manifest.streams[0].format == postgres.SCHEMA_FORMAT:
+                postgres.export_plain_sql(manifest.streams, read, out)
+            else:
+                read(manifest.streams[0], out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o600)

@@ -156,6 +156,9 @@ def backup(
     kind: Annotated[str, typer.Option(help="Backup kind.")] = "full",
     no_table_checksums: Annotated[bool, typer.Option(help="Skip per-table content checksums.")] = False,
     timeout_minutes: Annotated[int, typer.Option(help="Kill the dump after this long.")] = 360,
+    jobs: Annotated[int, typer.Option(help="Tables dumped at once (PostgreSQL).")] = 1,
+    include_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to back up.")] = None,
+    exclude_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to skip.")] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -167,7 +170,8 @@ def backup(
         # The flow validates `kind` itself (one list of kinds, shown in the UI form too).
         result = backup_flow(source=source, repository=ref, kind=cast(Any, kind),
                              table_checksums=not no_table_checksums,
-                             timeout_minutes=timeout_minutes)
+                             timeout_minutes=timeout_minutes, jobs=jobs, include_tables=include_table or [],
+                             exclude_tables=exclude_table or [])
     if json_out:
         print_json(result)
         return
@@ -193,6 +197,8 @@ def restore(
     replace: Annotated[bool, typer.Option(help="Swap out a target that already has tables.")] = False,
     no_owner: Annotated[bool, typer.Option(help="Skip ownership and grants.")] = False,
     timeout_minutes: Annotated[int, typer.Option(help="Kill the restore after this long.")] = 360,
+    jobs: Annotated[int, typer.Option(help="Tables loaded at once (PostgreSQL).")] = 1,
+    table: Annotated[list[str] | None, typer.Option(help="Restore only these tables' rows (schema.name).")] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -202,7 +208,7 @@ def restore(
 
     with progress_bar(not json_out):
         result = restore_flow(snapshot=snapshot, target=target, repository=ref, replace=replace,
-                              no_owner=no_owner, timeout_minutes=timeout_minutes)
+                              no_owner=no_owner, timeout_minutes=timeout_minutes, jobs=jobs, tables=table or [])
     if json_out:
         print_json(result)
     else:
@@ -261,14 +267,20 @@ def export(
 
     opened, _ = _open(repo)
     manifest = export_snapshot(opened, opened.resolve_snapshot(snapshot), to)
-    stream = manifest.streams[0]
+    kind, hint = _EXPORT_KINDS.get(manifest.streams[0].format, ("dump", ""))
+    size = os.path.getsize(to)
     if json_out:
-        print_json({"snapshot": manifest.id, "file": os.path.abspath(to), "format": stream.format,
-                    "size": stream.size, "sha256": stream.sha256})
+        print_json({"snapshot": manifest.id, "file": os.path.abspath(to), "format": kind, "size": size})
     else:
-        hint = {"pg_dump-custom": "pg_restore -d DBNAME", "sqlite3-file": "sqlite3"}.get(stream.format, "")
-        stdout.print(f"wrote {stream.format} dump of {manifest.database} ({human_bytes(stream.size)}, "
-                     f"sha256 {stream.sha256[:16]}…) to {to}; open it with {hint}", highlight=False)
+        stdout.print(f"wrote {kind} of {manifest.database} ({human_bytes(size)}) to {to}; restore it with {hint}",
+                     highlight=False)
+
+
+_EXPORT_KINDS = {
+    "pg_dump-custom": ("pg_dump custom archive", "pg_restore -d DBNAME FILE"),
+    "pg_dump-custom-schema": ("plain SQL script", "psql -v ON_ERROR_STOP=1 -d DBNAME -f FILE"),
+    "sqlite3-file": ("SQLite database file", "sqlite3 FILE"),
+}
 
 
 @app.command()

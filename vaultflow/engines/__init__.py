@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamWriter
+from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
 from vaultflow.engines.postgres import PostgresConnection, PostgresEngine
 from vaultflow.engines.sqlite import SqliteEngine
 from vaultflow.errors import InputError
@@ -15,7 +15,8 @@ __all__ = [
     "PostgresConnection",
     "PostgresEngine",
     "SqliteEngine",
-    "StreamWriter",
+    "StreamReader",
+    "StreamSource",
     "engine_from_url",
     "is_database_url",
 ]

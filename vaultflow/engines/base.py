@@ -8,24 +8,58 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO
 
-from vaultflow.repository.manifest import TableStats
+import blake3
+
+from vaultflow.repository.manifest import StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
-StreamWriter = Callable[[ByteSink], None]
-"""Writes a whole stream's bytes into the sink it is given."""
+StreamReader = Callable[[StreamManifest, ByteSink], None]
+"""Writes the whole plaintext of one stored stream into the sink it is given."""
+
+
+class RowTap:
+    """Row count and BLAKE3 of a table's COPY text, fed block by block.
+
+    COPY text escapes newlines inside values, so every row ends with exactly one newline.
+    """
+
+    def __init__(self) -> None:
+        self._hash = blake3.blake3()
+        self.rows = 0
+
+    def __call__(self, block: bytes) -> None:
+        self._hash.update(block)
+        self.rows += block.count(b"\n")
+
+    def stats(self, schema: str, name: str) -> TableStats:
+        return TableStats(schema=schema, name=name, rows=self.rows, checksum="copy-b3:" + self._hash.hexdigest())
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """One byte stream of a dump, opened only when it is read.
+
+    `open()` returns a context whose value is the stream; leaving the context after the
+    last byte checks that the producer succeeded. `table` is set for a table's rows in
+    COPY text format, whose row count and checksum the backup takes from the bytes.
+    """
+
+    name: str
+    format: str
+    open: Callable[[], AbstractContextManager[IO[bytes]]]
+    meta: dict[str, str] = field(default_factory=dict)
+    table: tuple[str, str] | None = None
 
 
 @dataclass
 class DumpSession:
-    """An open dump: read `stream` to its end, then leave the context.
+    """An open, consistent dump: read every source, then leave the context.
 
-    `tables` holds per-table statistics taken in the same consistent snapshot as the dump;
-    it is complete once the context has exited without error.
+    All sources see one snapshot of the database. `tables` holds statistics the engine
+    took itself (SQLite); table sources get theirs from their bytes.
     """
 
-    stream: IO[bytes]
-    stream_name: str
-    format: str
+    sources: list[StreamSource]
     tables: list[TableStats] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -74,22 +108,26 @@ class DatabaseEngine(ABC):
 
     @abstractmethod
     def open_dump(
-        self, *, table_checksums: bool = True, timeout: float | None = None
+        self, *, table_checksums: bool = True, timeout: float | None = None,
+        include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
     ) -> AbstractContextManager[DumpSession]:
-        """Start a consistent dump of the database."""
+        """Start a consistent dump of the database (include/exclude: globs of tables whose
+        rows are backed up, where the engine streams tables separately)."""
 
     @abstractmethod
     def restore(
-        self, fmt: str, write_stream: StreamWriter, *, replace: bool = False,
-        timeout: float | None = None, no_owner: bool = False,
+        self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
+        timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
+        tables: list[str] | None = None,
     ) -> None:
-        """Load a dump of format `fmt` into this database.
+        """Load a snapshot's streams into this database.
 
         The database is created if missing. If it holds user objects and `replace` is
         false, raise TargetNotEmpty before touching anything. The new content becomes
         visible only when the whole stream loaded; on any failure the target is left as it
         was and the partial copy is removed. `no_owner` skips ownership and grants (for a
-        server that lacks the source's roles).
+        server that lacks the source's roles); `jobs` loads that many tables at once;
+        `tables` (schema.name) restricts the rows loaded to those tables.
         """
 
     def describe(self) -> str:

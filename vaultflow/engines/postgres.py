@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamWriter
+from vaultflow.engines.base import DatabaseEngine, DumpSession, RowTap, StreamReader, StreamSource
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
@@ -30,13 +34,22 @@ from vaultflow.errors import (
     TransientError,
     VaultflowError,
 )
-from vaultflow.repository.manifest import TableStats
+from vaultflow.repository.manifest import StreamManifest, TableStats
 
-DUMP_FORMAT = "pg_dump-custom"
+LEGACY_FORMAT = "pg_dump-custom"  # one whole-database archive (format of the first release)
+SCHEMA_FORMAT = "pg_dump-custom-schema"  # schema-only archive: pre-data and post-data sections
+TABLE_FORMAT = "pg-copy-text"  # one table's rows, COPY text format
+DATA_EXTRA_FORMAT = "pg_dump-custom-data-extra"  # sequence values and large objects
+_ORDER_BY_PK_MAX_BYTES = 16 * 2**30
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
 _USER_TABLES = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_total_relation_size(c.oid),
+       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+       (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = c.oid AND i.indisprimary)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -223,15 +236,37 @@ class PostgresEngine(DatabaseEngine):
         return f"pg:xid={row[0]}:seq={digest}"
 
     def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
+        """Row count and checksum of every user table, read the way a backup reads it.
+
+        The checksum is the BLAKE3 of the table's rows in COPY text format, in the order a
+        backup streams them (primary key, else heap order), so a restored copy must match
+        the statistics its snapshot recorded byte for byte.
+        """
         with self._connect() as c:
-            return _table_stats(c, checksums)
+            tables = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
+        out = []
+        for t in tables:
+            with self._copy_out(t, snapshot=None, timeout=None) as stream:
+                tap = RowTap()
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    tap(block)
+            out.append(tap.stats(t.schema, t.name))
+        return out
 
     # -- dump ------------------------------------------------------------------------
 
     @contextmanager
     def open_dump(
-        self, *, table_checksums: bool = True, timeout: float | None = None
+        self, *, table_checksums: bool = True, timeout: float | None = None,
+        include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
     ) -> Iterator[DumpSession]:
+        """Sources, all in one exported snapshot: the schema (a schema-only pg_dump archive),
+        one COPY stream per table, and the rest of the data section (sequence values, large
+        objects) as a data-only archive without table data.
+
+        Include/exclude globs (schema.table) choose whose rows are backed up; the schema is
+        always complete, so a restore recreates every table.
+        """
         c = self._connect(autocommit=False)
         try:
             server_major, server_version = self._server_version(c)
@@ -240,36 +275,58 @@ class PostgresEngine(DatabaseEngine):
             row = c.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot = str(row[0])
-            argv = [self._tool("pg_dump"), "--format=custom", "--compress=0",
-                    f"--snapshot={snapshot}", *self._conn_args(self.conn.database)]
-            session_tables: list[TableStats] = []
-            stats_error: list[BaseException] = []
-
-            def collect_stats() -> None:
-                try:
-                    session_tables.extend(_table_stats(c, table_checksums))
-                except BaseException as exc:  # surfaced after the dump
-                    stats_error.append(exc)
-
-            with ToolProcess(argv, env=self._tool_env(), stdout=subprocess.PIPE,
-                             timeout=timeout) as proc:
-                stats = threading.Thread(target=collect_stats, name="vf-pg-stats", daemon=True)
-                stats.start()
-                session = DumpSession(stream=proc.stdout, stream_name="dump", format=DUMP_FORMAT,
-                                      versions=versions)
-                yield session
-                # The caller has read to EOF; the tool's verdict decides.
-                code = proc.wait()
-                stats.join()
-                if code != 0:
-                    raise self._tool_failure("pg_dump", proc, timeout)
-                if stats_error:
-                    err = stats_error[0]
-                    raise err if isinstance(err, VaultflowError) else self._map_error(
-                        err, self.conn.database)
-                session.tables = session_tables
+            tables = _user_tables(c, self.conn.database, include_tables, exclude_tables, _ORDER_BY_PK_MAX_BYTES)
+            base = [self._tool("pg_dump"), f"--snapshot={snapshot}", "--format=custom", "--compress=0"]
+            schema_argv = [*base, "--schema-only", *self._conn_args(self.conn.database)]
+            # Every table's rows come as their own stream; what the data section has besides
+            # (sequence values, large objects) comes from one more pg_dump. Names are quoted
+            # so that pattern characters in them match literally.
+            exclude_rows = [f"--exclude-table-data={_quoted_pattern(t.schema)}.{_quoted_pattern(t.name)}"
+                            for t in _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)]
+            extra_argv = [*base, "--data-only", *exclude_rows, *self._conn_args(self.conn.database)]
+            # pg_dump keeps materialized view contents out of both sections we take; like a
+            # whole-database restore, ours refreshes the ones that were populated.
+            populated = [list(r) for r in c.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'm' AND c.relispopulated ORDER BY c.oid").fetchall()]
+            sources = [StreamSource("schema", SCHEMA_FORMAT,
+                                    functools.partial(self._tool_stream, "pg_dump", schema_argv, timeout),
+                                    meta={"refresh_matviews": json.dumps(populated)})]
+            for t in tables:
+                sources.append(StreamSource(
+                    f"table/{t.schema}.{t.name}", TABLE_FORMAT,
+                    functools.partial(self._copy_out, t, snapshot, timeout),
+                    meta={"schema": t.schema, "table": t.name, "columns": json.dumps(t.columns), "order": t.order},
+                    table=(t.schema, t.name)))
+            sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
+                                        functools.partial(self._tool_stream, "pg_dump", extra_argv, timeout)))
+            yield DumpSession(sources=sources, versions=versions)
         finally:
             c.close()
+
+    @contextmanager
+    def _tool_stream(self, tool: str, argv: list[str], timeout: float | None) -> Iterator[IO[bytes]]:
+        with ToolProcess(argv, env=self._tool_env(), stdout=subprocess.PIPE, timeout=timeout) as proc:
+            yield proc.stdout
+            if proc.wait() != 0:
+                raise self._tool_failure(tool, proc, timeout)
+
+    def _copy_out(self, t: TableInfo, snapshot: str | None, timeout: float | None) -> AbstractContextManager[IO[bytes]]:
+        """A table's rows as COPY text, via psql (its big buffered writes beat per-row reads)."""
+        query = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(col) for col in t.columns) if t.columns else sql.SQL("*"),
+            sql.Identifier(t.schema, t.name),
+            sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in t.pk))
+            if t.order == "pk" else sql.SQL(""),
+        ).as_string(None)
+        argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database)]
+        if snapshot:
+            argv += ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                     "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
+        argv += ["-c", "SET synchronize_seqscans = off", "-c", query]
+        if snapshot:
+            argv += ["-c", "COMMIT"]
+        return self._tool_stream("psql", argv, timeout)
 
     def _tool_failure(self, tool: str, proc: ToolProcess, timeout: float | None) -> VaultflowError:
         if proc.timed_out:
@@ -301,14 +358,14 @@ class PostgresEngine(DatabaseEngine):
         return bool(row and row[0])
 
     def restore(
-        self, fmt: str, write_stream: StreamWriter, *, replace: bool = False,
-        timeout: float | None = None, no_owner: bool = False,
+        self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
+        timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
+        tables: list[str] | None = None,
     ) -> None:
-        if fmt != DUMP_FORMAT:
-            raise InputError(
-                f"a {fmt} stream cannot be restored into PostgreSQL",
-                "restore it into an engine of its own kind",
-            )
+        formats = {s.format for s in streams}
+        if not formats <= {LEGACY_FORMAT, SCHEMA_FORMAT, TABLE_FORMAT, DATA_EXTRA_FORMAT}:
+            raise InputError(f"a snapshot with {', '.join(sorted(formats))} streams cannot be restored into "
+                             "PostgreSQL", "restore it into an engine of its own kind")
         target = self.conn.database
         with self._connect(self.conn.maintenance_database) as admin:
             exists = self._database_exists(admin, target)
@@ -322,23 +379,86 @@ class PostgresEngine(DatabaseEngine):
         with self._connect(self.conn.maintenance_database) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
         try:
-            argv = [self._tool("pg_restore"), "--exit-on-error", *self._conn_args(staging)]
-            if no_owner:
-                argv += ["--no-owner", "--no-acl"]
-            with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE,
-                             timeout=timeout) as proc:
-                try:
-                    write_stream(proc.stdin)
-                    proc.stdin.close()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # pg_restore stopped early; its own error is reported below
-                code = proc.wait()
-                if code != 0:
-                    raise self._tool_failure("pg_restore", proc, timeout)
+            self.with_database(staging)._load(streams, read, timeout=timeout, no_owner=no_owner, jobs=jobs,
+                                              tables=tables)
             self._swap_in(staging, target, exists)
         except BaseException:
             self._drop_quietly(staging)
             raise
+
+    def _load(self, streams: list[StreamManifest], read: StreamReader, *, timeout: float | None, no_owner: bool,
+              jobs: int, tables: list[str] | None) -> None:
+        owner_flags = ["--no-owner", "--no-acl"] if no_owner else []
+        restore = [self._tool("pg_restore"), "--exit-on-error", *owner_flags, *self._conn_args(self.conn.database)]
+        by_format: dict[str, list[StreamManifest]] = {}
+        for s in streams:
+            by_format.setdefault(s.format, []).append(s)
+        for legacy in by_format.get(LEGACY_FORMAT, []):
+            self._feed("pg_restore", restore, legacy, read, timeout)
+        schema = by_format.get(SCHEMA_FORMAT, [])
+        for s in schema:
+            self._feed("pg_restore", [*restore, "--section=pre-data"], s, read, timeout)
+        table_streams = by_format.get(TABLE_FORMAT, [])
+        if tables is not None:
+            wanted = set(tables)
+            unknown = wanted - {f"{s.meta['schema']}.{s.meta['table']}" for s in table_streams}
+            if unknown:
+                raise InputError(f"the snapshot has no rows of table(s) {', '.join(sorted(unknown))}",
+                                 "give tables as schema.name, as vaultflow lists them")
+            table_streams = [s for s in table_streams if f"{s.meta['schema']}.{s.meta['table']}" in wanted]
+        # Largest first, so one big table does not start last and run alone at the end.
+        table_streams.sort(key=lambda s: s.size, reverse=True)
+        with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-load") as pool:
+            futures = [pool.submit(self._copy_in, s, read, timeout) for s in table_streams]
+            try:
+                for fut in futures:
+                    fut.result()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+        for s in by_format.get(DATA_EXTRA_FORMAT, []):
+            self._feed("pg_restore", restore, s, read, timeout)
+        for s in schema:
+            self._feed("pg_restore", [*restore, "--section=post-data"], s, read, timeout)
+            self._refresh_matviews(json.loads(s.meta.get("refresh_matviews", "[]")))
+
+    def _refresh_matviews(self, names: list[list[str]]) -> None:
+        """Refresh in creation order, retrying those that depend on a later one."""
+        pending = [sql.Identifier(schema, name) for schema, name in names]
+        with self._connect() as c:
+            while pending:
+                failed = []
+                for ident in pending:
+                    try:
+                        c.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(ident))
+                    except psycopg.errors.ObjectNotInPrerequisiteState:
+                        failed.append(ident)
+                if len(failed) == len(pending):
+                    raise ToolFailed(f"cannot refresh materialized view {failed[0].as_string(None)} in "
+                                     f"{self.describe()}", "check the views it depends on")
+                pending = failed
+
+    def _copy_in(self, stream: StreamManifest, read: StreamReader, timeout: float | None) -> None:
+        columns = json.loads(stream.meta.get("columns", "[]"))
+        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(stream.meta["schema"], stream.meta["table"]),
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
+        argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
+                "-c", query]
+        self._feed("psql", argv, stream, read, timeout)
+
+    def _feed(self, tool: str, argv: list[str], stream: StreamManifest, read: StreamReader,
+              timeout: float | None) -> None:
+        with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE, timeout=timeout) as proc:
+            try:
+                read(stream, proc.stdin)
+                proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the tool stopped early; its own error is reported below
+            if proc.wait() != 0:
+                failure = self._tool_failure(tool, proc, timeout)
+                raise ToolFailed(f"restoring stream {stream.name!r}: {failure.what}", failure.fix) from None
 
     def _swap_in(self, staging: str, target: str, exists: bool) -> None:
         ident = sql.Identifier
@@ -362,24 +482,103 @@ class PostgresEngine(DatabaseEngine):
             pass
 
 
-def _table_stats(c: psycopg.Connection[Any], checksums: bool) -> list[TableStats]:
-    """Row counts and order-independent checksums: the sum of a 64-bit hash of each row's text.
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    columns: list[str]
+    pk: list[str]
+    order: str  # "pk" or "heap"
 
-    hashtextextended is PostgreSQL's own 64-bit text hash (several times cheaper than md5);
-    the sum is a numeric, so it never overflows, and row order does not matter.
+
+def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] | None,
+                 exclude: list[str] | None, order_limit: int) -> list[TableInfo]:
+    """Every user table with rows of its own (leaf partitions included), filtered by globs.
+
+    Rows are streamed in primary-key order when the table has a primary key and is smaller
+    than `order_limit` bytes (sorting a bigger one costs more than the incrementals save);
+    otherwise in heap order.
     """
-    tables = c.execute(_USER_TABLES).fetchall()
-    out: list[TableStats] = []
-    for schema, name in tables:
-        ident = sql.Identifier(schema, name)
-        if checksums:
-            query = sql.SQL(
-                "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)"
-                " FROM {} AS t").format(ident)
-        else:
-            query = sql.SQL("SELECT count(*), NULL FROM {}").format(ident)
-        row = c.execute(query).fetchone()
-        assert row is not None
-        out.append(TableStats(schema=schema, name=name, rows=int(row[0]),
-                              checksum=f"h64sum:{row[1]}" if checksums else None))
+    out = []
+    for schema, name, size, columns, pk in c.execute(_USER_TABLES).fetchall():
+        if include and not any(_glob_match(p, schema, name) for p in include):
+            continue
+        if exclude and any(_glob_match(p, schema, name) for p in exclude):
+            continue
+        order = "pk" if pk and size < order_limit else "heap"
+        out.append(TableInfo(schema=schema, name=name, columns=list(columns or []), pk=list(pk or []),
+                             order=order))
+    if (include or exclude) and not out:
+        raise InputError(f"no table of database {database!r} matches the include/exclude patterns",
+                         "check the globs (schema.table, or table for any schema)")
     return out
+
+
+def _quoted_pattern(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _glob_match(pattern: str, schema: str, name: str) -> bool:
+    return fnmatch.fnmatchcase(f"{schema}.{name}" if "." in pattern else name, pattern)
+
+
+def export_plain_sql(streams: list[StreamManifest], read: StreamReader, out: IO[bytes],
+                     bin_dir: str | None = None) -> None:
+    """Write a per-table snapshot as one plain SQL script that `psql -f` restores.
+
+    The schema's pre-data section, then each table's rows as a COPY block, then sequence
+    values and large objects, then the post-data section (indexes, constraints, triggers,
+    materialized view refreshes); pg_restore turns the archive streams into SQL.
+    """
+    tool = PostgresEngine(PostgresConnection(bin_dir=bin_dir))._tool("pg_restore")
+    schema = [s for s in streams if s.format == SCHEMA_FORMAT]
+    extra = [s for s in streams if s.format == DATA_EXTRA_FORMAT]
+
+    def to_sql(stream: StreamManifest, *flags: str) -> None:
+        with ToolProcess([tool, "-f", "-", *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+            failures: list[BaseException] = []
+            feeder = threading.Thread(target=_feed_and_close, args=(read, stream, proc.stdin, failures), daemon=True)
+            feeder.start()
+            for block in iter(lambda: proc.stdout.read(1 << 20), b""):
+                out.write(block)
+            feeder.join()
+            if failures:
+                raise failures[0]
+            if proc.wait() != 0:
+                raise ToolFailed(f"pg_restore could not convert stream {stream.name!r} to SQL: "
+                                 f"{proc.last_error_line()}")
+
+    for s in schema:
+        to_sql(s, "--section=pre-data")
+    for s in streams:
+        if s.format != TABLE_FORMAT:
+            continue
+        columns = json.loads(s.meta.get("columns", "[]"))
+        header = sql.SQL("COPY {} ({}) FROM stdin;\n").format(
+            sql.Identifier(s.meta["schema"], s.meta["table"]),
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
+        out.write(header.encode())
+        read(s, out)
+        out.write(b"\\.\n\n")
+    for s in extra:
+        to_sql(s)
+    for s in schema:
+        to_sql(s, "--section=post-data")
+        for schema_name, name in json.loads(s.meta.get("refresh_matviews", "[]")):
+            statement = sql.SQL("REFRESH MATERIALIZED VIEW {};\n").format(sql.Identifier(schema_name, name))
+            out.write(statement.as_string(None).encode())
+
+
+def _feed_and_close(read: StreamReader, stream: StreamManifest, sink: IO[bytes],
+                    failures: list[BaseException]) -> None:
+    try:
+        read(stream, sink)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    except BaseException as exc:  # handed to the reading thread, which raises it
+        failures.append(exc)
+    finally:
+        try:
+            sink.close()
+        except OSError:
+            pass

@@ -15,8 +15,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import IO
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamWriter
+from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
 from vaultflow.errors import (
     DatabaseNotFound,
     InputError,
@@ -25,7 +26,7 @@ from vaultflow.errors import (
     TargetNotEmpty,
     ToolFailed,
 )
-from vaultflow.repository.manifest import TableStats
+from vaultflow.repository.manifest import StreamManifest, TableStats
 
 DUMP_FORMAT = "sqlite3-file"
 # One step: the copy runs inside a single read transaction, so concurrent writers (which
@@ -94,7 +95,8 @@ class SqliteEngine(DatabaseEngine):
 
     @contextmanager
     def open_dump(
-        self, *, table_checksums: bool = True, timeout: float | None = None
+        self, *, table_checksums: bool = True, timeout: float | None = None,
+        include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
     ) -> Iterator[DumpSession]:
         spool_dir = os.environ.get("VAULTFLOW_SPOOL_DIR") or None
         fd, spool = tempfile.mkstemp(prefix="vaultflow-sqlite-", suffix=".db", dir=spool_dir)
@@ -107,10 +109,17 @@ class SqliteEngine(DatabaseEngine):
                     raise ToolFailed(f"SQLite online backup of {self.path} failed: {exc}") from None
                 dst.execute("PRAGMA journal_mode=DELETE")
                 tables = _table_stats(dst, table_checksums)
-            with open(spool, "rb") as stream:
-                session = DumpSession(stream=stream, stream_name="dump", format=DUMP_FORMAT,
-                                      tables=tables, versions=self.versions())
-                yield session
+            if include_tables or exclude_tables:
+                raise InputError("SQLite backups copy the whole file; table subsets are not supported",
+                                 "drop --include-table/--exclude-table for SQLite sources")
+
+            @contextmanager
+            def spooled() -> Iterator[IO[bytes]]:
+                with open(spool, "rb") as stream:
+                    yield stream
+
+            yield DumpSession(sources=[StreamSource("dump", DUMP_FORMAT, spooled)], tables=tables,
+                              versions=self.versions())
         finally:
             Path(spool).unlink(missing_ok=True)
 
@@ -126,12 +135,15 @@ class SqliteEngine(DatabaseEngine):
         return bool(row and row[0])
 
     def restore(
-        self, fmt: str, write_stream: StreamWriter, *, replace: bool = False,
-        timeout: float | None = None, no_owner: bool = False,
+        self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
+        timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
+        tables: list[str] | None = None,
     ) -> None:
-        if fmt != DUMP_FORMAT:
-            raise InputError(f"a {fmt} stream cannot be restored into SQLite",
-                             "restore it into an engine of its own kind")
+        if [s.format for s in streams] != [DUMP_FORMAT]:
+            raise InputError(f"a snapshot with {', '.join(s.format for s in streams)} streams cannot be restored "
+                             "into SQLite", "restore it into an engine of its own kind")
+        if tables:
+            raise InputError("SQLite snapshots restore as a whole file", "drop --table for SQLite targets")
         if not replace and self.has_user_objects():
             raise TargetNotEmpty(f"SQLite database {self.path} already has tables",
                                  "restore to a new path, or pass --replace to swap it out")
@@ -143,7 +155,7 @@ class SqliteEngine(DatabaseEngine):
                                     "choose a writable target path") from None
         try:
             with os.fdopen(fd, "wb") as out:
-                write_stream(out)
+                read(streams[0], out)
                 out.flush()
                 os.fsync(out.fileno())
             with closing(sqlite3.connect(tmp)) as con:

@@ -28,6 +28,7 @@ class StreamManifest(BaseModel):
     size: int
     sha256: str
     chunks: list[ChunkRef]
+    meta: dict[str, str] = Field(default_factory=dict, description="engine-specific, e.g. table and columns")
 
 
 class TableStats(BaseModel):

@@ -327,7 +327,11 @@ class ChunkWriter:
         fmt: str,
         reader: IO[bytes],
         progress: ProgressCallback | None = None,
+        *,
+        tap: Callable[[bytes], None] | None = None,
+        meta: dict[str, str] | None = None,
     ) -> StreamManifest:
+        """Store one stream; `tap` sees every byte in order (for row counts and checksums)."""
         params = self.repo.chunker
         cdc = pyfastcdc.FastCDC(
             avg_size=params.avg_size,
@@ -351,6 +355,8 @@ class ChunkWriter:
                 for piece in cdc.cut_stream(reader):
                     data = bytes(piece.data)
                     total.update(data)
+                    if tap is not None:
+                        tap(data)
                     size += len(data)
                     inflight.acquire()
                     if failures:
@@ -358,7 +364,8 @@ class ChunkWriter:
                     fut = pool.submit(self._store_chunk, data)
                     fut.add_done_callback(on_done)
                     futures.append(fut)
-                    self.bytes_read += len(data)
+                    with self._lock:
+                        self.bytes_read += len(data)
                     if progress:
                         progress(self.bytes_read, self.bytes_stored)
                 ids = [f.result() for f in futures]
@@ -371,7 +378,7 @@ class ChunkWriter:
         if progress:
             progress(self.bytes_read, self.bytes_stored)
         return StreamManifest(name=name, format=fmt, size=size, sha256=total.hexdigest(),
-                              chunks=chunks)
+                              chunks=chunks, meta=meta or {})
 
     def _store_chunk(self, data: bytes) -> tuple[str, int]:
         """Store the chunk unless the chain has it (or another thread claimed it)."""
