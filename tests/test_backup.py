@@ -92,3 +92,39 @@ def test_full_never_reuses_another_chain(case: EngineCase, repo_path: Path, tmp_
     b = run(repo, case, url, "full")
     assert a.chain != b.chain and b.reused_from is None
     assert set(repo.chain_chunks(b.chain)) == {c.id for s in b.streams for c in s.chunks}
+
+
+def test_unchanged_postgres_tables_are_not_read(pg_available: None, repo_path: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.engines.cases import PostgresCase
+    from vaultflow.engines.postgres import PostgresEngine
+
+    case = PostgresCase()
+    try:
+        repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+        url = case.create_source(tmp_path)
+        full = run(repo, case, url, "full")
+        case.change_a_little(url, 10)  # orders and ledger_a change; the connection closes, so counters flush
+
+        read: list[str] = []
+        real = PostgresEngine._copy_out
+
+        def recording(self: PostgresEngine, t: object, snapshot: str | None, timeout: float | None) -> object:
+            read.append(f"{t.schema}.{t.name}")  # type: ignore[attr-defined]
+            return real(self, t, snapshot, timeout)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PostgresEngine, "_copy_out", recording)
+        inc = run(repo, case, url, "incremental")
+        assert sorted(read) == ["public.ledger_a", "public.orders"], read
+        before = {s.name: s for s in full.streams}
+        after = {s.name: s for s in inc.streams}
+        assert after.keys() == before.keys()
+        assert after["table/public.customers"] == before["table/public.customers"]
+        assert after["table/public.orders"] != before["table/public.orders"]
+        monkeypatch.undo()
+        assert inc.tables == case.engine(url).table_stats()
+        target = case.new_target(tmp_path)
+        restore_snapshot(repo, inc.id, case.engine(target))
+        assert case.engine(target).table_stats() == inc.tables
+    finally:
+        case.cleanup()

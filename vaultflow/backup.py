@@ -96,13 +96,37 @@ def backup_database(
             if plan.kind == "differential" and parent is not None:
                 known = {c.id: c.stored for s in parent.streams for c in s.chunks}
             writer = repo.writer(plan.chain, known=known)
-            with engine.open_dump(table_checksums=table_checksums, timeout=timeout,
-                                  include_tables=include_tables, exclude_tables=exclude_tables) as session:
+            previous = _table_counters(parent) if parent is not None else None
+            with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
+                                  exclude_tables=exclude_tables, previous=previous) as session:
                 streams, tables = _store_sources(writer, session.sources, jobs, progress)
+            if session.unchanged and parent is not None:
+                streams, tables = _carry_over(parent, session.unchanged, streams, tables)
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
-                                 tables=session.tables + tables, versions=session.versions, fingerprint=fingerprint)
+                                 tables=sorted(session.tables + tables, key=lambda t: t.qualified),
+                                 versions=session.versions, fingerprint=fingerprint)
         repo.save_manifest(manifest)
     return manifest
+
+
+def _table_counters(parent: SnapshotManifest) -> dict[str, str]:
+    return {f"{s.meta['schema']}.{s.meta['table']}": s.meta["counters"]
+            for s in parent.streams if "counters" in s.meta and "table" in s.meta}
+
+
+def _carry_over(parent: SnapshotManifest, unchanged: list[str], streams: list[StreamManifest],
+                tables: list[TableStats]) -> tuple[list[StreamManifest], list[TableStats]]:
+    """Add the parent's streams and statistics of the tables the engine found unchanged."""
+    keep = set(unchanged)
+    carried = [s for s in parent.streams if _table_of(s) in keep]
+    table_streams = sorted([s for s in streams if _table_of(s)] + carried, key=lambda s: s.name)
+    rest = [s for s in streams if not _table_of(s)]  # the schema first, data extras last
+    stats = tables + [t for t in parent.tables if t.qualified in keep]
+    return [*rest[:1], *table_streams, *rest[1:]], stats
+
+
+def _table_of(stream: StreamManifest) -> str | None:
+    return f"{stream.meta['schema']}.{stream.meta['table']}" if "table" in stream.meta else None
 
 
 def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,

@@ -62,6 +62,7 @@ class DumpSession:
     sources: list[StreamSource]
     tables: list[TableStats] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)  # schema.table carried over from the parent
 
 
 class DatabaseEngine(ABC):
@@ -110,9 +111,11 @@ class DatabaseEngine(ABC):
     def open_dump(
         self, *, table_checksums: bool = True, timeout: float | None = None,
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
+        previous: dict[str, str] | None = None,
     ) -> AbstractContextManager[DumpSession]:
         """Start a consistent dump of the database (include/exclude: globs of tables whose
-        rows are backed up, where the engine streams tables separately)."""
+        rows are backed up, where the engine streams tables separately; previous: the
+        per-table change counters of a parent, for engines that can skip unchanged tables)."""
 
     @abstractmethod
     def restore(

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -57,6 +58,29 @@ WHERE c.relkind = 'r'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
+"""
+
+# Per-table change counters. Rows change only through inserts, updates and deletes (all
+# counted) or a new relfilenode (TRUNCATE, VACUUM FULL, CLUSTER, rewriting ALTER TABLE);
+# the column list catches DDL that changes what COPY writes without rewriting.
+_TABLE_COUNTERS = """
+SELECT s.schemaname, s.relname,
+       concat_ws(':', c.relfilenode, s.n_tup_ins, s.n_tup_upd, s.n_tup_del,
+                 md5(coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ','
+                                              ORDER BY a.attnum)
+                               FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                               AND NOT a.attisdropped), '')))
+FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+"""
+
+# Sessions that may hold table counters not yet flushed to the cumulative statistics: a
+# backend flushes when it goes idle, at most once a second, and otherwise within 10 s.
+_UNSETTLED_SESSIONS = """
+SELECT count(*) FILTER (WHERE state <> 'idle'),
+       count(*) FILTER (WHERE state = 'idle' AND state_change > now() - interval '11 seconds')
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+  AND application_name <> 'vaultflow'
 """
 
 _USER_OBJECT_COUNT = """
@@ -251,7 +275,7 @@ class PostgresEngine(DatabaseEngine):
                 for block in iter(lambda: stream.read(1 << 20), b""):
                     tap(block)
             out.append(tap.stats(t.schema, t.name))
-        return out
+        return sorted(out, key=lambda t: t.qualified)
 
     # -- dump ------------------------------------------------------------------------
 
@@ -259,6 +283,7 @@ class PostgresEngine(DatabaseEngine):
     def open_dump(
         self, *, table_checksums: bool = True, timeout: float | None = None,
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
+        previous: dict[str, str] | None = None,
     ) -> Iterator[DumpSession]:
         """Sources, all in one exported snapshot: the schema (a schema-only pg_dump archive),
         one COPY stream per table, and the rest of the data section (sequence values, large
@@ -266,7 +291,13 @@ class PostgresEngine(DatabaseEngine):
 
         Include/exclude globs (schema.table) choose whose rows are backed up; the schema is
         always complete, so a restore recreates every table.
+
+        `previous` maps schema.table to the change counters a parent snapshot recorded. A
+        table whose counters equal them both just before and just after the snapshot was
+        exported, with no session holding unflushed counters, has not changed since the
+        parent: it gets no source and is listed in `unchanged`.
         """
+        before = self._settled_counters()  # recorded for the next incremental, compared if previous
         c = self._connect(autocommit=False)
         try:
             server_major, server_version = self._server_version(c)
@@ -275,6 +306,7 @@ class PostgresEngine(DatabaseEngine):
             row = c.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot = str(row[0])
+            after = self._settled_counters() if before is not None and previous else None
             tables = _user_tables(c, self.conn.database, include_tables, exclude_tables, _ORDER_BY_PK_MAX_BYTES)
             base = [self._tool("pg_dump"), f"--snapshot={snapshot}", "--format=custom", "--compress=0"]
             schema_argv = [*base, "--schema-only", *self._conn_args(self.conn.database)]
@@ -292,17 +324,46 @@ class PostgresEngine(DatabaseEngine):
             sources = [StreamSource("schema", SCHEMA_FORMAT,
                                     functools.partial(self._tool_stream, "pg_dump", schema_argv, timeout),
                                     meta={"refresh_matviews": json.dumps(populated)})]
+            unchanged: list[str] = []
             for t in tables:
-                sources.append(StreamSource(
-                    f"table/{t.schema}.{t.name}", TABLE_FORMAT,
-                    functools.partial(self._copy_out, t, snapshot, timeout),
-                    meta={"schema": t.schema, "table": t.name, "columns": json.dumps(t.columns), "order": t.order},
-                    table=(t.schema, t.name)))
+                qualified = f"{t.schema}.{t.name}"
+                counters = (before or {}).get(qualified)
+                if (previous and counters is not None and previous.get(qualified) == counters
+                        and (after or {}).get(qualified) == counters):
+                    unchanged.append(qualified)  # not read: the parent's stream is carried over
+                    continue
+                meta = {"schema": t.schema, "table": t.name, "columns": json.dumps(t.columns), "order": t.order}
+                if counters is not None:
+                    meta["counters"] = counters
+                sources.append(StreamSource(f"table/{qualified}", TABLE_FORMAT,
+                                            functools.partial(self._copy_out, t, snapshot, timeout),
+                                            meta=meta, table=(t.schema, t.name)))
             sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
                                         functools.partial(self._tool_stream, "pg_dump", extra_argv, timeout)))
-            yield DumpSession(sources=sources, versions=versions)
+            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged)
         finally:
             c.close()
+
+    def _settled_counters(self, wait: float = 12.0) -> dict[str, str] | None:
+        """Per-table change counters, or None when other sessions may hold unflushed ones.
+
+        Sessions that went idle moments ago flush within seconds, so those are waited for
+        (up to `wait` s); a session in the middle of work makes per-table skipping unsafe,
+        and then every table is read.
+        """
+        deadline = time.monotonic() + wait
+        with self._connect() as c:
+            while True:
+                row = c.execute(_UNSETTLED_SESSIONS).fetchone()
+                assert row is not None
+                busy, recently_idle = int(row[0]), int(row[1])
+                if busy:
+                    return None
+                if not recently_idle:
+                    return {f"{schema}.{name}": value for schema, name, value in c.execute(_TABLE_COUNTERS)}
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(1.0)
 
     @contextmanager
     def _tool_stream(self, tool: str, argv: list[str], timeout: float | None) -> Iterator[IO[bytes]]:

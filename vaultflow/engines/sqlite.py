@@ -97,6 +97,7 @@ class SqliteEngine(DatabaseEngine):
     def open_dump(
         self, *, table_checksums: bool = True, timeout: float | None = None,
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
+        previous: dict[str, str] | None = None,
     ) -> Iterator[DumpSession]:
         spool_dir = os.environ.get("VAULTFLOW_SPOOL_DIR") or None
         fd, spool = tempfile.mkstemp(prefix="vaultflow-sqlite-", suffix=".db", dir=spool_dir)
