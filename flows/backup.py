@@ -14,7 +14,7 @@ from tasks.backup import (
     record_backup_failure,
     record_backup_success,
 )
-from tasks.reporting import publish_backup_failure, publish_backup_summary, snapshot_row
+from tasks.reporting import publish_backup_failure, publish_backup_summary, publish_stats, snapshot_row
 from vaultflow.errors import VaultflowError
 
 
@@ -63,5 +63,6 @@ def backup(
         raise
     record_backup_success(run, manifest)
     publish_backup_summary(manifest, run.plan.parent)
+    publish_stats(run.repository.catalog_url, run.repository_id)
     return snapshot_row(manifest, run.plan.parent) | {"snapshot_id": manifest.id, "parent": manifest.parent,
                                      "reused_from": manifest.reused_from, "note": run.plan.note}

@@ -9,6 +9,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from tasks.maintenance import prune_repository, verify_repository
+from tasks.reporting import publish_stats
 from vaultflow.errors import IntegrityError
 from vaultflow.retention import RetentionPolicy, parse_duration, preset
 from vaultflow.verify import broken_by_chunk
@@ -41,7 +42,8 @@ def retention(
     dry_run: Annotated[bool, Field(description="Only report what would be deleted")] = False,
 ) -> dict[str, object]:
     """Apply a retention policy: forget snapshots, then delete chunks nothing references."""
-    plan = prune_repository(repository, rules.policy(), dry_run)
+    plan, catalog_url, repository_id = prune_repository(repository, rules.policy(), dry_run)
+    publish_stats(catalog_url, repository_id)
     rows = [{"snapshot": m.short_id, "database": m.database, "taken": m.started_at.isoformat(timespec="seconds"),
              "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
             for m in plan.forget]

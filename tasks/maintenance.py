@@ -24,7 +24,8 @@ def _open(repository: str | None) -> tuple[Repository, str | None]:
 
 @task(name="prune-repository", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
       persist_result=False, cache_policy=NO_CACHE)
-def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool) -> PrunePlan:
+def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool
+                     ) -> tuple[PrunePlan, str | None, str]:
     """Forget what the policy does not keep, collect garbage, drop forgotten catalog rows."""
     repo, catalog_url = _open(repository)
     plan = prune(repo, policy, datetime.now(UTC), dry_run=dry_run)
@@ -33,7 +34,7 @@ def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: b
     get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
                           "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
                           plan.bytes_freed)
-    return plan
+    return plan, catalog_url, repo.id
 
 
 @task(name="verify-snapshots", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,

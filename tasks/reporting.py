@@ -7,6 +7,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from vaultflow.catalog import Catalog
 from vaultflow.repository import SnapshotManifest
 
 
@@ -60,3 +61,12 @@ def publish_restore_summary(manifest: SnapshotManifest, target: str) -> None:
     emit_event(event="vaultflow.restore.succeeded",
                resource=database_resource(manifest.engine, manifest.server, manifest.database),
                payload={"snapshot": manifest.id, "target": target})
+
+
+@task(name="publish-stats", persist_result=False, cache_policy=NO_CACHE)
+def publish_stats(catalog_url: str | None, repository_id: str) -> None:
+    """The `vaultflow stats` table, per database, as an artifact."""
+    rows = [{k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
+             for k, v in st.as_dict().items()} for st in Catalog(catalog_url).stats(repository_id=repository_id)]
+    create_table_artifact(key="vaultflow-stats", table=rows or [{"database": "-"}],
+                          description="Backups per database: runs, outcomes, sizes, last backup")

@@ -46,13 +46,15 @@ def test_summary_artifact_is_published(sample_db: Path, repo_path: Path) -> None
 
     result = backup(source=f"sqlite:///{sample_db}", repository=str(repo_path))
 
-    async def read() -> list[object]:
+    async def read(key: str) -> list[object]:
         async with get_client() as client:
             return list(await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["vaultflow-backup-summary"]))))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))))
 
-    artifacts = asyncio.run(read())
+    artifacts = asyncio.run(read("vaultflow-backup-summary"))
     assert any(str(result["snapshot"]) in str(a.data) for a in artifacts)  # type: ignore[attr-defined]
+    stats = asyncio.run(read("vaultflow-stats"))
+    assert any("sample.db" in str(a.data) and "dedup_ratio" in str(a.data) for a in stats)  # type: ignore[attr-defined]
 
 
 def test_permanent_error_fails_once_and_is_recorded(monkeypatch: pytest.MonkeyPatch, repo_path: Path,

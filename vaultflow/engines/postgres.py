@@ -6,6 +6,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,8 @@ from vaultflow.errors import (
     VaultflowError,
 )
 from vaultflow.repository.manifest import StreamManifest, TableStats
+
+_log = logging.getLogger("vaultflow.postgres")
 
 LEGACY_FORMAT = "pg_dump-custom"  # one whole-database archive (format of the first release)
 SCHEMA_FORMAT = "pg_dump-custom-schema"  # schema-only archive: pre-data and post-data sections
@@ -481,7 +484,13 @@ class PostgresEngine(DatabaseEngine):
         for s in by_format.get(DATA_EXTRA_FORMAT, []):
             self._feed("pg_restore", restore, s, read, timeout)
         for s in schema:
-            self._feed("pg_restore", [*restore, "--section=post-data"], s, read, timeout)
+            if tables is None:
+                self._feed("pg_restore", [*restore, "--section=post-data"], s, read, timeout)
+            else:
+                # A subset can lack the rows a foreign key of a restored table points at; such
+                # constraints are left out (and named) instead of failing the whole restore.
+                lenient = [a for a in restore if a != "--exit-on-error"]
+                self._feed("pg_restore", [*lenient, "--section=post-data"], s, read, timeout, lenient=True)
             self._refresh_matviews(json.loads(s.meta.get("refresh_matviews", "[]")))
 
     def _refresh_matviews(self, names: list[list[str]]) -> None:
@@ -510,14 +519,19 @@ class PostgresEngine(DatabaseEngine):
         self._feed("psql", argv, stream, read, timeout)
 
     def _feed(self, tool: str, argv: list[str], stream: StreamManifest, read: StreamReader,
-              timeout: float | None) -> None:
+              timeout: float | None, *, lenient: bool = False) -> None:
         with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE, timeout=timeout) as proc:
             try:
                 read(stream, proc.stdin)
                 proc.stdin.close()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the tool stopped early; its own error is reported below
-            if proc.wait() != 0:
+            code = proc.wait()
+            if lenient and code == 1 and "errors ignored on restore" in proc.stderr_text():
+                _log.warning("%s: some objects of stream %r were not restored: %s", self.describe(), stream.name,
+                             proc.last_error_line())
+                return
+            if code != 0:
                 failure = self._tool_failure(tool, proc, timeout)
                 raise ToolFailed(f"restoring stream {stream.name!r}: {failure.what}", failure.fix) from None
 
