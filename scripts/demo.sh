@@ -16,7 +16,9 @@ export VAULTFLOW_PASSPHRASE="${VAULTFLOW_PASSPHRASE:-demo passphrase, change me}
 python -m vaultflow.sample_data create "$DEMO/sample.db" --rows 50000
 vaultflow init
 vaultflow backup "sqlite:///$DEMO/sample.db"
+vaultflow backup "sqlite:///$DEMO/sample.db" --kind incremental   # nothing changed: nothing is dumped
 vaultflow snapshots
+vaultflow stats
 SNAP=$(vaultflow snapshots --status Succeeded --json | python -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"][:8])')
 vaultflow restore "$SNAP" "sqlite:///$DEMO/restored.db"
 python -m vaultflow.sample_data compare "$DEMO/sample.db" "$DEMO/restored.db"
