@@ -300,7 +300,7 @@ class PostgresEngine(DatabaseEngine):
         exported, with no session holding unflushed counters, has not changed since the
         parent: it gets no source and is listed in `unchanged`.
         """
-        before = self._settled_counters()  # recorded for the next incremental, compared if previous
+        before, settled = self._table_counters(settle=12.0 if previous else 0.0)
         c = self._connect(autocommit=False)
         try:
             server_major, server_version = self._server_version(c)
@@ -309,7 +309,9 @@ class PostgresEngine(DatabaseEngine):
             row = c.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot = str(row[0])
-            after = self._settled_counters() if before is not None and previous else None
+            after: dict[str, str] = {}
+            if previous and settled:
+                after, settled = self._table_counters()
             tables = _user_tables(c, self.conn.database, include_tables, exclude_tables, _ORDER_BY_PK_MAX_BYTES)
             base = [self._tool("pg_dump"), f"--snapshot={snapshot}", "--format=custom", "--compress=0"]
             schema_argv = [*base, "--schema-only", *self._conn_args(self.conn.database)]
@@ -330,9 +332,9 @@ class PostgresEngine(DatabaseEngine):
             unchanged: list[str] = []
             for t in tables:
                 qualified = f"{t.schema}.{t.name}"
-                counters = (before or {}).get(qualified)
-                if (previous and counters is not None and previous.get(qualified) == counters
-                        and (after or {}).get(qualified) == counters):
+                counters = before.get(qualified)
+                if (previous and settled and counters is not None and previous.get(qualified) == counters
+                        and after.get(qualified) == counters):
                     unchanged.append(qualified)  # not read: the parent's stream is carried over
                     continue
                 meta = {"schema": t.schema, "table": t.name, "columns": json.dumps(t.columns), "order": t.order}
@@ -347,25 +349,26 @@ class PostgresEngine(DatabaseEngine):
         finally:
             c.close()
 
-    def _settled_counters(self, wait: float = 12.0) -> dict[str, str] | None:
-        """Per-table change counters, or None when other sessions may hold unflushed ones.
+    def _table_counters(self, *, settle: float = 0.0) -> tuple[dict[str, str], bool]:
+        """Per-table change counters, and whether they can be trusted to be complete.
 
-        Sessions that went idle moments ago flush within seconds, so those are waited for
-        (up to `wait` s); a session in the middle of work makes per-table skipping unsafe,
-        and then every table is read.
+        Counters read before the snapshot export are always safe to record: a change they
+        miss is in the snapshot, and only makes the next incremental read that table. To
+        decide that a table is unchanged they must also be complete: no other session of
+        the database may be working or in a transaction, and none may have gone idle in
+        the last 11 s (sessions flush their counters within seconds of going idle); those
+        are waited for up to `settle` seconds.
         """
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + settle
         with self._connect() as c:
             while True:
                 row = c.execute(_UNSETTLED_SESSIONS).fetchone()
                 assert row is not None
                 busy, recently_idle = int(row[0]), int(row[1])
-                if busy:
-                    return None
-                if not recently_idle:
-                    return {f"{schema}.{name}": value for schema, name, value in c.execute(_TABLE_COUNTERS)}
-                if time.monotonic() >= deadline:
-                    return None
+                complete = not busy and not recently_idle
+                if complete or busy or time.monotonic() >= deadline:
+                    counters = {f"{schema}.{name}": value for schema, name, value in c.execute(_TABLE_COUNTERS)}
+                    return counters, complete
                 time.sleep(1.0)
 
     @contextmanager

@@ -99,6 +99,9 @@ class SqliteEngine(DatabaseEngine):
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
         previous: dict[str, str] | None = None,
     ) -> Iterator[DumpSession]:
+        if include_tables or exclude_tables:
+            raise InputError("SQLite backups copy the whole file; table subsets are not supported",
+                             "drop --include-table/--exclude-table for SQLite sources")
         spool_dir = os.environ.get("VAULTFLOW_SPOOL_DIR") or None
         fd, spool = tempfile.mkstemp(prefix="vaultflow-sqlite-", suffix=".db", dir=spool_dir)
         os.close(fd)
@@ -110,10 +113,6 @@ class SqliteEngine(DatabaseEngine):
                     raise ToolFailed(f"SQLite online backup of {self.path} failed: {exc}") from None
                 dst.execute("PRAGMA journal_mode=DELETE")
                 tables = _table_stats(dst, table_checksums)
-            if include_tables or exclude_tables:
-                raise InputError("SQLite backups copy the whole file; table subsets are not supported",
-                                 "drop --include-table/--exclude-table for SQLite sources")
-
             @contextmanager
             def spooled() -> Iterator[IO[bytes]]:
                 with open(spool, "rb") as stream:
