@@ -50,12 +50,14 @@ def backup(
                                                            "backed up; all if empty")] = [],  # noqa: B006
     exclude_tables: Annotated[list[str], Field(description="Globs of tables whose rows are skipped; the "
                                                            "schema is always complete")] = [],  # noqa: B006
+    repair: Annotated[bool, Field(description="Dump everything and rewrite every chunk, replacing ones "
+                                              "verify found missing or damaged in the chain")] = False,
 ) -> dict[str, object]:
     """Take a consistent backup of one database; the snapshot exists only if it completed."""
     run = open_backup_run(source, repository, kind)
     try:
         manifest = dump_to_repository(run, DumpOptions(table_checksums, timeout_minutes * 60.0, jobs,
-                                                       include_tables, exclude_tables))
+                                                       include_tables, exclude_tables, repair))
     except BaseException as exc:
         line = _error_line(exc)
         record_backup_failure(run, line)

@@ -58,9 +58,10 @@ def verify(
     repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
     snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
     deep: Annotated[bool, Field(description="Download and re-hash every chunk")] = False,
+    rules: Annotated[RetentionRules | None, Field(description="Report not_expired against this policy")] = None,
 ) -> list[dict[str, object]]:
     """Check snapshots; the run fails if any snapshot is not valid, naming the damaged chunks."""
-    verdicts = verify_repository(repository, snapshots, deep, None)
+    verdicts = verify_repository(repository, snapshots, deep, rules.policy() if rules else None)
     create_table_artifact(key="vaultflow-verify", table=[
         {k: v for k, v in vd.as_dict().items() if k != "damaged_chunks"} | {"damaged": len(vd.damaged_chunks)}
         for vd in verdicts] or [{"snapshot": "-"}], description="Snapshot integrity")
@@ -71,5 +72,6 @@ def verify(
                            for cid, sids in list(broken.items())[:5])
         raise IntegrityError(f"{len(bad)} of {len(verdicts)} snapshot(s) failed verification"
                              + (f": {detail}" if detail else f": {bad[0].error}"),
-                             "restore from another snapshot; a new full backup starts a fresh chain")
+                             "restore from another snapshot; `vaultflow backup --kind incremental --repair` "
+                             "rewrites the chunks a new dump produces again, a new full starts a fresh chain")
     return [v.as_dict() for v in verdicts]

@@ -44,6 +44,7 @@ class DumpOptions:
     jobs: int = 1
     include_tables: list[str] = field(default_factory=list)
     exclude_tables: list[str] = field(default_factory=list)
+    repair: bool = False
 
 
 def _flow_run_id() -> str | None:
@@ -93,7 +94,7 @@ def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest
         run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
         table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
         jobs=options.jobs, include_tables=options.include_tables or None,
-        exclude_tables=options.exclude_tables or None,
+        exclude_tables=options.exclude_tables or None, repair=options.repair,
     )
     meter.finish()
     if manifest.reused_from:

@@ -68,3 +68,38 @@ def test_damaged_manifest_is_reported(repo: Repository, tmp_path: Path) -> None:
     path.write_bytes(bytes(raw))
     (v,) = verify_snapshots(repo)
     assert not v.valid and v.error and "failed its check" in v.error
+
+
+def test_repair_run_heals_the_chain(repo: Repository, tmp_path: Path) -> None:
+    from vaultflow.backup import plan_backup
+
+    src = create(tmp_path / "s.db", rows=6000)
+    engine = SqliteEngine(src)
+    sid = new_object_id()
+    full = backup_database(engine, repo, snapshot_id=sid)
+    victim = full.streams[0].chunks[2]
+    (tmp_path / "repo" / chunk_key(sid, victim.id)).unlink()
+    assert not verify_snapshots(repo, deep=True)[0].valid
+
+    plain = new_object_id()
+    again = backup_database(engine, repo, snapshot_id=plain, plan=plan_backup(repo, engine, "incremental", plain))
+    assert again.reused_from == sid  # an ordinary incremental carries the damage over
+    healer = new_object_id()
+    backup_database(engine, repo, snapshot_id=healer, plan=plan_backup(repo, engine, "incremental", healer),
+                    repair=True)
+    assert all(v.valid for v in verify_snapshots(repo, deep=True))  # the old full is whole again
+    restore_snapshot(repo, sid, SqliteEngine(tmp_path / "r.db"))
+
+
+def test_not_expired_against_a_policy(repo: Repository, tmp_path: Path) -> None:
+    from vaultflow.retention import RetentionPolicy
+
+    src = create(tmp_path / "s.db", rows=100)
+    ids = []
+    for _ in range(3):
+        sid = new_object_id()
+        backup_database(SqliteEngine(src), repo, snapshot_id=sid)
+        ids.append(sid)
+    verdicts = {v.snapshot: v for v in verify_snapshots(repo, policy=RetentionPolicy(keep_last=2))}
+    assert [verdicts[i].not_expired for i in ids] == [False, True, True]
+    assert all(v.valid for v in verdicts.values())

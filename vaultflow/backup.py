@@ -72,12 +72,17 @@ def backup_database(
     jobs: int = 1,
     include_tables: list[str] | None = None,
     exclude_tables: list[str] | None = None,
+    repair: bool = False,
 ) -> SnapshotManifest:
     """Stream a consistent dump into `repo`; return the manifest once it is durable.
 
     Without `plan`, a full backup starting its own chain. Chunks already stored in the
     chain (by an earlier attempt with the same ids, or by the parent) are reused. If
     anything fails, no manifest is written, so no snapshot becomes visible.
+
+    `repair` dumps everything and writes every chunk again, even those the chain holds:
+    chunks that verify found missing or damaged are replaced wherever the new dump
+    produces the same content, which heals the older snapshots of the chain that use them.
     """
     plan = plan or BackupPlan("full", chain=snapshot_id)
     started = datetime.now(UTC)
@@ -87,16 +92,18 @@ def backup_database(
         # Taken before the dump: a change racing the dump makes the next fingerprint differ.
         fingerprint = engine.fingerprint()
         parent = plan.parent
-        if parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
+        if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
             manifest = _manifest(engine, snapshot_id, plan, started, streams=parent.streams,
                                  tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
                                  reused_from=parent.id)
         else:
-            known = None
-            if plan.kind == "differential" and parent is not None:
+            known: dict[str, int] | None = None
+            if repair:
+                known = {}
+            elif plan.kind == "differential" and parent is not None:
                 known = {c.id: c.stored for s in parent.streams for c in s.chunks}
             writer = repo.writer(plan.chain, known=known)
-            previous = _table_counters(parent) if parent is not None else None
+            previous = _table_counters(parent) if parent is not None and not repair else None
             with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
                                   exclude_tables=exclude_tables, previous=previous) as session:
                 streams, tables = _store_sources(writer, session.sources, jobs, progress)

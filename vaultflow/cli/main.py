@@ -159,6 +159,7 @@ def backup(
     jobs: Annotated[int, typer.Option(help="Tables dumped at once (PostgreSQL).")] = 1,
     include_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to back up.")] = None,
     exclude_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to skip.")] = None,
+    repair: Annotated[bool, typer.Option(help="Rewrite every chunk, healing ones verify found damaged.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -171,7 +172,7 @@ def backup(
         result = backup_flow(source=source, repository=ref, kind=cast(Any, kind),
                              table_checksums=not no_table_checksums,
                              timeout_minutes=timeout_minutes, jobs=jobs, include_tables=include_table or [],
-                             exclude_tables=exclude_table or [])
+                             exclude_tables=exclude_table or [], repair=repair)
     if json_out:
         print_json(result)
         return
@@ -332,20 +333,28 @@ def verify(
     snapshot: Annotated[list[str] | None, typer.Argument(help="Snapshot ids; all if none.")] = None,
     repo: RepoOpt = None,
     deep: Annotated[bool, typer.Option(help="Download, decrypt and re-hash every chunk.")] = False,
+    policy: Annotated[str | None, typer.Option(help="Also report not_expired against this preset.")] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Check snapshots (runs the `verify` flow); exit 1 naming every damaged chunk."""
     ref = _prepare_flow_run(repo, verbose)
+    from flows.maintenance import RetentionRules
     from flows.maintenance import verify as verify_flow
+    from vaultflow.retention import preset
 
-    rows = verify_flow(repository=ref, snapshots=snapshot or None, deep=deep)
+    rules = None
+    if policy is not None:
+        preset(policy)  # an unknown preset fails here, before any run starts
+        rules = RetentionRules(preset=cast(Any, policy))
+    rows = verify_flow(repository=ref, snapshots=snapshot or None, deep=deep, rules=rules)
     if json_out:
         print_json(rows)
     else:
-        print_table(None, ["snapshot", "database", "exists", "size", "checksum", "valid"], [
+        print_table(None, ["snapshot", "database", "exists", "size", "checksum", "not expired", "valid"], [
             (str(r["snapshot"])[:8], r["database"], r["exists"], r["size_match"],
-             "-" if r["checksum_match"] is None else r["checksum_match"], r["valid"]) for r in rows])
+             "-" if r["checksum_match"] is None else r["checksum_match"], r["not_expired"], r["valid"])
+            for r in rows])
 
 
 @app.command()
