@@ -301,14 +301,21 @@ def scenario_ratios(steps: dict[str, Step]) -> list[Ratio]:
                          round(plain, 3), f"<= {limit:g}", plain <= limit, "both before compression"))
         out.append(Ratio(f"({key}) vaultflow added_size / restic data_added", round(literal, 3), None, None,
                          "compressed against uncompressed (restic 0.14 has no data_added_packed)"))
+    sizes = {k: int(v) for k, v in steps[BASE].vf.detail["stream_sizes"].items() if k.startswith("table/")}
     for key in (SC_A, SC_B):
         wall = steps[key].vf.wall_s / full_wall
         core = float(steps[key].vf.detail["core_s"]) / float(steps[BASE].vf.detail["core_s"])
+        read = sum(sizes.get(f"table/{t}", 0) for t in steps[key].vf.detail["tables_read"])
         out.append(Ratio(f"({key}) vaultflow incremental wall / full wall", round(wall, 3), "<= 0.6", wall <= 0.6,
-                         f"whole child processes; {core:.3f} for the core calls"))
+                         f"whole child processes; {core:.3f} for the core calls; the tables read were "
+                         f"{read / max(sum(sizes.values()), 1):.0%} of the full's table bytes"))
     c = steps[SC_C].vf.detail
-    out.append(Ratio("(c) vaultflow bytes stored", float(c["added_bytes"]), "= 0", int(c["added_bytes"]) == 0,
-                     "reused from parent" if c["reused_from"] else "NOT reused: a dump ran"))
+    if c["reused_from"]:
+        why = "reused from parent, no dump"
+    else:
+        why = (f"NOT reused: fingerprint {c['parent_fingerprint']} -> {c['fingerprint']} (a write somewhere in "
+               f"the cluster), so a dump ran; tables read: {short(c['tables_read'])}")
+    out.append(Ratio("(c) vaultflow bytes stored", float(c["added_bytes"]), "= 0", int(c["added_bytes"]) == 0, why))
     out.append(Ratio("(c) core call backup_database() seconds", float(c["core_s"]), "< 2", float(c["core_s"]) < 2,
                      f"the core call in the driver process, not a Prefect flow run; plan_backup {c['plan_s']:.2f} s "
                      f"and the whole process {steps[SC_C].vf.wall_s:.2f} s"))
@@ -363,8 +370,12 @@ def print_report(steps: dict[str, Step], summary: dict[str, dict[str, Any]], sc_
     for key, st in steps.items():
         d = st.vf.detail
         reused = f"yes, from {str(d['reused_from'])[:8]}" if d["reused_from"] else "no"
-        settle = ("settled" if all(d["counters_settled"]) else "NOT settled: every table read") \
-            if d["counters_settled"] else "not checked"
+        if not d["counters_settled"]:
+            settle = "not read"
+        elif d["parent"] is None:
+            settle = "recorded for the next incremental"
+        else:
+            settle = "settled" if all(d["counters_settled"]) else "NOT settled, so every table was read"
         print(f"  {STEP_LABELS[key]}: kind {d['kind']}, reused {reused}; tables read: {short(d['tables_read'])}; "
               f"stream changed vs parent: {short(d['tables_changed']) if d['parent'] else '-'}; "
               f"carried over: {short(d['tables_carried_over'])}")

@@ -13,9 +13,13 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    from tests.engines.cases import EngineCase
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PASSPHRASE = "correct horse battery staple"
@@ -122,3 +126,16 @@ def cli(prefect_api: str, isolated_home: Path) -> Callable[..., subprocess.Compl
         )
 
     return run
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def case(request: pytest.FixtureRequest) -> Iterator[EngineCase]:
+    """One engine test case per engine: every engine test runs against each of them."""
+    from tests.engines.cases import ENGINE_CASES
+
+    assert sorted(ENGINE_CASES) == ["postgresql", "sqlite"], "add the new engine to this fixture's params"
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_available")
+    c = ENGINE_CASES[request.param]()
+    yield c
+    c.cleanup()

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSPHRASE
-from tests.engines.cases import ENGINE_CASES, EngineCase
+from tests.engines.cases import EngineCase
 from vaultflow.backup import backup_database, plan_backup
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
 from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
-
-
-@pytest.fixture(params=sorted(ENGINE_CASES))
-def case(request: pytest.FixtureRequest) -> Iterator[EngineCase]:
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_available")
-    c = ENGINE_CASES[request.param]()
-    yield c
-    c.cleanup()
 
 
 def run(repo: Repository, case: EngineCase, url: str, kind: SnapshotKind) -> SnapshotManifest:

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import PASSPHRASE
-from tests.engines.cases import ENGINE_CASES, EngineCase
+from tests.engines.cases import EngineCase
 from vaultflow.backup import backup_database
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.restore import export_snapshot, restore_snapshot
 from vaultflow.storage import LocalStore
-
-
-@pytest.fixture(params=sorted(ENGINE_CASES))
-def case(request: pytest.FixtureRequest) -> Iterator[EngineCase]:
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_available")
-    c = ENGINE_CASES[request.param]()
-    yield c
-    c.cleanup()
 
 
 def open_repo(path: Path) -> Repository:

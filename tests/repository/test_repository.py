@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import io
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -208,3 +210,29 @@ def test_memory_is_bounded_by_chunk_size(tmp_path: Path) -> None:
     small, large = growth(32), growth(256)
     assert large < 80, f"peak RSS grew by {large} MiB while storing 256 MiB"
     assert large <= small + 16, f"memory grows with stream size: {small} MiB vs {large} MiB"
+
+
+class SlowStore(LocalStore):
+    """Puts take a while, so two writers meet on the same chunk while it is being stored."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.chunk_puts: list[str] = []
+
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+        if key.startswith("chains/"):
+            time.sleep(0.05)
+            self.chunk_puts.append(key)
+        super().put(key, data, sync=sync)
+
+
+def test_parallel_streams_sharing_chunks(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    slow = SlowStore(tmp_path / "repo")
+    repo = Repository.open(slow, PASS)
+    writer = repo.writer("c", workers=2)
+    data = sample(3 * 2**20, seed=5)
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda name: writer.write_stream(name, "raw", io.BytesIO(data)), ["a", "b"])
+    assert [c.id for c in a.chunks] == [c.id for c in b.chunks]
+    assert len(slow.chunk_puts) == len(set(slow.chunk_puts)) == len({c.id for c in a.chunks})
