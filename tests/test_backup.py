@@ -118,3 +118,38 @@ def test_unchanged_postgres_tables_are_not_read(pg_available: None, repo_path: P
         assert case.engine(target).table_stats() == inc.tables
     finally:
         case.cleanup()
+
+
+def test_fingerprint_sees_a_transaction_that_was_open(pg_database: object) -> None:
+    import psycopg
+
+    from tests.conftest import pg_url
+    from vaultflow.engines import engine_from_url
+
+    db = pg_database()  # type: ignore[operator]
+    engine = engine_from_url(pg_url(db))
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=db) as c:
+        c.execute("CREATE TABLE t (v int)")
+        c.commit()
+        c.execute("INSERT INTO t VALUES (1)")  # holds a transaction id, not committed yet
+        while_open = engine.fingerprint()
+        c.commit()
+    assert engine.fingerprint() != while_open, "a commit of a transaction open at fingerprint time went unseen"
+
+
+def test_no_carry_over_across_different_table_subsets(pg_available: None, repo_path: Path, tmp_path: Path) -> None:
+    from tests.engines.cases import PostgresCase
+
+    case = PostgresCase()
+    try:
+        repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+        url = case.create_source(tmp_path)
+        engine = case.engine(url)
+        sid = new_object_id()
+        subset = backup_database(engine, repo, snapshot_id=sid, include_tables=["orders"])
+        assert [t.name for t in subset.tables] == ["orders"]
+        nid = new_object_id()
+        whole = backup_database(engine, repo, snapshot_id=nid, plan=plan_backup(repo, engine, "incremental", nid))
+        assert whole.reused_from is None and "customers" in {t.name for t in whole.tables}
+    finally:
+        case.cleanup()

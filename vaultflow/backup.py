@@ -88,14 +88,20 @@ def backup_database(
     started = datetime.now(UTC)
     # The shared lock keeps prune from collecting this backup's chunks before the manifest
     # names them; it waits for a running prune rather than failing.
-    with RepositoryLock(repo, "shared", f"backup of {engine.describe()}", wait=lock_wait):
+    table_filter = [f"include:{p}" for p in include_tables or []] + [f"exclude:{p}" for p in exclude_tables or []]
+    with RepositoryLock(repo, "shared", f"backup of {engine.describe()}", wait=lock_wait) as lock:
+        if plan.parent is not None and plan.parent.id not in repo.snapshot_ids():
+            # Planned before the lock was taken; a prune has forgotten the parent since.
+            plan = plan_backup(repo, engine, plan.kind, snapshot_id)
         # Taken before the dump: a change racing the dump makes the next fingerprint differ.
         fingerprint = engine.fingerprint()
         parent = plan.parent
+        if parent is not None and parent.table_filter != table_filter:
+            parent = None  # a parent with other table subsets has other rows: nothing carries over
         if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
             manifest = _manifest(engine, snapshot_id, plan, started, streams=parent.streams,
                                  tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
-                                 reused_from=parent.id)
+                                 reused_from=parent.id, table_filter=table_filter)
         else:
             known: dict[str, int] | None = None
             if repair:
@@ -111,7 +117,8 @@ def backup_database(
                 streams, tables = _carry_over(parent, session.unchanged, streams, tables)
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
                                  tables=sorted(session.tables + tables, key=lambda t: t.qualified),
-                                 versions=session.versions, fingerprint=fingerprint)
+                                 versions=session.versions, fingerprint=fingerprint, table_filter=table_filter)
+        lock.check_held()
         repo.save_manifest(manifest)
     return manifest
 
@@ -173,4 +180,5 @@ def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, starte
         "vaultflow_version": __version__,
         "streams": fields["streams"], "tables": fields["tables"], "tool_versions": fields["versions"],
         "fingerprint": fields["fingerprint"], "reused_from": fields.get("reused_from"),
+        "table_filter": fields["table_filter"],
     })

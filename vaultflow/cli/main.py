@@ -124,6 +124,14 @@ def _quiet_prefect(verbose: bool) -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
+def _check_url(ref: str) -> None:
+    """Refuse a bad database URL (one with a password above all) before a flow run stores it."""
+    from vaultflow.engines import engine_from_url, is_database_url
+
+    if is_database_url(ref):
+        engine_from_url(ref)
+
+
 def _prepare_flow_run(repo: str | None, verbose: bool) -> str:
     """Check a path repository and get its passphrase before Prefect starts, then quiet Prefect."""
     ref = _require_repo(repo)
@@ -164,6 +172,7 @@ def backup(
     verbose: VerboseOpt = False,
 ) -> None:
     """Back up one database (runs the `backup` flow)."""
+    _check_url(source)
     ref = _prepare_flow_run(repo, verbose)
     from flows.backup import backup as backup_flow
 
@@ -204,6 +213,7 @@ def restore(
     verbose: VerboseOpt = False,
 ) -> None:
     """Restore a snapshot into a database (runs the `restore` flow)."""
+    _check_url(target)
     ref = _prepare_flow_run(repo, verbose)
     from flows.restore import restore as restore_flow
 

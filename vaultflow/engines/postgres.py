@@ -65,10 +65,14 @@ ORDER BY 1, 2
 
 # Per-table change counters. Rows change only through inserts, updates and deletes (all
 # counted) or a new relfilenode (TRUNCATE, VACUUM FULL, CLUSTER, rewriting ALTER TABLE);
-# the column list catches DDL that changes what COPY writes without rewriting.
+# the column list catches DDL that changes what COPY writes without rewriting. The server's
+# start time and the database's statistics reset time are part of it, because a restart
+# after a crash or pg_stat_reset() sets the counters back.
 _TABLE_COUNTERS = """
 SELECT s.schemaname, s.relname,
-       concat_ws(':', c.relfilenode, s.n_tup_ins, s.n_tup_upd, s.n_tup_del,
+       concat_ws(':', extract(epoch FROM pg_postmaster_start_time()),
+                 (SELECT extract(epoch FROM stats_reset) FROM pg_stat_database WHERE datname = current_database()),
+                 c.relfilenode, s.n_tup_ins, s.n_tup_upd, s.n_tup_del,
                  md5(coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ','
                                               ORDER BY a.attnum)
                                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
@@ -82,8 +86,8 @@ _UNSETTLED_SESSIONS = """
 SELECT count(*) FILTER (WHERE state <> 'idle'),
        count(*) FILTER (WHERE state = 'idle' AND state_change > now() - interval '11 seconds')
 FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-  AND application_name <> 'vaultflow'
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type <> 'autovacuum worker' AND application_name <> 'vaultflow'
 """
 
 _USER_OBJECT_COUNT = """
@@ -189,7 +193,8 @@ class PostgresEngine(DatabaseEngine):
             )
         transient_markers = ("connection refused", "could not connect", "timeout expired",
                              "timed out", "could not translate host name", "server closed the connection",
-                             "connection reset", "the database system is starting up",
+                             "connection reset", "the database system is starting up", "too many clients",
+                             "remaining connection slots are reserved", "not yet accepting connections",
                              "the database system is shutting down", "too many connections")
         if any(m in low for m in transient_markers):
             first = text.splitlines()[0] if text else type(exc).__name__
@@ -246,21 +251,24 @@ class PostgresEngine(DatabaseEngine):
     # -- statistics ------------------------------------------------------------------
 
     def fingerprint(self) -> str | None:
-        """The cluster's next transaction id and every sequence's last value.
+        """The cluster's transaction snapshot (xmin:xmax:in-progress ids) and every sequence's
+        last value; None on a standby, where replay changes data without any of these moving.
 
         Any committed write anywhere in the cluster (DDL included) takes a transaction id,
-        and sequences move without one, so equal fingerprints mean nothing changed. The
-        statistics counters (pg_stat_user_tables) are not used: they are flushed
-        asynchronously and can lag a commit by seconds, which would make a skip unsafe.
+        and a transaction still open when the parent was taken is in the in-progress list,
+        so its later commit changes the snapshot too; sequences move without an id. The
+        statistics counters are not used here: they are flushed asynchronously.
         """
         with self._connect() as c:
             row = c.execute(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, "
+                "SELECT pg_is_in_recovery(), pg_current_snapshot()::text, "
                 "(SELECT coalesce(string_agg(format('%I.%I=%s', schemaname, sequencename, last_value), ','"
                 " ORDER BY schemaname, sequencename), '') FROM pg_sequences)").fetchone()
         assert row is not None
-        digest = hashlib.sha256(str(row[1]).encode()).hexdigest()[:16]
-        return f"pg:xid={row[0]}:seq={digest}"
+        if row[0]:
+            return None
+        digest = hashlib.sha256(str(row[2]).encode()).hexdigest()[:16]
+        return f"pg:snapshot={row[1]}:seq={digest}"
 
     def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
         """Row count and checksum of every user table, read the way a backup reads it.
@@ -361,12 +369,16 @@ class PostgresEngine(DatabaseEngine):
         """
         deadline = time.monotonic() + settle
         with self._connect() as c:
+            # Before PostgreSQL 15, sessions reported counters through a lossy collector;
+            # and on a standby, replay changes rows without moving them.
+            recovery = c.execute("SELECT pg_is_in_recovery()").fetchone()
+            usable = c.info.server_version >= 150000 and not (recovery and recovery[0])
             while True:
                 row = c.execute(_UNSETTLED_SESSIONS).fetchone()
                 assert row is not None
                 busy, recently_idle = int(row[0]), int(row[1])
-                complete = not busy and not recently_idle
-                if complete or busy or time.monotonic() >= deadline:
+                complete = usable and not busy and not recently_idle
+                if complete or busy or not usable or time.monotonic() >= deadline:
                     counters = {f"{schema}.{name}": value for schema, name, value in c.execute(_TABLE_COUNTERS)}
                     return counters, complete
                 time.sleep(1.0)
@@ -536,7 +548,8 @@ class PostgresEngine(DatabaseEngine):
                 return
             if code != 0:
                 failure = self._tool_failure(tool, proc, timeout)
-                raise ToolFailed(f"restoring stream {stream.name!r}: {failure.what}", failure.fix) from None
+                # Keep the class: a restore cut off by a refused connection is worth a retry.
+                raise type(failure)(f"restoring stream {stream.name!r}: {failure.what}", failure.fix) from None
 
     def _swap_in(self, staging: str, target: str, exists: bool) -> None:
         ident = sql.Identifier
@@ -547,8 +560,16 @@ class PostgresEngine(DatabaseEngine):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
                 admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(target), ident(old)))
-                admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(staging), ident(target)))
-                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident(old)))
+                try:
+                    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(staging), ident(target)))
+                except psycopg.Error:
+                    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(old), ident(target)))
+                    raise
+                try:
+                    admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident(old)))
+                except psycopg.Error as exc:  # the restore itself succeeded; say what is left over
+                    _log.warning("restored %s, but could not drop the previous copy %s: %s", self.describe(),
+                                 old, str(exc).strip().splitlines()[0])
             else:
                 admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(staging), ident(target)))
 

@@ -43,7 +43,7 @@ class LockInfo:
     def is_stale(self, now: float) -> bool:
         if now - self.refreshed > STALE:
             return True
-        if self.hostname == socket.gethostname():
+        if self.hostname == host_identity():
             try:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
@@ -56,7 +56,20 @@ class LockInfo:
         return self.kind == "exclusive" or kind == "exclusive"
 
     def describe(self) -> str:
-        return f"{self.kind} lock of {self.purpose} (pid {self.pid} on {self.hostname})"
+        return f"{self.kind} lock of {self.purpose} (pid {self.pid} on {self.hostname.split('/')[0]})"
+
+
+def host_identity() -> str:
+    """Host name, kernel boot id and pid namespace: a pid means the same process only if
+    all three match (containers may share a host name but not their pids)."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
 
 
 def _aad(lock_id: str) -> bytes:
@@ -103,7 +116,7 @@ class RepositoryLock:
         deadline = time.monotonic() + self.wait
         while True:
             info = LockInfo(id=new_object_id(), kind=self.kind, purpose=self.purpose,
-                            hostname=socket.gethostname(), pid=os.getpid(), refreshed=time.time())
+                            hostname=host_identity(), pid=os.getpid(), refreshed=time.time())
             self._write(info)
             now = time.time()
             blockers = [lock for lock in list_locks(self.repo)
@@ -124,17 +137,26 @@ class RepositoryLock:
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH):
-            if self.info is not None:
+            if self.info is not None and not self._stop.is_set():
                 self.info = LockInfo(**{**asdict(self.info), "refreshed": time.time()})
                 try:
                     self._write(self.info)
                 except Exception:  # noqa: BLE001 - a missed refresh is retried next round
                     pass
 
+    def check_held(self) -> None:
+        """Raise unless our lock object still exists (it can vanish if another host took it
+        for stale, e.g. after refreshes failed); call before writing what the lock protects."""
+        if self.info is None or not self.repo.store.exists(LOCK_PREFIX + self.info.id):
+            raise RepositoryLocked(
+                f"this run lost its lock on the repository at {self.repo.store.describe()}",
+                "run it again; nothing was recorded",
+            )
+
     def release(self) -> None:
         self._stop.set()
         if self._refresher is not None:
-            self._refresher.join(timeout=5)
+            self._refresher.join(timeout=120)  # a refresh written after our delete would orphan the lock
         if self.info is not None:
             self.repo.store.delete(LOCK_PREFIX + self.info.id)
             self.info = None

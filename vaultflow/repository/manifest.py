@@ -65,6 +65,7 @@ class SnapshotManifest(BaseModel):
     streams: list[StreamManifest]
     tables: list[TableStats] = Field(default_factory=list)
     fingerprint: str | None = Field(default=None, description="the engine's change fingerprint at backup time")
+    table_filter: list[str] = Field(default_factory=list, description="include:/exclude: table globs of the run")
     reused_from: str | None = Field(default=None, description="set when nothing changed since this snapshot, "
                                                             "so its streams were carried over without a dump")
 

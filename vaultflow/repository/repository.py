@@ -323,7 +323,13 @@ class ChunkWriter:
                  known: dict[str, int] | None = None) -> None:
         self.repo = repo
         self.chain = chain
-        self.known = dict(known) if known is not None else repo.chain_chunks(chain)
+        in_chain = repo.chain_chunks(chain)
+        self.known = dict(known) if known is not None else dict(in_chain)
+        # Chunks already in the chain may come from a run that died before syncing them;
+        # those this writer reuses are synced before the stream is reported done, and one
+        # it writes again (repair, differential) replaces a referenced object, so durably.
+        self._in_chain = set(in_chain)
+        self._reused: set[str] = set()
         self._pending: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._workers = workers
@@ -383,7 +389,9 @@ class ChunkWriter:
                 for fut in futures:
                     fut.cancel()
                 raise
-        self.repo.store.sync()
+        with self._lock:
+            reused, self._reused = self._reused, set()
+        self.repo.store.sync(chunk_key(self.chain, cid) for cid in reused)
         chunks = [ChunkRef(id=cid, size=n, stored=self.known[cid]) for cid, n in ids]
         if progress:
             progress(self.bytes_read, self.bytes_stored)
@@ -397,6 +405,8 @@ class ChunkWriter:
         while True:
             with self._lock:
                 if cid in self.known:
+                    if cid in self._in_chain:
+                        self._reused.add(cid)
                     return cid, len(data)
                 pending = self._pending.get(cid)
                 if pending is None:
@@ -405,7 +415,7 @@ class ChunkWriter:
             pending.wait()
         try:
             blob = self.repo.sealer.seal(data, _chunk_aad(cid))
-            self.repo.store.put(chunk_key(self.chain, cid), blob, sync=False)
+            self.repo.store.put(chunk_key(self.chain, cid), blob, sync=cid in self._in_chain)
             with self._lock:
                 self.known[cid] = len(blob)
                 self.bytes_stored += len(blob)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from vaultflow.errors import InputError
@@ -57,8 +57,9 @@ class ObjectStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
 
-    def sync(self) -> None:
-        """Make every earlier `put(..., sync=False)` durable (a no-op where puts always are)."""
+    def sync(self, keys: Iterable[str] = ()) -> None:
+        """Make every earlier `put(..., sync=False)` durable, and the objects named in `keys`
+        (written by another process, perhaps never synced); a no-op where puts always are."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...

@@ -6,7 +6,7 @@ import errno
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vaultflow.errors import StorageFull, StorageUnwritable, VaultflowError
@@ -50,9 +50,10 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise self._map(exc, key) from None
 
-    def sync(self) -> None:
+    def sync(self, keys: Iterable[str] = ()) -> None:
         with self._unsynced_lock:
             pending, self._unsynced = self._unsynced, set()
+        pending |= {self._path(k) for k in keys}
         try:
             for path in pending:
                 self._fsync(path)
