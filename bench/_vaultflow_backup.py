@@ -118,11 +118,10 @@ def do_incremental(args: argparse.Namespace) -> dict[str, Any]:
     # Observe the engine without changing it: which tables got a source (were read), the
     # fingerprint it took, and how long reading (and waiting for) settled statistics
     # counters took. The counter reader is private API: PostgresEngine._table_counters()
-    # returns (counters, complete), the earlier _settled_counters() returned counters or None.
+    # returns (counters, complete); SQLite has none.
     seen: dict[str, Any] = {"settle_s": 0.0, "settled": []}
     real_open_dump, real_fingerprint = engine.open_dump, engine.fingerprint
-    counter_reader = next((n for n in ("_table_counters", "_settled_counters") if hasattr(engine, n)), None)
-    real_settled = getattr(engine, counter_reader) if counter_reader else None
+    real_settled = getattr(engine, "_table_counters", None)
 
     @contextmanager
     def open_dump(**kwargs: Any) -> Iterator[Any]:
@@ -139,13 +138,13 @@ def do_incremental(args: argparse.Namespace) -> dict[str, Any]:
         ts = time.perf_counter()
         out = real_settled(*a, **kw)  # type: ignore[misc]
         seen["settle_s"] += time.perf_counter() - ts
-        seen["settled"].append(bool(out[1]) if isinstance(out, tuple) else out is not None)
+        seen["settled"].append(bool(out[1]))
         return out
 
     engine.open_dump = open_dump  # type: ignore[method-assign]
     engine.fingerprint = fingerprint  # type: ignore[method-assign]
-    if counter_reader is not None:
-        setattr(engine, counter_reader, settled_counters)
+    if real_settled is not None:
+        engine._table_counters = settled_counters  # type: ignore[attr-defined]
 
     t3 = time.perf_counter()
     manifest = backup_database(engine, repo, snapshot_id=snapshot_id, plan=plan,

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url
 from vaultflow.errors import InputError
+from vaultflow.repository import Repository, open_repository
 
 ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-sqlite-database")
 
@@ -46,6 +47,10 @@ class RepositoryRef:
     location: str
     passphrase: SecretStr | None
     catalog_url: str | None = None
+
+    def open(self) -> Repository:
+        """Open the repository with this reference's passphrase (connects to storage)."""
+        return open_repository(self.location, self.passphrase.get_secret_value() if self.passphrase else None)
 
 
 def is_location(ref: str) -> bool:

@@ -15,7 +15,7 @@ from vaultflow.backup import BackupPlan, backup_database, plan_backup
 from vaultflow.catalog import Catalog
 from vaultflow.engines import DatabaseEngine
 from vaultflow.progress import ProgressMeter
-from vaultflow.repository import Repository, SnapshotManifest, new_object_id, open_repository
+from vaultflow.repository import SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
 
 
@@ -28,10 +28,6 @@ class BackupRun:
     repository_id: str
     snapshot_id: str
     plan: BackupPlan
-
-    def open_repository(self) -> Repository:
-        pw = self.repository.passphrase
-        return open_repository(self.repository.location, pw.get_secret_value() if pw else None)
 
     def catalog(self) -> Catalog:
         return Catalog(self.repository.catalog_url)
@@ -63,8 +59,7 @@ def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> 
     """Resolve source and repository, check the passphrase, pick chain and parent, record Running."""
     engine = resolve_engine(source)
     ref = resolve_repository(repository)
-    repo = open_repository(ref.location,
-                           ref.passphrase.get_secret_value() if ref.passphrase else None)
+    repo = ref.open()
     snapshot_id = new_object_id()
     plan = plan_backup(repo, engine, kind, snapshot_id)
     run = BackupRun(engine=engine, repository=ref, repository_id=repo.id, snapshot_id=snapshot_id, plan=plan)
@@ -88,7 +83,7 @@ def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> 
       cache_result_in_memory=False)
 def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest:
     """Stream the dump into the repository. A retry reuses the chunks already stored."""
-    repo = run.open_repository()
+    repo = run.repository.open()
     meter = ProgressMeter("backup", run.engine.describe())
     manifest = backup_database(
         run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,

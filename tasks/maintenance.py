@@ -11,15 +11,14 @@ from blocks.resolve import resolve_repository
 from tasks.retry_policy import retry_transient
 from vaultflow.catalog import Catalog
 from vaultflow.prune import PrunePlan, prune
-from vaultflow.repository import Repository, open_repository
+from vaultflow.repository import Repository
 from vaultflow.retention import RetentionPolicy
 from vaultflow.verify import SnapshotVerdict, verify_snapshots
 
 
 def _open(repository: str | None) -> tuple[Repository, str | None]:
     ref = resolve_repository(repository)
-    pw = ref.passphrase.get_secret_value() if ref.passphrase else None
-    return open_repository(ref.location, pw), ref.catalog_url
+    return ref.open(), ref.catalog_url
 
 
 @task(name="prune-repository", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,

@@ -9,7 +9,7 @@ from prefect.tasks import exponential_backoff
 from blocks.resolve import resolve_engine, resolve_repository
 from tasks.retry_policy import retry_transient
 from vaultflow.progress import ProgressMeter
-from vaultflow.repository import SnapshotManifest, open_repository
+from vaultflow.repository import SnapshotManifest
 from vaultflow.restore import restore_snapshot
 
 
@@ -21,9 +21,7 @@ def restore_into_target(
     timeout_seconds: float, jobs: int = 1, tables: list[str] | None = None,
 ) -> SnapshotManifest:
     """Restore a snapshot; the target changes only when the whole snapshot loaded and checked."""
-    ref = resolve_repository(repository)
-    repo = open_repository(ref.location,
-                           ref.passphrase.get_secret_value() if ref.passphrase else None)
+    repo = resolve_repository(repository).open()
     snapshot_id = repo.resolve_snapshot(snapshot)
     engine = resolve_engine(target)
     get_run_logger().info("restoring snapshot %s into %s", snapshot_id[:8], engine.describe())

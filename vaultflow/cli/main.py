@@ -104,8 +104,7 @@ def _open(repo: str | None) -> tuple[Repository, str | None]:
     from blocks.resolve import resolve_repository
 
     resolved = resolve_repository(ref)
-    pw = resolved.passphrase.get_secret_value() if resolved.passphrase else None
-    return open_repository(resolved.location, pw), resolved.catalog_url
+    return resolved.open(), resolved.catalog_url
 
 
 def _quiet_prefect(verbose: bool) -> None:
