@@ -102,7 +102,7 @@ def do_backup(args: argparse.Namespace) -> dict[str, Any]:
 def _table_streams(manifest: SnapshotManifest | None) -> dict[str, StreamManifest]:
     if manifest is None:
         return {}
-    return {f"{s.meta['schema']}.{s.meta['table']}": s for s in manifest.streams if "table" in s.meta}
+    return {s.name.removeprefix("table/"): s for s in manifest.streams if "table" in s.meta}
 
 
 def do_incremental(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +128,7 @@ def do_incremental(args: argparse.Namespace) -> dict[str, Any]:
         with real_open_dump(**kwargs) as session:
             seen["read"] = sorted(src.name.removeprefix("table/") for src in session.sources if src.table)
             seen["unchanged"] = sorted(session.unchanged)
+            seen["carried"] = sorted(name.removeprefix("table/") for name in session.carried)
             yield session
 
     def fingerprint() -> str | None:
@@ -175,6 +176,7 @@ def do_incremental(args: argparse.Namespace) -> dict[str, Any]:
         "counters_settled": seen["settled"],
         "tables_read": seen.get("read", []),
         "tables_carried_over": seen.get("unchanged", []),
+        "segments_carried_over": seen.get("carried", []),
         "tables_changed": changed,
         "added_bytes": manifest.added_size(parent),
         "added_plain_bytes": sum(c.size for c in new_chunks.values()),

@@ -378,7 +378,8 @@ def print_report(steps: dict[str, Step], summary: dict[str, dict[str, Any]], sc_
             settle = "settled" if all(d["counters_settled"]) else "NOT settled, so every table was read"
         print(f"  {STEP_LABELS[key]}: kind {d['kind']}, reused {reused}; tables read: {short(d['tables_read'])}; "
               f"stream changed vs parent: {short(d['tables_changed']) if d['parent'] else '-'}; "
-              f"carried over: {short(d['tables_carried_over'])}")
+              f"carried over: {short(d['tables_carried_over'])}; key-range segments carried over: "
+              f"{len(d.get('segments_carried_over', []))}")
         print(f"      imports {float(d['import_s']):.2f} s, open repo {float(d['open_s']):.2f} s, plan "
               f"{float(d['plan_s']):.2f} s, core {float(d['core_s']):.2f} s (counters {settle}, "
               f"{float(d['settle_s']):.2f} s); added {int(d['added_plain_bytes']):,} B plaintext in "

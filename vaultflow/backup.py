@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vaultflow import __version__
-from vaultflow.engines.base import DatabaseEngine, RowTap, StreamSource
+from vaultflow.engines.base import DatabaseEngine, RowTap, StreamSource, segmented_table_stats
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
 from vaultflow.repository.repository import ChunkWriter, ProgressCallback, Repository
@@ -109,12 +109,13 @@ def backup_database(
             elif plan.kind == "differential" and parent is not None:
                 known = {c.id: c.stored for s in parent.streams for c in s.chunks}
             writer = repo.writer(plan.chain, known=known)
-            previous = _table_counters(parent) if parent is not None and not repair else None
+            previous = parent.streams if parent is not None and not repair else None
             with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
-                                  exclude_tables=exclude_tables, previous=previous) as session:
+                                  exclude_tables=exclude_tables, parent_streams=previous) as session:
                 streams, tables = _store_sources(writer, session.sources, jobs, progress)
-            if session.unchanged and parent is not None:
-                streams, tables = _carry_over(parent, session.unchanged, streams, tables)
+            if parent is not None and (session.unchanged or session.carried):
+                streams, tables = _carry_over(parent, session.unchanged, session.carried, streams, tables)
+            tables = [t for t in tables if t.qualified not in _segmented(streams)] + _segment_stats(streams)
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
                                  tables=sorted(session.tables + tables, key=lambda t: t.qualified),
                                  versions=session.versions, fingerprint=fingerprint, table_filter=table_filter)
@@ -123,20 +124,35 @@ def backup_database(
     return manifest
 
 
-def _table_counters(parent: SnapshotManifest) -> dict[str, str]:
-    return {f"{s.meta['schema']}.{s.meta['table']}": s.meta["counters"]
-            for s in parent.streams if "counters" in s.meta and "table" in s.meta}
-
-
-def _carry_over(parent: SnapshotManifest, unchanged: list[str], streams: list[StreamManifest],
+def _carry_over(parent: SnapshotManifest, unchanged: list[str], carried: list[str], streams: list[StreamManifest],
                 tables: list[TableStats]) -> tuple[list[StreamManifest], list[TableStats]]:
-    """Add the parent's streams and statistics of the tables the engine found unchanged."""
+    """Add the parent's streams of the tables the engine found unchanged, with their
+    statistics, and the single streams (table segments) it named as carried."""
     keep = set(unchanged)
-    carried = [s for s in parent.streams if _table_of(s) in keep]
-    table_streams = sorted([s for s in streams if _table_of(s)] + carried, key=lambda s: s.name)
+    names = set(carried)
+    taken = [s for s in parent.streams if _table_of(s) in keep or s.name in names]
+    table_streams = sorted([s for s in streams if _table_of(s)] + taken, key=_stream_order)
     rest = [s for s in streams if not _table_of(s)]  # the schema first, data extras last
     stats = tables + [t for t in parent.tables if t.qualified in keep]
     return [*rest[:1], *table_streams, *rest[1:]], stats
+
+
+def _stream_order(stream: StreamManifest) -> tuple[str, int]:
+    return _table_of(stream) or "", int(stream.meta.get("segment", "0"))
+
+
+def _segmented(streams: list[StreamManifest]) -> set[str]:
+    return {t for s in streams if "segment" in s.meta and (t := _table_of(s))}
+
+
+def _segment_stats(streams: list[StreamManifest]) -> list[TableStats]:
+    """One TableStats per segmented table, from the rows and checksums of its segments."""
+    parts: dict[tuple[str, str, int], list[tuple[int, int, str]]] = {}
+    for s in streams:
+        if "segment" in s.meta:
+            key = (s.meta["schema"], s.meta["table"], int(s.meta["segment_width"]))
+            parts.setdefault(key, []).append((int(s.meta["segment"]), int(s.meta["rows"]), s.meta["checksum"]))
+    return [segmented_table_stats(schema, name, width, segs) for (schema, name, width), segs in parts.items()]
 
 
 def _table_of(stream: StreamManifest) -> str | None:
@@ -151,7 +167,12 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
         tap = RowTap() if source.table else None
         with source.open() as reader:
             stream = writer.write_stream(source.name, source.format, reader, progress, tap=tap, meta=source.meta)
-        return stream, tap.stats(*source.table) if tap and source.table else None
+        stats = tap.stats(*source.table) if tap and source.table else None
+        if stats is not None and "segment" in source.meta:
+            # A segment's statistics live with it, so a later snapshot can carry it over.
+            meta = {**stream.meta, "rows": str(stats.rows), "checksum": stats.checksum or ""}
+            return stream.model_copy(update={"meta": meta}), None
+        return stream, stats
 
     tables = [s for s in sources if s.table]
     results: dict[str, tuple[StreamManifest, TableStats | None]] = {}

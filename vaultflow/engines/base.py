@@ -35,6 +35,30 @@ class RowTap:
         return TableStats(schema=schema, name=name, rows=self.rows, checksum="copy-b3:" + self._hash.hexdigest())
 
 
+SEGMENTED_CHECKSUM = "copy-seg-b3"
+
+
+def segmented_table_stats(schema: str, name: str, width: int, segments: list[tuple[int, int, str]]) -> TableStats:
+    """Statistics of a table stored as key-range segments of `width` keys each.
+
+    `segments`: (segment number, rows, the segment's RowTap checksum) of every non-empty
+    segment. The checksum is a BLAKE3 over those triples in key order, so it can be built
+    from segments carried over from a parent without reading them.
+    """
+    digest = blake3.blake3()
+    for number, rows, checksum in sorted(segments):
+        digest.update(f"{number}:{rows}:{checksum}\n".encode())
+    return TableStats(schema=schema, name=name, rows=sum(rows for _, rows, _ in segments),
+                      checksum=f"{SEGMENTED_CHECKSUM}:{width}:{digest.hexdigest()}")
+
+
+def segment_width_of(stats: TableStats) -> int | None:
+    """The key width of a segmented checksum, None for a whole-table one."""
+    if stats.checksum and stats.checksum.startswith(SEGMENTED_CHECKSUM + ":"):
+        return int(stats.checksum.split(":")[1])
+    return None
+
+
 @dataclass(frozen=True)
 class StreamSource:
     """One byte stream of a dump, opened only when it is read.
@@ -63,6 +87,7 @@ class DumpSession:
     tables: list[TableStats] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)  # schema.table carried over from the parent
+    carried: list[str] = field(default_factory=list)  # names of single parent streams carried over
 
 
 class DatabaseEngine(ABC):
@@ -104,18 +129,23 @@ class DatabaseEngine(ABC):
         """
 
     @abstractmethod
-    def table_stats(self) -> list[TableStats]:
-        """Row count and content checksum of every user table, now."""
+    def table_stats(self, *, like: list[TableStats] | None = None) -> list[TableStats]:
+        """Row count and content checksum of every user table, now.
+
+        `like`: statistics recorded by a snapshot; where a table's checksum there was taken
+        per key range (SEGMENTED_CHECKSUM), this one is taken the same way, so the two compare.
+        """
 
     @abstractmethod
     def open_dump(
         self, *, table_checksums: bool = True, timeout: float | None = None,
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
-        previous: dict[str, str] | None = None,
+        parent_streams: list[StreamManifest] | None = None,
     ) -> AbstractContextManager[DumpSession]:
         """Start a consistent dump of the database (include/exclude: globs of tables whose
-        rows are backed up, where the engine streams tables separately; previous: the
-        per-table change counters of a parent, for engines that can skip unchanged tables)."""
+        rows are backed up, where the engine streams tables separately; parent_streams: the
+        streams of the parent snapshot, for engines that can tell which tables or key ranges
+        did not change and carry those streams over instead of reading them)."""
 
     @abstractmethod
     def restore(

@@ -23,7 +23,15 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, RowTap, StreamReader, StreamSource
+from vaultflow.engines.base import (
+    DatabaseEngine,
+    DumpSession,
+    RowTap,
+    StreamReader,
+    StreamSource,
+    segment_width_of,
+    segmented_table_stats,
+)
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
@@ -45,7 +53,28 @@ SCHEMA_FORMAT = "pg_dump-custom-schema"  # schema-only archive: pre-data and pos
 TABLE_FORMAT = "pg-copy-text"  # one table's rows, COPY text format
 DATA_EXTRA_FORMAT = "pg_dump-custom-data-extra"  # sequence values and large objects
 _ORDER_BY_PK_MAX_BYTES = 16 * 2**30
+# Tables with a one-column integer primary key and at least SEGMENT_MIN_BYTES of heap are
+# stored as key ranges of about SEGMENT_BYTES each (docs/design.md, "Table segments").
+SEGMENT_BYTES = 64 * 2**20
+SEGMENT_MIN_BYTES = 2 * SEGMENT_BYTES
+_INTEGER_TYPES = ("smallint", "integer", "bigint")
+_INT8_MAX = 2**63 - 1
+# Output settings of every COPY session, so the bytes of a row do not depend on the
+# server's or the role's defaults (a carried-over segment must equal a re-read one).
+_COPY_SETTINGS = ("SET datestyle = ISO, YMD; SET intervalstyle = postgres; SET extra_float_digits = 3; "
+                  "SET bytea_output = hex; SET timezone = 'UTC'")
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+# What COPY writes for a value can change without any row changing: an enum label renamed,
+# an attribute added to a composite type. Every table's signature includes this.
+_TYPE_SIGNATURE = """
+md5(coalesce((SELECT string_agg(format('%s:%s:%s', enumtypid, enumsortorder, enumlabel), ','
+                                ORDER BY enumtypid, enumsortorder) FROM pg_enum), '')
+    || coalesce((SELECT string_agg(format('%s:%s:%s', a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod)),
+                                   ',' ORDER BY a.attrelid, a.attnum)
+                 FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
+                 WHERE t.relkind = 'c' AND a.attnum > 0 AND NOT a.attisdropped), ''))
+"""
 
 _USER_TABLES = """
 SELECT n.nspname, c.relname, pg_total_relation_size(c.oid),
@@ -53,7 +82,15 @@ SELECT n.nspname, c.relname, pg_total_relation_size(c.oid),
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
        (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-        WHERE i.indrelid = c.oid AND i.indisprimary)
+        WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT array_agg(format_type(a.atttypid, NULL) ORDER BY array_position(i.indkey::int2[], a.attnum))
+        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = c.oid AND i.indisprimary),
+       pg_table_size(c.oid),
+       md5(coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ','
+                                       ORDER BY a.attnum)
+                     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+           || (%(types)s))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -61,13 +98,13 @@ WHERE c.relkind = 'r'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
-"""
+""".replace("%(types)s", _TYPE_SIGNATURE)
 
 # Per-table change counters. Rows change only through inserts, updates and deletes (all
 # counted) or a new relfilenode (TRUNCATE, VACUUM FULL, CLUSTER, rewriting ALTER TABLE);
-# the column list catches DDL that changes what COPY writes without rewriting. The server's
-# start time and the database's statistics reset time are part of it, because a restart
-# after a crash or pg_stat_reset() sets the counters back.
+# the column list and the type signature catch DDL that changes what COPY writes without
+# rewriting. The server's start time and the database's statistics reset time are part of
+# it, because a restart after a crash or pg_stat_reset() sets the counters back.
 _TABLE_COUNTERS = """
 SELECT s.schemaname, s.relname,
        concat_ws(':', extract(epoch FROM pg_postmaster_start_time()),
@@ -76,9 +113,9 @@ SELECT s.schemaname, s.relname,
                  md5(coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ','
                                               ORDER BY a.attnum)
                                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                               AND NOT a.attisdropped), '')))
+                               AND NOT a.attisdropped), '')), (%(types)s))
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-"""
+""".replace("%(types)s", _TYPE_SIGNATURE)
 
 # Sessions that may hold table counters not yet flushed to the cumulative statistics: a
 # backend flushes when it goes idle, at most once a second, and otherwise within 10 s.
@@ -270,23 +307,38 @@ class PostgresEngine(DatabaseEngine):
         digest = hashlib.sha256(str(row[2]).encode()).hexdigest()[:16]
         return f"pg:snapshot={row[1]}:seq={digest}"
 
-    def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
+    def table_stats(self, *, like: list[TableStats] | None = None, checksums: bool = True) -> list[TableStats]:
         """Row count and checksum of every user table, read the way a backup reads it.
 
         The checksum is the BLAKE3 of the table's rows in COPY text format, in the order a
         backup streams them (primary key, else heap order), so a restored copy must match
-        the statistics its snapshot recorded byte for byte.
+        the statistics its snapshot recorded byte for byte. Tables that `like` records as
+        segmented are read segment by segment with the same width.
         """
+        widths = {t.qualified: w for t in like or [] if (w := segment_width_of(t)) is not None}
         with self._connect() as c:
             tables = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
+            segments = {t.qualified: [n for n, _ in self._segment_evidence(c, t, widths[t.qualified])]
+                        for t in tables if t.qualified in widths and t.segmentable}
         out = []
         for t in tables:
-            with self._copy_out(t, snapshot=None, timeout=None) as stream:
-                tap = RowTap()
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    tap(block)
-            out.append(tap.stats(t.schema, t.name))
+            if t.qualified in segments:
+                width = widths[t.qualified]
+                parts = []
+                for number in segments[t.qualified]:
+                    tap = self._tap(t, KeyRange(number, width))
+                    parts.append((number, tap.rows, tap.stats(t.schema, t.name).checksum or ""))
+                out.append(segmented_table_stats(t.schema, t.name, width, parts))
+            else:
+                out.append(self._tap(t, None).stats(t.schema, t.name))
         return sorted(out, key=lambda t: t.qualified)
+
+    def _tap(self, t: TableInfo, key_range: KeyRange | None) -> RowTap:
+        tap = RowTap()
+        with self._copy_out(t, None, None, key_range) as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                tap(block)
+        return tap
 
     # -- dump ------------------------------------------------------------------------
 
@@ -294,7 +346,7 @@ class PostgresEngine(DatabaseEngine):
     def open_dump(
         self, *, table_checksums: bool = True, timeout: float | None = None,
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
-        previous: dict[str, str] | None = None,
+        parent_streams: list[StreamManifest] | None = None,
     ) -> Iterator[DumpSession]:
         """Sources, all in one exported snapshot: the schema (a schema-only pg_dump archive),
         one COPY stream per table, and the rest of the data section (sequence values, large
@@ -303,12 +355,14 @@ class PostgresEngine(DatabaseEngine):
         Include/exclude globs (schema.table) choose whose rows are backed up; the schema is
         always complete, so a restore recreates every table.
 
-        `previous` maps schema.table to the change counters a parent snapshot recorded. A
-        table whose counters equal them both just before and just after the snapshot was
-        exported, with no session holding unflushed counters, has not changed since the
-        parent: it gets no source and is listed in `unchanged`.
+        `parent_streams` are the parent snapshot's streams. A table whose change counters
+        equal the parent's both just before and just after the snapshot was exported, with
+        no session holding unflushed counters, has not changed since the parent: it gets no
+        source and is listed in `unchanged`. A big table with a one-column integer key is
+        stored as key-range segments; a segment whose row versions (count, xmin and ctid
+        sums, read in the snapshot) equal the parent's segment is listed in `carried`.
         """
-        before, settled = self._table_counters(settle=12.0 if previous else 0.0)
+        before, settled = self._table_counters(settle=12.0 if parent_streams else 0.0)
         c = self._connect(autocommit=False)
         try:
             server_major, server_version = self._server_version(c)
@@ -318,7 +372,7 @@ class PostgresEngine(DatabaseEngine):
             assert row is not None
             snapshot = str(row[0])
             after: dict[str, str] = {}
-            if previous and settled:
+            if parent_streams and settled:
                 after, settled = self._table_counters()
             tables = _user_tables(c, self.conn.database, include_tables, exclude_tables, _ORDER_BY_PK_MAX_BYTES)
             base = [self._tool("pg_dump"), f"--snapshot={snapshot}", "--format=custom", "--compress=0"]
@@ -337,23 +391,46 @@ class PostgresEngine(DatabaseEngine):
             sources = [StreamSource("schema", SCHEMA_FORMAT,
                                     functools.partial(self._tool_stream, "pg_dump", schema_argv, timeout),
                                     meta={"refresh_matviews": json.dumps(populated)})]
+            parent_tables: dict[str, list[StreamManifest]] = {}
+            for s in parent_streams or []:
+                if s.format == TABLE_FORMAT and "table" in s.meta:
+                    parent_tables.setdefault(f"{s.meta['schema']}.{s.meta['table']}", []).append(s)
             unchanged: list[str] = []
+            carried: list[str] = []
             for t in tables:
-                qualified = f"{t.schema}.{t.name}"
+                qualified = t.qualified
                 counters = before.get(qualified)
-                if (previous and settled and counters is not None and previous.get(qualified) == counters
+                previous = {s.meta.get("counters") for s in parent_tables.get(qualified, [])}
+                if (settled and counters is not None and previous == {counters}
                         and after.get(qualified) == counters):
-                    unchanged.append(qualified)  # not read: the parent's stream is carried over
+                    unchanged.append(qualified)  # not read: the parent's streams are carried over
                     continue
                 meta = {"schema": t.schema, "table": t.name, "columns": json.dumps(t.columns), "order": t.order}
                 if counters is not None:
                     meta["counters"] = counters
-                sources.append(StreamSource(f"table/{qualified}", TABLE_FORMAT,
-                                            functools.partial(self._copy_out, t, snapshot, timeout),
-                                            meta=meta, table=(t.schema, t.name)))
+                width = self._segment_width(c, t, parent_tables.get(qualified, []))
+                if width is None:
+                    sources.append(StreamSource(f"table/{qualified}", TABLE_FORMAT,
+                                                functools.partial(self._copy_out, t, snapshot, timeout),
+                                                meta=meta, table=(t.schema, t.name)))
+                    continue
+                parent_segments = {s.meta["segment"]: s for s in parent_tables.get(qualified, [])
+                                   if s.meta.get("segment_width") == str(width)
+                                   and s.meta.get("signature") == t.signature}
+                for number, evidence in self._segment_evidence(c, t, width):
+                    old = parent_segments.get(str(number))
+                    if old is not None and old.meta.get("evidence") == evidence:
+                        carried.append(old.name)  # the same row versions: the parent's bytes
+                        continue
+                    key_range = KeyRange(number, width)
+                    segment_meta = {**meta, "segment": str(number), "segment_width": str(width),
+                                    "evidence": evidence, "signature": t.signature}
+                    sources.append(StreamSource(f"table/{qualified}@{number}", TABLE_FORMAT,
+                                                functools.partial(self._copy_out, t, snapshot, timeout, key_range),
+                                                meta=segment_meta, table=(t.schema, t.name)))
             sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
                                         functools.partial(self._tool_stream, "pg_dump", extra_argv, timeout)))
-            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged)
+            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged, carried=carried)
         finally:
             c.close()
 
@@ -383,6 +460,46 @@ class PostgresEngine(DatabaseEngine):
                     return counters, complete
                 time.sleep(1.0)
 
+    def _segment_width(self, c: psycopg.Connection[Any], t: TableInfo, parent: list[StreamManifest]) -> int | None:
+        """Keys per segment, or None to store the table whole.
+
+        A table keeps the width its parent used (segments only carry over between equal
+        widths); otherwise a table of SEGMENT_MIN_BYTES or more gets a power of two near
+        span * SEGMENT_BYTES / heap bytes, so segments hold about SEGMENT_BYTES each.
+        """
+        if not t.segmentable:
+            return None
+        for s in parent:
+            if "segment_width" in s.meta:
+                return int(s.meta["segment_width"])
+        if t.heap_bytes < SEGMENT_MIN_BYTES:
+            return None
+        key = sql.Identifier(t.pk[0])
+        row = c.execute(sql.SQL("SELECT min({})::int8, max({})::int8 FROM {}").format(
+            key, key, sql.Identifier(t.schema, t.name))).fetchone()
+        if row is None or row[0] is None:
+            return None
+        span = int(row[1]) - int(row[0]) + 1
+        pieces = max(1, -(-t.heap_bytes // SEGMENT_BYTES))
+        return 1 << max(0, (-(-span // pieces) - 1).bit_length())
+
+    def _segment_evidence(self, c: psycopg.Connection[Any], t: TableInfo, width: int) -> list[tuple[int, str]]:
+        """(segment number, evidence) of every non-empty segment, in the dump's snapshot.
+
+        The evidence is the number of row versions and the sums of their xmin and of a hash
+        of their ctid: a row is only ever changed by writing a new version, with a new xmin
+        and a new ctid, so equal evidence means the same row versions, hence the same bytes
+        (the signature covers what DDL changes without new versions).
+        """
+        key = sql.SQL("{}::int8").format(sql.Identifier(t.pk[0]))
+        tid_hash = "hashtid(ctid)" if c.info.server_version >= 140000 else "hashtext(ctid::text)"
+        query = sql.SQL(
+            "SELECT {number}, count(*), sum(xmin::text::bigint), sum({tid_hash}) FROM {table} "
+            "GROUP BY 1 ORDER BY 1").format(
+            number=_segment_number(key, width), tid_hash=sql.SQL(tid_hash),
+            table=sql.Identifier(t.schema, t.name))
+        return [(int(n), f"{count}:{xmins}:{tids}") for n, count, xmins, tids in c.execute(query).fetchall()]
+
     @contextmanager
     def _tool_stream(self, tool: str, argv: list[str], timeout: float | None) -> Iterator[IO[bytes]]:
         with ToolProcess(argv, env=self._tool_env(), stdout=subprocess.PIPE, timeout=timeout) as proc:
@@ -390,11 +507,19 @@ class PostgresEngine(DatabaseEngine):
             if proc.wait() != 0:
                 raise self._tool_failure(tool, proc, timeout)
 
-    def _copy_out(self, t: TableInfo, snapshot: str | None, timeout: float | None) -> AbstractContextManager[IO[bytes]]:
-        """A table's rows as COPY text, via psql (its big buffered writes beat per-row reads)."""
-        query = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT").format(
+    def _copy_out(self, t: TableInfo, snapshot: str | None, timeout: float | None,
+                  key_range: KeyRange | None = None) -> AbstractContextManager[IO[bytes]]:
+        """A table's rows (or one key range of them) as COPY text, via psql (its big buffered
+        writes beat per-row reads)."""
+        where: sql.Composable = sql.SQL("")
+        if key_range is not None:
+            key = sql.Identifier(t.pk[0])
+            where = sql.SQL(" WHERE {} >= {}").format(key, sql.Literal(key_range.low))
+            if key_range.high is not None:
+                where = sql.SQL("{} AND {} < {}").format(where, key, sql.Literal(key_range.high))
+        query = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT").format(
             sql.SQL(", ").join(sql.Identifier(col) for col in t.columns) if t.columns else sql.SQL("*"),
-            sql.Identifier(t.schema, t.name),
+            sql.Identifier(t.schema, t.name), where,
             sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in t.pk))
             if t.order == "pk" else sql.SQL(""),
         ).as_string(None)
@@ -402,7 +527,7 @@ class PostgresEngine(DatabaseEngine):
         if snapshot:
             argv += ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                      "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
-        argv += ["-c", "SET synchronize_seqscans = off", "-c", query]
+        argv += ["-c", "SET synchronize_seqscans = off; " + _COPY_SETTINGS, "-c", query]
         if snapshot:
             argv += ["-c", "COMMIT"]
         return self._tool_stream("psql", argv, timeout)
@@ -530,7 +655,7 @@ class PostgresEngine(DatabaseEngine):
             sql.Identifier(stream.meta["schema"], stream.meta["table"]),
             sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
         argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
-                "-c", query]
+                "-c", _COPY_SETTINGS, "-c", query]
         self._feed("psql", argv, stream, read, timeout)
 
     def _feed(self, tool: str, argv: list[str], stream: StreamManifest, read: StreamReader,
@@ -588,6 +713,34 @@ class TableInfo:
     columns: list[str]
     pk: list[str]
     order: str  # "pk" or "heap"
+    heap_bytes: int = 0  # heap and TOAST, without indexes
+    key_type: str | None = None  # the type of a one-column integer primary key
+    signature: str = ""  # columns, their types and the type signature: what COPY writes
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def segmentable(self) -> bool:
+        return self.order == "pk" and self.key_type is not None
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Segment `number` of a table: keys from number*width up to (number+1)*width."""
+
+    number: int
+    width: int
+
+    @property
+    def low(self) -> int:
+        return self.number * self.width
+
+    @property
+    def high(self) -> int | None:
+        high = (self.number + 1) * self.width
+        return high if high <= _INT8_MAX else None
 
 
 def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] | None,
@@ -599,18 +752,26 @@ def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] |
     otherwise in heap order.
     """
     out = []
-    for schema, name, size, columns, pk in c.execute(_USER_TABLES).fetchall():
+    for schema, name, size, columns, pk, pk_types, heap_bytes, signature in c.execute(_USER_TABLES).fetchall():
         if include and not any(_glob_match(p, schema, name) for p in include):
             continue
         if exclude and any(_glob_match(p, schema, name) for p in exclude):
             continue
         order = "pk" if pk and size < order_limit else "heap"
+        key_type = pk_types[0] if pk_types and len(pk_types) == 1 and pk_types[0] in _INTEGER_TYPES else None
         out.append(TableInfo(schema=schema, name=name, columns=list(columns or []), pk=list(pk or []),
-                             order=order))
+                             order=order, heap_bytes=int(heap_bytes or 0), key_type=key_type,
+                             signature=str(signature)))
     if (include or exclude) and not out:
         raise InputError(f"no table of database {database!r} matches the include/exclude patterns",
                          "check the globs (schema.table, or table for any schema)")
     return out
+
+
+def _segment_number(key: sql.Composable, width: int) -> sql.Composable:
+    """The segment of `key` (floor division by `width`, also for negative keys)."""
+    return sql.SQL("CASE WHEN {key} >= 0 THEN {key} / {w} ELSE ({key} + 1) / {w} - 1 END").format(
+        key=key, w=sql.Literal(width))
 
 
 def _quoted_pattern(name: str) -> str:

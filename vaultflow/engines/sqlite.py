@@ -89,7 +89,7 @@ class SqliteEngine(DatabaseEngine):
                              "check that it is an SQLite database and readable") from None
         return con
 
-    def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
+    def table_stats(self, *, like: list[TableStats] | None = None, checksums: bool = True) -> list[TableStats]:
         with closing(self._open_source()) as con:
             return _table_stats(con, checksums)
 
@@ -97,7 +97,7 @@ class SqliteEngine(DatabaseEngine):
     def open_dump(
         self, *, table_checksums: bool = True, timeout: float | None = None,
         include_tables: list[str] | None = None, exclude_tables: list[str] | None = None,
-        previous: dict[str, str] | None = None,
+        parent_streams: list[StreamManifest] | None = None,
     ) -> Iterator[DumpSession]:
         if include_tables or exclude_tables:
             raise InputError("SQLite backups copy the whole file; table subsets are not supported",
