@@ -115,3 +115,23 @@ def test_restoring_a_child_table_without_its_parent(case: PostgresCase, repo_pat
         fks = c.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()
         indexes = c.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer'").fetchone()
     assert fks == (0,) and indexes == (1,)  # the dangling foreign key is left out, the rest is there
+
+
+FK_ERROR = ('pg_restore: error: could not execute query: ERROR:  insert or update on table "orders" violates '
+            'foreign key constraint "orders_customer_id_fkey"\nDETAIL:  Key (customer_id)=(7) is not present.\n'
+            "Command was: ALTER TABLE ONLY public.orders ADD CONSTRAINT orders_customer_id_fkey ...;\n")
+INDEX_ERROR = ('pg_restore: error: could not execute query: ERROR:  could not create unique index "orders_pkey"\n'
+               "Command was: ALTER TABLE ONLY public.orders ADD CONSTRAINT orders_pkey PRIMARY KEY (id);\n")
+
+
+@pytest.mark.parametrize(("stderr", "accepted"), [
+    (FK_ERROR + "pg_restore: warning: errors ignored on restore: 1", True),
+    (FK_ERROR * 2 + "pg_restore: warning: errors ignored on restore: 2", True),
+    (FK_ERROR + INDEX_ERROR + "pg_restore: warning: errors ignored on restore: 2", False),
+    (FK_ERROR + "pg_restore: warning: errors ignored on restore: 3", False),  # some errors fell off the tail
+    ("pg_restore: error: connection to server lost", False),
+])
+def test_restore_of_chosen_tables_forgives_only_foreign_keys(stderr: str, accepted: bool) -> None:
+    from vaultflow.engines.postgres import _only_foreign_key_errors
+
+    assert _only_foreign_key_errors(stderr) is accepted
