@@ -13,7 +13,7 @@ snapshot restores on its own.
 from __future__ import annotations
 
 import socket
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -182,11 +182,18 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
     with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-dump") as pool:
         futures = {s.name: pool.submit(store, s) for s in tables}
         try:
-            for name, fut in futures.items():
-                results[name] = fut.result()
+            done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            results.update((name, fut.result()) for name, fut in futures.items())
         except BaseException:
+            # Stop the other tables' dumps now (their tools are killed when their streams
+            # stop) instead of letting them run to the end of a backup that has failed.
+            writer.abort()
             for fut in futures.values():
                 fut.cancel()
+            wait(futures.values())
             raise
     ordered = [results[s.name] for s in sources]
     return [r[0] for r in ordered], [r[1] for r in ordered if r[1] is not None]

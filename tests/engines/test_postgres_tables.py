@@ -135,3 +135,43 @@ def test_restore_of_chosen_tables_forgives_only_foreign_keys(stderr: str, accept
     from vaultflow.engines.postgres import _only_foreign_key_errors
 
     assert _only_foreign_key_errors(stderr) is accepted
+
+
+def test_a_failing_table_stops_the_other_dumps(pg_database, repo_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from contextlib import contextmanager
+    from dataclasses import replace
+    from functools import partial
+
+    from tests.conftest import pg_url
+    from vaultflow.engines import engine_from_url
+    from vaultflow.errors import VaultflowError
+
+    name = pg_database()
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as c:
+        c.execute("CREATE TABLE a_small (id int PRIMARY KEY)")
+        c.execute("CREATE TABLE big (id int PRIMARY KEY, body text)")
+        c.execute("INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 150000) g")
+    engine = engine_from_url(pg_url(name))
+    real_open_dump = engine.open_dump
+
+    def drop_then_open(source):  # type: ignore[no-untyped-def]
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as c:
+            c.execute("DROP TABLE a_small")  # its COPY now fails at once
+        return source.open()
+
+    @contextmanager
+    def open_dump(**kwargs):  # type: ignore[no-untyped-def]
+        with real_open_dump(**kwargs) as session:
+            session.sources = [replace(s, open=partial(drop_then_open, s)) if s.table == ("public", "a_small") else s
+                               for s in session.sources]
+            yield session
+
+    engine.open_dump = open_dump  # type: ignore[method-assign]
+    seen: list[int] = []
+    with pytest.raises(VaultflowError, match="a_small") as err:
+        backup_database(engine, repo_at(repo_path), snapshot_id=new_object_id(), jobs=2,
+                        progress=lambda read, stored: seen.append(read))
+    assert "stopped" not in str(err.value)  # the first failure is reported, not the aborted stream
+    big_stream_bytes = 150000 * (6 + 1 + 256 + 1)
+    assert max(seen, default=0) < big_stream_bytes / 2, "the big table's dump ran on after the failure"
+    assert repo_at(repo_path).snapshot_ids() == []

@@ -29,6 +29,7 @@ from vaultflow.errors import (
     RepositoryError,
     RepositoryNotInitialised,
     SnapshotNotFound,
+    VaultflowError,
     WrongPassphrase,
 )
 from vaultflow.repository.crypto import KdfParams, MasterKeys, Sealer, SealError, b64, unb64
@@ -308,6 +309,10 @@ class Repository:
         return data
 
 
+class StreamAborted(VaultflowError):
+    """A stream stopped because another stream of the same backup failed first."""
+
+
 class ChunkWriter:
     """Cuts streams into chunks and stores the chunks the chain does not hold yet.
 
@@ -333,8 +338,14 @@ class ChunkWriter:
         self._pending: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._workers = workers
+        self._aborted = threading.Event()
         self.bytes_read = 0
         self.bytes_stored = 0
+
+    def abort(self) -> None:
+        """Make every `write_stream` in progress stop at its next chunk with StreamAborted
+        (another stream of the same backup failed; the snapshot cannot be written anyway)."""
+        self._aborted.set()
 
     def write_stream(
         self,
@@ -369,6 +380,8 @@ class ChunkWriter:
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="vf-seal") as pool:
             try:
                 for piece in cdc.cut_stream(reader):
+                    if self._aborted.is_set():
+                        raise StreamAborted(f"stream {name!r} stopped: another stream of the backup failed")
                     data = bytes(piece.data)
                     total.update(data)
                     if tap is not None:
