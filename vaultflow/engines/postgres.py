@@ -498,7 +498,13 @@ class PostgresEngine(DatabaseEngine):
             "GROUP BY 1 ORDER BY 1").format(
             number=_segment_number(key, width), tid_hash=sql.SQL(tid_hash),
             table=sql.Identifier(t.schema, t.name))
-        return [(int(n), f"{count}:{xmins}:{tids}") for n, count, xmins, tids in c.execute(query).fetchall()]
+        # The planner cannot tell there are few groups and would sort every row (to disk).
+        c.execute("SET enable_sort = off")
+        try:
+            rows = c.execute(query).fetchall()
+        finally:
+            c.execute("RESET enable_sort")
+        return [(int(n), f"{count}:{xmins}:{tids}") for n, count, xmins, tids in rows]
 
     @contextmanager
     def _tool_stream(self, tool: str, argv: list[str], timeout: float | None) -> Iterator[IO[bytes]]:
