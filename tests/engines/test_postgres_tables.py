@@ -175,3 +175,27 @@ def test_a_failing_table_stops_the_other_dumps(pg_database, repo_path: Path) -> 
     big_stream_bytes = 150000 * (6 + 1 + 256 + 1)
     assert max(seen, default=0) < big_stream_bytes / 2, "the big table's dump ran on after the failure"
     assert repo_at(repo_path).snapshot_ids() == []
+
+
+def test_restore_sweeps_staging_databases_of_killed_restores(case: PostgresCase, repo_path: Path,
+                                                              tmp_path: Path) -> None:
+    import time
+
+    from tests.conftest import drop_pg_database, pg_admin
+
+    old = f"vf_restore_{int(time.time()) - 13 * 3600}_{new_object_id()[:8]}"
+    recent = f"vf_restore_{int(time.time()) - 60}_{new_object_id()[:8]}"
+    with pg_admin() as c:
+        for name in (old, recent):
+            c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = case.create_source(tmp_path)
+        repo = repo_at(repo_path)
+        m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
+        restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)))
+        with pg_admin() as c:
+            left = {r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vf_restore_%'")}
+        assert old not in left and recent in left  # a recent one may belong to a restore still running
+    finally:
+        drop_pg_database(old)
+        drop_pg_database(recent)

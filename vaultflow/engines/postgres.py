@@ -58,6 +58,9 @@ _ORDER_BY_PK_MAX_BYTES = 16 * 2**30
 SEGMENT_BYTES = 64 * 2**20
 SEGMENT_MIN_BYTES = 2 * SEGMENT_BYTES
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
+# A restore's staging database older than this with nobody connected is an orphan of a
+# killed restore (the default run deadline is 6 h).
+STAGING_ORPHAN_SECONDS = 12 * 3600
 _INT8_MAX = 2**63 - 1
 # Output settings of every COPY session, so the bytes of a row do not depend on the
 # server's or the role's defaults (a carried-over segment must equal a re-read one).
@@ -585,8 +588,9 @@ class PostgresEngine(DatabaseEngine):
                 f"database {target!r} on {self.server_label()} already has tables",
                 "restore into a new database name, or pass --replace to swap it out",
             )
-        staging = f"vf_restore_{os.urandom(6).hex()}"
+        staging = f"vf_restore_{int(time.time())}_{os.urandom(4).hex()}"
         with self._connect(self.conn.maintenance_database) as admin:
+            self._sweep_orphaned_staging(admin)
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
         try:
             self.with_database(staging)._load(streams, read, timeout=timeout, no_owner=no_owner, jobs=jobs,
@@ -595,6 +599,22 @@ class PostgresEngine(DatabaseEngine):
         except BaseException:
             self._drop_quietly(staging)
             raise
+
+    def _sweep_orphaned_staging(self, admin: psycopg.Connection[Any]) -> None:
+        """Drop staging databases left by restores that were killed: older than
+        STAGING_ORPHAN_SECONDS (from the time in their name) and with no session on them."""
+        rows = admin.execute(
+            "SELECT d.datname FROM pg_database d WHERE d.datname ~ '^vf_restore_[0-9]+_[0-9a-f]+$' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)").fetchall()
+        for (name,) in rows:
+            if time.time() - int(name.split("_")[2]) < STAGING_ORPHAN_SECONDS:
+                continue
+            try:
+                admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+                _log.warning("dropped %s on %s, left behind by a restore that did not finish", name,
+                             self.server_label())
+            except psycopg.Error:
+                pass  # in use after all, or dropped by another restore just now
 
     def _load(self, streams: list[StreamManifest], read: StreamReader, *, timeout: float | None, no_owner: bool,
               jobs: int, tables: list[str] | None) -> None:
