@@ -199,3 +199,17 @@ def test_restore_sweeps_staging_databases_of_killed_restores(case: PostgresCase,
     finally:
         drop_pg_database(old)
         drop_pg_database(recent)
+
+
+def test_the_timeout_is_one_deadline_for_the_whole_run(case: PostgresCase, tmp_path: Path) -> None:
+    """A tool started late gets only the time left of the run, not a fresh timeout."""
+    import time
+
+    from vaultflow.errors import TransientError
+
+    url = case.create_source(tmp_path)
+    with case.engine(url).open_dump(timeout=2.0) as session:
+        time.sleep(2.2)
+        with pytest.raises(TransientError, match="ran past the run's 2 s deadline"):
+            with session.sources[0].open() as stream:
+                stream.read()

@@ -32,7 +32,7 @@ from vaultflow.engines.base import (
     segment_width_of,
     segmented_table_stats,
 )
-from vaultflow.engines.process import ToolProcess
+from vaultflow.engines.process import Deadline, ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -338,7 +338,7 @@ class PostgresEngine(DatabaseEngine):
 
     def _tap(self, t: TableInfo, key_range: KeyRange | None) -> RowTap:
         tap = RowTap()
-        with self._copy_out(t, None, None, key_range) as stream:
+        with self._copy_out(t, None, Deadline.start(None), key_range) as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 tap(block)
         return tap
@@ -365,6 +365,7 @@ class PostgresEngine(DatabaseEngine):
         stored as key-range segments; a segment whose row versions (count, xmin and ctid
         sums, read in the snapshot) equal the parent's segment is listed in `carried`.
         """
+        deadline = Deadline.start(timeout)
         before, settled = self._table_counters(settle=12.0 if parent_streams else 0.0)
         c = self._connect(autocommit=False)
         try:
@@ -392,7 +393,7 @@ class PostgresEngine(DatabaseEngine):
                 "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.relkind = 'm' AND c.relispopulated ORDER BY c.oid").fetchall()]
             sources = [StreamSource("schema", SCHEMA_FORMAT,
-                                    functools.partial(self._tool_stream, "pg_dump", schema_argv, timeout),
+                                    functools.partial(self._tool_stream, "pg_dump", schema_argv, deadline),
                                     meta={"refresh_matviews": json.dumps(populated)})]
             parent_tables: dict[str, list[StreamManifest]] = {}
             for s in parent_streams or []:
@@ -414,7 +415,7 @@ class PostgresEngine(DatabaseEngine):
                 width = self._segment_width(c, t, parent_tables.get(qualified, []))
                 if width is None:
                     sources.append(StreamSource(f"table/{qualified}", TABLE_FORMAT,
-                                                functools.partial(self._copy_out, t, snapshot, timeout),
+                                                functools.partial(self._copy_out, t, snapshot, deadline),
                                                 meta=meta, table=(t.schema, t.name)))
                     continue
                 parent_segments = {s.meta["segment"]: s for s in parent_tables.get(qualified, [])
@@ -429,10 +430,10 @@ class PostgresEngine(DatabaseEngine):
                     segment_meta = {**meta, "segment": str(number), "segment_width": str(width),
                                     "evidence": evidence, "signature": t.signature}
                     sources.append(StreamSource(f"table/{qualified}@{number}", TABLE_FORMAT,
-                                                functools.partial(self._copy_out, t, snapshot, timeout, key_range),
+                                                functools.partial(self._copy_out, t, snapshot, deadline, key_range),
                                                 meta=segment_meta, table=(t.schema, t.name)))
             sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
-                                        functools.partial(self._tool_stream, "pg_dump", extra_argv, timeout)))
+                                        functools.partial(self._tool_stream, "pg_dump", extra_argv, deadline)))
             yield DumpSession(sources=sources, versions=versions, unchanged=unchanged, carried=carried)
         finally:
             c.close()
@@ -510,13 +511,13 @@ class PostgresEngine(DatabaseEngine):
         return [(int(n), f"{count}:{xmins}:{tids}") for n, count, xmins, tids in rows]
 
     @contextmanager
-    def _tool_stream(self, tool: str, argv: list[str], timeout: float | None) -> Iterator[IO[bytes]]:
-        with ToolProcess(argv, env=self._tool_env(), stdout=subprocess.PIPE, timeout=timeout) as proc:
+    def _tool_stream(self, tool: str, argv: list[str], deadline: Deadline) -> Iterator[IO[bytes]]:
+        with ToolProcess(argv, env=self._tool_env(), stdout=subprocess.PIPE, timeout=deadline.remaining()) as proc:
             yield proc.stdout
             if proc.wait() != 0:
-                raise self._tool_failure(tool, proc, timeout)
+                raise self._tool_failure(tool, proc, deadline)
 
-    def _copy_out(self, t: TableInfo, snapshot: str | None, timeout: float | None,
+    def _copy_out(self, t: TableInfo, snapshot: str | None, deadline: Deadline,
                   key_range: KeyRange | None = None) -> AbstractContextManager[IO[bytes]]:
         """A table's rows (or one key range of them) as COPY text, via psql (its big buffered
         writes beat per-row reads)."""
@@ -539,12 +540,13 @@ class PostgresEngine(DatabaseEngine):
         argv += ["-c", "SET synchronize_seqscans = off; " + _COPY_SETTINGS, "-c", query]
         if snapshot:
             argv += ["-c", "COMMIT"]
-        return self._tool_stream("psql", argv, timeout)
+        return self._tool_stream("psql", argv, deadline)
 
-    def _tool_failure(self, tool: str, proc: ToolProcess, timeout: float | None) -> VaultflowError:
+    def _tool_failure(self, tool: str, proc: ToolProcess, deadline: Deadline) -> VaultflowError:
         if proc.timed_out:
             return TransientError(
-                f"{tool} for {self.describe()} ran past its {timeout:.0f} s deadline and was killed",
+                f"{tool} for {self.describe()} ran past the run's {deadline.seconds or 0:.0f} s deadline and was "
+                "killed",
                 "raise the timeout or look at the server's load",
             )
         line = proc.last_error_line()
@@ -593,7 +595,8 @@ class PostgresEngine(DatabaseEngine):
             self._sweep_orphaned_staging(admin)
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
         try:
-            self.with_database(staging)._load(streams, read, timeout=timeout, no_owner=no_owner, jobs=jobs,
+            self.with_database(staging)._load(streams, read, deadline=Deadline.start(timeout), no_owner=no_owner,
+                                              jobs=jobs,
                                               tables=tables)
             self._swap_in(staging, target, exists)
         except BaseException:
@@ -616,7 +619,7 @@ class PostgresEngine(DatabaseEngine):
             except psycopg.Error:
                 pass  # in use after all, or dropped by another restore just now
 
-    def _load(self, streams: list[StreamManifest], read: StreamReader, *, timeout: float | None, no_owner: bool,
+    def _load(self, streams: list[StreamManifest], read: StreamReader, *, deadline: Deadline, no_owner: bool,
               jobs: int, tables: list[str] | None) -> None:
         owner_flags = ["--no-owner", "--no-acl"] if no_owner else []
         restore = [self._tool("pg_restore"), "--exit-on-error", *owner_flags, *self._conn_args(self.conn.database)]
@@ -624,10 +627,10 @@ class PostgresEngine(DatabaseEngine):
         for s in streams:
             by_format.setdefault(s.format, []).append(s)
         for legacy in by_format.get(LEGACY_FORMAT, []):
-            self._feed("pg_restore", restore, legacy, read, timeout)
+            self._feed("pg_restore", restore, legacy, read, deadline)
         schema = by_format.get(SCHEMA_FORMAT, [])
         for s in schema:
-            self._feed("pg_restore", [*restore, "--section=pre-data"], s, read, timeout)
+            self._feed("pg_restore", [*restore, "--section=pre-data"], s, read, deadline)
         table_streams = by_format.get(TABLE_FORMAT, [])
         if tables is not None:
             wanted = set(tables)
@@ -639,7 +642,7 @@ class PostgresEngine(DatabaseEngine):
         # Largest first, so one big table does not start last and run alone at the end.
         table_streams.sort(key=lambda s: s.size, reverse=True)
         with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-load") as pool:
-            futures = [pool.submit(self._copy_in, s, read, timeout) for s in table_streams]
+            futures = [pool.submit(self._copy_in, s, read, deadline) for s in table_streams]
             try:
                 for fut in futures:
                     fut.result()
@@ -648,15 +651,15 @@ class PostgresEngine(DatabaseEngine):
                     fut.cancel()
                 raise
         for s in by_format.get(DATA_EXTRA_FORMAT, []):
-            self._feed("pg_restore", restore, s, read, timeout)
+            self._feed("pg_restore", restore, s, read, deadline)
         for s in schema:
             if tables is None:
-                self._feed("pg_restore", [*restore, "--section=post-data"], s, read, timeout)
+                self._feed("pg_restore", [*restore, "--section=post-data"], s, read, deadline)
             else:
                 # A subset can lack the rows a foreign key of a restored table points at; such
                 # constraints are left out (and named) instead of failing the whole restore.
                 lenient = [a for a in restore if a != "--exit-on-error"]
-                self._feed("pg_restore", [*lenient, "--section=post-data"], s, read, timeout, lenient=True)
+                self._feed("pg_restore", [*lenient, "--section=post-data"], s, read, deadline, lenient=True)
             self._refresh_matviews(json.loads(s.meta.get("refresh_matviews", "[]")))
 
     def _refresh_matviews(self, names: list[list[str]]) -> None:
@@ -675,18 +678,18 @@ class PostgresEngine(DatabaseEngine):
                                      f"{self.describe()}", "check the views it depends on")
                 pending = failed
 
-    def _copy_in(self, stream: StreamManifest, read: StreamReader, timeout: float | None) -> None:
+    def _copy_in(self, stream: StreamManifest, read: StreamReader, deadline: Deadline) -> None:
         columns = json.loads(stream.meta.get("columns", "[]"))
         query = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(stream.meta["schema"], stream.meta["table"]),
             sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
         argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
                 "-c", _COPY_SETTINGS, "-c", query]
-        self._feed("psql", argv, stream, read, timeout)
+        self._feed("psql", argv, stream, read, deadline)
 
     def _feed(self, tool: str, argv: list[str], stream: StreamManifest, read: StreamReader,
-              timeout: float | None, *, lenient: bool = False) -> None:
-        with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE, timeout=timeout) as proc:
+              deadline: Deadline, *, lenient: bool = False) -> None:
+        with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE, timeout=deadline.remaining()) as proc:
             try:
                 read(stream, proc.stdin)
                 proc.stdin.close()
@@ -698,7 +701,7 @@ class PostgresEngine(DatabaseEngine):
                              self.describe(), proc.last_error_line())
                 return
             if code != 0:
-                failure = self._tool_failure(tool, proc, timeout)
+                failure = self._tool_failure(tool, proc, deadline)
                 # Keep the class: a restore cut off by a refused connection is worth a retry.
                 raise type(failure)(f"restoring stream {stream.name!r}: {failure.what}", failure.fix) from None
 

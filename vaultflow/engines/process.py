@@ -6,10 +6,29 @@ import fcntl
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO
 
 _NOT_FOR_CHILDREN = frozenset({"VAULTFLOW_PASSPHRASE"})
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One deadline for a whole run: each tool started under it gets only the time left,
+    so a run of many tools cannot take many times its timeout."""
+
+    seconds: float | None
+    at: float | None
+
+    @classmethod
+    def start(cls, seconds: float | None) -> Deadline:
+        return cls(seconds, time.monotonic() + seconds if seconds else None)
+
+    def remaining(self) -> float | None:
+        """Seconds left (at least a millisecond, so a tool started late is killed at once)."""
+        return None if self.at is None else max(self.at - time.monotonic(), 0.001)
 
 
 class ToolProcess:
