@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,8 +46,23 @@ def restore_snapshot(
 
 def _reader(repo: Repository, manifest: SnapshotManifest, progress: ProgressCallback | None
             ) -> Callable[[StreamManifest, ByteSink], None]:
+    """Reads streams for an engine; progress reports the bytes of all streams together,
+    also when the engine reads several at once."""
+    done: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def stream_progress(name: str) -> ProgressCallback | None:
+        if progress is None:
+            return None
+
+        def report(read: int, _: int) -> None:
+            with lock:  # reported under the lock, so the total never goes backwards
+                done[name] = read
+                progress(sum(done.values()), 0)
+        return report
+
     def read(stream: StreamManifest, sink: ByteSink) -> None:
-        repo.read_stream(manifest.id, stream, sink, manifest.chain, progress=progress)
+        repo.read_stream(manifest.id, stream, sink, manifest.chain, progress=stream_progress(stream.name))
     return read
 
 

@@ -213,3 +213,13 @@ def test_the_timeout_is_one_deadline_for_the_whole_run(case: PostgresCase, tmp_p
         with pytest.raises(TransientError, match="ran past the run's 2 s deadline"):
             with session.sources[0].open() as stream:
                 stream.read()
+
+
+def test_restore_progress_counts_all_streams_with_jobs(case: PostgresCase, repo_path: Path, tmp_path: Path) -> None:
+    url = case.create_source(tmp_path)
+    repo = repo_at(repo_path)
+    m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
+    seen: list[int] = []
+    restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), jobs=3,
+                     progress=lambda read, _: seen.append(read))
+    assert seen == sorted(seen) and seen[-1] == m.logical_size
