@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -513,7 +514,7 @@ class PostgresEngine(DatabaseEngine):
     @contextmanager
     def _tool_stream(self, tool: str, argv: list[str], deadline: Deadline) -> Iterator[IO[bytes]]:
         with ToolProcess(argv, env=self._tool_env(), stdout=subprocess.PIPE, timeout=deadline.remaining()) as proc:
-            yield proc.stdout
+            yield io.BufferedReader(ArchiveClock(proc.stdout), 1 << 20) if tool == "pg_dump" else proc.stdout
             if proc.wait() != 0:
                 raise self._tool_failure(tool, proc, deadline)
 
@@ -733,6 +734,61 @@ class PostgresEngine(DatabaseEngine):
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         except VaultflowError:
             pass
+
+
+class ArchiveClock(io.RawIOBase):
+    """A pg_dump custom archive with its creation time set to 2000-01-01 00:00:00.
+
+    The time is the only part of the header that changes from run to run; without it, an
+    unchanged schema dumps to the same bytes and its chunks are reused. pg_restore only
+    prints it. Headers of an unknown layout pass through unchanged.
+    """
+
+    _FIXED_TIME = (0, 0, 0, 1, 0, 100, 0)  # sec, min, hour, mday, mon (0-based), year - 1900, isdst
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._head = b""
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._started:
+            self._started = True
+            head = b""
+            while len(head) < 128:
+                more = self._raw.read(128 - len(head))
+                if not more:
+                    break
+                head += more
+            self._head = _with_fixed_time(head, self._FIXED_TIME)
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._raw.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _with_fixed_time(head: bytes, fixed: tuple[int, ...]) -> bytes:
+    """Replace the creation time of a custom-format archive header (archive versions
+    1.12 to 1.16: magic, version, int size, offset size, format, compression, then seven
+    sign-and-magnitude ints of the creation time)."""
+    if len(head) < 16 or not head.startswith(b"PGDMP") or head[5] != 1 or not 12 <= head[6] <= 16:
+        return head
+    int_size = head[8]
+    pos = 11 + (1 if head[6] >= 15 else 1 + int_size)  # compression: one byte from 1.15, an int before
+    end = pos + 7 * (1 + int_size)
+    if int_size not in (4, 8) or len(head) < end:
+        return head
+    fields = b"".join(b"\x00" + value.to_bytes(int_size, "little") for value in fixed)
+    return head[:pos] + fields + head[end:]
 
 
 @dataclass(frozen=True)
