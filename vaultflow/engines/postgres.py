@@ -18,12 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import IO, Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, RowTap, StreamReader, StreamSource
+from vaultflow.engines.base import (
+    DatabaseEngine,
+    DumpSession,
+    RowTap,
+    SqlAlchemyTarget,
+    StreamReader,
+    StreamSource,
+)
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
@@ -36,7 +44,13 @@ from vaultflow.errors import (
     TransientError,
     VaultflowError,
 )
-from vaultflow.repository.manifest import StreamManifest, TableStats
+from vaultflow.repository.manifest import (
+    ColumnProfile,
+    SchemaInventory,
+    StreamManifest,
+    TableProfile,
+    TableStats,
+)
 
 _log = logging.getLogger("vaultflow.postgres")
 
@@ -96,6 +110,63 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 """
+
+_USER_NAMESPACE = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+"""
+_NOT_EXTENSION_MEMBER = """
+    NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                AND d.deptype = 'e')
+"""
+_INVENTORY_RELATIONS = f"""
+SELECT c.relkind::text, format('%s.%s', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'i', 'I') AND {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+"""
+_INVENTORY_CONSTRAINTS = f"""
+SELECT format('%s.%s.%s (%s)', n.nspname, c.relname, k.conname, k.contype)
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+"""
+_INVENTORY_COLUMNS = f"""
+SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+# Unique keys usable as expectations: primary keys and unique indexes over plain columns,
+# without a predicate (NULLs aside, which uniqueness expectations ignore too).
+_INVENTORY_UNIQUE_KEYS = f"""
+SELECT n.nspname, c.relname,
+       (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(att, ord)
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.att)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND i.indisunique AND i.indpred IS NULL AND NOT (0 = ANY(i.indkey::int2[]))
+  AND {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+ORDER BY 1, 2, i.indisprimary DESC, i.indexrelid
+"""
+_INVENTORY_KINDS = {"r": "tables", "p": "tables", "v": "views", "m": "views", "S": "sequences",
+                    "i": "indexes", "I": "indexes"}
+
+
+def _schema_inventory(c: psycopg.Connection[Any]) -> SchemaInventory:
+    """The database's user schema objects, read through `c` (inside its snapshot, if any)."""
+    found: dict[str, list[str]] = {kind: [] for kind in _INVENTORY_KINDS.values()}
+    for relkind, name in c.execute(_INVENTORY_RELATIONS).fetchall():
+        found[_INVENTORY_KINDS[relkind]].append(name)
+    constraints = [r[0] for r in c.execute(_INVENTORY_CONSTRAINTS).fetchall()]
+    columns: dict[tuple[str, str], list[ColumnProfile]] = {}
+    for schema, table, name, type_, nullable in c.execute(_INVENTORY_COLUMNS).fetchall():
+        columns.setdefault((schema, table), []).append(ColumnProfile(name=name, type=type_, nullable=nullable))
+    keys: dict[tuple[str, str], list[list[str]]] = {}
+    for schema, table, cols in c.execute(_INVENTORY_UNIQUE_KEYS).fetchall():
+        if cols and list(cols) not in keys.setdefault((schema, table), []):
+            keys[(schema, table)].append(list(cols))
+    profiles = [TableProfile(schema=schema, name=table, columns=cols, unique_keys=keys.get((schema, table), []))
+                for (schema, table), cols in sorted(columns.items())]
+    return SchemaInventory(**{kind: sorted(names) for kind, names in found.items()},
+                           constraints=sorted(constraints), profiles=profiles)
 
 
 @dataclass(frozen=True)
@@ -353,7 +424,8 @@ class PostgresEngine(DatabaseEngine):
                                             meta=meta, table=(t.schema, t.name)))
             sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
                                         functools.partial(self._tool_stream, "pg_dump", extra_argv, timeout)))
-            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged)
+            inventory = _schema_inventory(c)
+            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged, inventory=inventory)
         finally:
             c.close()
 
@@ -435,6 +507,37 @@ class PostgresEngine(DatabaseEngine):
         with self._connect() as c:
             row = c.execute(_USER_OBJECT_COUNT).fetchone()
         return bool(row and row[0])
+
+    # -- restore drills ------------------------------------------------------------------
+
+    def schema_inventory(self) -> SchemaInventory:
+        with self._connect() as c:
+            return _schema_inventory(c)
+
+    def database_exists(self) -> bool:
+        with self._connect(self.conn.maintenance_database) as admin:
+            return self._database_exists(admin, self.conn.database)
+
+    def drop_database(self) -> None:
+        if self.conn.database == self.conn.maintenance_database:
+            raise InputError(f"refusing to drop the maintenance database {self.conn.database!r} on "
+                             f"{self.server_label()}", "name another database")
+        with self._connect(self.conn.maintenance_database) as admin:
+            try:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.conn.database)))
+            except psycopg.Error as exc:
+                raise self._map_error(exc, self.conn.database) from None
+
+    def sqlalchemy_target(self) -> SqlAlchemyTarget:
+        c = self.conn
+        url = f"postgresql+psycopg://{quote(c.user, safe='')}@{c.host}:{c.port}/{quote(c.database, safe='')}"
+        connect_args: dict[str, object] = {"connect_timeout": c.connect_timeout, "application_name": "vaultflow"}
+        if c.password is not None:
+            connect_args["password"] = c.password.get_secret_value()
+        if c.sslmode:
+            connect_args["sslmode"] = c.sslmode
+        return SqlAlchemyTarget(url, {"connect_args": connect_args})
 
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
