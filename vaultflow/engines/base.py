@@ -74,6 +74,7 @@ class SqlAlchemyTarget:
 
     url: str
     engine_kwargs: dict[str, object] = field(default_factory=dict)
+    schemaless: bool = False  # tables are named without their schema (SQLite's "main")
 
 
 class DatabaseEngine(ABC):

@@ -159,7 +159,7 @@ class SqliteEngine(DatabaseEngine):
                                         "check the directory's permissions and remove it by hand") from None
 
     def sqlalchemy_target(self) -> SqlAlchemyTarget:
-        return SqlAlchemyTarget(f"sqlite:///{self.path}")
+        return SqlAlchemyTarget(f"sqlite:///{self.path}", schemaless=True)
 
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
