@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from vaultflow.drill.report import CheckResult
@@ -21,8 +22,10 @@ def run_expectations(target: SqlAlchemyTarget, specs: list[ExpectationSpec],
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_sql(name="vaultflow_scratch", connection_string=target.url,
-                                          kwargs=dict(target.engine_kwargs))  # type: ignore[call-arg]
+    with warnings.catch_warnings():  # "a more specific datasource may be more appropriate": one path for all
+        warnings.simplefilter("ignore")
+        source = context.data_sources.add_sql(name="vaultflow_scratch", connection_string=target.url,
+                                              kwargs=dict(target.engine_kwargs))  # type: ignore[call-arg]
     by_table: dict[str, list[ExpectationSpec]] = {}
     for spec in specs:
         by_table.setdefault(spec.table, []).append(spec)
@@ -33,14 +36,18 @@ def run_expectations(target: SqlAlchemyTarget, specs: list[ExpectationSpec],
         try:
             asset = source.add_table_asset(name=f"t{i}", table_name=name, schema_name=schema_name)
             batch = asset.add_batch_definition_whole_table("all").get_batch()
-            suite = gx.ExpectationSuite(name=f"drill-{i}", expectations=[build_expectation(s) for s in table_specs])
-            outcome = batch.validate(suite)
+            expectations = []
+            for n, spec in enumerate(table_specs):
+                expectation = build_expectation(spec)
+                expectation.meta = {"vaultflow_index": n}  # results do not come back in suite order
+                expectations.append(expectation)
+            outcome = batch.validate(gx.ExpectationSuite(name=f"drill-{i}", expectations=expectations))
         except Exception as exc:  # noqa: BLE001 - GX wraps driver errors in many classes
             reason = _first_line(exc)
             results += [_result(s, "failed", observed=f"table not readable: {reason}") for s in table_specs]
             continue
-        for spec, res in zip(table_specs, outcome.results, strict=True):
-            results.append(_from_gx(spec, res))
+        ordered = sorted(outcome.results, key=lambda r: int((r.expectation_config.meta or {})["vaultflow_index"]))
+        results += [_from_gx(spec, res) for spec, res in zip(table_specs, ordered, strict=True)]
     return results
 
 
