@@ -46,9 +46,14 @@ def run_expectations(target: SqlAlchemyTarget, specs: list[ExpectationSpec],
             reason = _first_line(exc)
             results += [_result(s, "failed", observed=f"table not readable: {reason}") for s in table_specs]
             continue
-        ordered = sorted(outcome.results, key=lambda r: int((r.expectation_config.meta or {})["vaultflow_index"]))
+        ordered = sorted(outcome.results, key=_index)
         results += [_from_gx(spec, res) for spec, res in zip(table_specs, ordered, strict=True)]
     return results
+
+
+def _index(res: Any) -> int:
+    config = res.expectation_config
+    return int((config.meta or {})["vaultflow_index"]) if config is not None else -1
 
 
 def _from_gx(spec: ExpectationSpec, res: Any) -> CheckResult:
