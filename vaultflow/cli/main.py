@@ -373,7 +373,7 @@ def stats(
     database: Annotated[str | None, typer.Option(help="Only this database.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Per database: runs, successes, failures, sizes, dedup ratio, last backup (from the catalog)."""
+    """Per database: runs, outcomes, sizes, dedup ratio, last backup, last proven restorable (catalog)."""
     ref = _require_repo(repo)
     if _is_location(ref):
         repository_id = str(Repository.read_config(open_store(ref))["id"])
@@ -386,10 +386,13 @@ def stats(
         print_json([r.as_dict() for r in rows])
         return
     print_table(None, ["engine", "server", "database", "runs", "ok", "failed", "logical", "stored", "ratio",
-                       "last run", "last status"], [
+                       "last run", "last status", "last proven restorable", "restore time"], [
         (r.engine, r.server, r.database, r.total, r.succeeded, r.failed, human_bytes(r.logical_bytes),
          human_bytes(r.stored_bytes), r.dedup_ratio,
-         r.last_run.strftime("%Y-%m-%d %H:%M") if r.last_run else None, r.last_status) for r in rows])
+         r.last_run.strftime("%Y-%m-%d %H:%M") if r.last_run else None, r.last_status,
+         r.last_proven_restorable.strftime("%Y-%m-%d %H:%M") if r.last_proven_restorable else "never drilled"
+         if r.last_drill is None else "no passed drill",
+         f"{r.recovery_seconds:.1f}s" if r.recovery_seconds is not None else None) for r in rows])
 
 
 @catalog_app.command("rebuild")
