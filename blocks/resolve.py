@@ -9,7 +9,8 @@ from typing import cast
 from prefect.blocks.core import Block
 from pydantic import SecretStr
 
-from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url
+from vaultflow.catalog.catalog import vaultflow_home
+from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url
 from vaultflow.errors import InputError
 from vaultflow.repository import Repository, open_repository
 
@@ -40,6 +41,42 @@ def resolve_engine(ref: str) -> DatabaseEngine:
         "give postgresql://user@host:port/db or sqlite:///file.db, or create the block "
         "(PostgresServer(...).save(name) or the Prefect UI, Blocks)",
     )
+
+
+@dataclass(frozen=True)
+class ScratchServer:
+    """Where restore drills create their scratch databases, and the suites configured there."""
+
+    engine: DatabaseEngine
+    suites_dir: str | None = None
+
+
+def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
+    """A server URL (a database in it is ignored: drills name their own), or the name of a
+    saved engine block. Without `ref`, SQLite snapshots drill in $VAULTFLOW_HOME/drills;
+    other engines need a server named."""
+    if not ref:
+        if source_engine == "sqlite":
+            return ScratchServer(SqliteEngine(vaultflow_home() / "drills" / "scratch.db"))
+        raise InputError(f"no scratch server given for a {source_engine} drill",
+                         "pass --scratch with an engine block name or a server URL such as "
+                         "postgresql://postgres@scratch-host:5432")
+    if is_database_url(ref):
+        scheme, _, rest = ref.partition("://")
+        if scheme.lower() == "sqlite":
+            path = rest[1:] if rest.startswith("/") else rest
+            return ScratchServer(SqliteEngine(os.path.join(path, "scratch.db")) if path.endswith("/")
+                                 or os.path.isdir(path) else engine_from_url(ref))
+        host, _, database = rest.partition("/")
+        return ScratchServer(engine_from_url(f"{scheme}://{host}/{database or 'postgres'}"))
+    name = ref.partition("/")[0]
+    for slug in ENGINE_BLOCK_SLUGS:
+        block = _load_block(slug, name)
+        if block is not None:
+            engine = block.engine(getattr(block, "database", None) or "postgres")  # type: ignore[attr-defined]
+            return ScratchServer(engine, getattr(block, "drill_suites", None))
+    raise InputError(f"no server URL and no saved engine block named {name!r} for drills",
+                     "give postgresql://user@host:port or sqlite:///directory/, or create the block")
 
 
 @dataclass(frozen=True)
