@@ -62,13 +62,7 @@ def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
                          "pass --scratch with an engine block name or a server URL such as "
                          "postgresql://postgres@scratch-host:5432")
     if is_database_url(ref):
-        scheme, _, rest = ref.partition("://")
-        if scheme.lower() == "sqlite":
-            path = rest[1:] if rest.startswith("/") else rest
-            return ScratchServer(SqliteEngine(os.path.join(path, "scratch.db")) if path.endswith("/")
-                                 or os.path.isdir(path) else engine_from_url(ref))
-        host, _, database = rest.partition("/")
-        return ScratchServer(engine_from_url(f"{scheme}://{host}/{database or 'postgres'}"))
+        return ScratchServer(scratch_from_url(ref))
     name = ref.partition("/")[0]
     for slug in ENGINE_BLOCK_SLUGS:
         block = _load_block(slug, name)
@@ -77,6 +71,18 @@ def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
             return ScratchServer(engine, getattr(block, "drill_suites", None))
     raise InputError(f"no server URL and no saved engine block named {name!r} for drills",
                      "give postgresql://user@host:port or sqlite:///directory/, or create the block")
+
+
+def scratch_from_url(url: str) -> DatabaseEngine:
+    """A server URL whose database part may be left out; refuses passwords like any URL."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if path.endswith("/") or os.path.isdir(path):
+            return SqliteEngine(os.path.join(path, "scratch.db"))
+        return engine_from_url(url)
+    host, _, database = rest.partition("/")
+    return engine_from_url(f"{scheme}://{host}/{database or 'postgres'}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from tasks.drill import drill_error_report, drill_snapshot, plan_drills, record_drill
+from tasks.drill import check_suites, drill_error_report, drill_snapshot, plan_drills, record_drill
 from tasks.reporting import drill_row, publish_drill_report
 from vaultflow.drill import DrillFailed, DrillReport
 from vaultflow.errors import InputError, VaultflowError
@@ -87,6 +87,7 @@ def drill_latest(
     """Drill the newest snapshot of every database, `max_concurrent` at a time (each one a
     `validate-restore` subflow run); fails if any drill failed, naming them."""
     snapshot_ids = plan_drills(repository, None, databases)
+    check_suites(repository, snapshot_ids, scratch, suites)
 
     def one(snapshot_id: str) -> dict[str, object]:
         try:

@@ -12,7 +12,14 @@ from blocks.resolve import resolve_repository, resolve_scratch
 from tasks.backup import _flow_run_id
 from tasks.retry_policy import retry_transient
 from vaultflow.catalog import Catalog
-from vaultflow.drill import DrillReport, latest_snapshots, load_suites, run_drill, scratch_name
+from vaultflow.drill import (
+    DrillReport,
+    latest_snapshots,
+    load_suites,
+    plan_expectations,
+    run_drill,
+    scratch_name,
+)
 from vaultflow.errors import InputError
 from vaultflow.progress import ProgressMeter
 
@@ -30,6 +37,18 @@ def plan_drills(repository: str | None, snapshot: str | None, databases: list[st
         raise InputError(f"the repository has no snapshot of database(s) {', '.join(missing)}",
                          "check the name (vaultflow snapshots lists them)")
     return [m.id for m in manifests]
+
+
+@task(name="check-drill-suites", persist_result=False, cache_policy=NO_CACHE)
+def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str | None, suites: str | None) -> None:
+    """Bind every user suite to every planned snapshot, so a suite naming a missing table or
+    column stops all drills before any restore."""
+    repo = resolve_repository(repository).open()
+    for snapshot_id in snapshot_ids:
+        manifest = repo.load_manifest(snapshot_id)
+        suites_dir = suites or resolve_scratch(scratch, manifest.engine).suites_dir
+        if suites_dir:
+            plan_expectations(manifest, load_suites(suites_dir))
 
 
 @task(name="restore-drill", task_run_name="drill-{snapshot_id}", retries=2,
