@@ -12,9 +12,10 @@ from tests.conftest import PASSPHRASE, pg_admin, pg_url, port_open
 from tests.engines.cases import EngineCase
 from vaultflow.backup import backup_database
 from vaultflow.drill import UserSuite, load_suites, run_drill, scratch_name
-from vaultflow.engines import DatabaseEngine, PostgresEngine, SqliteEngine, engine_from_url
+from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url
 from vaultflow.errors import ConnectionFailed, InputError
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
+from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 
@@ -25,15 +26,13 @@ def _backup(case: EngineCase, tmp_path: Path, repo_path: Path) -> tuple[Reposito
 
 
 def _scratch_server(case: EngineCase, tmp_path: Path) -> DatabaseEngine:
-    if case.name == "postgresql":
-        return engine_from_url(pg_url("postgres"))
-    return SqliteEngine(tmp_path / "scratch" / "placeholder.db")
+    """The case's server (a not yet existing database on it): drills name their own."""
+    return case.engine(case.new_target(tmp_path))
 
 
-def _url(engine: DatabaseEngine) -> str:
-    if isinstance(engine, SqliteEngine):
-        return f"sqlite:///{engine.path}"
-    return pg_url(engine.database)
+def _url(case: EngineCase, tmp_path: Path, scratch: DatabaseEngine) -> str:
+    """The URL of the scratch database, built like the case's own URLs."""
+    return case.new_target(tmp_path).rsplit("/", 1)[0] + "/" + scratch.database
 
 
 def _gone(server: DatabaseEngine, manifest: SnapshotManifest) -> bool:
@@ -60,7 +59,7 @@ def test_drill_fails_naming_table_and_check_when_restored_data_differs(
     repo, manifest = _backup(case, tmp_path, repo_path)
     server = _scratch_server(case, tmp_path)
     report = run_drill(repo, manifest.id, server,
-                       after_restore=lambda scratch: case.change_a_little(_url(scratch), 3))
+                       after_restore=lambda scratch: case.change_a_little(_url(case, tmp_path, scratch), 3))
     assert not report.passed
     failed = {(c.object.rsplit(".", 1)[-1], c.name) for c in report.failures()}
     assert ("orders", "content checksum") in failed
@@ -89,13 +88,7 @@ def test_scratch_name_collision_is_refused(case: EngineCase, tmp_path: Path, rep
     repo, manifest = _backup(case, tmp_path, repo_path)
     server = _scratch_server(case, tmp_path)
     existing = server.with_database(scratch_name(manifest))
-    if isinstance(existing, PostgresEngine):
-        with pg_admin() as c:
-            c.execute(f'CREATE DATABASE "{existing.database}"')
-    else:
-        assert isinstance(existing, SqliteEngine)
-        existing.path.parent.mkdir(parents=True)
-        existing.path.write_bytes(b"")
+    restore_snapshot(repo, manifest.id, existing)  # someone else's database under the drill's name
     try:
         with pytest.raises(InputError, match="already exists"):
             run_drill(repo, manifest.id, server)
