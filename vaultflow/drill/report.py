@@ -45,6 +45,8 @@ class DrillReport(BaseModel):
     finished_at: datetime | None = None
     restore_seconds: float | None = Field(default=None, description="measured recovery time of the restore")
     checks_seconds: float | None = None
+    check_seconds: dict[str, float] = Field(default_factory=dict,
+                                            description="time per check phase: tables, schema, expectations")
     checks: list[CheckResult] = Field(default_factory=list)
     error: str | None = Field(default=None, description="why the restore or a check could not run")
     scratch_dropped: bool = False

@@ -101,7 +101,7 @@ def run_drill(
             if after_restore is not None:
                 after_restore(scratch)
             began = time.monotonic()
-            report.checks = check_restored(manifest, scratch, specs)
+            report.checks = check_restored(manifest, scratch, specs, report.check_seconds)
             report.checks_seconds = round(time.monotonic() - began, 3)
         except VaultflowError as exc:
             if exc.transient:
@@ -139,11 +139,26 @@ def _naming_reader(repo: Repository, manifest: SnapshotManifest, progress: Progr
     return read
 
 
-def check_restored(manifest: SnapshotManifest, scratch: DatabaseEngine,
-                   specs: list[ExpectationSpec]) -> list[CheckResult]:
-    """Row counts and checksums, schema objects, then the expectations."""
+def check_restored(manifest: SnapshotManifest, scratch: DatabaseEngine, specs: list[ExpectationSpec],
+                   timings: dict[str, float] | None = None) -> list[CheckResult]:
+    """Row counts and checksums, schema objects, then the expectations; `timings` receives
+    the seconds each phase took."""
+    timings = {} if timings is None else timings
+    began = time.monotonic()
     results = _table_checks(manifest, scratch)
+    timings["tables"] = round(time.monotonic() - began, 3)
+    began = time.monotonic()
     results += _schema_checks(manifest, scratch)
+    timings["schema"] = round(time.monotonic() - began, 3)
+    began = time.monotonic()
+    results += _expectation_checks(manifest, scratch, specs)
+    timings["expectations"] = round(time.monotonic() - began, 3)
+    return results
+
+
+def _expectation_checks(manifest: SnapshotManifest, scratch: DatabaseEngine,
+                        specs: list[ExpectationSpec]) -> list[CheckResult]:
+    results: list[CheckResult] = []
     if specs:
         target = scratch.sqlalchemy_target()
         if target is None:
