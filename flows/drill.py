@@ -21,6 +21,8 @@ ScratchParam = Annotated[str | None, Field(
                 "sqlite:///directory/); SQLite drills default to $VAULTFLOW_HOME/drills")]
 SuitesParam = Annotated[str | None, Field(
     description="Directory of expectation suites (JSON/YAML); default: the scratch block's drill_suites")]
+ScanParam = Annotated[bool, Field(
+    description="Also scan for default expectations the restored schema enforces (NOT NULL, unique indexes)")]
 RepositoryParam = Annotated[str | None, Field(description="BackupRepository block name or a local path; "
                                                           "VAULTFLOW_REPO if empty")]
 
@@ -38,10 +40,10 @@ def _error_line(exc: BaseException) -> str:
 
 
 def drill_and_report(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                     timeout_seconds: float, jobs: int) -> DrillReport:
+                     timeout_seconds: float, jobs: int, scan_constraints: bool) -> DrillReport:
     """Run one drill and record and publish it, also when it could not run at all."""
     try:
-        report = drill_snapshot(repository, snapshot_id, scratch, suites, timeout_seconds, jobs)
+        report = drill_snapshot(repository, snapshot_id, scratch, suites, timeout_seconds, jobs, scan_constraints)
     except VaultflowError as exc:
         report = drill_error_report(repository, snapshot_id, scratch, exc.line())
         record_drill(repository, report)
@@ -60,7 +62,8 @@ def validate_restore(
     scratch: ScratchParam = None,
     suites: SuitesParam = None,
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill the restore after this long")] = 360,
-    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded at once (PostgreSQL)")] = 1,
+    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded and checked at once (PostgreSQL)")] = 1,
+    scan_constraints: ScanParam = False,
 ) -> dict[str, object]:
     """Restore a snapshot into a scratch database, check rows, checksums, schema objects and
     expectation suites, drop the scratch database; the run fails naming the failed checks."""
@@ -68,7 +71,8 @@ def validate_restore(
         raise InputError("give either a snapshot or a database to drill",
                          "set snapshot (an id) or database (its newest snapshot); drill-latest drills all")
     (snapshot_id,) = plan_drills(repository, snapshot, [database] if database else [])
-    report = drill_and_report(repository, snapshot_id, scratch, suites, timeout_minutes * 60.0, jobs)
+    report = drill_and_report(repository, snapshot_id, scratch, suites, timeout_minutes * 60.0, jobs,
+                              scan_constraints)
     if not report.passed:
         raise DrillFailed.from_report(report)
     return drill_row(report) | {"snapshot_id": report.snapshot_id}
@@ -82,7 +86,8 @@ def drill_latest(
     databases: Annotated[list[str], Field(description="Only these databases; all if empty")] = [],  # noqa: B006
     max_concurrent: Annotated[int, Field(ge=1, le=16, description="Drills running at once")] = 2,
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill each restore after this long")] = 360,
-    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded at once per drill")] = 1,
+    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded and checked at once per drill")] = 1,
+    scan_constraints: ScanParam = False,
 ) -> list[dict[str, object]]:
     """Drill the newest snapshot of every database, `max_concurrent` at a time (each one a
     `validate-restore` subflow run); fails if any drill failed, naming them."""
@@ -92,7 +97,7 @@ def drill_latest(
     def one(snapshot_id: str) -> dict[str, object]:
         try:
             return validate_restore(snapshot=snapshot_id, repository=repository, scratch=scratch, suites=suites,
-                                    timeout_minutes=timeout_minutes, jobs=jobs)
+                                    timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints)
         except Exception as exc:  # noqa: BLE001 - one failed drill must not stop the others
             return {"snapshot": snapshot_id[:8], "passed": False, "summary": _error_line(exc)}
 

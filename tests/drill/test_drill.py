@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSPHRASE, pg_admin, pg_url, port_open
+from tests.conftest import PASSPHRASE, pg_url, port_open
 from tests.engines.cases import EngineCase
 from vaultflow.backup import backup_database
 from vaultflow.drill import UserSuite, load_suites, run_drill, scratch_name
@@ -48,6 +48,8 @@ def test_drill_passes(case: EngineCase, tmp_path: Path, repo_path: Path) -> None
     kinds = {c.check for c in report.checks}
     assert kinds == {"rows", "checksum", "schema", "expectation"}
     assert not [c for c in report.checks if c.status == "skipped"]
+    enforced = [c for c in report.checks if (c.observed or "").startswith("enforced:")]
+    assert enforced and {c.suite for c in enforced} == {"default"}
     assert report.restore_seconds is not None and report.restore_seconds > 0
     assert report.scratch_database == scratch_name(manifest) and report.scratch_database.startswith(
         "vaultflow_drill_")
@@ -126,9 +128,6 @@ def test_restore_failing_halfway_fails_the_drill_names_the_table_and_drops_scrat
         assert "table public.orders" in report.error
         assert report.restore_seconds is None and report.checks == []
         assert _gone(server, manifest)
-        with pg_admin() as c:
-            left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vf_restore_%'").fetchall()
-        assert left == [] or all(not name.startswith("vf_restore_") for (name,) in left)
     finally:
         case.cleanup()
 
@@ -202,3 +201,14 @@ def test_snapshot_without_schema_inventory_still_drills(tmp_path: Path, repo_pat
             {"type": "expect_column_values_to_not_be_null", "table": "orders", "kwargs": {"column": "anything"}}])])
     assert [c.status for c in report.checks if c.check == "schema"] == ["skipped"]
     assert report.failures() and report.failures()[0].suite == "u"  # the column is unknown only at run time
+
+
+def test_scan_constraints_has_great_expectations_scan_enforced_expectations(tmp_path: Path, repo_path: Path) -> None:
+    from tests.engines.cases import SqliteCase
+
+    repo, manifest = _backup(SqliteCase(), tmp_path, repo_path)
+    report = run_drill(repo, manifest.id, _scratch_server(SqliteCase(), tmp_path), scan_constraints=True)
+    assert report.passed
+    unique = [c for c in report.checks if c.name.startswith("expect_column_values_to_be_unique")]
+    assert unique and not any((c.observed or "").startswith("enforced:") for c in unique)
+    assert set(report.check_seconds) == {"tables", "schema", "expectations"}

@@ -378,7 +378,9 @@ def drill(
     repo: RepoOpt = None,
     max_concurrent: Annotated[int, typer.Option(help="Drills at once when drilling every database.")] = 2,
     timeout_minutes: Annotated[int, typer.Option(help="Kill each restore after this long.")] = 360,
-    jobs: Annotated[int, typer.Option(help="Tables loaded at once (PostgreSQL).")] = 1,
+    jobs: Annotated[int, typer.Option(help="Tables loaded and checked at once (PostgreSQL).")] = 1,
+    scan_constraints: Annotated[bool, typer.Option(
+        help="Also scan for default expectations the restored schema enforces (NOT NULL, unique).")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -401,10 +403,11 @@ def drill(
     with progress_bar(not json_out):
         if database or snapshot:
             rows = [validate_restore(snapshot=snapshot, database=database, repository=ref, scratch=scratch,
-                                     suites=suites, timeout_minutes=timeout_minutes, jobs=jobs)]
+                                     suites=suites, timeout_minutes=timeout_minutes, jobs=jobs,
+                                     scan_constraints=scan_constraints)]
         else:
             rows = drill_latest(repository=ref, scratch=scratch, suites=suites, max_concurrent=max_concurrent,
-                                timeout_minutes=timeout_minutes, jobs=jobs)
+                                timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints)
     if json_out:
         print_json(rows)
         return

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from vaultflow.drill.report import CheckResult, DrillReport
-from vaultflow.drill.suites import ExpectationSpec, UserSuite, default_expectations, user_expectations
+from vaultflow.drill.suites import (
+    DEFAULT_SUITE,
+    ExpectationSpec,
+    UserSuite,
+    default_expectations,
+    user_expectations,
+)
 from vaultflow.engines.base import DatabaseEngine
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository.locks import RepositoryLock
@@ -65,6 +71,7 @@ def run_drill(
     jobs: int = 1,
     progress: ProgressCallback | None = None,
     after_restore: AfterRestore | None = None,
+    scan_constraints: bool = False,
 ) -> DrillReport:
     """Restore `snapshot_id` into a new scratch database on `scratch_server`'s server, run
     every check, drop the scratch database, and return the report.
@@ -73,7 +80,10 @@ def run_drill(
     server, an engine mismatch or an existing scratch name. A failed restore, failed checks
     or a failed drop are in the report (`passed` is false), except transient errors, which
     are raised after the drop so that the caller may retry. `after_restore` runs on the
-    restored copy before the checks (a test hook).
+    restored copy before the checks (a test hook). `jobs` also reads that many tables at
+    once for the checksums. Default-suite expectations that the restored schema enforces
+    (NOT NULL columns, keys with a unique index) are settled from the schema unless
+    `scan_constraints`, which has Great Expectations scan for them too.
     """
     manifest = repo.load_manifest(snapshot_id)
     scratch = scratch_server.with_database(scratch_name(manifest))
@@ -101,7 +111,8 @@ def run_drill(
             if after_restore is not None:
                 after_restore(scratch)
             began = time.monotonic()
-            report.checks = check_restored(manifest, scratch, specs, report.check_seconds)
+            report.checks = check_restored(manifest, scratch, specs, report.check_seconds, jobs=jobs,
+                                           scan_constraints=scan_constraints)
             report.checks_seconds = round(time.monotonic() - began, 3)
         except VaultflowError as exc:
             if exc.transient:
@@ -140,20 +151,50 @@ def _naming_reader(repo: Repository, manifest: SnapshotManifest, progress: Progr
 
 
 def check_restored(manifest: SnapshotManifest, scratch: DatabaseEngine, specs: list[ExpectationSpec],
-                   timings: dict[str, float] | None = None) -> list[CheckResult]:
+                   timings: dict[str, float] | None = None, *, jobs: int = 1,
+                   scan_constraints: bool = False) -> list[CheckResult]:
     """Row counts and checksums, schema objects, then the expectations; `timings` receives
     the seconds each phase took."""
     timings = {} if timings is None else timings
     began = time.monotonic()
-    results = _table_checks(manifest, scratch)
+    results = _table_checks(manifest, scratch, jobs)
     timings["tables"] = round(time.monotonic() - began, 3)
     began = time.monotonic()
-    results += _schema_checks(manifest, scratch)
+    observed = scratch.schema_inventory()
+    results += _schema_checks(manifest, scratch, observed)
     timings["schema"] = round(time.monotonic() - began, 3)
     began = time.monotonic()
+    if not scan_constraints and observed is not None:
+        settled = [(spec, _enforced_by_schema(spec, observed, manifest.database, scratch.database)) for spec in specs]
+        results += [_settled(spec, why) for spec, why in settled if why]
+        specs = [spec for spec, why in settled if not why]
     results += _expectation_checks(manifest, scratch, specs)
     timings["expectations"] = round(time.monotonic() - began, 3)
     return results
+
+
+def _enforced_by_schema(spec: ExpectationSpec, observed: SchemaInventory, source_db: str,
+                        scratch_db: str) -> str | None:
+    """Why the restored schema itself guarantees a default-suite expectation, or None."""
+    if spec.suite != DEFAULT_SUITE:
+        return None
+    profiles = {_local(p.qualified, scratch_db): p for p in observed.profiles}
+    profile = profiles.get(_local(spec.table, source_db))
+    if profile is None:
+        return None
+    if spec.type == "expect_column_values_to_not_be_null":
+        column = next((c for c in profile.columns if c.name == spec.kwargs["column"]), None)
+        return "enforced: the restored column is NOT NULL" if column and not column.nullable else None
+    key = [spec.kwargs["column"]] if spec.type == "expect_column_values_to_be_unique" else (
+        list(spec.kwargs["column_list"]) if spec.type == "expect_compound_columns_to_be_unique" else None)
+    if key and key in profile.unique_keys:
+        return f"enforced: the restored table has a unique index on ({', '.join(key)})"
+    return None
+
+
+def _settled(spec: ExpectationSpec, why: str) -> CheckResult:
+    return CheckResult(check="expectation", object=spec.table, name=spec.label(), status="passed", expected="true",
+                       observed=why, suite=spec.suite)
 
 
 def _expectation_checks(manifest: SnapshotManifest, scratch: DatabaseEngine,
@@ -181,8 +222,8 @@ def _local(name: str, *databases: str) -> str:
     return name
 
 
-def _table_checks(manifest: SnapshotManifest, scratch: DatabaseEngine) -> list[CheckResult]:
-    observed = {_local(t.qualified, scratch.database): t for t in scratch.table_stats()}
+def _table_checks(manifest: SnapshotManifest, scratch: DatabaseEngine, jobs: int) -> list[CheckResult]:
+    observed = {_local(t.qualified, scratch.database): t for t in scratch.table_stats_parallel(jobs)}
     results: list[CheckResult] = []
     for want in manifest.tables:
         name = _local(want.qualified, manifest.database)
@@ -204,12 +245,12 @@ def _table_checks(manifest: SnapshotManifest, scratch: DatabaseEngine) -> list[C
     return results
 
 
-def _schema_checks(manifest: SnapshotManifest, scratch: DatabaseEngine) -> list[CheckResult]:
+def _schema_checks(manifest: SnapshotManifest, scratch: DatabaseEngine,
+                   observed: SchemaInventory | None) -> list[CheckResult]:
     expected = manifest.schema_inventory
     if expected is None:
         return [CheckResult(check="schema", object="*", name="schema objects", status="skipped",
                             observed="the snapshot records no schema inventory (taken before drills existed)")]
-    observed = scratch.schema_inventory()
     if observed is None:
         return [CheckResult(check="schema", object="*", name="schema objects", status="skipped",
                             observed=f"the {scratch.engine} engine cannot list schema objects")]

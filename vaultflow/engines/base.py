@@ -149,6 +149,10 @@ class DatabaseEngine(ABC):
     # Optional capabilities with safe defaults, so an engine without them still backs up
     # and restores; a drill reports what it could not check.
 
+    def table_stats_parallel(self, jobs: int) -> list[TableStats]:
+        """table_stats(), reading up to `jobs` tables at once where the engine can."""
+        return self.table_stats()
+
     def schema_inventory(self) -> SchemaInventory | None:
         """The user schema objects (tables, views, indexes, constraints, sequences) and the
         tables' column profiles, now; None if the engine cannot list them."""

@@ -348,15 +348,23 @@ class PostgresEngine(DatabaseEngine):
         backup streams them (primary key, else heap order), so a restored copy must match
         the statistics its snapshot recorded byte for byte.
         """
+        return self.table_stats_parallel(1)
+
+    def table_stats_parallel(self, jobs: int) -> list[TableStats]:
         with self._connect() as c:
             tables = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
-        out = []
-        for t in tables:
+
+        def read(t: TableInfo) -> TableStats:
             with self._copy_out(t, snapshot=None, timeout=None) as stream:
                 tap = RowTap()
                 for block in iter(lambda: stream.read(1 << 20), b""):
                     tap(block)
-            out.append(tap.stats(t.schema, t.name))
+            return tap.stats(t.schema, t.name)
+
+        # Biggest first, so that one big table does not start last and run alone.
+        tables.sort(key=lambda t: t.size, reverse=True)
+        with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-stats") as pool:
+            out = list(pool.map(read, tables))
         return sorted(out, key=lambda t: t.qualified)
 
     # -- dump ------------------------------------------------------------------------
@@ -691,6 +699,7 @@ class TableInfo:
     columns: list[str]
     pk: list[str]
     order: str  # "pk" or "heap"
+    size: int = 0  # bytes on disk, indexes and TOAST included
 
 
 def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] | None,
@@ -709,7 +718,7 @@ def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] |
             continue
         order = "pk" if pk and size < order_limit else "heap"
         out.append(TableInfo(schema=schema, name=name, columns=list(columns or []), pk=list(pk or []),
-                             order=order))
+                             order=order, size=int(size or 0)))
     if (include or exclude) and not out:
         raise InputError(f"no table of database {database!r} matches the include/exclude patterns",
                          "check the globs (schema.table, or table for any schema)")
