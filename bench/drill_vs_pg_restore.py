@@ -1,7 +1,8 @@
 """Issue 6 benchmark: a restore drill's restore time against plain pg_restore of the same
 database, and the time its checks add.
 
-    .venv/bin/python bench/drill_vs_pg_restore.py [--scale 100] [--runs 3] [--jobs 1] [--drop] [--out DIR]
+    .venv/bin/python bench/drill_vs_pg_restore.py [--scale 100] [--runs 3] [--jobs 1] [--scan-constraints]
+                                                  [--drop] [--out DIR]
 
 1. Creates (or reuses) vaultflow_bench_s<scale> exactly as bench/backup_vs_pg_dump.py does
    (scale 100: a plain dump of about 1.5 GB).
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=100)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--jobs", type=int, default=1, help="tables loaded at once, both sides")
+    p.add_argument("--scan-constraints", action="store_true",
+                   help="have Great Expectations also scan what NOT NULL and unique indexes enforce")
     p.add_argument("--drop", action="store_true", help="drop the generated database at the end")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     return p.parse_args(argv)
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = time_pg_restore(dump, args.jobs, nice)
         log(f"run {run}: drill")
         began = time.perf_counter()
-        report = run_drill(repo, manifest.id, source.with_database("postgres"), jobs=args.jobs)
+        report = run_drill(repo, manifest.id, source.with_database("postgres"), jobs=args.jobs,
+                           scan_constraints=args.scan_constraints)
         wall = time.perf_counter() - began
         if not report.passed:
             log(f"drill failed: {report.summary()}")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if share <= TARGET_CHECKS_SHARE else "MISS"
     size = dump.stat().st_size
     print(f"\ndatabase {db} (pg_dump -Fc -Z0 {size / 2**20:.0f} MiB, {len(manifest.tables)} tables), "
-          f"{args.runs} run(s), jobs {args.jobs}, medians:")
+          f"{args.runs} run(s), jobs {args.jobs}{', scan constraints' if args.scan_constraints else ''}, medians:")
     print(f"  createdb + pg_restore            {med['pg_restore_s']:8.2f} s   (reference)")
     print(f"  drill restore (recovery time)    {med['drill_restore_s']:8.2f} s   {ratio:.2f}x pg_restore")
     print(f"  drill checks                     {med['drill_checks_s']:8.2f} s   {share:.0%} of the drill's restore "
