@@ -98,3 +98,45 @@ def test_drill_latest_drills_each_database_within_the_concurrency_limit(repo_pat
     assert all(d.status == DrillStatus.PASSED for d in drills)
     first, second = drills
     assert first.finished_at is not None and first.finished_at <= second.started_at, "max_concurrent=1 overlapped"
+
+
+_CANCELLED_RUN = """
+import signal, sys
+from pathlib import Path
+from prefect.exceptions import TerminationSignal
+import tasks.drill
+from flows.drill import validate_restore
+from vaultflow.drill import run_drill
+
+marker = Path(sys.argv[3])
+
+def cancel_after_restore(*args, **kwargs):
+    def hook(scratch):
+        marker.write_text(str(scratch.path) if scratch.path.exists() else "missing")
+        raise TerminationSignal(signal.SIGTERM)
+    return run_drill(*args, **kwargs, after_restore=hook)
+
+tasks.drill.run_drill = cancel_after_restore
+validate_restore(database="cancelled.db", repository=sys.argv[1], scratch=sys.argv[2])
+"""
+
+
+def test_cancelled_drill_run_drops_the_scratch_database(prefect_api: str, repo_path: Path, tmp_path: Path) -> None:
+    """Prefect turns a cancellation (SIGTERM from the runner) into TerminationSignal inside
+    the run and then ends the process; the drill's cleanup must drop the scratch first."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    src = create(tmp_path / "cancelled.db", rows=200)
+    _backup(repo_path, src)
+    marker = tmp_path / "restored-at"
+    proc = subprocess.run([sys.executable, "-c", _CANCELLED_RUN, str(repo_path), f"sqlite:///{tmp_path}/scratch/",
+                           str(marker)], env=dict(os.environ, PREFECT_API_URL=prefect_api), cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0, proc.stdout
+    restored = marker.read_text()
+    assert restored.startswith(str(tmp_path / "scratch" / "vaultflow_drill_cancelled_db_")), restored
+    assert not Path(restored).exists(), "the cancelled drill left its scratch database behind"
