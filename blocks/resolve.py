@@ -82,7 +82,12 @@ def scratch_from_url(url: str) -> DatabaseEngine:
             return SqliteEngine(os.path.join(path, "scratch.db"))
         return engine_from_url(url)
     host, _, database = rest.partition("/")
-    return engine_from_url(f"{scheme}://{host}/{database or 'postgres'}")
+    # Any database that exists serves as the server's handle; drills name their own.
+    default = _SERVER_DATABASE.get(scheme.lower(), "")
+    return engine_from_url(f"{scheme}://{host}/{database or default}")
+
+
+_SERVER_DATABASE = {"postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 @dataclass(frozen=True)
