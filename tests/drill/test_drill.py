@@ -212,3 +212,21 @@ def test_scan_constraints_has_great_expectations_scan_enforced_expectations(tmp_
     unique = [c for c in report.checks if c.name.startswith("expect_column_values_to_be_unique")]
     assert unique and not any((c.observed or "").startswith("enforced:") for c in unique)
     assert set(report.check_seconds) == {"tables", "schema", "expectations"}
+
+
+def test_a_scratch_database_that_cannot_be_dropped_fails_the_drill(tmp_path: Path, repo_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.reporting import drill_markdown
+    from tests.engines.cases import SqliteCase
+    from vaultflow.errors import StorageUnwritable
+
+    repo, manifest = _backup(SqliteCase(), tmp_path, repo_path)
+
+    def refuse(self: SqliteEngine) -> None:
+        raise StorageUnwritable(f"cannot remove {self.path}: Permission denied", "remove it by hand")
+
+    monkeypatch.setattr(SqliteEngine, "drop_database", refuse)
+    report = run_drill(repo, manifest.id, _scratch_server(SqliteCase(), tmp_path))
+    assert not report.failures() and not report.scratch_dropped and not report.passed
+    assert report.error and f"could not drop scratch database {scratch_name(manifest)!r}" in report.error
+    assert "NOT dropped" in drill_markdown(report)

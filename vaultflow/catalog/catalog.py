@@ -9,6 +9,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -21,8 +22,10 @@ from vaultflow.catalog.models import (
     SnapshotRecord,
     SnapshotStatus,
 )
-from vaultflow.drill.report import DrillReport
 from vaultflow.repository.manifest import SnapshotManifest
+
+if TYPE_CHECKING:
+    from vaultflow.drill.report import DrillReport
 
 
 @dataclass
