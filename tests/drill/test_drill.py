@@ -230,3 +230,19 @@ def test_a_scratch_database_that_cannot_be_dropped_fails_the_drill(tmp_path: Pat
     assert not report.failures() and not report.scratch_dropped and not report.passed
     assert report.error and f"could not drop scratch database {scratch_name(manifest)!r}" in report.error
     assert "NOT dropped" in drill_markdown(report)
+
+
+def test_drill_of_a_table_subset_snapshot_checks_the_tables_it_kept(tmp_path: Path, repo_path: Path,
+                                                                     pg_available: None) -> None:
+    from tests.engines.cases import PostgresCase
+
+    case = PostgresCase()
+    try:
+        repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+        source = case.engine(case.create_source(tmp_path))
+        manifest = backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=["public.events_*"])
+        report = run_drill(repo, manifest.id, _scratch_server(case, tmp_path))
+        assert report.passed, report.summary()
+        assert not any("events_2025" in c.object for c in report.checks if c.check in ("rows", "checksum"))
+    finally:
+        case.cleanup()
