@@ -81,9 +81,9 @@ def run_drill(
     or a failed drop are in the report (`passed` is false), except transient errors, which
     are raised after the drop so that the caller may retry. `after_restore` runs on the
     restored copy before the checks (a test hook). `jobs` also reads that many tables (at
-    least two) at once for the checksums. Default-suite expectations that the restored schema enforces
-    (NOT NULL columns, keys with a unique index) are settled from the schema unless
-    `scan_constraints`, which has Great Expectations scan for them too.
+    least two) at once for the checksums. Default-suite expectations that the restored
+    schema enforces (NOT NULL columns, keys with a unique index) are settled from the
+    schema unless `scan_constraints`, which has Great Expectations scan for them too.
     """
     manifest = repo.load_manifest(snapshot_id)
     scratch = scratch_server.with_database(scratch_name(manifest))
@@ -118,6 +118,9 @@ def run_drill(
             if exc.transient:
                 raise
             report.error = exc.line()
+        except Exception as exc:  # noqa: BLE001 - a driver or GX error still ends as a failed drill
+            first = (str(exc).strip().splitlines() or [""])[0]
+            report.error = f"{type(exc).__name__} while drilling into {scratch.describe()}: {first[:300]}"
     finally:
         report.scratch_dropped = _drop(scratch, report)
         report.finished_at = datetime.now(UTC)
