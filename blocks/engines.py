@@ -23,6 +23,9 @@ class PostgresServer(Block):
     database: str | None = Field(default=None, description="Default database when a run names none.")
     sslmode: str | None = Field(default=None, description="libpq sslmode, e.g. require or verify-full.")
     bin_dir: str | None = Field(default=None, description="Directory holding pg_dump/pg_restore; PATH if empty.")
+    drill_suites: str | None = Field(
+        default=None, description="Directory of expectation suites (JSON/YAML) that restore drills on this "
+                                  "server run, besides the default suite.")
 
     def engine(self, database: str | None = None) -> PostgresEngine:
         name = database or self.database
@@ -45,6 +48,9 @@ class SqliteDatabase(Block):
     _description = "Path of an SQLite database file that vaultflow backs up."
 
     path: str = Field(description="Absolute path of the database file.")
+    drill_suites: str | None = Field(
+        default=None, description="Directory of expectation suites (JSON/YAML) that restore drills in this "
+                                  "file's directory run, besides the default suite.")
 
     def engine(self, database: str | None = None) -> SqliteEngine:
         return SqliteEngine(self.path)

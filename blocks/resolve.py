@@ -9,7 +9,8 @@ from typing import cast
 from prefect.blocks.core import Block
 from pydantic import SecretStr
 
-from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url
+from vaultflow.catalog.catalog import vaultflow_home
+from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url
 from vaultflow.errors import InputError
 from vaultflow.repository import Repository, open_repository
 
@@ -40,6 +41,53 @@ def resolve_engine(ref: str) -> DatabaseEngine:
         "give postgresql://user@host:port/db or sqlite:///file.db, or create the block "
         "(PostgresServer(...).save(name) or the Prefect UI, Blocks)",
     )
+
+
+@dataclass(frozen=True)
+class ScratchServer:
+    """Where restore drills create their scratch databases, and the suites configured there."""
+
+    engine: DatabaseEngine
+    suites_dir: str | None = None
+
+
+def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
+    """A server URL (a database in it is ignored: drills name their own), or the name of a
+    saved engine block. Without `ref`, SQLite snapshots drill in $VAULTFLOW_HOME/drills;
+    other engines need a server named."""
+    if not ref:
+        if source_engine == "sqlite":
+            return ScratchServer(SqliteEngine(vaultflow_home() / "drills" / "scratch.db"))
+        raise InputError(f"no scratch server given for a {source_engine} drill",
+                         "pass --scratch with an engine block name or a server URL such as "
+                         "postgresql://postgres@scratch-host:5432")
+    if is_database_url(ref):
+        return ScratchServer(scratch_from_url(ref))
+    name = ref.partition("/")[0]
+    for slug in ENGINE_BLOCK_SLUGS:
+        block = _load_block(slug, name)
+        if block is not None:
+            engine = block.engine(getattr(block, "database", None) or "postgres")  # type: ignore[attr-defined]
+            return ScratchServer(engine, getattr(block, "drill_suites", None))
+    raise InputError(f"no server URL and no saved engine block named {name!r} for drills",
+                     "give postgresql://user@host:port or sqlite:///directory/, or create the block")
+
+
+def scratch_from_url(url: str) -> DatabaseEngine:
+    """A server URL whose database part may be left out; refuses passwords like any URL."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if path.endswith("/") or os.path.isdir(path):
+            return SqliteEngine(os.path.join(path, "scratch.db"))
+        return engine_from_url(url)
+    host, _, database = rest.partition("/")
+    # Any database that exists serves as the server's handle; drills name their own.
+    default = _SERVER_DATABASE.get(scheme.lower(), "")
+    return engine_from_url(f"{scheme}://{host}/{database or default}")
+
+
+_SERVER_DATABASE = {"postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from vaultflow.catalog import Catalog
+from vaultflow.drill import DrillReport
 from vaultflow.repository import SnapshotManifest
 
 
@@ -70,3 +71,59 @@ def publish_stats(catalog_url: str | None, repository_id: str) -> None:
              for k, v in st.as_dict().items()} for st in Catalog(catalog_url).stats(repository_id=repository_id)]
     create_table_artifact(key="vaultflow-stats", table=rows or [{"database": "-"}],
                           description="Backups per database: runs, outcomes, sizes, last backup")
+
+
+def drill_markdown(report: DrillReport) -> str:
+    """The drill as markdown: verdict, recovery time, and every check (failures first)."""
+    verdict = "PASSED" if report.passed else "FAILED"
+    n = report.counts()
+    lines = [
+        f"# Restore drill {verdict}: {report.database}",
+        "",
+        f"- snapshot `{report.short_id}` of {report.engine} database `{report.database}` on {report.server}, "
+        f"taken {report.snapshot_taken.isoformat(timespec='seconds')}",
+        f"- restored into scratch `{report.scratch_database}` on {report.scratch_server} "
+        f"({'dropped' if report.scratch_dropped else '**NOT dropped: drop it by hand**'})",
+        f"- restore time (recovery): {_seconds(report.restore_seconds)}; checks: {_seconds(report.checks_seconds)}",
+        f"- checks: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped",
+    ]
+    if report.error:
+        lines += ["", f"**Error:** {report.error}"]
+    if report.checks:
+        lines += ["", "| status | check | object | what | expected | observed | suite |",
+                  "|---|---|---|---|---|---|---|"]
+        order = {"failed": 0, "skipped": 1, "passed": 2}
+        for c in sorted(report.checks, key=lambda c: order[c.status]):
+            cells = [c.status.upper() if c.status == "failed" else c.status, c.check, c.object, c.name,
+                     c.expected or "", c.observed or "", c.suite or ""]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "-"
+
+
+def drill_row(report: DrillReport) -> dict[str, object]:
+    n = report.counts()
+    return {"snapshot": report.short_id, "engine": report.engine, "server": report.server,
+            "database": report.database, "passed": report.passed, "restore_s": report.restore_seconds,
+            "checks_s": report.checks_seconds, "checks_passed": n["passed"], "checks_failed": n["failed"],
+            "checks_skipped": n["skipped"], "scratch": report.scratch_database, "error": report.error,
+            "summary": report.summary()}
+
+
+@task(name="publish-drill-report", persist_result=False, cache_policy=NO_CACHE)
+def publish_drill_report(report: DrillReport) -> None:
+    """Markdown artifact with every check, and vaultflow.drill.succeeded / .failed."""
+    create_markdown_artifact(key="vaultflow-drill", markdown=drill_markdown(report),
+                             description=f"Restore drill of snapshot {report.short_id} ({report.database})")
+    failed = report.failures()
+    emit_event(
+        event="vaultflow.drill.succeeded" if report.passed else "vaultflow.drill.failed",
+        resource=database_resource(report.engine, report.server, report.database),
+        payload={"snapshot": report.snapshot_id, "scratch_server": report.scratch_server,
+                 "restore_seconds": report.restore_seconds, "checks_seconds": report.checks_seconds,
+                 "checks": report.counts(), "error": report.error,
+                 "failed_checks": [c.line() for c in failed[:20]], "summary": report.summary()},
+    )

@@ -101,7 +101,8 @@ def backup_database(
         if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
             manifest = _manifest(engine, snapshot_id, plan, started, streams=parent.streams,
                                  tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
-                                 reused_from=parent.id, table_filter=table_filter)
+                                 reused_from=parent.id, table_filter=table_filter,
+                                 schema_inventory=parent.schema_inventory)
         else:
             known: dict[str, int] | None = None
             if repair:
@@ -118,7 +119,8 @@ def backup_database(
             tables = [t for t in tables if t.qualified not in _segmented(streams)] + _segment_stats(streams)
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
                                  tables=sorted(session.tables + tables, key=lambda t: t.qualified),
-                                 versions=session.versions, fingerprint=fingerprint, table_filter=table_filter)
+                                 versions=session.versions, fingerprint=fingerprint, table_filter=table_filter,
+                                 schema_inventory=session.inventory)
         lock.check_held()
         repo.save_manifest(manifest)
     return manifest
@@ -208,5 +210,5 @@ def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, starte
         "vaultflow_version": __version__,
         "streams": fields["streams"], "tables": fields["tables"], "tool_versions": fields["versions"],
         "fingerprint": fields["fingerprint"], "reused_from": fields.get("reused_from"),
-        "table_filter": fields["table_filter"],
+        "table_filter": fields["table_filter"], "schema_inventory": fields.get("schema_inventory"),
     })

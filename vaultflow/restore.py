@@ -38,7 +38,7 @@ def restore_snapshot(
     """
     with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
         manifest = repo.load_manifest(snapshot_id)
-        _check_engine(manifest, target)
+        check_target_engine(manifest, target)
         target.restore(manifest.streams, _reader(repo, manifest, progress), replace=replace, no_owner=no_owner,
                        timeout=timeout, jobs=jobs, tables=tables)
     return manifest
@@ -66,7 +66,8 @@ def _reader(repo: Repository, manifest: SnapshotManifest, progress: ProgressCall
     return read
 
 
-def _check_engine(manifest: SnapshotManifest, target: DatabaseEngine) -> None:
+def check_target_engine(manifest: SnapshotManifest, target: DatabaseEngine) -> None:
+    """Refuse a target of another engine than the snapshot's streams need."""
     if _ENGINE_OF_FORMAT.get(manifest.streams[0].format) != target.engine:
         raise InputError(
             f"snapshot {manifest.short_id} is a {manifest.engine} backup; it cannot be restored "

@@ -49,3 +49,27 @@ def test_engine_from_block_does_not_connect() -> None:
     with pytest.raises(InputError):
         PostgresServer(host="h").engine()
     assert SqliteDatabase(path="/tmp/x.db").engine().database == "x.db"
+
+
+def test_scratch_server_from_url_or_block(prefect_api: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from blocks.resolve import resolve_scratch
+    from vaultflow.engines import PostgresEngine, SqliteEngine
+
+    pg = resolve_scratch("postgresql://postgres@db9:6543", "postgresql").engine
+    assert isinstance(pg, PostgresEngine) and pg.server_label() == "db9:6543"
+    assert pg.with_database("vaultflow_drill_x").database == "vaultflow_drill_x"
+    directory = Path(str(tmp_path))
+    lite = resolve_scratch(f"sqlite:///{directory}/", "sqlite").engine
+    assert isinstance(lite, SqliteEngine) and lite.with_database("d").path == directory / "d"
+    with pytest.raises(InputError, match="contains a password") as err:
+        resolve_scratch("postgresql://postgres:hunter2@db9:6543", "postgresql")
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(InputError, match="no scratch server given"):
+        resolve_scratch(None, "postgresql")
+
+    PostgresServer(host="scratch1", password=SecretStr("pw"), drill_suites="/srv/suites").save(
+        "pg-scratch", overwrite=True)
+    server = resolve_scratch("pg-scratch", "postgresql")
+    assert server.suites_dir == "/srv/suites" and server.engine.server_label() == "scratch1:5432"

@@ -80,3 +80,31 @@ def test_catalog_on_postgresql(pg_database: object, tmp_path: Path) -> None:
     (row,) = catalog.snapshots()
     assert row.status == SnapshotStatus.FAILED and row.error == "boom"
     catalog.engine.dispose()
+
+
+def test_drills_are_recorded_and_stats_show_last_proven_restorable(repo_path: Path, tmp_path: Path) -> None:
+    import json
+
+    from vaultflow.catalog import DrillStatus
+    from vaultflow.drill import run_drill
+
+    repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+    src = create(tmp_path / "s.db", rows=300)
+    catalog = Catalog()
+    first, second = backed_up(repo, catalog, src), backed_up(repo, catalog, src)
+    scratch = SqliteEngine(tmp_path / "scratch" / "x.db")
+    ok = run_drill(repo, first, scratch)
+    bad = run_drill(repo, second, scratch, after_restore=lambda e: e.path.write_bytes(b""))  # type: ignore[attr-defined]
+    assert ok.passed and not bad.passed
+    catalog.record_drill(ok, repository_id=repo.id)
+    rec = catalog.record_drill(bad, repository_id=repo.id, flow_run_id="run-1")
+    assert rec.status == DrillStatus.FAILED and rec.checks_failed > 0 and rec.flow_run_id == "run-1"
+    assert any(c["status"] == "failed" and c["check"] == "rows" for c in json.loads(rec.checks))
+    drills = catalog.drills(repository_id=repo.id, database="s.db")
+    assert [d.snapshot_id for d in drills] == [first, second]
+    assert drills[0].restore_seconds is not None and drills[0].checks_passed > 0
+
+    (st,) = catalog.stats(repository_id=repo.id)
+    taken = repo.load_manifest(first).started_at
+    assert st.last_proven_restorable == taken and st.recovery_seconds == drills[0].restore_seconds
+    assert st.last_drill_status == "Failed"

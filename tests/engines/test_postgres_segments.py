@@ -154,3 +154,15 @@ def test_segmented_snapshot_exports_and_restores_chosen_tables(source: str, repo
     subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", name,
                     "-f", str(out)], check=True, capture_output=True)
     assert engine_from_url(pg_url(name)).table_stats(like=inc.tables) == inc.tables
+
+
+def test_a_segmented_snapshot_passes_a_restore_drill(source: str, repo_path: Path) -> None:
+    from vaultflow.drill.run import run_drill
+
+    repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+    run(repo, source, "full")
+    sql(source, "UPDATE big SET body = 'y' WHERE id BETWEEN 10 AND 20")
+    inc = run(repo, source, "incremental")
+    report = run_drill(repo, inc.id, engine_from_url(source))
+    assert report.passed, [c.line() for c in report.failures()] or report.error
+    assert any(c.object.endswith("big") and c.check == "checksum" for c in report.checks)

@@ -1,12 +1,21 @@
 """The catalog: an index of servers, databases and snapshot runs, rebuildable from storage."""
 
 from vaultflow.catalog.catalog import Catalog, DatabaseStats, default_catalog_url
-from vaultflow.catalog.models import DatabaseRecord, ServerRecord, SnapshotRecord, SnapshotStatus
+from vaultflow.catalog.models import (
+    DatabaseRecord,
+    DrillRecord,
+    DrillStatus,
+    ServerRecord,
+    SnapshotRecord,
+    SnapshotStatus,
+)
 
 __all__ = [
     "Catalog",
     "DatabaseStats",
     "DatabaseRecord",
+    "DrillRecord",
+    "DrillStatus",
     "ServerRecord",
     "SnapshotRecord",
     "SnapshotStatus",

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
-from vaultflow.catalog.models import DatabaseRecord, ServerRecord, SnapshotRecord, SnapshotStatus
+from vaultflow.catalog.models import (
+    DatabaseRecord,
+    DrillRecord,
+    DrillStatus,
+    ServerRecord,
+    SnapshotRecord,
+    SnapshotStatus,
+)
 from vaultflow.repository.manifest import SnapshotManifest
+
+if TYPE_CHECKING:
+    from vaultflow.drill.report import DrillReport
 
 
 @dataclass
@@ -28,6 +41,10 @@ class DatabaseStats:
     last_run: datetime | None = None
     last_status: str | None = None
     last_success: datetime | None = None
+    last_proven_restorable: datetime | None = None  # backup time of the newest snapshot a drill passed
+    recovery_seconds: float | None = None  # restore time of that drill
+    last_drill: datetime | None = None
+    last_drill_status: str | None = None
 
     @property
     def dedup_ratio(self) -> float | None:
@@ -192,7 +209,49 @@ class Catalog:
             elif rec.status == SnapshotStatus.FAILED:
                 st.failed += 1
             st.last_run, st.last_status = rec.started_at, rec.status.value
-        return sorted(out.values(), key=lambda st: st.last_run or datetime.min, reverse=True)
+        for drill in self.drills(repository_id=repository_id, database=database):
+            key = (drill.engine, drill.server, drill.database)
+            st = out.setdefault(key, DatabaseStats(engine=drill.engine, server=drill.server,
+                                                   database=drill.database))
+            st.last_drill, st.last_drill_status = drill.started_at, drill.status.value
+            if drill.status == DrillStatus.PASSED and (
+                    st.last_proven_restorable is None or _aware(drill.snapshot_taken) >= st.last_proven_restorable):
+                st.last_proven_restorable = _aware(drill.snapshot_taken)
+                st.recovery_seconds = drill.restore_seconds
+        return sorted(out.values(), key=lambda st: _aware(st.last_run) if st.last_run else _EPOCH, reverse=True)
+
+    # -- restore drills --------------------------------------------------------------
+
+    def record_drill(self, report: DrillReport, *, repository_id: str, flow_run_id: str | None = None
+                     ) -> DrillRecord:
+        """Store a finished drill: its verdict, recovery time and every check result."""
+        db_id = self.upsert_database(report.engine, report.server, report.database)
+        counts = report.counts()
+        rec = DrillRecord(
+            id=uuid.uuid4().hex, repository_id=repository_id, snapshot_id=report.snapshot_id,
+            snapshot_taken=report.snapshot_taken, engine=report.engine, server=report.server,
+            database=report.database, database_id=db_id, scratch_server=report.scratch_server,
+            scratch_database=report.scratch_database,
+            status=DrillStatus.PASSED if report.passed else DrillStatus.FAILED,
+            started_at=report.started_at, finished_at=report.finished_at, restore_seconds=report.restore_seconds,
+            checks_seconds=report.checks_seconds, checks_passed=counts["passed"], checks_failed=counts["failed"],
+            checks_skipped=counts["skipped"], checks=json.dumps([c.model_dump() for c in report.checks]),
+            error=report.error[:2000] if report.error else None, flow_run_id=flow_run_id)
+        with Session(self.engine) as s:
+            s.add(rec)
+            s.commit()
+            s.refresh(rec)
+        return rec
+
+    def drills(self, *, repository_id: str | None = None, database: str | None = None) -> list[DrillRecord]:
+        """Drill records, oldest first."""
+        query = select(DrillRecord)
+        if repository_id:
+            query = query.where(DrillRecord.repository_id == repository_id)
+        if database:
+            query = query.where(DrillRecord.database == database)
+        with Session(self.engine) as s:
+            return list(s.exec(query.order_by(col(DrillRecord.started_at))).all())
 
     def rebuild(self, manifests: list[SnapshotManifest], *, repository_id: str, repository: str) -> int:
         """Make the repository's Succeeded rows equal its manifests; keep failed-run history."""
@@ -229,6 +288,9 @@ def _touch(s: Session, model: type[ServerRecord] | type[DatabaseRecord], key: st
     else:
         rec.last_seen = now
         s.add(rec)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _aware(ts: datetime) -> datetime:

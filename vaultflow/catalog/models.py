@@ -64,3 +64,37 @@ class SnapshotRecord(SQLModel, table=True):
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+
+class DrillStatus(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class DrillRecord(SQLModel, table=True):
+    """One restore drill of one snapshot. Drills live only here (the repository does not
+    record them), like the history of failed backup runs."""
+
+    __tablename__ = "drills"
+
+    id: str = Field(primary_key=True)
+    repository_id: str = Field(index=True)
+    snapshot_id: str = Field(index=True)
+    snapshot_taken: datetime
+    engine: str
+    server: str
+    database: str = Field(index=True)
+    database_id: str | None = Field(default=None, foreign_key="databases.id", index=True)
+    scratch_server: str
+    scratch_database: str
+    status: DrillStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    restore_seconds: float | None = Field(default=None, description="measured recovery time")
+    checks_seconds: float | None = None
+    checks_passed: int = 0
+    checks_failed: int = 0
+    checks_skipped: int = 0
+    checks: str = Field(default="[]", description="JSON list of every check result")
+    error: str | None = None
+    flow_run_id: str | None = None

@@ -10,7 +10,8 @@ from typing import IO
 
 import blake3
 
-from vaultflow.repository.manifest import StreamManifest, TableStats
+from vaultflow.errors import InputError
+from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
 StreamReader = Callable[[StreamManifest, ByteSink], None]
@@ -88,6 +89,17 @@ class DumpSession:
     versions: dict[str, str] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)  # schema.table carried over from the parent
     carried: list[str] = field(default_factory=list)  # names of single parent streams carried over
+    inventory: SchemaInventory | None = None  # the schema objects as of the dump's snapshot
+
+
+@dataclass(frozen=True)
+class SqlAlchemyTarget:
+    """How a SQL client (Great Expectations) reaches a database: a URL without password,
+    plus `create_engine` keyword arguments that may carry it (never logged)."""
+
+    url: str
+    engine_kwargs: dict[str, object] = field(default_factory=dict)
+    schemaless: bool = False  # tables are named without their schema (SQLite's "main")
 
 
 class DatabaseEngine(ABC):
@@ -162,6 +174,35 @@ class DatabaseEngine(ABC):
         server that lacks the source's roles); `jobs` loads that many tables at once;
         `tables` (schema.name) restricts the rows loaded to those tables.
         """
+
+    # -- restore drills ------------------------------------------------------------------
+    # Optional capabilities with safe defaults, so an engine without them still backs up
+    # and restores; a drill reports what it could not check.
+
+    def table_stats_parallel(self, jobs: int, *, like: list[TableStats] | None = None) -> list[TableStats]:
+        """table_stats(), reading up to `jobs` tables at once where the engine can."""
+        return self.table_stats(like=like)
+
+    def schema_inventory(self) -> SchemaInventory | None:
+        """The user schema objects (tables, views, indexes, constraints, sequences) and the
+        tables' column profiles, now; None if the engine cannot list them."""
+        return None
+
+    def database_exists(self) -> bool:
+        """Whether this database exists on the server (connects)."""
+        return self.database in self.list_databases()
+
+    def drop_database(self) -> None:
+        """Remove this database and everything in it; no error if it does not exist.
+
+        Used only on scratch databases that a drill created itself.
+        """
+        raise InputError(f"the {self.engine} engine cannot drop databases, so it cannot host a restore drill",
+                         "choose a scratch server of an engine that supports drills")
+
+    def sqlalchemy_target(self) -> SqlAlchemyTarget | None:
+        """SQLAlchemy access to this database for expectation suites; None if unsupported."""
+        return None
 
     def describe(self) -> str:
         return f"{self.engine} database {self.database!r} on {self.server_label()}"

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import IO, Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -28,6 +29,7 @@ from vaultflow.engines.base import (
     DatabaseEngine,
     DumpSession,
     RowTap,
+    SqlAlchemyTarget,
     StreamReader,
     StreamSource,
     segment_width_of,
@@ -45,7 +47,13 @@ from vaultflow.errors import (
     TransientError,
     VaultflowError,
 )
-from vaultflow.repository.manifest import StreamManifest, TableStats
+from vaultflow.repository.manifest import (
+    ColumnProfile,
+    SchemaInventory,
+    StreamManifest,
+    TableProfile,
+    TableStats,
+)
 
 _log = logging.getLogger("vaultflow.postgres")
 
@@ -137,6 +145,63 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 """
+
+_USER_NAMESPACE = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+"""
+_NOT_EXTENSION_MEMBER = """
+    NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                AND d.deptype = 'e')
+"""
+_INVENTORY_RELATIONS = f"""
+SELECT c.relkind::text, format('%s.%s', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'i', 'I') AND {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+"""
+_INVENTORY_CONSTRAINTS = f"""
+SELECT format('%s.%s.%s (%s)', n.nspname, c.relname, k.conname, k.contype)
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+"""
+_INVENTORY_COLUMNS = f"""
+SELECT n.nspname, c.relname, a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+# Unique keys usable as expectations: primary keys and unique indexes over plain columns,
+# without a predicate (NULLs aside, which uniqueness expectations ignore too).
+_INVENTORY_UNIQUE_KEYS = f"""
+SELECT n.nspname, c.relname,
+       (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(att, ord)
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.att)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND i.indisunique AND i.indpred IS NULL AND NOT (0 = ANY(i.indkey::int2[]))
+  AND {_USER_NAMESPACE} AND {_NOT_EXTENSION_MEMBER}
+ORDER BY 1, 2, i.indisprimary DESC, i.indexrelid
+"""
+_INVENTORY_KINDS = {"r": "tables", "p": "tables", "v": "views", "m": "views", "S": "sequences",
+                    "i": "indexes", "I": "indexes"}
+
+
+def _schema_inventory(c: psycopg.Connection[Any]) -> SchemaInventory:
+    """The database's user schema objects, read through `c` (inside its snapshot, if any)."""
+    found: dict[str, list[str]] = {kind: [] for kind in _INVENTORY_KINDS.values()}
+    for relkind, name in c.execute(_INVENTORY_RELATIONS).fetchall():
+        found[_INVENTORY_KINDS[relkind]].append(name)
+    constraints = [r[0] for r in c.execute(_INVENTORY_CONSTRAINTS).fetchall()]
+    columns: dict[tuple[str, str], list[ColumnProfile]] = {}
+    for schema, table, name, type_, nullable in c.execute(_INVENTORY_COLUMNS).fetchall():
+        columns.setdefault((schema, table), []).append(ColumnProfile(name=name, type=type_, nullable=nullable))
+    keys: dict[tuple[str, str], list[list[str]]] = {}
+    for schema, table, cols in c.execute(_INVENTORY_UNIQUE_KEYS).fetchall():
+        if cols and list(cols) not in keys.setdefault((schema, table), []):
+            keys[(schema, table)].append(list(cols))
+    profiles = [TableProfile(schema=schema, name=table, columns=cols, unique_keys=keys.get((schema, table), []))
+                for (schema, table), cols in sorted(columns.items())]
+    return SchemaInventory(**{kind: sorted(names) for kind, names in found.items()},
+                           constraints=sorted(constraints), profiles=profiles)
 
 
 @dataclass(frozen=True)
@@ -319,22 +384,29 @@ class PostgresEngine(DatabaseEngine):
         the statistics its snapshot recorded byte for byte. Tables that `like` records as
         segmented are read segment by segment with the same width.
         """
+        return self.table_stats_parallel(1, like=like)
+
+    def table_stats_parallel(self, jobs: int, *, like: list[TableStats] | None = None) -> list[TableStats]:
         widths = {t.qualified: w for t in like or [] if (w := segment_width_of(t)) is not None}
         with self._connect() as c:
             tables = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
             segments = {t.qualified: [n for n, _ in self._segment_evidence(c, t, widths[t.qualified])]
                         for t in tables if t.qualified in widths and t.segmentable}
-        out = []
-        for t in tables:
-            if t.qualified in segments:
-                width = widths[t.qualified]
-                parts = []
-                for number in segments[t.qualified]:
-                    tap = self._tap(t, KeyRange(number, width))
-                    parts.append((number, tap.rows, tap.stats(t.schema, t.name).checksum or ""))
-                out.append(segmented_table_stats(t.schema, t.name, width, parts))
-            else:
-                out.append(self._tap(t, None).stats(t.schema, t.name))
+
+        def read(t: TableInfo) -> TableStats:
+            if t.qualified not in segments:
+                return self._tap(t, None).stats(t.schema, t.name)
+            width = widths[t.qualified]
+            parts = []
+            for number in segments[t.qualified]:
+                tap = self._tap(t, KeyRange(number, width))
+                parts.append((number, tap.rows, tap.stats(t.schema, t.name).checksum or ""))
+            return segmented_table_stats(t.schema, t.name, width, parts)
+
+        # Biggest first, so that one big table does not start last and run alone.
+        tables.sort(key=lambda t: t.size, reverse=True)
+        with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-stats") as pool:
+            out = list(pool.map(read, tables))
         return sorted(out, key=lambda t: t.qualified)
 
     def _tap(self, t: TableInfo, key_range: KeyRange | None) -> RowTap:
@@ -435,7 +507,9 @@ class PostgresEngine(DatabaseEngine):
                                                 meta=segment_meta, table=(t.schema, t.name)))
             sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
                                         functools.partial(self._tool_stream, "pg_dump", extra_argv, deadline)))
-            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged, carried=carried)
+            inventory = _schema_inventory(c)
+            yield DumpSession(sources=sources, versions=versions, unchanged=unchanged, carried=carried,
+                              inventory=inventory)
         finally:
             c.close()
 
@@ -572,6 +646,37 @@ class PostgresEngine(DatabaseEngine):
         with self._connect() as c:
             row = c.execute(_USER_OBJECT_COUNT).fetchone()
         return bool(row and row[0])
+
+    # -- restore drills ------------------------------------------------------------------
+
+    def schema_inventory(self) -> SchemaInventory:
+        with self._connect() as c:
+            return _schema_inventory(c)
+
+    def database_exists(self) -> bool:
+        with self._connect(self.conn.maintenance_database) as admin:
+            return self._database_exists(admin, self.conn.database)
+
+    def drop_database(self) -> None:
+        if self.conn.database == self.conn.maintenance_database:
+            raise InputError(f"refusing to drop the maintenance database {self.conn.database!r} on "
+                             f"{self.server_label()}", "name another database")
+        with self._connect(self.conn.maintenance_database) as admin:
+            try:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.conn.database)))
+            except psycopg.Error as exc:
+                raise self._map_error(exc, self.conn.database) from None
+
+    def sqlalchemy_target(self) -> SqlAlchemyTarget:
+        c = self.conn
+        url = f"postgresql+psycopg://{quote(c.user, safe='')}@{c.host}:{c.port}/{quote(c.database, safe='')}"
+        connect_args: dict[str, object] = {"connect_timeout": c.connect_timeout, "application_name": "vaultflow"}
+        if c.password is not None:
+            connect_args["password"] = c.password.get_secret_value()
+        if c.sslmode:
+            connect_args["sslmode"] = c.sslmode
+        return SqlAlchemyTarget(url, {"connect_args": connect_args})
 
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
@@ -798,6 +903,7 @@ class TableInfo:
     columns: list[str]
     pk: list[str]
     order: str  # "pk" or "heap"
+    size: int = 0  # bytes on disk, indexes and TOAST included
     heap_bytes: int = 0  # heap and TOAST, without indexes
     key_type: str | None = None  # the type of a one-column integer primary key
     signature: str = ""  # columns, their types and the type signature: what COPY writes
@@ -845,8 +951,8 @@ def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] |
         order = "pk" if pk and size < order_limit else "heap"
         key_type = pk_types[0] if pk_types and len(pk_types) == 1 and pk_types[0] in _INTEGER_TYPES else None
         out.append(TableInfo(schema=schema, name=name, columns=list(columns or []), pk=list(pk or []),
-                             order=order, heap_bytes=int(heap_bytes or 0), key_type=key_type,
-                             signature=str(signature)))
+                             order=order, size=int(size or 0), heap_bytes=int(heap_bytes or 0),
+                             key_type=key_type, signature=str(signature)))
     if (include or exclude) and not out:
         raise InputError(f"no table of database {database!r} matches the include/exclude patterns",
                          "check the globs (schema.table, or table for any schema)")

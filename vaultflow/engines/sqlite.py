@@ -17,7 +17,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
+from vaultflow.engines.base import DatabaseEngine, DumpSession, SqlAlchemyTarget, StreamReader, StreamSource
 from vaultflow.errors import (
     DatabaseNotFound,
     InputError,
@@ -26,7 +26,13 @@ from vaultflow.errors import (
     TargetNotEmpty,
     ToolFailed,
 )
-from vaultflow.repository.manifest import StreamManifest, TableStats
+from vaultflow.repository.manifest import (
+    ColumnProfile,
+    SchemaInventory,
+    StreamManifest,
+    TableProfile,
+    TableStats,
+)
 
 DUMP_FORMAT = "sqlite3-file"
 # One step: the copy runs inside a single read transaction, so concurrent writers (which
@@ -113,13 +119,14 @@ class SqliteEngine(DatabaseEngine):
                     raise ToolFailed(f"SQLite online backup of {self.path} failed: {exc}") from None
                 dst.execute("PRAGMA journal_mode=DELETE")
                 tables = _table_stats(dst, table_checksums)
+                inventory = _schema_inventory(dst)
             @contextmanager
             def spooled() -> Iterator[IO[bytes]]:
                 with open(spool, "rb") as stream:
                     yield stream
 
             yield DumpSession(sources=[StreamSource("dump", DUMP_FORMAT, spooled)], tables=tables,
-                              versions=self.versions())
+                              versions=self.versions(), inventory=inventory)
         finally:
             Path(spool).unlink(missing_ok=True)
 
@@ -133,6 +140,26 @@ class SqliteEngine(DatabaseEngine):
             except sqlite3.DatabaseError:
                 return True  # not a database we understand: never overwrite silently
         return bool(row and row[0])
+
+    # -- restore drills ------------------------------------------------------------------
+
+    def schema_inventory(self) -> SchemaInventory:
+        with closing(self._open_source()) as con:
+            return _schema_inventory(con)
+
+    def database_exists(self) -> bool:
+        return self.path.exists()
+
+    def drop_database(self) -> None:
+        for path in (self.path, *(Path(f"{self.path}{s}") for s in ("-wal", "-shm", "-journal"))):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageUnwritable(f"cannot remove {path}: {exc.strerror}",
+                                        "check the directory's permissions and remove it by hand") from None
+
+    def sqlalchemy_target(self) -> SqlAlchemyTarget:
+        return SqlAlchemyTarget(f"sqlite:///{self.path}", schemaless=True)
 
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
@@ -191,3 +218,48 @@ def _table_stats(con: sqlite3.Connection, checksums: bool) -> list[TableStats]:
             rows += 1
         out.append(TableStats(schema="main", name=name, rows=rows, checksum=f"b2x64:{total}"))
     return out
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _schema_inventory(con: sqlite3.Connection) -> SchemaInventory:
+    """Tables, views, indexes, constraints (SQLite names none: primary key, unique, foreign
+    key and check clauses are listed per table), AUTOINCREMENT sequences and column profiles."""
+    objects = con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                          "ORDER BY name").fetchall()
+    found: dict[str, list[str]] = {"table": [], "view": [], "index": []}
+    constraints: list[str] = []
+    profiles: list[TableProfile] = []
+    for type_, name, _tbl, ddl in objects:
+        if type_ in found:
+            found[type_].append(f"main.{name}")
+        if type_ != "table":
+            continue
+        info = con.execute(f"PRAGMA table_info({_quote(name)})").fetchall()
+        # An INTEGER PRIMARY KEY is the rowid: never NULL, declared or not.
+        columns = [ColumnProfile(name=c[1], type=c[2] or "",
+                                 nullable=not c[3] and not (c[5] and (c[2] or "").upper() == "INTEGER"))
+                   for c in info]
+        pk = [c[1] for c in sorted((c for c in info if c[5]), key=lambda c: c[5])]
+        keys = [pk] if pk else []
+        if pk:
+            constraints.append(f"main.{name}.primary key ({','.join(pk)})")
+        for idx in con.execute(f"PRAGMA index_list({_quote(name)})").fetchall():
+            _seq, idx_name, unique, origin, partial = idx[:5]
+            cols = [r[2] for r in con.execute(f"PRAGMA index_info({_quote(idx_name)})").fetchall()]
+            if unique and not partial and None not in cols and cols not in keys:
+                keys.append(cols)
+            if origin == "u":
+                constraints.append(f"main.{name}.unique ({','.join(str(c) for c in cols)})")
+        for fk in con.execute(f"PRAGMA foreign_key_list({_quote(name)})").fetchall():
+            constraints.append(f"main.{name}.foreign key ({fk[3]}) -> {fk[2]}({fk[4]})")
+        if ddl and "check" in ddl.lower():
+            constraints.append(f"main.{name}.check clauses ({hashlib.sha256(ddl.encode()).hexdigest()[:12]})")
+        profiles.append(TableProfile(schema="main", name=name, columns=columns, unique_keys=keys))
+    sequences: list[str] = []
+    if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        sequences = [f"main.{r[0]}" for r in con.execute("SELECT name FROM sqlite_sequence ORDER BY name")]
+    return SchemaInventory(tables=found["table"], views=found["view"], indexes=found["index"],
+                           constraints=sorted(constraints), sequences=sequences, profiles=profiles)

@@ -46,6 +46,57 @@ class TableStats(BaseModel):
         return f"{self.table_schema}.{self.name}" if self.table_schema else self.name
 
 
+class ColumnProfile(BaseModel):
+    """One column as the source declared it: name, SQL type and whether NULL is allowed."""
+
+    name: str
+    type: str = ""
+    nullable: bool = True
+
+
+class TableProfile(BaseModel):
+    """The shape of one table at backup time, from which a drill's default expectations come."""
+
+    table_schema: str = Field(alias="schema")
+    name: str
+    columns: list[ColumnProfile]
+    unique_keys: list[list[str]] = Field(default_factory=list,
+                                         description="primary key and full unique indexes, as column lists")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.table_schema}.{self.name}" if self.table_schema else self.name
+
+
+SCHEMA_OBJECT_KINDS = ("tables", "views", "indexes", "constraints", "sequences")
+
+
+class SchemaInventory(BaseModel):
+    """The user schema objects of a database, by kind, as sorted qualified names.
+
+    Optional in a manifest (snapshots before restore drills have none); a restore drill
+    compares a restored copy against it.
+    """
+
+    tables: list[str] = Field(default_factory=list)
+    views: list[str] = Field(default_factory=list, description="views and materialized views")
+    indexes: list[str] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list, description="<table>.<name> (<kind>)")
+    sequences: list[str] = Field(default_factory=list)
+    profiles: list[TableProfile] = Field(default_factory=list)
+
+    def objects(self, kind: str) -> list[str]:
+        return list(getattr(self, kind))
+
+    def profile(self, qualified: str) -> TableProfile | None:
+        for p in self.profiles:
+            if p.qualified == qualified:
+                return p
+        return None
+
+
 class SnapshotManifest(BaseModel):
     """Written as the last object of a backup; its presence is what makes a snapshot exist."""
 
@@ -68,6 +119,8 @@ class SnapshotManifest(BaseModel):
     table_filter: list[str] = Field(default_factory=list, description="include:/exclude: table globs of the run")
     reused_from: str | None = Field(default=None, description="set when nothing changed since this snapshot, "
                                                             "so its streams were carried over without a dump")
+    schema_inventory: SchemaInventory | None = Field(
+        default=None, description="user schema objects at backup time; absent in older manifests")
 
     @property
     def short_id(self) -> str:

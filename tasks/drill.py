@@ -1,0 +1,91 @@
+"""Restore drill tasks: choose snapshots, run one drill, record it in the catalog."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from blocks.resolve import resolve_repository, resolve_scratch
+from tasks.backup import _flow_run_id
+from tasks.retry_policy import retry_transient
+from vaultflow.catalog import Catalog
+from vaultflow.drill import (
+    DrillReport,
+    latest_snapshots,
+    load_suites,
+    plan_expectations,
+    run_drill,
+    scratch_name,
+)
+from vaultflow.errors import InputError
+from vaultflow.progress import ProgressMeter
+
+
+@task(name="plan-drills", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient,
+      persist_result=False, cache_policy=NO_CACHE)
+def plan_drills(repository: str | None, snapshot: str | None, databases: list[str]) -> list[str]:
+    """The snapshot named, else the newest snapshot of each database (of the named ones)."""
+    repo = resolve_repository(repository).open()
+    if snapshot:
+        return [repo.resolve_snapshot(snapshot)]
+    manifests = latest_snapshots(repo, databases or None)
+    missing = sorted(set(databases) - {m.database for m in manifests})
+    if missing:
+        raise InputError(f"the repository has no snapshot of database(s) {', '.join(missing)}",
+                         "check the name (vaultflow snapshots lists them)")
+    return [m.id for m in manifests]
+
+
+@task(name="check-drill-suites", persist_result=False, cache_policy=NO_CACHE)
+def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str | None, suites: str | None) -> None:
+    """Bind every user suite to every planned snapshot, so a suite naming a missing table or
+    column stops all drills before any restore."""
+    repo = resolve_repository(repository).open()
+    for snapshot_id in snapshot_ids:
+        manifest = repo.load_manifest(snapshot_id)
+        suites_dir = suites or resolve_scratch(scratch, manifest.engine).suites_dir
+        if suites_dir:
+            plan_expectations(manifest, load_suites(suites_dir))
+
+
+@task(name="restore-drill", task_run_name="drill-{snapshot_id}", retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
+      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
+                   timeout_seconds: float, jobs: int, scan_constraints: bool = False) -> DrillReport:
+    """Restore into a scratch database, check, drop; user suites are checked first."""
+    repo = resolve_repository(repository).open()
+    manifest = repo.load_manifest(snapshot_id)
+    server = resolve_scratch(scratch, manifest.engine)
+    suites_dir = suites or server.suites_dir
+    user_suites = load_suites(suites_dir) if suites_dir else []
+    logger = get_run_logger()
+    logger.info("drill of snapshot %s (%s) on %s with %d user suite(s)", manifest.short_id, manifest.database,
+                server.engine.server_label(), len(user_suites))
+    meter = ProgressMeter("drill", manifest.database)
+    report = run_drill(repo, snapshot_id, server.engine, suites=user_suites, timeout=timeout_seconds,
+                       jobs=jobs, progress=meter, scan_constraints=scan_constraints)
+    meter.finish()
+    (logger.info if report.passed else logger.error)(report.summary())
+    return report
+
+
+@task(name="record-drill", persist_result=False, cache_policy=NO_CACHE)
+def record_drill(repository: str | None, report: DrillReport) -> None:
+    ref = resolve_repository(repository)
+    Catalog(ref.catalog_url).record_drill(report, repository_id=ref.open().id, flow_run_id=_flow_run_id())
+
+
+@task(name="record-drill-error", persist_result=False, cache_policy=NO_CACHE)
+def drill_error_report(repository: str | None, snapshot_id: str, scratch: str | None, error: str) -> DrillReport:
+    """A failed drill that could not run (bad suite, scratch unreachable or taken)."""
+    repo = resolve_repository(repository).open()
+    manifest = repo.load_manifest(snapshot_id)
+    now = datetime.now(UTC)
+    return DrillReport(snapshot_id=manifest.id, snapshot_taken=manifest.started_at, engine=manifest.engine,
+                       server=manifest.server, database=manifest.database, scratch_server=scratch or "-",
+                       scratch_database=scratch_name(manifest), started_at=now, finished_at=now, error=error,
+                       scratch_dropped=True)
