@@ -52,7 +52,13 @@ class ObjectStore(ABC):
     - `list` yields every object under `prefix`, in no particular order.
     - `delete` of a missing object is not an error.
     Errors that may pass (connection resets, throttling) raise `TransientError`.
+
+    `concurrency` is how many requests at once suit the backend: the repository uses it
+    for chunk uploads and read-ahead (one disk wants few; a remote endpoint wants many
+    to hide its round trip).
     """
+
+    concurrency: int = 2
 
     @abstractmethod
     def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
