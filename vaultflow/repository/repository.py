@@ -230,9 +230,13 @@ class Repository:
         prefix = f"chains/{chain}/chunks/"
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.store.list(prefix)}
 
-    def writer(self, chain: str, *, workers: int = 2, known: dict[str, int] | None = None) -> ChunkWriter:
-        """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds)."""
-        return ChunkWriter(self, chain, workers=workers, known=known)
+    def writer(self, chain: str, *, workers: int | None = None, known: dict[str, int] | None = None) -> ChunkWriter:
+        """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds).
+
+        `workers` (sealing and uploading threads per stream) defaults to the store's
+        `concurrency`: 2 for a local disk, VAULTFLOW_STORAGE_CONCURRENCY (8) for object storage.
+        """
+        return ChunkWriter(self, chain, workers=workers or self.store.concurrency, known=known)
 
     def read_stream(
         self,
@@ -241,7 +245,7 @@ class Repository:
         sink: ByteSink,
         chain: str,
         *,
-        prefetch: int = 4,
+        prefetch: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
         """Write the stream's plaintext to `sink`, verifying every chunk and the whole.
@@ -251,6 +255,8 @@ class Repository:
         """
         total = hashlib.sha256()
         done = 0
+        # Chunks fetched ahead: at least 4, more when the store wants more requests at once.
+        prefetch = prefetch or max(4, self.store.concurrency)
         with ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="vf-read") as pool:
             pending: list[tuple[ChunkRef, Future[bytes]]] = []
             chunks = iter(stream.chunks)

@@ -1,0 +1,87 @@
+"""Fault injection: retries ride out transient failures; permanent ones fail a backup cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE
+from tests.engines.cases import EngineCase
+from vaultflow.backup import backup_database
+from vaultflow.errors import ConnectionFailed, StorageUnwritable
+from vaultflow.repository import Repository, new_object_id
+from vaultflow.repository.repository import ChunkerParams
+from vaultflow.restore import restore_snapshot
+from vaultflow.storage import LocalStore, MemoryStore, ObjectStore, RetryingStore, RetryPolicy
+from vaultflow.storage.faults import FaultInjectingStore
+
+FAST = RetryPolicy(attempts=8, base_delay=0.005, max_delay=0.05)
+
+
+def test_retries_hide_transient_failures() -> None:
+    faulty = FaultInjectingStore(MemoryStore(), transient_rate=0.3, seed=1)
+    store = RetryingStore(faulty, FAST)
+    for i in range(100):
+        store.put(f"k/{i}", bytes([i]))
+    assert [store.get(f"k/{i}") for i in range(100)] == [bytes([i]) for i in range(100)]
+    assert len(list(store.list("k/"))) == 100
+    assert faulty.counts.transient > 20
+
+
+def test_retries_are_bounded_and_say_so() -> None:
+    store = RetryingStore(FaultInjectingStore(MemoryStore(), transient_rate=1.0), RetryPolicy(attempts=3,
+                                                                                              base_delay=0.001))
+    with pytest.raises(ConnectionFailed) as info:
+        store.put("x", b"1")
+    line = info.value.line()
+    assert info.value.transient and "\n" not in line
+    assert "put x on memory://memory failed 3 times" in line and "injected transient failure" in line
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    faulty = FaultInjectingStore(MemoryStore(), permanent_rate=1.0)
+    with pytest.raises(StorageUnwritable):
+        RetryingStore(faulty, FAST).put("x", b"1")
+    assert faulty.counts.calls == 1
+
+
+def test_delays_are_injected() -> None:
+    faulty = FaultInjectingStore(MemoryStore(), delay_rate=1.0, delay_seconds=0.001)
+    faulty.put("x", b"1")
+    assert faulty.get("x") == b"1" and faulty.counts.delayed == 2
+
+
+def _faulty_repo(root: Path, **faults: object) -> tuple[Repository, FaultInjectingStore, ObjectStore]:
+    clean = LocalStore(root)
+    # Small chunks: hundreds of store calls per backup, so 10 % of them is many failures.
+    Repository.init(clean, PASSPHRASE, chunker=ChunkerParams(min_size=8192, avg_size=32768, max_size=65536))
+    faulty = FaultInjectingStore(clean, seed=7, **faults)  # type: ignore[arg-type]
+    return Repository.open(RetryingStore(faulty, FAST), PASSPHRASE), faulty, clean
+
+
+def test_backup_and_restore_round_trip_under_ten_percent_transient_failures(
+        case: EngineCase, tmp_path: Path) -> None:
+    url = case.create_source(tmp_path)
+    case.bulk(url, mib=6)
+    repo, faulty, clean = _faulty_repo(tmp_path / "repo", transient_rate=0.1, delay_rate=0.05, delay_seconds=0.01)
+    manifest = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
+    assert faulty.counts.by_operation.get("put", 0) >= 5, faulty.counts
+
+    target = case.new_target(tmp_path)
+    restore_snapshot(repo, manifest.id, case.engine(target))
+    assert faulty.counts.by_operation.get("get", 0) >= 5, faulty.counts
+    assert case.engine(target).table_stats() == case.engine(url).table_stats() == manifest.tables
+    assert case.schema(target) == case.schema(url)
+    assert Repository.open(clean, PASSPHRASE).snapshot_ids() == [manifest.id]
+
+
+def test_backup_fails_cleanly_under_permanent_failures(case: EngineCase, tmp_path: Path) -> None:
+    url = case.create_source(tmp_path)
+    case.bulk(url, mib=6)
+    repo, faulty, clean = _faulty_repo(tmp_path / "repo", permanent_rate=0.1, operations={"put"})
+    with pytest.raises(StorageUnwritable):
+        backup_database(case.engine(url), repo, snapshot_id=new_object_id())
+    assert faulty.counts.permanent >= 1
+    assert Repository.open(clean, PASSPHRASE).snapshot_ids() == []
+    assert [i.key for i in clean.list("snapshots/")] == []
