@@ -29,7 +29,8 @@ catalog_app = typer.Typer(no_args_is_help=True, help="The local catalog of snaps
 app.add_typer(catalog_app, name="catalog")
 
 RepoOpt = Annotated[str | None, typer.Option("--repo", "-r", envvar="VAULTFLOW_REPO",
-                                             help="Repository path, or a BackupRepository block name.")]
+                                             help="Repository path, s3://bucket/prefix, az://container/prefix, "
+                                                  "or a BackupRepository block name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")]
 
@@ -146,9 +147,17 @@ def _prepare_flow_run(repo: str | None, verbose: bool) -> str:
 @app.command()
 @handles_errors
 def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
-    """Create an empty repository at a local path."""
+    """Create an empty repository at a path, s3://bucket/prefix, az://container/prefix, or where a
+    BackupRepository block points (with the block's passphrase)."""
     location = _require_repo(repo)
-    created = Repository.init(open_store(location), _passphrase(confirm=True))
+    if _is_location(location):
+        created = Repository.init(open_store(location), _passphrase(confirm=True))
+    else:
+        from blocks.resolve import resolve_repository
+
+        resolved = resolve_repository(location)
+        assert resolved.passphrase is not None
+        created = Repository.init(resolved.store(), resolved.passphrase.get_secret_value())
     if json_out:
         print_json({"repository_id": created.id, "location": created.store.describe()})
     else:

@@ -445,11 +445,11 @@ def _manifest_aad(snapshot_id: str) -> bytes:
     return b"snapshot:" + snapshot_id.encode()
 
 
-def open_repository(location: str, passphrase: str | None) -> Repository:
-    """Open the repository at a location (path or URL) with a passphrase."""
+def open_repository(location: str | ObjectStore, passphrase: str | None) -> Repository:
+    """Open the repository at a location (path or URL, or an opened store) with a passphrase."""
     from vaultflow.storage import open_store
 
-    store = open_store(location)
+    store = open_store(location) if isinstance(location, str) else location
     if not passphrase:
         Repository.read_config(store)  # "not initialised" beats "no passphrase"
         raise WrongPassphrase(

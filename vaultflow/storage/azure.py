@@ -80,6 +80,10 @@ class AzureSettings:
     token_credential: object | None = None
     concurrency: int = 8
 
+    def location(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"az://{self.container}/{prefix}" if prefix else f"az://{self.container}"
+
     def open(self, retry: RetryPolicy | None = None) -> ObjectStore:
         return RetryingStore(AzureBlobStore(self), retry)
 

@@ -70,7 +70,12 @@ class S3Settings:
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
+    profile: str | None = None
     concurrency: int = 8
+
+    def location(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
 
     def open(self, retry: RetryPolicy | None = None) -> ObjectStore:
         return RetryingStore(S3Store(self), retry)
@@ -83,12 +88,18 @@ class S3Store(ObjectStore):
         self.bucket = check_bucket(settings.bucket)
         self.prefix = clean_prefix(settings.prefix)
         self.concurrency = max(1, settings.concurrency)
-        session = boto3.session.Session(
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key.get_secret_value() if settings.secret_access_key else None,
-            aws_session_token=settings.session_token.get_secret_value() if settings.session_token else None,
-            region_name=settings.region,
-        )
+        secret, token = settings.secret_access_key, settings.session_token
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=settings.access_key_id,
+                aws_secret_access_key=secret.get_secret_value() if secret else None,
+                aws_session_token=token.get_secret_value() if token else None,
+                region_name=settings.region,
+                profile_name=settings.profile,
+            )
+        except BotoCoreError as exc:  # an unknown profile
+            raise InputError(f"cannot use the AWS settings for {self.describe()}: {type(exc).__name__}",
+                             "check the profile name (AWS_PROFILE or the block's credentials)") from None
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingStore retries
             max_pool_connections=self.concurrency + 4,
