@@ -5,16 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE
 from tests.engines.cases import EngineCase
-from vaultflow.backup import backup_database
+from tests.object_servers import S3Server
+from vaultflow.backup import BackupPlan, backup_database
 from vaultflow.errors import ConnectionFailed, StorageUnwritable
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.repository import ChunkerParams
 from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore, MemoryStore, ObjectStore, RetryingStore, RetryPolicy
 from vaultflow.storage.faults import FaultInjectingStore
+from vaultflow.storage.s3 import S3Settings, S3Store
 
 FAST = RetryPolicy(attempts=8, base_delay=0.005, max_delay=0.05)
 
@@ -85,3 +88,30 @@ def test_backup_fails_cleanly_under_permanent_failures(case: EngineCase, tmp_pat
     assert faulty.counts.permanent >= 1
     assert Repository.open(clean, PASSPHRASE).snapshot_ids() == []
     assert [i.key for i in clean.list("snapshots/")] == []
+
+
+def test_backup_to_s3_lists_chunks_once_and_uploads_concurrently(
+        case: EngineCase, tmp_path: Path, s3_server: S3Server) -> None:
+    """Existing chunks come from one listing of the chain, not a HEAD per chunk; puts overlap."""
+    url = case.create_source(tmp_path)
+    case.bulk(url, mib=6)
+    settings = S3Settings(s3_server.new_bucket(), "r", endpoint_url=s3_server.endpoint, region="us-east-1",
+                          access_key_id="testing", secret_access_key=SecretStr("testing"), concurrency=6)
+    counting = FaultInjectingStore(S3Store(settings), delay_rate=1.0, delay_seconds=0.02, operations={"put"})
+    store = RetryingStore(counting, FAST)
+    Repository.init(store, PASSPHRASE, chunker=ChunkerParams(min_size=8192, avg_size=32768, max_size=65536))
+    repo = Repository.open(store, PASSPHRASE)
+    first = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
+    chunks = {c.id for s in first.streams for c in s.chunks}
+    calls = counting.counts.calls_by_operation
+    assert len(chunks) > 50 and calls.get("stat", 0) <= 3, calls
+    assert calls["list"] <= 10 and calls["put"] >= len(chunks)
+    assert counting.counts.max_in_flight > 1, "chunk puts never overlapped"
+
+    # A second full backup into the same chain reuses every chunk: one more listing, no chunk put.
+    before = dict(calls)
+    plan = BackupPlan("full", chain=first.chain)
+    backup_database(case.engine(url), repo, snapshot_id=new_object_id(), plan=plan)
+    new_puts = calls["put"] - before["put"]
+    assert new_puts < len(chunks) / 2, (new_puts, len(chunks))
+    assert calls.get("stat", 0) - before.get("stat", 0) <= 3

@@ -26,13 +26,18 @@ class FaultCounts:
     permanent: int = 0
     delayed: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
+    """Injected failures per operation."""
+    calls_by_operation: dict[str, int] = field(default_factory=dict)
+    max_in_flight: int = 0
+    """The most calls that were inside `inner` at once."""
 
 
 class FaultInjectingStore(ObjectStore):
     """Before each call of an operation in `operations`: with probability `transient_rate`
     raise `TransientError`, with `permanent_rate` raise `StorageUnwritable`, with
     `delay_rate` sleep `delay_seconds`; otherwise (and after a delay) call `inner`.
-    A failed put never reaches `inner`, like a request the endpoint dropped."""
+    A failed put never reaches `inner`, like a request the endpoint dropped. `counts`
+    also records every call per operation and the most puts in flight at once."""
 
     def __init__(self, inner: ObjectStore, *, transient_rate: float = 0.0, permanent_rate: float = 0.0,
                  delay_rate: float = 0.0, delay_seconds: float = 0.0,
@@ -47,11 +52,14 @@ class FaultInjectingStore(ObjectStore):
         self.counts = FaultCounts()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._in_flight = 0
 
     def describe(self) -> str:
         return self.inner.describe()
 
     def _maybe_fail(self, op: str, key: str) -> None:
+        with self._lock:
+            self.counts.calls_by_operation[op] = self.counts.calls_by_operation.get(op, 0) + 1
         if op not in self.operations:
             return
         with self._lock:
@@ -80,7 +88,14 @@ class FaultInjectingStore(ObjectStore):
 
     def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         self._maybe_fail("put", key)
-        self.inner.put(key, data, sync=sync)
+        with self._lock:
+            self._in_flight += 1
+            self.counts.max_in_flight = max(self.counts.max_in_flight, self._in_flight)
+        try:
+            self.inner.put(key, data, sync=sync)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def sync(self, keys: Iterable[str] = ()) -> None:
         self._maybe_fail("sync", "(sync)")
