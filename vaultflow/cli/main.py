@@ -377,6 +377,39 @@ def verify(
 
 @app.command()
 @handles_errors
+def copy(
+    snapshot: Annotated[list[str] | None, typer.Argument(help="Snapshot ids; all if none.")] = None,
+    repo: RepoOpt = None,
+    to: Annotated[str, typer.Option("--to", help="Destination repository: BackupRepository block or location.")] = "",
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Copy snapshots to a second repository, sending only chunks it lacks (runs the `copy` flow).
+
+    A destination given as a location uses VAULTFLOW_PASSPHRASE too; for another passphrase
+    name a BackupRepository block.
+    """
+    if not to:
+        raise InputError("no destination repository", "pass --to BLOCK or --to LOCATION (initialised with "
+                         "vaultflow init)")
+    ref = _prepare_flow_run(repo, verbose)
+    if _is_location(to):
+        Repository.read_config(open_store(to))
+    from flows.maintenance import copy as copy_flow
+
+    result = copy_flow(destination=to, repository=ref, snapshots=snapshot or None)
+    if json_out:
+        print_json(result)
+        return
+    copied = cast(list[str], result["copied"])
+    stdout.print(f"copied {len(copied)} snapshot(s) ({', '.join(i[:8] for i in copied) or 'none'}) to {to}, "
+                 f"{len(cast(list[str], result['already_there']))} already there; {result['chunks_written']} "
+                 f"chunk(s) written ({human_bytes(int(str(result['bytes_written'])))}), {result['chunks_reused']} "
+                 "already present", highlight=False)
+
+
+@app.command()
+@handles_errors
 def stats(
     repo: RepoOpt = None,
     database: Annotated[str | None, typer.Option(help="Only this database.")] = None,

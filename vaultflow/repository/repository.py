@@ -287,6 +287,13 @@ class Repository:
                 "the snapshot is damaged; restore another one",
             )
 
+    def put_chunk(self, chain: str, data: bytes, *, sync: bool = False) -> ChunkRef:
+        """Seal and store one chunk of plaintext in `chain`; its reference in this repository."""
+        cid = self.sealer.chunk_id(data)
+        blob = self.sealer.seal(data, _chunk_aad(cid))
+        self.store.put(chunk_key(chain, cid), blob, sync=sync)
+        return ChunkRef(id=cid, size=len(data), stored=len(blob))
+
     def load_chunk(self, snapshot_id: str, chain: str, ref: ChunkRef) -> bytes:
         """One chunk's plaintext, authenticated and re-hashed; IntegrityError otherwise."""
         key = chunk_key(chain, ref.id)
