@@ -68,3 +68,15 @@ def test_check_credentials_flow(prefect_api: str, azurite: AzuriteServer) -> Non
     assert _events(f"vaultflow.repository.{names['soon']}") == ["vaultflow.credentials.expiring"]
     assert _events(f"vaultflow.repository.{names['gone']}") == ["vaultflow.credentials.expired"]
     assert _events(f"vaultflow.repository.{names['later']}", timeout=2) == []
+
+
+def test_check_credentials_cli(cli, azurite: AzuriteServer) -> None:  # type: ignore[no-untyped-def]
+    container = azurite.new_container()
+    name = f"sas-cli-{uuid.uuid4().hex[:6]}"
+    storage = AzureBlobStorageContainer(container_name=container, credentials=AzureBlobStorageCredentials(
+        connection_string=SecretStr(azurite.sas_connection_string(container, expiry_hours=24))))
+    BackupRepository(storage=storage, passphrase=SecretStr("p")).save(name)
+    proc = cli("check-credentials", "--repo", name, "--within-days", "3")
+    assert proc.returncode == 1 and "expiring" in proc.stdout
+    assert proc.stderr.strip().endswith(f"within 3 days: {name}; generate new ones and update the blocks")
+    assert cli("check-credentials", "--repo", name, "--within-days", "0").returncode == 0

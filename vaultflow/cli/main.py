@@ -408,6 +408,34 @@ def copy(
                  "already present", highlight=False)
 
 
+@app.command("check-credentials")
+@handles_errors
+def check_credentials(
+    repo: Annotated[list[str] | None, typer.Option("--repo", "-r", help="BackupRepository block; all if none.")] = None,
+    within_days: Annotated[int, typer.Option(help="Report what expires within this many days.")] = 14,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Report storage credentials (Azure SAS) that expire soon (runs the `check-credentials` flow).
+
+    Exits 1 if any has expired or expires within the window; the flow also emits an event each.
+    """
+    _quiet_prefect(verbose)
+    from flows.credentials import check_credentials as check_flow
+
+    rows = check_flow(repositories=repo or [], within_days=within_days)
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(None, ["repository", "location", "credential", "expires at", "status"],
+                    [(r["repository"], r["location"], r["kind"], r["expires_at"], r["status"]) for r in rows])
+    bad = [r for r in rows if r["status"] in ("expired", "expiring")]
+    if bad:
+        error(f"{len(bad)} repository credential(s) expired or expire within {within_days} days: "
+              f"{', '.join(str(r['repository']) for r in bad)}; generate new ones and update the blocks")
+        raise typer.Exit(1)
+
+
 @app.command()
 @handles_errors
 def stats(
