@@ -60,3 +60,51 @@ def test_postgres_backup_to_object_storage_and_restore(cli: Cli, remote: tuple[s
     secrets = [v for k, v in env.items() if "SECRET" in k or "CONNECTION" in k]
     for proc in (done, restored, listed):
         assert not any(s in proc.stdout + proc.stderr for s in secrets)
+
+
+def test_export_download_url(cli: Cli, remote: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    import urllib.request
+    from datetime import UTC, datetime, timedelta
+
+    from vaultflow.catalog import Catalog
+    from vaultflow.sample_data import compare, create
+
+    location, env = remote
+    src = create(tmp_path / "src.db", rows=3000)
+    assert cli("init", "--repo", location, env=env).returncode == 0
+    done = cli("backup", f"sqlite:///{src}", "--repo", location, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    snapshot = str(json.loads(done.stdout)["snapshot"])
+
+    proc = cli("export", snapshot, "--url", "--expires", "2h", "--repo", location, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    expires_at = datetime.fromisoformat(out["expires_at"])
+    assert timedelta(hours=1, minutes=59) < expires_at - datetime.now(UTC) <= timedelta(hours=2)
+    assert out["object"].startswith(f"{location}/exports/") and out["object"].endswith(".db")
+    downloaded = tmp_path / "downloaded.db"
+    with urllib.request.urlopen(out["url"], timeout=30) as resp:  # no credentials: the link alone
+        downloaded.write_bytes(resp.read())
+    assert compare(src, downloaded) == []
+
+    (link,) = Catalog().download_links(out["snapshot"])
+    assert link.location == out["object"] and link.size == downloaded.stat().st_size
+    assert abs(link.expires_at.replace(tzinfo=UTC) - expires_at) < timedelta(seconds=1)
+    assert out["url"].split("?", 1)[1] not in repr(link.model_dump())
+
+    plain = cli("export", snapshot, "--url", "--repo", location, env=env)
+    assert plain.returncode == 0 and plain.stdout.strip().startswith("http") and "not encrypted" in plain.stderr
+
+
+def test_export_url_needs_object_storage(cli: Cli, tmp_path: Path) -> None:
+    from vaultflow.sample_data import create
+
+    repo = tmp_path / "repo"
+    src = create(tmp_path / "src.db", rows=500)
+    assert cli("init", "--repo", str(repo)).returncode == 0
+    snapshot = str(json.loads(cli("backup", f"sqlite:///{src}", "--repo", str(repo), "--json").stdout)["snapshot"])
+    proc = cli("export", snapshot, "--url", "--repo", str(repo))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {repo} cannot hand out download links; use --to FILE, or a repository on S3 or Azure Blob storage")
+    both = cli("export", snapshot, "--url", "--to", "x.db", "--repo", str(repo))
+    assert both.returncode == 2 and "exactly one of --to FILE and --url" in both.stderr

@@ -64,3 +64,18 @@ class SnapshotRecord(SQLModel, table=True):
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+
+class DownloadLinkRecord(SQLModel, table=True):
+    """A download link handed out by `vaultflow export --url`: where and until when, never the
+    link itself (its signature is a bearer credential)."""
+
+    __tablename__ = "download_links"
+
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: str = Field(index=True)
+    repository_id: str = Field(index=True)
+    location: str = Field(description="the exported object, e.g. s3://bucket/prefix/exports/<id>.sql")
+    size: int
+    created_at: datetime
+    expires_at: datetime

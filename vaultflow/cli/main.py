@@ -277,15 +277,42 @@ def snapshots(
 @handles_errors
 def export(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id or unique prefix.")],
-    to: Annotated[str, typer.Option("--to", help="File to write the native dump to.")],
+    to: Annotated[str | None, typer.Option("--to", help="File to write the native dump to.")] = None,
+    url: Annotated[bool, typer.Option("--url", help="Upload the dump next to the repository (S3 or Azure) "
+                                                    "and print a time-limited download URL.")] = False,
+    expires: Annotated[str, typer.Option(help="How long the --url link works (36h, 7d; S3 at most 7d).")] = "24h",
     repo: RepoOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Rebuild the native dump file (pg_dump custom format, SQLite file); no server needed."""
+    """Rebuild the native dump (pg_dump archive or SQL script, SQLite file) to a file, or as a
+    download link with --url; no Prefect server needed."""
     from vaultflow.restore import export_snapshot
 
-    opened, _ = _open(repo)
-    manifest = export_snapshot(opened, opened.resolve_snapshot(snapshot), to)
+    if (to is None) == (not url):
+        raise InputError("give exactly one of --to FILE and --url", "e.g. vaultflow export 1a2b --to app.sql")
+    opened, catalog_url = _open(repo)
+    snapshot_id = opened.resolve_snapshot(snapshot)
+    if url:
+        from vaultflow.retention import parse_duration
+        from vaultflow.share import export_download_link
+
+        link = export_download_link(opened, snapshot_id, parse_duration(expires))
+        # The catalog keeps where and until when, never the signed URL.
+        Catalog(catalog_url).record_download_link(snapshot_id=snapshot_id, repository_id=opened.id,
+                                                  location=link.location, size=link.size,
+                                                  expires_at=link.expires_at)
+        kind, hint = _EXPORT_KINDS.get(link.manifest.streams[0].format, ("dump", ""))
+        if json_out:
+            print_json({"snapshot": snapshot_id, "object": link.location, "format": kind, "size": link.size,
+                        "url": link.url, "expires_at": link.expires_at.isoformat()})
+        else:
+            stderr.print(f"uploaded {kind} of {link.manifest.database} ({human_bytes(link.size)}) to {link.location}"
+                         f" (not encrypted); the link works until {link.expires_at:%Y-%m-%d %H:%M} UTC; restore "
+                         f"the download with {hint}", highlight=False)
+            print(link.url)
+        return
+    assert to is not None
+    manifest = export_snapshot(opened, snapshot_id, to)
     kind, hint = _EXPORT_KINDS.get(manifest.streams[0].format, ("dump", ""))
     size = os.path.getsize(to)
     if json_out:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,7 +26,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobSasPermissions, ContainerClient, generate_blob_sas
 from pydantic import SecretStr
 
 from vaultflow.errors import (
@@ -182,6 +183,27 @@ class AzureBlobStore(ObjectStore):
                 raise self._map(exc, "delete", key) from None
         except AzureError as exc:
             raise self._map(exc, "delete", key) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        name = self._name(key)
+        try:
+            with path.open("rb") as f:
+                self.client.upload_blob(name, f, overwrite=True, length=path.stat().st_size,
+                                        max_concurrency=min(self.concurrency, 4))
+        except AzureError as exc:
+            raise self._map(exc, "upload", key) from None
+
+    def download_url(self, key: str, expires: timedelta) -> str:
+        """The blob's URL with a read-only SAS signed by the account key."""
+        account_key = getattr(self.client.credential, "account_key", None)
+        if not account_key:
+            raise InputError(f"a download link for {self.describe()} needs the storage account key to sign it",
+                             "use a connection string with AccountKey, or export with --to FILE")
+        name = self._name(key)
+        sas = generate_blob_sas(self.account, self.container, name, account_key=account_key,
+                                permission=BlobSasPermissions(read=True),
+                                expiry=datetime.now(UTC) + expires, start=datetime.now(UTC) - timedelta(minutes=5))
+        return f"{self.client.get_blob_client(name).url}?{sas}"
 
     def _map(self, exc: AzureError, op: str, key: str) -> VaultflowError:
         """One line per failure; the SDK's message can quote the request's URL (and so a

@@ -13,6 +13,8 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from vaultflow.errors import ConnectionFailed, TransientError
@@ -80,3 +82,9 @@ class RetryingStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", lambda: self.inner.delete(key))
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._call(f"upload {key}", lambda: self.inner.put_file(key, path))
+
+    def download_url(self, key: str, expires: timedelta) -> str:
+        return self.inner.download_url(key, expires)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -183,6 +187,32 @@ class S3Store(ObjectStore):
             raise self._map(exc, "delete", key) from None
         except BotoCoreError as exc:
             raise self._map(exc, "delete", key) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        full = self._key(key)
+        # 64 MiB parts: up to ~625 GiB in S3's 10,000 parts, at most 4 parts in memory.
+        config = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20,
+                                max_concurrency=min(self.concurrency, 4))
+        try:
+            self.client.upload_file(str(path), self.bucket, full, Config=config)
+        except S3UploadFailedError as exc:
+            cause = exc.__context__
+            if isinstance(cause, (ClientError, BotoCoreError)):
+                raise self._map(cause, "upload", key) from None
+            raise TransientError(f"S3 upload of {key} to {self.describe()} at {self.endpoint} failed") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "upload", key) from None
+
+    def download_url(self, key: str, expires: timedelta) -> str:
+        """A presigned GET URL (SigV4 allows at most 7 days)."""
+        if not timedelta(seconds=1) <= expires <= timedelta(days=7):
+            raise InputError(f"a presigned S3 URL cannot be valid for {expires}", "choose from 1s to 7d")
+        try:
+            return str(self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=int(expires.total_seconds())))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "presign", key) from None
 
     def _map(self, exc: ClientError | BotoCoreError, op: str, key: str) -> VaultflowError:
         """One line per failure; never the request's signature or credentials."""
