@@ -155,3 +155,11 @@ def test_local_store_leaves_no_temp_files(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "s")
     store.put("x/y", b"1")
     assert [p.name for p in (tmp_path / "s" / "x").iterdir()] == ["y"]
+
+
+def test_put_file(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(9 * 2**20)
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    store.put_file("exports/x.db", path)
+    assert store.get("exports/x.db") == data
