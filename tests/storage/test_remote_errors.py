@@ -188,3 +188,46 @@ def test_azure_empty_container_is_not_initialised_and_foreign_repo_wrong_passphr
 def test_unknown_scheme() -> None:
     with pytest.raises(InputError, match="s3://bucket/prefix or az://container/prefix"):
         open_store("gs://bucket/x")
+
+
+@pytest.mark.parametrize(("status", "code", "transient"), [
+    (503, "SlowDown", True), (500, "InternalError", True), (429, "TooManyRequests", True),
+    (400, "RequestTimeout", True), (403, "AccessDenied", False), (404, "NoSuchBucket", False),
+    (400, "InvalidArgument", False)])
+def test_s3_reply_classification(s3_server: S3Server, status: int, code: str, transient: bool) -> None:
+    """How the S3 store reads a reply the emulator cannot be made to send (throttling, 5xx)."""
+    from botocore.exceptions import ClientError
+
+    from vaultflow.storage.s3 import S3Store
+
+    store = S3Store(s3(s3_server, "some-bucket"))
+    reply = {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    mapped = store._map(ClientError(reply, "PutObject"), "put", "config")  # type: ignore[arg-type]
+    assert mapped.transient is transient
+    assert ("does not exist" if code == "NoSuchBucket" else code) in mapped.line()
+
+
+@pytest.mark.parametrize(("status", "code", "transient"), [
+    (503, "ServerBusy", True), (500, "InternalError", True), (500, "OperationTimedOut", True),
+    (403, "AuthenticationFailed", False), (409, "LeaseIdMissing", False)])
+def test_azure_reply_classification(azurite: AzuriteServer, status: int, code: str, transient: bool) -> None:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    from vaultflow.storage.azure import AzureBlobStore
+
+    store = AzureBlobStore(az(azurite, "backups"))
+    cls = ClientAuthenticationError if status == 403 else HttpResponseError
+    exc = cls(message="x")
+    exc.status_code, exc.error_code = status, code  # type: ignore[assignment]
+    mapped = store._map(exc, "put", "config")
+    assert mapped.transient is transient
+
+
+def test_concurrency_knob(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> None:
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("VAULTFLOW_STORAGE_CONCURRENCY", "3")
+    assert open_store("s3://some-bucket/x").concurrency == 3
+    monkeypatch.setenv("VAULTFLOW_STORAGE_CONCURRENCY", "0")
+    with pytest.raises(InputError, match="VAULTFLOW_STORAGE_CONCURRENCY='0' is not a number from 1 to 64"):
+        open_store("s3://some-bucket/x")
