@@ -108,3 +108,26 @@ def test_export_url_needs_object_storage(cli: Cli, tmp_path: Path) -> None:
         f"error: {repo} cannot hand out download links; use --to FILE, or a repository on S3 or Azure Blob storage")
     both = cli("export", snapshot, "--url", "--to", "x.db", "--repo", str(repo))
     assert both.returncode == 2 and "exactly one of --to FILE and --url" in both.stderr
+
+
+def test_storage_bad_inputs_are_one_line(cli: Cli, s3_server: S3Server, azurite: AzuriteServer) -> None:
+    from tests.object_servers import free_port
+
+    def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, proc.stderr
+        assert "testing" not in proc.stderr and "AccountKey" not in proc.stderr
+        return lines[0]
+
+    gone = cli("snapshots", "--repo", "s3://no-such-bucket/pg", env=s3_server.env())
+    assert gone.returncode == 2 and "S3 bucket 'no-such-bucket' does not exist" in one_line(gone)
+
+    unreachable = cli("snapshots", "--repo", "s3://some-bucket/pg",
+                      env={**s3_server.env(), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
+    line = one_line(unreachable)
+    assert unreachable.returncode == 1 and "failed 6 times" in line and "did not answer" in line
+
+    no_container = cli("init", "--repo", "az://no-such-container/pg",
+                       env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
+    assert no_container.returncode == 2 and "Azure container 'no-such-container' does not exist" in \
+        one_line(no_container)
