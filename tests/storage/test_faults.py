@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,38 @@ def test_backup_to_s3_lists_chunks_once_and_uploads_concurrently(
     new_puts = calls["put"] - before["put"]
     assert new_puts < len(chunks) / 2, (new_puts, len(chunks))
     assert calls.get("stat", 0) - before.get("stat", 0) <= 3
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: object) -> Iterator[bytes]:
+        yield self.data
+
+
+def test_s3_store_rides_out_slowdown_replies(s3_server: S3Server) -> None:
+    """30 % of requests get a real `503 SlowDown` reply, parsed by botocore as from AWS."""
+    import random
+
+    from botocore.awsrequest import AWSResponse
+
+    inner = S3Store(S3Settings(s3_server.new_bucket(), "p", endpoint_url=s3_server.endpoint, region="us-east-1",
+                               access_key_id="testing", secret_access_key=SecretStr("testing")))
+    roll, replies = random.Random(1), {"503": 0}
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+            b"<Message>Please reduce your request rate.</Message></Error>")
+
+    def slow_down(request: object, **_: object) -> AWSResponse | None:
+        if roll.random() < 0.3:
+            replies["503"] += 1
+            return AWSResponse(request.url, 503, {}, _Body(body))  # type: ignore[attr-defined]
+        return None
+
+    inner.client.meta.events.register("before-send.s3", slow_down)
+    store = RetryingStore(inner, FAST)
+    for i in range(40):
+        store.put(f"k/{i}", bytes([i]) * 100)
+    assert sorted(o.key for o in store.list("k/")) == sorted(f"k/{i}" for i in range(40))
+    assert [store.get(f"k/{i}") for i in range(40)] == [bytes([i]) * 100 for i in range(40)]
+    assert replies["503"] > 10
