@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Azurite, the Azure Blob emulator the storage tests start (moto's S3 server is a dev dependency).
+AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
 .PHONY: demo test lint bench clean
 
@@ -13,10 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+$(AZURITE):
+	mkdir -p .tools/azurite
+	npm install --prefix .tools/azurite --no-audit --no-fund --silent azurite@3.37.0
+
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) $(AZURITE)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)

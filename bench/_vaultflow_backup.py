@@ -3,7 +3,7 @@
 Run from the project root as a module, so the parent can time the whole process (Python
 start-up and imports included) and sample its process tree:
 
-    python -m bench._vaultflow_backup backup  --repo DIR --url URL --result FILE [--no-table-checksums]
+    python -m bench._vaultflow_backup backup  --repo DIR_OR_URL --url URL --result FILE [--no-table-checksums]
     python -m bench._vaultflow_backup incremental --repo DIR --url URL --result FILE
                                       [--kind incremental|full|differential] [--jobs N]
     python -m bench._vaultflow_backup restore --repo DIR --snapshot ID --url URL --result FILE [--jobs N]
@@ -205,19 +205,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench._vaultflow_backup")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("backup", help="back up one database into an existing repository")
-    b.add_argument("--repo", type=Path, required=True)
+    b.add_argument("--repo", required=True, help="path, s3:// or az:// location")
     b.add_argument("--url", required=True)
     b.add_argument("--result", type=Path, required=True)
     b.add_argument("--no-table-checksums", action="store_true")
     i = sub.add_parser("incremental", help="plan_backup + backup_database of one database (kind, jobs)")
-    i.add_argument("--repo", type=Path, required=True)
+    i.add_argument("--repo", required=True, help="path, s3:// or az:// location")
     i.add_argument("--url", required=True)
     i.add_argument("--result", type=Path, required=True)
     i.add_argument("--kind", choices=["incremental", "full", "differential"], default="incremental")
     i.add_argument("--jobs", type=int, default=1)
     i.add_argument("--no-table-checksums", action="store_true")
     r = sub.add_parser("restore", help="restore one snapshot into a new database")
-    r.add_argument("--repo", type=Path, required=True)
+    r.add_argument("--repo", required=True, help="path, s3:// or az:// location")
     r.add_argument("--snapshot", required=True)
     r.add_argument("--url", required=True)
     r.add_argument("--result", type=Path, required=True)

@@ -2,19 +2,94 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from prefect_aws import AwsCredentials, MinIOCredentials, S3Bucket
+from prefect_azure import AzureBlobStorageCredentials
+from prefect_azure.blob_storage import AzureBlobStorageContainer
+from pydantic import Field, SecretStr, model_validator
+
+from vaultflow.errors import InputError
+from vaultflow.storage.azure import AzureSettings
+from vaultflow.storage.s3 import S3Settings
+
+StorageSettings = S3Settings | AzureSettings
 
 
 class BackupRepository(Block):
-    """A vaultflow repository location and its passphrase."""
+    """A vaultflow repository: a local path or an S3/Azure storage block, and its passphrase."""
 
     _block_type_name = "vaultflow Backup Repository"
     _block_type_slug = "vaultflow-backup-repository"
-    _description = "Location (local path) and passphrase of a vaultflow repository."
+    _description = ("Where a vaultflow repository lives (a local path, an S3 bucket or an Azure Blob "
+                    "container) and the passphrase that opens it.")
 
-    location: str = Field(description="Local path of the repository (object storage arrives later).")
+    location: str | None = Field(
+        default=None,
+        description="Local path (or s3://bucket/prefix, az://container/prefix with credentials from the "
+                    "environment). Leave empty when `storage` is set.")
     passphrase: SecretStr = Field(description="Opens the repository's keys; losing it loses the backups.")
+    storage: S3Bucket | AzureBlobStorageContainer | None = Field(
+        default=None,
+        description="Object storage holding the repository: an S3Bucket (AwsCredentials or MinIOCredentials, any "
+                    "S3-compatible endpoint) or an AzureBlobStorageContainer; its folder is the repository's "
+                    "prefix.")
+    concurrency: int = Field(default=8, ge=1, le=64,
+                             description="Requests at once to object storage (chunk uploads, read-ahead).")
     catalog_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; default ~/.vaultflow/catalog.db."
     )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Self:
+        if bool(self.location) == (self.storage is not None):
+            raise ValueError("set exactly one of `location` and `storage`")
+        return self
+
+    def storage_settings(self) -> StorageSettings | None:
+        """The core settings for `storage` (None for a `location`); connects to nothing."""
+        if isinstance(self.storage, S3Bucket):
+            return s3_settings(self.storage, self.concurrency)
+        if isinstance(self.storage, AzureBlobStorageContainer):
+            return azure_settings(self.storage, self.concurrency)
+        return None
+
+
+def s3_settings(bucket: S3Bucket, concurrency: int = 8) -> S3Settings:
+    creds = bucket.credentials
+    endpoint = creds.aws_client_parameters.endpoint_url if creds.aws_client_parameters else None
+    if isinstance(creds, MinIOCredentials):
+        return S3Settings(bucket.bucket_name, bucket.bucket_folder, endpoint_url=endpoint,
+                          region=creds.region_name, access_key_id=creds.minio_root_user,
+                          secret_access_key=creds.minio_root_password, concurrency=concurrency)
+    assert isinstance(creds, AwsCredentials)
+    if creds.assume_role_arn:
+        raise InputError(f"the S3Bucket block for s3://{bucket.bucket_name} assumes a role, which vaultflow "
+                         "does not support yet", "give the credentials of the role's session, or a profile")
+    return S3Settings(bucket.bucket_name, bucket.bucket_folder, endpoint_url=endpoint, region=creds.region_name,
+                      access_key_id=creds.aws_access_key_id, secret_access_key=creds.aws_secret_access_key,
+                      session_token=SecretStr(creds.aws_session_token) if creds.aws_session_token else None,
+                      profile=creds.profile_name, concurrency=concurrency)
+
+
+def azure_settings(container: AzureBlobStorageContainer, concurrency: int = 8) -> AzureSettings:
+    creds: AzureBlobStorageCredentials = container.credentials
+    prefix = container.base_folder or ""
+    if creds.connection_string is not None:
+        return AzureSettings(container.container_name, prefix, connection_string=creds.connection_string,
+                             concurrency=concurrency)
+    if not creds.account_url:
+        raise InputError(f"the AzureBlobStorageContainer block for {container.container_name} has no credentials",
+                         "set a connection string, or an account URL")
+    token: object
+    if creds.client_id and creds.tenant_id and creds.client_secret:
+        from azure.identity import ClientSecretCredential
+
+        token = ClientSecretCredential(creds.tenant_id, creds.client_id, creds.client_secret.get_secret_value())
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        token = DefaultAzureCredential()
+    return AzureSettings(container.container_name, prefix, account_url=creds.account_url, token_credential=token,
+                         concurrency=concurrency)

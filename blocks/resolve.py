@@ -9,10 +9,12 @@ from typing import cast
 from prefect.blocks.core import Block
 from pydantic import SecretStr
 
+from blocks.repository import BackupRepository, StorageSettings
 from vaultflow.catalog.catalog import vaultflow_home
 from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url
-from vaultflow.errors import InputError
+from vaultflow.errors import InputError, RepositoryNotInitialised
 from vaultflow.repository import Repository, open_repository
+from vaultflow.storage import ObjectStore, open_store
 
 ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-sqlite-database")
 
@@ -92,13 +94,29 @@ _SERVER_DATABASE = {"postgresql": "postgres", "postgres": "postgres", "mysql": "
 
 @dataclass(frozen=True)
 class RepositoryRef:
+    """A repository as the user named it: `location` (a path or URL, for messages too),
+    the object-storage settings a block gave (else the location is opened), the block's name."""
+
     location: str
     passphrase: SecretStr | None
     catalog_url: str | None = None
+    storage: StorageSettings | None = None
+    block_name: str | None = None
+
+    def store(self) -> ObjectStore:
+        """The store the repository lives in (connects on first use)."""
+        return self.storage.open() if self.storage is not None else open_store(self.location)
 
     def open(self) -> Repository:
         """Open the repository with this reference's passphrase (connects to storage)."""
-        return open_repository(self.location, self.passphrase.get_secret_value() if self.passphrase else None)
+        try:
+            return open_repository(self.store(), self.passphrase.get_secret_value() if self.passphrase else None)
+        except RepositoryNotInitialised as exc:
+            if self.block_name is None:
+                raise
+            raise RepositoryNotInitialised(
+                f"{exc.what} (BackupRepository block {self.block_name!r})",
+                f"create one with: vaultflow init --repo {self.block_name}") from None
 
 
 def is_location(ref: str) -> bool:
@@ -122,4 +140,7 @@ def resolve_repository(ref: str | None) -> RepositoryRef:
             f"no BackupRepository block named {ref!r}",
             "create it in the Prefect UI (Blocks) or give a path such as ./repo",
         )
-    return RepositoryRef(block.location, block.passphrase, block.catalog_url)  # type: ignore[attr-defined]
+    assert isinstance(block, BackupRepository)
+    settings = block.storage_settings()
+    location = settings.location() if settings is not None else str(block.location)
+    return RepositoryRef(location, block.passphrase, block.catalog_url, settings, block_name=ref)

@@ -1,5 +1,7 @@
 """Prefect flows: what the UI, deployments and the CLI run.
 
 Import each flow from its module (`from flows.backup import backup`); entry points for
-deployments are `flows/backup.py:backup` and `flows/restore.py:restore`.
+deployments are `flows/backup.py:backup`, `flows/restore.py:restore`,
+`flows/maintenance.py:retention`, `:verify` and `:copy`, and
+`flows/credentials.py:check_credentials`.
 """

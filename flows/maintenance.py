@@ -1,4 +1,4 @@
-"""The `retention` (prune) and `verify` flows."""
+"""The `retention` (prune), `verify` and `copy` flows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
-from tasks.maintenance import prune_repository, verify_repository
+from tasks.maintenance import copy_repository, prune_repository, verify_repository
 from tasks.reporting import publish_stats
 from vaultflow.errors import IntegrityError
 from vaultflow.retention import RetentionPolicy, parse_duration, preset
@@ -75,3 +75,19 @@ def verify(
                              "restore from another snapshot; `vaultflow backup --kind incremental --repair` "
                              "rewrites the chunks a new dump produces again, a new full starts a fresh chain")
     return [v.as_dict() for v in verdicts]
+
+
+@flow(name="copy", validate_parameters=True)
+def copy(
+    destination: Annotated[str, Field(description="BackupRepository block name or path to copy into "
+                                                  "(initialised with `vaultflow init`)")],
+    repository: Annotated[str | None, Field(description="BackupRepository block name or path to copy from")] = None,
+    snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
+) -> dict[str, object]:
+    """Copy snapshots to a second repository, transferring only the chunks it does not hold."""
+    result = copy_repository(repository, destination, snapshots)
+    create_table_artifact(key="vaultflow-copy", table=[
+        {"copied": len(result.copied), "already_there": len(result.already_there),
+         "chunks_written": result.chunks_written, "chunks_reused": result.chunks_reused,
+         "bytes_written": result.bytes_written}], description=f"Copy to {destination}")
+    return result.as_dict()

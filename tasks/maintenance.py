@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from blocks.resolve import resolve_repository
 from tasks.retry_policy import retry_transient
 from vaultflow.catalog import Catalog
+from vaultflow.copy import CopyResult, copy_snapshots
 from vaultflow.prune import PrunePlan, prune
 from vaultflow.repository import Repository
 from vaultflow.retention import RetentionPolicy
@@ -43,3 +44,17 @@ def verify_repository(repository: str | None, snapshots: list[str] | None, deep:
     repo, _ = _open(repository)
     ids = [repo.resolve_snapshot(s) for s in snapshots] if snapshots else None
     return verify_snapshots(repo, ids, deep=deep, policy=policy)
+
+
+@task(name="copy-snapshots", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
+      persist_result=False, cache_policy=NO_CACHE)
+def copy_repository(source: str | None, destination: str, snapshots: list[str] | None) -> CopyResult:
+    """Copy snapshots the destination lacks; a retry skips the ones already copied."""
+    src, _ = _open(source)
+    dest, _ = _open(destination)
+    ids = [src.resolve_snapshot(s) for s in snapshots] if snapshots else None
+    result = copy_snapshots(src, dest, ids)
+    get_run_logger().info("copied %d snapshot(s) from %s to %s (%d already there): %d chunk(s) written, %d reused",
+                          len(result.copied), src.store.describe(), dest.store.describe(),
+                          len(result.already_there), result.chunks_written, result.chunks_reused)
+    return result

@@ -20,6 +20,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.engines.cases import EngineCase
+    from tests.object_servers import AzuriteServer, S3Server
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PASSPHRASE = "correct horse battery staple"
@@ -139,3 +140,46 @@ def case(request: pytest.FixtureRequest) -> Iterator[EngineCase]:
     c = ENGINE_CASES[request.param]()
     yield c
     c.cleanup()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port for the session."""
+    from tests.object_servers import moto_server
+
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteServer]:
+    """Azurite's blob service on a free loopback port for the session."""
+    from tests.object_servers import azurite_server
+
+    with azurite_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_repo(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An initialised repository in a new moto bucket; the AWS environment points at it."""
+    from vaultflow.repository import Repository
+    from vaultflow.storage import open_store
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    location = f"s3://{s3_server.new_bucket()}/repo"
+    Repository.init(open_store(location), PASSPHRASE)
+    return location
+
+
+@pytest.fixture
+def azure_repo(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An initialised repository in a new Azurite container; the connection string is set."""
+    from vaultflow.repository import Repository
+    from vaultflow.storage import open_store
+
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    location = f"az://{azurite.new_container()}/repo"
+    Repository.init(open_store(location), PASSPHRASE)
+    return location

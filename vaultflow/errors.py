@@ -70,6 +70,10 @@ class WrongPassphrase(InputError):
     """The passphrase does not open this repository's key."""
 
 
+class StorageNotFound(InputError):
+    """The bucket or container a repository location names does not exist."""
+
+
 class StorageFull(VaultflowError):
     """The storage has no space left."""
 

@@ -8,17 +8,39 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from vaultflow.errors import InputError
-from vaultflow.storage import LocalStore, ObjectStore
+from vaultflow.storage import LocalStore, MemoryStore, ObjectStore
+from vaultflow.storage.azure import AzureSettings
+from vaultflow.storage.s3 import S3Settings
 
-BackendFactory = Callable[[Path], ObjectStore]
-BACKENDS: dict[str, BackendFactory] = {"local": lambda tmp: LocalStore(tmp / "store")}
+BackendFactory = Callable[[pytest.FixtureRequest, Path], ObjectStore]
+
+
+def _s3(request: pytest.FixtureRequest, tmp: Path) -> ObjectStore:
+    server = request.getfixturevalue("s3_server")
+    return S3Settings(server.new_bucket(), "some/prefix", endpoint_url=server.endpoint, region="us-east-1",
+                      access_key_id="testing", secret_access_key=SecretStr("testing")).open()
+
+
+def _azure(request: pytest.FixtureRequest, tmp: Path) -> ObjectStore:
+    server = request.getfixturevalue("azurite")
+    return AzureSettings(server.new_container(), "some/prefix",
+                         connection_string=SecretStr(server.connection_string)).open()
+
+
+BACKENDS: dict[str, BackendFactory] = {
+    "local": lambda request, tmp: LocalStore(tmp / "store"),
+    "memory": lambda request, tmp: MemoryStore(),
+    "s3": _s3,
+    "azure": _azure,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    yield BACKENDS[request.param](tmp_path)
+    yield BACKENDS[request.param](request, tmp_path)
 
 
 def test_put_get_stat_delete(store: ObjectStore) -> None:
@@ -54,16 +76,57 @@ def test_list_by_prefix(store: ObjectStore) -> None:
     assert list(store.list("nothing/")) == []
 
 
+def test_list_by_prefix_inside_a_segment_and_nested(store: ObjectStore) -> None:
+    for key in ("chains/ab/chunks/00/001", "chains/ab/chunks/01/011", "chains/abc/chunks/00/002", "chainsx"):
+        store.put(key, b"x")
+    assert sorted(i.key for i in store.list("chains/ab/")) == ["chains/ab/chunks/00/001", "chains/ab/chunks/01/011"]
+    assert sorted(i.key for i in store.list("chains/ab")) == [
+        "chains/ab/chunks/00/001", "chains/ab/chunks/01/011", "chains/abc/chunks/00/002"]
+    assert sorted(i.key for i in store.list("chains")) == [
+        "chains/ab/chunks/00/001", "chains/ab/chunks/01/011", "chains/abc/chunks/00/002", "chainsx"]
+    assert {i.size for i in store.list("chains/")} == {1}
+
+
+def test_list_many_objects_pages(store: ObjectStore) -> None:
+    # More than one listing page on S3 (1000 keys per page).
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [f"many/{i:05d}" for i in range(1100)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.put(k, b"", sync=False), keys))
+    store.sync()
+    assert sorted(i.key for i in store.list("many/")) == keys
+
+
 def test_large_object(store: ObjectStore) -> None:
     data = os.urandom(16 * 2**20)
     store.put("big", data)
     assert store.get("big") == data
+    info = store.stat("big")
+    assert info is not None and info.size == len(data)
+
+
+def test_empty_object(store: ObjectStore) -> None:
+    store.put("empty", b"")
+    assert store.get("empty") == b""
+    assert store.stat("empty") == type(store.stat("empty"))("empty", 0)
+
+
+def test_describe_names_no_secret(store: ObjectStore) -> None:
+    text = store.describe()
+    assert "testing" not in text and "AccountKey" not in text and "Eby8" not in text
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "A/upper", "a//b", ".hidden", "a/", "a b"])
 def test_key_validation(store: ObjectStore, key: str) -> None:
     with pytest.raises(InputError):
         store.put(key, b"x")
+    for op in (store.get, store.stat, store.delete):
+        with pytest.raises(InputError):
+            op(key)
+    if key not in ("", "a/"):  # an empty prefix (all) and a trailing '/' are fine for listing
+        with pytest.raises(InputError):
+            list(store.list(key))
 
 
 def test_concurrent_writers(store: ObjectStore) -> None:
@@ -92,3 +155,11 @@ def test_local_store_leaves_no_temp_files(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "s")
     store.put("x/y", b"1")
     assert [p.name for p in (tmp_path / "s" / "x").iterdir()] == ["y"]
+
+
+def test_put_file(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(9 * 2**20)
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    store.put_file("exports/x.db", path)
+    assert store.get("exports/x.db") == data

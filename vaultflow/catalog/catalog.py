@@ -16,6 +16,7 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import (
     DatabaseRecord,
+    DownloadLinkRecord,
     DrillRecord,
     DrillStatus,
     ServerRecord,
@@ -88,6 +89,22 @@ class Catalog:
         self.url = url or default_catalog_url()
         self.engine: Engine = create_engine(self.url)
         SQLModel.metadata.create_all(self.engine)
+
+    # -- download links ----------------------------------------------------------------
+
+    def record_download_link(self, *, snapshot_id: str, repository_id: str, location: str, size: int,
+                             expires_at: datetime) -> None:
+        with Session(self.engine) as s:
+            s.add(DownloadLinkRecord(snapshot_id=snapshot_id, repository_id=repository_id, location=location,
+                                     size=size, created_at=_now(), expires_at=expires_at))
+            s.commit()
+
+    def download_links(self, snapshot_id: str | None = None) -> list[DownloadLinkRecord]:
+        with Session(self.engine) as s:
+            query = select(DownloadLinkRecord).order_by(col(DownloadLinkRecord.created_at))
+            if snapshot_id is not None:
+                query = query.where(DownloadLinkRecord.snapshot_id == snapshot_id)
+            return list(s.exec(query).all())
 
     # -- servers and databases -------------------------------------------------------
 

@@ -98,3 +98,16 @@ class DrillRecord(SQLModel, table=True):
     checks: str = Field(default="[]", description="JSON list of every check result")
     error: str | None = None
     flow_run_id: str | None = None
+class DownloadLinkRecord(SQLModel, table=True):
+    """A download link handed out by `vaultflow export --url`: where and until when, never the
+    link itself (its signature is a bearer credential)."""
+
+    __tablename__ = "download_links"
+
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: str = Field(index=True)
+    repository_id: str = Field(index=True)
+    location: str = Field(description="the exported object, e.g. s3://bucket/prefix/exports/<id>.sql")
+    size: int
+    created_at: datetime
+    expires_at: datetime

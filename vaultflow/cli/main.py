@@ -29,7 +29,8 @@ catalog_app = typer.Typer(no_args_is_help=True, help="The local catalog of snaps
 app.add_typer(catalog_app, name="catalog")
 
 RepoOpt = Annotated[str | None, typer.Option("--repo", "-r", envvar="VAULTFLOW_REPO",
-                                             help="Repository path, or a BackupRepository block name.")]
+                                             help="Repository path, s3://bucket/prefix, az://container/prefix, "
+                                                  "or a BackupRepository block name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")]
 
@@ -146,9 +147,17 @@ def _prepare_flow_run(repo: str | None, verbose: bool) -> str:
 @app.command()
 @handles_errors
 def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
-    """Create an empty repository at a local path."""
+    """Create an empty repository at a path, s3://bucket/prefix, az://container/prefix, or where a
+    BackupRepository block points (with the block's passphrase)."""
     location = _require_repo(repo)
-    created = Repository.init(open_store(location), _passphrase(confirm=True))
+    if _is_location(location):
+        created = Repository.init(open_store(location), _passphrase(confirm=True))
+    else:
+        from blocks.resolve import resolve_repository
+
+        resolved = resolve_repository(location)
+        assert resolved.passphrase is not None
+        created = Repository.init(resolved.store(), resolved.passphrase.get_secret_value())
     if json_out:
         print_json({"repository_id": created.id, "location": created.store.describe()})
     else:
@@ -268,15 +277,42 @@ def snapshots(
 @handles_errors
 def export(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id or unique prefix.")],
-    to: Annotated[str, typer.Option("--to", help="File to write the native dump to.")],
+    to: Annotated[str | None, typer.Option("--to", help="File to write the native dump to.")] = None,
+    url: Annotated[bool, typer.Option("--url", help="Upload the dump next to the repository (S3 or Azure) "
+                                                    "and print a time-limited download URL.")] = False,
+    expires: Annotated[str, typer.Option(help="How long the --url link works (36h, 7d; S3 at most 7d).")] = "24h",
     repo: RepoOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Rebuild the native dump file (pg_dump custom format, SQLite file); no server needed."""
+    """Rebuild the native dump (pg_dump archive or SQL script, SQLite file) to a file, or as a
+    download link with --url; no Prefect server needed."""
     from vaultflow.restore import export_snapshot
 
-    opened, _ = _open(repo)
-    manifest = export_snapshot(opened, opened.resolve_snapshot(snapshot), to)
+    if (to is None) == (not url):
+        raise InputError("give exactly one of --to FILE and --url", "e.g. vaultflow export 1a2b --to app.sql")
+    opened, catalog_url = _open(repo)
+    snapshot_id = opened.resolve_snapshot(snapshot)
+    if url:
+        from vaultflow.retention import parse_duration
+        from vaultflow.share import export_download_link
+
+        link = export_download_link(opened, snapshot_id, parse_duration(expires))
+        # The catalog keeps where and until when, never the signed URL.
+        Catalog(catalog_url).record_download_link(snapshot_id=snapshot_id, repository_id=opened.id,
+                                                  location=link.location, size=link.size,
+                                                  expires_at=link.expires_at)
+        kind, hint = _EXPORT_KINDS.get(link.manifest.streams[0].format, ("dump", ""))
+        if json_out:
+            print_json({"snapshot": snapshot_id, "object": link.location, "format": kind, "size": link.size,
+                        "url": link.url, "expires_at": link.expires_at.isoformat()})
+        else:
+            stderr.print(f"uploaded {kind} of {link.manifest.database} ({human_bytes(link.size)}) to {link.location}"
+                         f" (not encrypted); the link works until {link.expires_at:%Y-%m-%d %H:%M} UTC; restore "
+                         f"the download with {hint}", highlight=False)
+            print(link.url)
+        return
+    assert to is not None
+    manifest = export_snapshot(opened, snapshot_id, to)
     kind, hint = _EXPORT_KINDS.get(manifest.streams[0].format, ("dump", ""))
     size = os.path.getsize(to)
     if json_out:
@@ -413,6 +449,67 @@ def drill(
         return
     for row in rows:
         stdout.print(str(row["summary"]), highlight=False)
+
+
+@app.command()
+@handles_errors
+def copy(
+    snapshot: Annotated[list[str] | None, typer.Argument(help="Snapshot ids; all if none.")] = None,
+    repo: RepoOpt = None,
+    to: Annotated[str, typer.Option("--to", help="Destination repository: BackupRepository block or location.")] = "",
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Copy snapshots to a second repository, sending only chunks it lacks (runs the `copy` flow).
+
+    A destination given as a location uses VAULTFLOW_PASSPHRASE too; for another passphrase
+    name a BackupRepository block.
+    """
+    if not to:
+        raise InputError("no destination repository", "pass --to BLOCK or --to LOCATION (initialised with "
+                         "vaultflow init)")
+    ref = _prepare_flow_run(repo, verbose)
+    if _is_location(to):
+        Repository.read_config(open_store(to))
+    from flows.maintenance import copy as copy_flow
+
+    result = copy_flow(destination=to, repository=ref, snapshots=snapshot or None)
+    if json_out:
+        print_json(result)
+        return
+    copied = cast(list[str], result["copied"])
+    stdout.print(f"copied {len(copied)} snapshot(s) ({', '.join(i[:8] for i in copied) or 'none'}) to {to}, "
+                 f"{len(cast(list[str], result['already_there']))} already there; {result['chunks_written']} "
+                 f"chunk(s) written ({human_bytes(int(str(result['bytes_written'])))}), {result['chunks_reused']} "
+                 "already present", highlight=False)
+
+
+@app.command("check-credentials")
+@handles_errors
+def check_credentials(
+    repo: Annotated[list[str] | None, typer.Option("--repo", "-r", help="BackupRepository block; all if none.")] = None,
+    within_days: Annotated[int, typer.Option(help="Report what expires within this many days.")] = 14,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Report storage credentials (Azure SAS) that expire soon (runs the `check-credentials` flow).
+
+    Exits 1 if any has expired or expires within the window; the flow also emits an event each.
+    """
+    _quiet_prefect(verbose)
+    from flows.credentials import check_credentials as check_flow
+
+    rows = check_flow(repositories=repo or [], within_days=within_days)
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(None, ["repository", "location", "credential", "expires at", "status"],
+                    [(r["repository"], r["location"], r["kind"], r["expires_at"], r["status"]) for r in rows])
+    bad = [r for r in rows if r["status"] in ("expired", "expiring")]
+    if bad:
+        error(f"{len(bad)} repository credential(s) expired or expire within {within_days} days: "
+              f"{', '.join(str(r['repository']) for r in bad)}; generate new ones and update the blocks")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -231,9 +231,13 @@ class Repository:
         prefix = f"chains/{chain}/chunks/"
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.store.list(prefix)}
 
-    def writer(self, chain: str, *, workers: int = 2, known: dict[str, int] | None = None) -> ChunkWriter:
-        """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds)."""
-        return ChunkWriter(self, chain, workers=workers, known=known)
+    def writer(self, chain: str, *, workers: int | None = None, known: dict[str, int] | None = None) -> ChunkWriter:
+        """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds).
+
+        `workers` (sealing and uploading threads per stream) defaults to the store's
+        `concurrency`: 2 for a local disk, VAULTFLOW_STORAGE_CONCURRENCY (8) for object storage.
+        """
+        return ChunkWriter(self, chain, workers=workers or self.store.concurrency, known=known)
 
     def read_stream(
         self,
@@ -242,7 +246,7 @@ class Repository:
         sink: ByteSink,
         chain: str,
         *,
-        prefetch: int = 4,
+        prefetch: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
         """Write the stream's plaintext to `sink`, verifying every chunk and the whole.
@@ -252,6 +256,8 @@ class Repository:
         """
         total = hashlib.sha256()
         done = 0
+        # Chunks fetched ahead: at least 4, more when the store wants more requests at once.
+        prefetch = prefetch or max(4, self.store.concurrency)
         with ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="vf-read") as pool:
             pending: list[tuple[ChunkRef, Future[bytes]]] = []
             chunks = iter(stream.chunks)
@@ -281,6 +287,13 @@ class Repository:
                 "recorded SHA-256/size",
                 "the snapshot is damaged; restore another one",
             )
+
+    def put_chunk(self, chain: str, data: bytes, *, sync: bool = False) -> ChunkRef:
+        """Seal and store one chunk of plaintext in `chain`; its reference in this repository."""
+        cid = self.sealer.chunk_id(data)
+        blob = self.sealer.seal(data, _chunk_aad(cid))
+        self.store.put(chunk_key(chain, cid), blob, sync=sync)
+        return ChunkRef(id=cid, size=len(data), stored=len(blob))
 
     def load_chunk(self, snapshot_id: str, chain: str, ref: ChunkRef) -> bytes:
         """One chunk's plaintext, authenticated and re-hashed; IntegrityError otherwise."""
@@ -452,11 +465,11 @@ def _manifest_aad(snapshot_id: str) -> bytes:
     return b"snapshot:" + snapshot_id.encode()
 
 
-def open_repository(location: str, passphrase: str | None) -> Repository:
-    """Open the repository at a location (path or URL) with a passphrase."""
+def open_repository(location: str | ObjectStore, passphrase: str | None) -> Repository:
+    """Open the repository at a location (path or URL, or an opened store) with a passphrase."""
     from vaultflow.storage import open_store
 
-    store = open_store(location)
+    store = open_store(location) if isinstance(location, str) else location
     if not passphrase:
         Repository.read_config(store)  # "not initialised" beats "no passphrase"
         raise WrongPassphrase(

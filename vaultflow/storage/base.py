@@ -11,6 +11,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 from vaultflow.errors import InputError
 
@@ -52,7 +54,13 @@ class ObjectStore(ABC):
     - `list` yields every object under `prefix`, in no particular order.
     - `delete` of a missing object is not an error.
     Errors that may pass (connection resets, throttling) raise `TransientError`.
+
+    `concurrency` is how many requests at once suit the backend: the repository uses it
+    for chunk uploads and read-ahead (one disk wants few; a remote endpoint wants many
+    to hide its round trip).
     """
+
+    concurrency: int = 2
 
     @abstractmethod
     def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
@@ -79,3 +87,12 @@ class ObjectStore(ABC):
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store a file of any size as one object (remote stores stream it in parts)."""
+        self.put(key, path.read_bytes())
+
+    def download_url(self, key: str, expires: timedelta) -> str:
+        """A URL that reads `key` without credentials until `expires` from now."""
+        raise InputError(f"{self.describe()} cannot hand out download links",
+                         "use --to FILE, or a repository on S3 or Azure Blob storage")

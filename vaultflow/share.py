@@ -1,0 +1,48 @@
+"""Download links: rebuild a snapshot's native dump, upload it as one object next to the
+repository, and sign a time-limited URL for it (`vaultflow export SNAPSHOT --url`).
+
+The exported object is NOT encrypted: it is the plain dump a DBA or an auditor can open
+with pg_restore, psql or sqlite3. It lives under `exports/` in the repository's bucket or
+container, outside what prune collects, until someone deletes it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from vaultflow.repository import Repository, SnapshotManifest
+from vaultflow.restore import export_snapshot
+
+EXPORT_PREFIX = "exports/"
+_EXTENSIONS = {"pg_dump-custom": "dump", "pg_dump-custom-schema": "sql", "sqlite3-file": "db"}
+
+
+@dataclass(frozen=True)
+class DownloadLink:
+    manifest: SnapshotManifest
+    key: str
+    location: str
+    url: str
+    size: int
+    expires_at: datetime
+
+
+def export_download_link(repo: Repository, snapshot_id: str, expires: timedelta, *,
+                         spool_dir: str | None = None) -> DownloadLink:
+    """Upload the snapshot's native dump as `exports/<id>.<ext>` and sign a URL valid for `expires`.
+
+    The URL is signed first (that needs no upload and fails fast where the store cannot sign),
+    then the dump is rebuilt into a 0600 spool file, verified and uploaded."""
+    manifest = repo.load_manifest(snapshot_id)
+    key = f"{EXPORT_PREFIX}{snapshot_id}.{_EXTENSIONS.get(manifest.streams[0].format, 'bin')}"
+    expires_at = datetime.now(UTC) + expires
+    url = repo.store.download_url(key, expires)
+    with tempfile.TemporaryDirectory(prefix="vaultflow-export-", dir=spool_dir) as tmp:
+        path = Path(tmp) / "dump"
+        export_snapshot(repo, snapshot_id, path)
+        size = path.stat().st_size
+        repo.store.put_file(key, path)
+    return DownloadLink(manifest, key, f"{repo.store.describe().rstrip('/')}/{key}", url, size, expires_at)

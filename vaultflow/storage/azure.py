@@ -1,0 +1,238 @@
+"""Azure Blob Storage (and Azurite) through azure-storage-blob's ContainerClient.
+
+One block blob per key under `prefix/` in one container. An upload commits whole (a single
+Put Blob, or Put Block List for large blobs), so readers never see a part, and an
+acknowledged upload is durable: `sync` has nothing to do. The SDK's own retries are off;
+this store raises `TransientError` on 5xx, throttling and broken connections and
+`RetryingStore` (see `AzureSettings.open`) retries. 403 (bad key, expired SAS) and a
+missing container fail at once with one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobSasPermissions, ContainerClient, generate_blob_sas
+from pydantic import SecretStr
+
+from vaultflow.errors import (
+    AuthenticationFailed,
+    InputError,
+    StorageNotFound,
+    TransientError,
+    VaultflowError,
+)
+from vaultflow.storage.base import ObjectInfo, ObjectStore, validate_key, validate_prefix
+from vaultflow.storage.retry import RetryingStore, RetryPolicy
+from vaultflow.storage.s3 import clean_prefix
+
+_CONTAINER_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+_SDK_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 60}
+
+
+def check_container(container: str) -> str:
+    if not _CONTAINER_RE.match(container):
+        raise InputError(f"invalid Azure container name {container!r}",
+                         "container names are 3-63 characters of a-z 0-9 - (az://container/prefix)")
+    return container
+
+
+def sas_expiry(sas_or_connection_string: str) -> datetime | None:
+    """The `se` (signed expiry) of a SAS token, or of the SAS in a connection string."""
+    text = sas_or_connection_string
+    if "SharedAccessSignature=" in text:
+        text = text.split("SharedAccessSignature=", 1)[1].split(";", 1)[0]
+    values = parse_qs(text.lstrip("?")).get("se")
+    if not values:
+        return None
+    try:
+        expiry = datetime.fromisoformat(values[0].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Where an Azure repository lives and how to authenticate: a connection string (with an
+    account key or a SAS), or `account_url` with `sas_token`, `account_key`, or a token
+    credential object built by the caller (service principal, managed identity)."""
+
+    container: str
+    prefix: str = ""
+    connection_string: SecretStr | None = None
+    account_url: str | None = None
+    sas_token: SecretStr | None = None
+    account_key: SecretStr | None = None
+    token_credential: object | None = None
+    concurrency: int = 8
+
+    def location(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"az://{self.container}/{prefix}" if prefix else f"az://{self.container}"
+
+    def open(self, retry: RetryPolicy | None = None) -> ObjectStore:
+        return RetryingStore(AzureBlobStore(self), retry)
+
+    def sas_expires_at(self) -> datetime | None:
+        for secret in (self.sas_token, self.connection_string):
+            if secret is not None:
+                expiry = sas_expiry(secret.get_secret_value())
+                if expiry is not None:
+                    return expiry
+        return None
+
+
+class AzureBlobStore(ObjectStore):
+    """Objects as block blobs `<prefix>/<key>` in `settings.container`."""
+
+    def __init__(self, settings: AzureSettings) -> None:
+        self.container = check_container(settings.container)
+        self.prefix = clean_prefix(settings.prefix)
+        self.concurrency = max(1, settings.concurrency)
+        self.sas_expires_at = settings.sas_expires_at()
+        options = dict(_SDK_OPTIONS)
+        try:
+            if settings.connection_string is not None:
+                self.client = ContainerClient.from_connection_string(
+                    settings.connection_string.get_secret_value(), self.container, **options)
+            elif settings.account_url:
+                credential: Any = settings.token_credential
+                if settings.sas_token is not None:
+                    credential = settings.sas_token.get_secret_value().lstrip("?")
+                elif settings.account_key is not None:
+                    credential = settings.account_key.get_secret_value()
+                self.client = ContainerClient(settings.account_url, self.container, credential=credential, **options)
+            else:
+                raise InputError(f"no Azure credentials for az://{self.container}",
+                                 "set AZURE_STORAGE_CONNECTION_STRING, or use a BackupRepository block with "
+                                 "AzureBlobStorageCredentials")
+        except ValueError as exc:  # malformed connection string or URL; the SDK's text holds no secret
+            raise InputError(f"invalid Azure connection settings for az://{self.container}: "
+                             f"{str(exc).splitlines()[0][:200]}",
+                             "check AZURE_STORAGE_CONNECTION_STRING or the block's credentials") from None
+        self.endpoint = f"{self.client.scheme}://{self.client.primary_hostname}"
+        self.account = str(self.client.account_name or "")
+
+    def describe(self) -> str:
+        return f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"
+
+    def _name(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+        name = self._name(key)
+        try:
+            self.client.upload_blob(name, data, overwrite=True, length=len(data))
+        except AzureError as exc:
+            raise self._map(exc, "put", key) from None
+
+    def get(self, key: str) -> bytes:
+        name = self._name(key)
+        try:
+            return bytes(self.client.download_blob(name).readall())
+        except ResourceNotFoundError as exc:
+            if _code(exc) == "ContainerNotFound":
+                raise self._map(exc, "get", key) from None
+            raise KeyError(key) from None
+        except AzureError as exc:
+            raise self._map(exc, "get", key) from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        name = self._name(key)
+        try:
+            props = self.client.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError as exc:
+            if _code(exc) == "ContainerNotFound":
+                raise self._map(exc, "stat", key) from None
+            return None
+        except AzureError as exc:
+            raise self._map(exc, "stat", key) from None
+        return ObjectInfo(key, int(props.size))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for blob in self.client.list_blobs(name_starts_with=root + prefix):
+                yield ObjectInfo(str(blob.name)[len(root):], int(blob.size))
+        except AzureError as exc:
+            raise self._map(exc, "list", prefix or "(all)") from None
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        try:
+            self.client.delete_blob(name)
+        except ResourceNotFoundError as exc:
+            if _code(exc) == "ContainerNotFound":
+                raise self._map(exc, "delete", key) from None
+        except AzureError as exc:
+            raise self._map(exc, "delete", key) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        name = self._name(key)
+        try:
+            with path.open("rb") as f:
+                self.client.upload_blob(name, f, overwrite=True, length=path.stat().st_size,
+                                        max_concurrency=min(self.concurrency, 4))
+        except AzureError as exc:
+            raise self._map(exc, "upload", key) from None
+
+    def download_url(self, key: str, expires: timedelta) -> str:
+        """The blob's URL with a read-only SAS signed by the account key."""
+        account_key = getattr(self.client.credential, "account_key", None)
+        if not account_key:
+            raise InputError(f"a download link for {self.describe()} needs the storage account key to sign it",
+                             "use a connection string with AccountKey, or export with --to FILE")
+        name = self._name(key)
+        sas = generate_blob_sas(self.account, self.container, name, account_key=account_key,
+                                permission=BlobSasPermissions(read=True),
+                                expiry=datetime.now(UTC) + expires, start=datetime.now(UTC) - timedelta(minutes=5))
+        return f"{self.client.get_blob_client(name).url}?{sas}"
+
+    def _map(self, exc: AzureError, op: str, key: str) -> VaultflowError:
+        """One line per failure; the SDK's message can quote the request's URL (and so a
+        SAS signature), so only the error code and status are used."""
+        where = f"{self.describe()} at {self.endpoint}"
+        if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+            return TransientError(f"Azure Blob endpoint {self.endpoint} did not answer ({type(exc).__name__})",
+                                  "check the endpoint in the connection string (or the block) and the network")
+        code = _code(exc)
+        status = int(getattr(exc, "status_code", 0) or 0)
+        if code == "ContainerNotFound":
+            return StorageNotFound(f"Azure container {self.container!r} does not exist in account "
+                                   f"{self.account!r} at {self.endpoint}",
+                                   f"create it (az storage container create -n {self.container}) or fix the "
+                                   "container in --repo or the block")
+        if isinstance(exc, ClientAuthenticationError) or status == 403:
+            expiry = self.sas_expires_at
+            if expiry is not None and expiry <= datetime.now(UTC):
+                return AuthenticationFailed(f"the SAS token for {where} expired at {expiry:%Y-%m-%d %H:%M} UTC",
+                                            "generate a new SAS and update the connection string or the block")
+            return AuthenticationFailed(f"Azure Blob refused {op} on {where} ({code or status})",
+                                        "check the account key or SAS (its permissions and expiry) in the "
+                                        "connection string or the block")
+        if isinstance(exc, HttpResponseError) and (status >= 500 or status == 429 or code in ("ServerBusy",
+                                                                                             "OperationTimedOut")):
+            return TransientError(f"Azure Blob {op} of {key} in {where} failed with {code or status} (HTTP {status})")
+        return VaultflowError(f"Azure Blob {op} of {key} in {where} failed with {code or type(exc).__name__} "
+                              f"(HTTP {status})")
+
+
+def _code(exc: AzureError) -> str:
+    return str(getattr(exc, "error_code", None) or "")

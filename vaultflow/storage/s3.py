@@ -1,0 +1,245 @@
+"""S3 and S3-compatible object storage (AWS, MinIO, moto, ...) through a boto3 client.
+
+One object per key under `prefix/` in one bucket. A PUT is atomic in S3, so no temp
+objects are needed, and every acknowledged PUT is durable: `sync` has nothing to do.
+boto3's own retries are off; this store raises `TransientError` at the first 5xx,
+throttling reply or broken connection and `RetryingStore` (see `open_s3_store`) retries.
+Permanent failures (403, missing bucket, no credentials) raise at once with one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pydantic import SecretStr
+
+from vaultflow.errors import (
+    AuthenticationFailed,
+    InputError,
+    StorageNotFound,
+    TransientError,
+    VaultflowError,
+)
+from vaultflow.storage.base import ObjectInfo, ObjectStore, validate_key, validate_prefix
+from vaultflow.storage.retry import RetryingStore, RetryPolicy
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+                    "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests", "503", "500", "502", "504"}
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+               "TokenRefreshRequired", "AllAccessDisabled", "403"}
+
+
+def check_bucket(bucket: str) -> str:
+    if not _BUCKET_RE.match(bucket):
+        raise InputError(f"invalid S3 bucket name {bucket!r}",
+                         "bucket names are 3-63 characters of a-z 0-9 . - (s3://bucket/prefix)")
+    return bucket
+
+
+def clean_prefix(prefix: str) -> str:
+    """A store prefix: '/'-separated key segments without leading or trailing '/'."""
+    prefix = prefix.strip("/")
+    if prefix:
+        validate_key(prefix)
+    return prefix
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where an S3 repository lives and how to sign requests; None means boto3's default
+    chain (AWS_* environment, shared config files, instance roles)."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    profile: str | None = None
+    concurrency: int = 8
+
+    def location(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+    def open(self, retry: RetryPolicy | None = None) -> ObjectStore:
+        return RetryingStore(S3Store(self), retry)
+
+
+class S3Store(ObjectStore):
+    """Objects as S3 objects `<prefix>/<key>` in `settings.bucket`."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.bucket = check_bucket(settings.bucket)
+        self.prefix = clean_prefix(settings.prefix)
+        self.concurrency = max(1, settings.concurrency)
+        secret, token = settings.secret_access_key, settings.session_token
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=settings.access_key_id,
+                aws_secret_access_key=secret.get_secret_value() if secret else None,
+                aws_session_token=token.get_secret_value() if token else None,
+                region_name=settings.region,
+                profile_name=settings.profile,
+            )
+        except BotoCoreError as exc:  # an unknown profile
+            raise InputError(f"cannot use the AWS settings for {self.describe()}: {type(exc).__name__}",
+                             "check the profile name (AWS_PROFILE or the block's credentials)") from None
+        config = Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingStore retries
+            max_pool_connections=self.concurrency + 4,
+            connect_timeout=5,
+            read_timeout=60,
+            s3={"addressing_style": "path"} if settings.endpoint_url else None,
+        )
+        try:
+            self.client: Any = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        except ValueError as exc:  # a malformed endpoint URL
+            raise InputError(f"invalid S3 endpoint URL {settings.endpoint_url!r}: {exc}",
+                             "give http(s)://host:port in AWS_ENDPOINT_URL or the block") from None
+        self.endpoint = str(self.client.meta.endpoint_url)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+        full = self._key(key)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "put", key) from None
+
+    def get(self, key: str) -> bytes:
+        full = self._key(key)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                raise KeyError(key) from None
+            raise self._map(exc, "get", key) from None
+        except BotoCoreError as exc:
+            raise self._map(exc, "get", key) from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        full = self._key(key)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._map(exc, "stat", key) from None
+        except BotoCoreError as exc:
+            raise self._map(exc, "stat", key) from None
+        return ObjectInfo(key, int(head["ContentLength"]))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        token: str | None = None
+        while True:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root + prefix, "MaxKeys": 1000}
+            if token:
+                args["ContinuationToken"] = token
+            try:
+                page = self.client.list_objects_v2(**args)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._map(exc, "list", prefix or "(all)") from None
+            for item in page.get("Contents", ()):
+                yield ObjectInfo(str(item["Key"])[len(root):], int(item["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return
+            raise self._map(exc, "delete", key) from None
+        except BotoCoreError as exc:
+            raise self._map(exc, "delete", key) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        full = self._key(key)
+        # 64 MiB parts: up to ~625 GiB in S3's 10,000 parts, at most 4 parts in memory.
+        config = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20,
+                                max_concurrency=min(self.concurrency, 4))
+        try:
+            self.client.upload_file(str(path), self.bucket, full, Config=config)
+        except S3UploadFailedError as exc:
+            cause = exc.__context__
+            if isinstance(cause, (ClientError, BotoCoreError)):
+                raise self._map(cause, "upload", key) from None
+            raise TransientError(f"S3 upload of {key} to {self.describe()} at {self.endpoint} failed") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "upload", key) from None
+
+    def download_url(self, key: str, expires: timedelta) -> str:
+        """A presigned GET URL (SigV4 allows at most 7 days)."""
+        if not timedelta(seconds=1) <= expires <= timedelta(days=7):
+            raise InputError(f"a presigned S3 URL cannot be valid for {expires}", "choose from 1s to 7d")
+        try:
+            return str(self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=int(expires.total_seconds())))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "presign", key) from None
+
+    def _map(self, exc: ClientError | BotoCoreError, op: str, key: str) -> VaultflowError:
+        """One line per failure; never the request's signature or credentials."""
+        where = f"{self.describe()} at {self.endpoint}"
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return InputError(f"no usable AWS credentials for {self.describe()}",
+                              "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a BackupRepository "
+                              "block with AwsCredentials or MinIOCredentials")
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            return TransientError(f"S3 endpoint {self.endpoint} did not answer ({type(exc).__name__})",
+                                  "check AWS_ENDPOINT_URL (or the block's endpoint) and the network")
+        if not isinstance(exc, ClientError):
+            return VaultflowError(f"S3 {op} of {key} in {where} failed: {type(exc).__name__}")
+        code = _code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code == "NoSuchBucket":
+            return StorageNotFound(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
+                                   f"create it (aws s3 mb s3://{self.bucket}) or fix the bucket in --repo "
+                                   "or the block")
+        if code in _AUTH_CODES or status == 403:
+            return AuthenticationFailed(f"S3 refused {op} on {where} ({code})",
+                                        "check the access key and secret (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                                        "or the block's credentials) and the bucket's policy")
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return TransientError(f"S3 {op} of {key} in {where} failed with {code} (HTTP {status})")
+        return VaultflowError(f"S3 {op} of {key} in {where} failed with {code} (HTTP {status})")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
