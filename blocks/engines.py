@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vaultflow.engines import PostgresConnection, PostgresEngine, SqliteEngine
+from vaultflow.engines import MySQLConnection, MySQLEngine, PostgresConnection, PostgresEngine, SqliteEngine
 from vaultflow.errors import InputError
 
 
@@ -34,6 +34,33 @@ class PostgresServer(Block):
         return PostgresEngine(PostgresConnection(
             host=self.host, port=self.port, user=self.user, database=name,
             password=self.password, sslmode=self.sslmode, bin_dir=self.bin_dir,
+        ))
+
+
+class MySQLServer(Block):
+    """A MySQL or MariaDB server and the login vaultflow uses to dump and restore it."""
+
+    _block_type_name = "vaultflow MySQL Server"
+    _block_type_slug = "vaultflow-mysql-server"
+    _description = "Host, port and credentials of a MySQL/MariaDB server that vaultflow backs up."
+
+    host: str = Field(default="127.0.0.1", description="Host name or address.")
+    port: int = Field(default=3306, ge=1, le=65535)
+    user: str = Field(default="root", description="User for mariadb-dump/mysqldump and the mysql client.")
+    password: SecretStr | None = Field(default=None, description="Given to the tools in a 0600 option file.")
+    database: str | None = Field(default=None, description="Default database when a run names none.")
+    bin_dir: str | None = Field(default=None, description="Directory holding mariadb-dump/mysqldump; PATH if empty.")
+
+    def engine(self, database: str | None = None) -> MySQLEngine:
+        name = database or self.database
+        if not name:
+            raise InputError(
+                f"MySQLServer block {self._block_document_name!r} names no database",
+                "set its database field or give one with the run",
+            )
+        return MySQLEngine(MySQLConnection(
+            host=self.host, port=self.port, user=self.user, database=name, password=self.password,
+            bin_dir=self.bin_dir,
         ))
 
 

@@ -13,7 +13,7 @@ from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url
 from vaultflow.errors import InputError
 from vaultflow.repository import Repository, open_repository
 
-ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-sqlite-database")
+ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlite-database")
 
 
 def _load_block(slug: str, name: str) -> Block | None:
@@ -24,7 +24,7 @@ def _load_block(slug: str, name: str) -> Block | None:
 
 
 def resolve_engine(ref: str) -> DatabaseEngine:
-    """A database URL, or the name of a saved PostgresServer/SqliteDatabase block.
+    """A database URL, or the name of a saved PostgresServer/MySQLServer/SqliteDatabase block.
 
     `name/database` picks another database on a saved server.
     """
@@ -37,7 +37,7 @@ def resolve_engine(ref: str) -> DatabaseEngine:
             return block.engine(database or None)  # type: ignore[attr-defined, no-any-return]
     raise InputError(
         f"no database URL and no saved engine block named {name!r}",
-        "give postgresql://user@host:port/db or sqlite:///file.db, or create the block "
+        "give postgresql://user@host:port/db, mysql://user@host:port/db or sqlite:///file.db, or create the block "
         "(PostgresServer(...).save(name) or the Prefect UI, Blocks)",
     )
 

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultflow.engines import postgres, sqlite
+from vaultflow.engines import mysql, postgres, sqlite
 from vaultflow.engines.base import DatabaseEngine
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
@@ -16,6 +16,7 @@ from vaultflow.repository.repository import ByteSink, ProgressCallback, Reposito
 
 _ENGINE_OF_FORMAT = {
     postgres.LEGACY_FORMAT: "postgresql", postgres.SCHEMA_FORMAT: "postgresql", sqlite.DUMP_FORMAT: "sqlite",
+    mysql.DUMP_FORMAT: "mysql",
 }
 
 
@@ -66,7 +67,8 @@ def export_snapshot(
     """Write the snapshot as a file its engine's own tools restore; it appears only when verified.
 
     SQLite: the database file. PostgreSQL: the pg_dump custom archive (first-release
-    snapshots) or a plain SQL script for `psql -f` (per-table snapshots).
+    snapshots) or a plain SQL script for `psql -f` (per-table snapshots). MySQL: the
+    mariadb-dump SQL script, for `mariadb DBNAME < file`.
     """
     with RepositoryLock(repo, "shared", "export", wait=60):
         return _export(repo, snapshot_id, destination, progress)
