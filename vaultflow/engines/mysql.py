@@ -61,6 +61,26 @@ SELECT (SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s)
      + (SELECT count(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s)
 """
 
+_FINGERPRINT_ENGINES = """
+SELECT DISTINCT ENGINE FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW' AND ENGINE IS NOT NULL
+"""
+
+_FINGERPRINT_DEFINITIONS = """
+SELECT md5(concat_ws('|',
+  (SELECT group_concat(concat_ws(':', TABLE_NAME, TABLE_TYPE, ENGINE, CREATE_TIME, TABLE_COLLATION, CREATE_OPTIONS)
+                       ORDER BY TABLE_NAME SEPARATOR ',') FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s),
+  (SELECT group_concat(concat_ws(':', TABLE_NAME, DEFINER, md5(VIEW_DEFINITION)) ORDER BY TABLE_NAME SEPARATOR ',')
+   FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s),
+  (SELECT group_concat(concat_ws(':', TRIGGER_NAME, CREATED, DEFINER, md5(ACTION_STATEMENT))
+                       ORDER BY TRIGGER_NAME SEPARATOR ',') FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s),
+  (SELECT group_concat(concat_ws(':', ROUTINE_TYPE, ROUTINE_NAME, LAST_ALTERED, DEFINER, md5(ROUTINE_DEFINITION))
+                       ORDER BY ROUTINE_TYPE, ROUTINE_NAME SEPARATOR ',')
+   FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s),
+  (SELECT group_concat(concat_ws(':', EVENT_NAME, LAST_ALTERED, STATUS, DEFINER, md5(EVENT_DEFINITION))
+                       ORDER BY EVENT_NAME SEPARATOR ',') FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s)))
+"""
+
 
 @dataclass(frozen=True)
 class MySQLConnection:
@@ -207,13 +227,30 @@ class MySQLEngine(DatabaseEngine):
     # -- statistics ------------------------------------------------------------------
 
     def fingerprint(self) -> str | None:
-        """None: MySQL has no cheap value that moves with every change of one database.
+        """The InnoDB log sequence number plus a digest of the database's definitions.
 
-        The binary log position misses sessions with sql_log_bin=0 and is off by default on
-        MariaDB; the InnoDB log sequence number misses MyISAM/Aria tables; UPDATE_TIME is
-        lost on restart. Unchanged databases are still cheap: the dump's chunks dedupe.
+        Every change to an InnoDB page (rows, auto-increment counters, InnoDB DDL) moves
+        the server-wide LSN, which survives restarts; views, triggers, routines and events
+        live outside InnoDB, so their definitions are hashed too. A database with any
+        table of another engine (MyISAM, Aria, MEMORY) gets None: their writes move
+        nothing cheap to read. The binary log position is not used: sessions with
+        sql_log_bin=0 write around it.
         """
-        return None
+        with self._connect(self.conn.database) as c, c.cursor() as cur:
+            try:
+                cur.execute(_FINGERPRINT_ENGINES, (self.conn.database,))
+                engines = {str(r[0]).lower() for r in cur.fetchall()}
+                if engines - {"innodb"}:
+                    return None
+                lsn = _innodb_lsn(cur)
+                if lsn is None:
+                    return None
+                cur.execute("SET SESSION group_concat_max_len = 1073741824")  # MySQL's default is 1024
+                cur.execute(_FINGERPRINT_DEFINITIONS, (self.conn.database,) * 5)
+                row = cur.fetchone()
+            except pymysql.MySQLError as exc:
+                raise self.map_error(exc, self.conn.database) from None
+        return f"mysql:lsn={lsn}:defs={row[0] if row else ''}"
 
     def table_stats(self, *, checksums: bool = True) -> list[TableStats]:
         """Row count and checksum of every base table, read by running the backup's own dump.
@@ -524,6 +561,22 @@ class _TappedReader(io.RawIOBase):
         if data:
             self._tap(data)
         return data
+
+
+def _innodb_lsn(cur: Any) -> int | None:
+    """The current InnoDB log sequence number: a status variable on MariaDB, parsed from
+    SHOW ENGINE INNODB STATUS on MySQL (needs PROCESS); None if neither can be read."""
+    cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_lsn_current'")
+    row = cur.fetchone()
+    if row:
+        return int(row[1])
+    try:
+        cur.execute("SHOW ENGINE INNODB STATUS")
+        status = cur.fetchone()
+    except pymysql.MySQLError:
+        return None
+    m = re.search(r"Log sequence number\s+(\d+)", str(status[2]) if status else "")
+    return int(m.group(1)) if m else None
 
 
 def _unquote(name: bytes) -> str:
