@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import blake3
 import pymysql
@@ -317,7 +317,7 @@ class MySQLEngine(DatabaseEngine):
         def open_stream() -> Iterator[IO[bytes]]:
             tap = DumpStatsTap() if table_checksums else DumpStatsTap(hash_rows=False)
             with self._dump_stream(timeout) as stream:
-                yield _TappedReader(stream, tap)
+                yield cast(IO[bytes], _TappedReader(stream, tap))
             session.tables[:] = tap.stats()
 
         session.sources.append(StreamSource("dump", DUMP_FORMAT, open_stream,
@@ -404,7 +404,8 @@ class MySQLEngine(DatabaseEngine):
         self.versions()
         target = self.conn.database
         existing = self._schema_info(target)
-        charset = existing or (stream.meta.get("charset", "utf8mb4"), stream.meta.get("collation", "utf8mb4_general_ci"))
+        charset = existing or (stream.meta.get("charset", "utf8mb4"),
+                               stream.meta.get("collation", "utf8mb4_general_ci"))
         non_empty = existing is not None and self.has_user_objects()
         if non_empty and not replace:
             raise TargetNotEmpty(f"database {target!r} on {self.server_label()} already has tables",
