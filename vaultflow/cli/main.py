@@ -167,6 +167,8 @@ def backup(
     include_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to back up.")] = None,
     exclude_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to skip.")] = None,
     repair: Annotated[bool, typer.Option(help="Rewrite every chunk, healing ones verify found damaged.")] = False,
+    globals_: Annotated[bool, typer.Option("--globals", help="Also store the server roles/users, grants.")] = False,
+    globals_passwords: Annotated[bool, typer.Option(help="Keep password hashes in --globals.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -180,7 +182,8 @@ def backup(
         result = backup_flow(source=source, repository=ref, kind=cast(Any, kind),
                              table_checksums=not no_table_checksums,
                              timeout_minutes=timeout_minutes, jobs=jobs, include_tables=include_table or [],
-                             exclude_tables=exclude_table or [], repair=repair)
+                             exclude_tables=exclude_table or [], repair=repair, include_globals=globals_,
+                             globals_passwords=globals_passwords)
     if json_out:
         print_json(result)
         return
@@ -208,6 +211,7 @@ def restore(
     timeout_minutes: Annotated[int, typer.Option(help="Kill the restore after this long.")] = 360,
     jobs: Annotated[int, typer.Option(help="Tables loaded at once (PostgreSQL).")] = 1,
     table: Annotated[list[str] | None, typer.Option(help="Restore only these tables' rows (schema.name).")] = None,
+    globals_: Annotated[bool, typer.Option("--globals", help="First create the snapshot's roles/users.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -218,7 +222,8 @@ def restore(
 
     with progress_bar(not json_out):
         result = restore_flow(snapshot=snapshot, target=target, repository=ref, replace=replace,
-                              no_owner=no_owner, timeout_minutes=timeout_minutes, jobs=jobs, tables=table or [])
+                              no_owner=no_owner, timeout_minutes=timeout_minutes, jobs=jobs, tables=table or [],
+                              include_globals=globals_)
     if json_out:
         print_json(result)
     else:
@@ -290,6 +295,7 @@ _EXPORT_KINDS = {
     "pg_dump-custom": ("pg_dump custom archive", "pg_restore -d DBNAME FILE"),
     "pg_dump-custom-schema": ("plain SQL script", "psql -v ON_ERROR_STOP=1 -d DBNAME -f FILE"),
     "sqlite3-file": ("SQLite database file", "sqlite3 FILE"),
+    "mysqldump-sql": ("MySQL SQL script", "mariadb DBNAME < FILE (create DBNAME first)"),
 }
 
 

@@ -25,7 +25,7 @@ import blake3
 import pymysql
 from pydantic import SecretStr
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
+from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, DumpSession, StreamReader, StreamSource
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
@@ -43,6 +43,8 @@ from vaultflow.repository.manifest import StreamManifest, TableStats
 _log = logging.getLogger("vaultflow.mysql")
 
 DUMP_FORMAT = "mysqldump-sql"  # one database as the SQL script mariadb-dump/mysqldump writes
+GLOBALS_FORMAT = "mysql-accounts-sql"  # CREATE USER/ROLE and GRANT statements, one per line
+SYSTEM_ACCOUNTS = ("mariadb.sys", "mysql.sys", "mysql.session", "mysql.infoschema")
 SYSTEM_DATABASES = ("information_schema", "mysql", "performance_schema", "sys")
 MIN_MYSQL = (5, 7)
 MIN_MARIADB = (10, 4)
@@ -352,6 +354,67 @@ class MySQLEngine(DatabaseEngine):
             return mapped
         return ToolFailed(f"{tool} failed for {self.describe()}: {line[:300]}")
 
+    # -- server-wide objects ----------------------------------------------------------
+
+    def account_statements(self, *, passwords: bool = False) -> list[str]:
+        """CREATE USER/ROLE IF NOT EXISTS and GRANT statements of every account but the
+        server's own, from SHOW CREATE USER and SHOW GRANTS; password hashes only if asked."""
+        out: list[str] = []
+        with self._connect() as c, c.cursor() as cur:
+            try:
+                try:
+                    cur.execute("SELECT User, Host, is_role FROM mysql.user ORDER BY is_role DESC, User, Host")
+                except pymysql.MySQLError:  # MySQL: roles are locked accounts
+                    cur.execute("SELECT User, Host, 'N' FROM mysql.user ORDER BY User, Host")
+                accounts = [(str(u), str(h), str(r) == "Y") for u, h, r in cur.fetchall()]
+                for user, host, is_role in accounts:
+                    if user in SYSTEM_ACCOUNTS or (user, host) == ("mysql", "localhost"):
+                        continue
+                    account = f"{_quote_text(user)}@{_quote_text(host)}"
+                    if is_role:
+                        out.append(f"CREATE ROLE IF NOT EXISTS {_quote_text(user)}")
+                    else:
+                        cur.execute(f"SHOW CREATE USER {account}")
+                        row = cur.fetchone()
+                        create = str(row[0]) if row else f"CREATE USER {account}"
+                        out.append(_if_not_exists(create if passwords else strip_authentication(create)))
+                    cur.execute(f"SHOW GRANTS FOR {_quote_text(user) if is_role else account}")
+                    out.extend(strip_authentication(str(r[0])) for r in cur.fetchall())
+            except pymysql.MySQLError as exc:
+                raise self.map_error(exc, "mysql") from None
+        return [statement.replace("\n", " ") for statement in out]  # one statement per line
+
+    def globals_source(self, *, passwords: bool = False) -> StreamSource:
+        """Users, roles and their grants as SQL, one statement per line."""
+
+        @contextmanager
+        def open_accounts() -> Iterator[IO[bytes]]:
+            text = "".join(f"{statement};\n" for statement in self.account_statements(passwords=passwords))
+            yield io.BytesIO(text.encode())
+
+        return StreamSource(GLOBALS_STREAM, GLOBALS_FORMAT, open_accounts, meta={"passwords": str(passwords).lower()})
+
+    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
+        """Run the statements; accounts that exist keep their password, grants are added."""
+        if stream.format != GLOBALS_FORMAT:
+            raise InputError(f"stream {stream.name!r} holds {stream.format}, not MySQL accounts",
+                             "restore globals into a server of the snapshot's engine")
+        buffer = io.BytesIO()
+        read(stream, buffer)
+        with self._connect() as c, c.cursor() as cur:
+            for statement in buffer.getvalue().decode("utf-8").splitlines():
+                if not statement.strip():
+                    continue
+                try:
+                    cur.execute(statement.rstrip().rstrip(";"))
+                except pymysql.MySQLError as exc:
+                    if statement.startswith("GRANT PROXY ON "):  # needs a PROXY grant the restoring user may lack
+                        _log.warning("%s: skipped %s (%s)", self.server_label(), statement.rstrip(";"), exc.args[-1])
+                        continue
+                    raise ToolFailed(f"restoring accounts on {self.server_label()} failed at "
+                                     f"{statement.split(' IDENTIFIED')[0][:160]!r}: {exc.args[-1]}",
+                                     "fix the account named there, then restore with --globals again") from None
+
     # -- restore ---------------------------------------------------------------------
 
     def _schema_info(self, name: str) -> tuple[str, str] | None:
@@ -587,6 +650,25 @@ def _innodb_lsn(cur: Any) -> int | None:
         return None
     m = re.search(r"Log sequence number\s+(\d+)", str(status[2]) if status else "")
     return int(m.group(1)) if m else None
+
+
+_AUTHENTICATION = re.compile(
+    r"\s+IDENTIFIED\s+(?:BY|WITH|VIA)\b(?:'(?:[^'\\]|\\.)*'|[^'])*?"
+    r"(?=\s+(?:REQUIRE|WITH\s+(?:MAX_\w+|GRANT\s+OPTION|ADMIN\s+OPTION)|PASSWORD\s+EXPIRE|ACCOUNT|DEFAULT\s+ROLE)\b|$)",
+    re.IGNORECASE)
+
+
+def strip_authentication(statement: str) -> str:
+    """The statement without its IDENTIFIED ... clause (password hash, plugin, auth string)."""
+    return _AUTHENTICATION.sub("", statement)
+
+
+def _if_not_exists(create: str) -> str:
+    return re.sub(r"^CREATE USER\s+(?!IF NOT EXISTS)", "CREATE USER IF NOT EXISTS ", create, count=1)
+
+
+def _quote_text(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _unquote(name: bytes) -> str:
