@@ -36,6 +36,10 @@ class PostgresServer(Block):
             password=self.password, sslmode=self.sslmode, bin_dir=self.bin_dir,
         ))
 
+    def server_engine(self) -> PostgresEngine:
+        """An engine for listing the server's databases (through the maintenance database)."""
+        return self.engine(self.database or "postgres")
+
 
 class MySQLServer(Block):
     """A MySQL or MariaDB server and the login vaultflow uses to dump and restore it."""
@@ -63,6 +67,10 @@ class MySQLServer(Block):
             bin_dir=self.bin_dir,
         ))
 
+    def server_engine(self) -> MySQLEngine:
+        """An engine for listing the server's databases."""
+        return self.engine(self.database or "mysql")
+
 
 class SqliteDatabase(Block):
     """An SQLite database file on the machine that runs the flow."""
@@ -74,4 +82,7 @@ class SqliteDatabase(Block):
     path: str = Field(description="Absolute path of the database file.")
 
     def engine(self, database: str | None = None) -> SqliteEngine:
+        return SqliteEngine(self.path)
+
+    def server_engine(self) -> SqliteEngine:
         return SqliteEngine(self.path)

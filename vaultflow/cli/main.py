@@ -158,9 +158,14 @@ def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
 @app.command()
 @handles_errors
 def backup(
-    source: Annotated[str, typer.Argument(help="Engine block name or database URL.")],
+    source: Annotated[str, typer.Argument(help="Engine block name or database URL (with --all-databases: "
+                                               "a server URL such as mysql://user@host:port).")],
     repo: RepoOpt = None,
     kind: Annotated[str, typer.Option(help="Backup kind.")] = "full",
+    all_databases: Annotated[bool, typer.Option(help="Back up every database of the server (backup-fleet).")] = False,
+    include: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of database names.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of names to skip.")] = None,
+    max_per_server: Annotated[int, typer.Option(help="With --all-databases: dumps at once on the server.")] = 2,
     no_table_checksums: Annotated[bool, typer.Option(help="Skip per-table content checksums.")] = False,
     timeout_minutes: Annotated[int, typer.Option(help="Kill the dump after this long.")] = 360,
     jobs: Annotated[int, typer.Option(help="Tables dumped at once (PostgreSQL).")] = 1,
@@ -172,7 +177,14 @@ def backup(
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Back up one database (runs the `backup` flow)."""
+    """Back up one database (runs the `backup` flow), or all of a server's (`backup-fleet`)."""
+    if all_databases:
+        _fleet_backup(source, repo, kind, include or [], exclude or [], max_per_server, timeout_minutes, globals_,
+                      json_out, verbose)
+        return
+    if include or exclude:
+        raise InputError("--include/--exclude choose databases and need --all-databases",
+                         "add --all-databases, or use --include-table/--exclude-table for tables")
     _check_url(source)
     ref = _prepare_flow_run(repo, verbose)
     from flows.backup import backup as backup_flow
@@ -198,6 +210,61 @@ def backup(
             f"{result['database']} on {result['server']}, {human_bytes(int(str(result['logical_bytes'])))} "
             f"read, {human_bytes(int(str(result['stored_bytes'])))} stored, {result['duration_s']} s",
             highlight=False)
+
+
+def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], exclude: list[str],
+                  max_per_server: int, timeout_minutes: int, include_globals: bool, json_out: bool,
+                  verbose: bool) -> None:
+    from vaultflow.engines import is_database_url, server_from_url
+
+    if is_database_url(server):
+        server_from_url(server)
+    ref = _prepare_flow_run(repo, verbose)
+    from flows.fleet import backup_fleet
+
+    state = backup_fleet(servers=[server], repository=ref, kind=cast(Any, kind), include=include, exclude=exclude,
+                         max_per_server=max_per_server, timeout_minutes=timeout_minutes,
+                         include_globals=include_globals, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):
+        raise rows
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        stdout.print(f"{row['kind']} snapshot {row['snapshot']} saved: {row['database']} on {row['server']}",
+                     highlight=False)
+
+
+@app.command()
+@handles_errors
+def discover(
+    server: Annotated[str, typer.Argument(help="Engine block name or server URL (postgresql://user@host:port, "
+                                               "mysql://user@host:port).")],
+    include: Annotated[list[str] | None, typer.Option(help="Glob of database names to keep.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob of database names to leave out.")] = None,
+    include_system: Annotated[bool, typer.Option(help="Keep the server's own databases too.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List a server's databases and record them in the catalog (runs the `discover` flow)."""
+    from vaultflow.engines import is_database_url, server_from_url
+
+    if is_database_url(server):
+        server_from_url(server)
+    _quiet_prefect(verbose)
+    from flows.discovery import discover as discover_flow
+
+    found = discover_flow(servers=[server], include=include or [], exclude=exclude or [],
+                          include_system=include_system, catalog_url=os.environ.get("VAULTFLOW_CATALOG_URL"))
+    if json_out:
+        print_json(found)
+        return
+    for f in found:
+        for warning in cast(list[str], f["warnings"]):
+            stderr.print(f"warning: {warning}", highlight=False)
+        print_table(f"{f['engine']} server {f['server']}", ["database"],
+                    [(db,) for db in cast(list[str], f["databases"])])
 
 
 @app.command()

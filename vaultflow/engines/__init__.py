@@ -25,6 +25,7 @@ __all__ = [
     "StreamSource",
     "engine_from_url",
     "is_database_url",
+    "server_from_url",
 ]
 
 URL_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite")
@@ -95,3 +96,21 @@ def _engine_from_url(url: str) -> DatabaseEngine:
         ))
     raise InputError(f"unsupported database URL scheme {scheme!r}",
                      "use postgresql://user@host:port/db, mysql://user@host:port/db or sqlite:///path/to/file.db")
+
+
+def server_from_url(url: str) -> DatabaseEngine:
+    """`postgresql://user@host:port` or `mysql://user@host:port` (a database part is allowed):
+    an engine for listing the server's databases; pick one with `with_database`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        default = "postgres"
+    elif scheme in ("mysql", "mariadb"):
+        default = "mysql"
+    else:
+        raise InputError(f"{scheme!r} URLs do not name a server whose databases can be listed",
+                         "give postgresql://user@host:port or mysql://user@host:port")
+    if parts.path.strip("/"):
+        return engine_from_url(url)
+    return engine_from_url(url.split("?", 1)[0].rstrip("/") + "/" + default + (
+        "?" + parts.query if parts.query else ""))
