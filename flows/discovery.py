@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
 from pydantic import Field
 
 from blocks.resolve import saved_engine_blocks
 from tasks.discovery import discover_databases
+from tasks.reporting import database_resource
+from vaultflow.catalog import Catalog
 from vaultflow.errors import VaultflowError
 
 
@@ -54,3 +58,24 @@ def discover(
     if failed:
         raise VaultflowError(f"discovery failed on {len(failed)} server(s): {'; '.join(failed)}")
     return found
+
+
+@flow(name="coverage", validate_parameters=True)
+def coverage(
+    within_hours: Annotated[float, Field(gt=0, description="A database needs a successful backup this recent")] = 26,
+    catalog_url: Annotated[str | None, Field(description="Catalog URL; ~/.vaultflow/catalog.db if empty")] = None,
+) -> list[dict[str, object]]:
+    """Databases in the catalog (discovered or backed up) without a successful backup inside
+    the window: a table artifact, and one `vaultflow.coverage.gap` event per database for
+    automations to alert on."""
+    gaps = Catalog(catalog_url).coverage(timedelta(hours=within_hours))
+    for gap in gaps:
+        emit_event(event="vaultflow.coverage.gap",
+                   resource=database_resource(str(gap["engine"]), str(gap["server"]), str(gap["database"])),
+                   payload={"last_success": gap["last_success"], "within_hours": within_hours})
+    create_table_artifact(key="vaultflow-coverage", table=gaps or [{"database": "-", "last_success": "-"}],
+                          description=f"{len(gaps)} database(s) without a successful backup in {within_hours:g} h")
+    if gaps:
+        get_run_logger().warning("%d database(s) without a successful backup in %g h: %s", len(gaps), within_hours,
+                                 ", ".join(f"{g['server']}/{g['database']}" for g in gaps))
+    return gaps

@@ -143,3 +143,19 @@ def test_fleet_respects_the_per_server_limit_and_names_the_broken_database(
         assert _max_overlap(intervals) <= 2, f"more than 2 dumps at once on the {engine} server"
     failed = Catalog().snapshots(status=SnapshotStatus.FAILED)
     assert [r.database for r in failed] == [broken]
+
+
+def test_coverage_lists_databases_without_a_recent_backup(repo_path: Path, tmp_path: Path,
+                                                          cli: Callable[..., CompletedProcess[str]]) -> None:
+    from flows.backup import backup
+    from flows.discovery import coverage
+    from vaultflow.sample_data import create
+
+    db = create(tmp_path / "covered.db", rows=100)
+    backup(source=f"sqlite:///{db}", repository=str(repo_path))
+    Catalog().upsert_database("mysql", "127.0.0.1:3306", "never_backed_up")
+    gaps = coverage(within_hours=1)
+    assert [(g["database"], g["last_success"]) for g in gaps] == [("never_backed_up", None)]
+    out = cli("coverage", "--json", "--within-hours", "1")
+    assert out.returncode == 1 and json.loads(out.stdout)[0]["database"] == "never_backed_up"
+    assert len(coverage(within_hours=1e-6)) == 2  # the sqlite backup is older than that

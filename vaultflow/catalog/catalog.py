@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -193,6 +193,28 @@ class Catalog:
                 st.failed += 1
             st.last_run, st.last_status = rec.started_at, rec.status.value
         return sorted(out.values(), key=lambda st: st.last_run or datetime.min, reverse=True)
+
+    def coverage(self, window: timedelta, *, now: datetime | None = None) -> list[dict[str, object]]:
+        """Every known database (discovered or backed up) whose newest successful backup
+        started before now - window, or that has none: engine, server, database, last_success."""
+        now = now or _now()
+        last: dict[tuple[str, str, str], datetime] = {}
+        for rec in self.snapshots(status=SnapshotStatus.SUCCEEDED):
+            key = (rec.engine, rec.server, rec.database)
+            started = _aware(rec.started_at)
+            if key not in last or started > last[key]:
+                last[key] = started
+        with Session(self.engine) as s:
+            known = {(srv.engine, srv.label, db.name)
+                     for db, srv in s.exec(select(DatabaseRecord, ServerRecord)
+                                           .where(DatabaseRecord.server_id == ServerRecord.id)).all()}
+        gaps: list[dict[str, object]] = []
+        for engine, server, database in sorted(known | set(last)):
+            newest = last.get((engine, server, database))
+            if newest is None or newest < now - window:
+                gaps.append({"engine": engine, "server": server, "database": database,
+                             "last_success": newest.isoformat(timespec="seconds") if newest else None})
+        return gaps
 
     def rebuild(self, manifests: list[SnapshotManifest], *, repository_id: str, repository: str) -> int:
         """Make the repository's Succeeded rows equal its manifests; keep failed-run history."""

@@ -269,6 +269,30 @@ def discover(
 
 @app.command()
 @handles_errors
+def coverage(
+    within_hours: Annotated[float, typer.Option(help="A database needs a successful backup this recent.")] = 26,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Databases without a successful backup in the window (runs the `coverage` flow: artifact and
+    one event per gap). Exit 1 when there is a gap."""
+    _quiet_prefect(verbose)
+    from flows.discovery import coverage as coverage_flow
+
+    gaps = coverage_flow(within_hours=within_hours, catalog_url=os.environ.get("VAULTFLOW_CATALOG_URL"))
+    if json_out:
+        print_json(gaps)
+    elif gaps:
+        print_table(f"no successful backup in {within_hours:g} h", ["engine", "server", "database", "last success"],
+                    [(g["engine"], g["server"], g["database"], g["last_success"] or "never") for g in gaps])
+    else:
+        stdout.print(f"every known database has a successful backup from the last {within_hours:g} h")
+    if gaps:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
 def restore(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id or unique prefix.")],
     target: Annotated[str, typer.Argument(help="Engine block name or database URL.")],
