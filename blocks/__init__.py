@@ -4,7 +4,7 @@ Register them for the UI with `prefect block register -m blocks`. Blocks hold se
 and secrets only; they connect when a method that needs a connection is called.
 """
 
-from blocks.engines import MySQLServer, PostgresServer, SqliteDatabase
+from blocks.engines import MySQLServer, PostgresServer, SqliteDatabase, SqlServer
 from blocks.repository import BackupRepository
 from blocks.resolve import resolve_engine, resolve_repository
 
@@ -13,6 +13,7 @@ __all__ = [
     "MySQLServer",
     "PostgresServer",
     "SqliteDatabase",
+    "SqlServer",
     "resolve_engine",
     "resolve_repository",
 ]

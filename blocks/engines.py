@@ -5,7 +5,15 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vaultflow.engines import MySQLConnection, MySQLEngine, PostgresConnection, PostgresEngine, SqliteEngine
+from vaultflow.engines import (
+    DatabaseEngine,
+    MySQLConnection,
+    MySQLEngine,
+    PostgresConnection,
+    PostgresEngine,
+    SqliteEngine,
+)
+from vaultflow.engines.sqlserver import SqlServerClient, SqlServerConnection
 from vaultflow.errors import InputError
 
 
@@ -70,6 +78,40 @@ class MySQLServer(Block):
     def server_engine(self) -> MySQLEngine:
         """An engine for listing the server's databases."""
         return self.engine(self.database or "mysql")
+
+
+class SqlServer(Block):
+    """A SQL Server / Azure SQL server for native BACKUP ... TO DISK/URL (not run against a real server yet)."""
+
+    _block_type_name = "vaultflow SQL Server"
+    _block_type_slug = "vaultflow-sqlserver"
+    _description = "Host, port and login of a SQL Server; needs pyodbc and msodbcsql18. Untested against a server."
+
+    host: str = Field(description="Host name or address.")
+    port: int = Field(default=1433, ge=1, le=65535)
+    user: str = Field(default="sa", description="SQL login.")
+    password: SecretStr | None = Field(default=None, description="Sent only inside the ODBC connection.")
+    database: str | None = Field(default=None, description="Default database when a run names none.")
+    driver: str = Field(default="ODBC Driver 18 for SQL Server", description="ODBC driver name.")
+    encrypt: bool = Field(default=True, description="Encrypt the connection (TLS).")
+    trust_server_certificate: bool = Field(default=False, description="Skip certificate validation.")
+
+    def connection(self, database: str | None = None) -> SqlServerConnection:
+        return SqlServerConnection(
+            host=self.host, port=self.port, user=self.user, password=self.password,
+            database=database or self.database or "master", driver=self.driver, encrypt=self.encrypt,
+            trust_server_certificate=self.trust_server_certificate,
+        )
+
+    def client(self) -> SqlServerClient:
+        return SqlServerClient(self.connection())
+
+    def engine(self, database: str | None = None) -> DatabaseEngine:
+        raise InputError(
+            f"SQL Server block {self._block_document_name!r}: SQL Server databases cannot be backed up into a "
+            "vaultflow repository yet",
+            "use the block's client() for native BACKUP ... TO URL/DISK (see README, SQL Server)",
+        )
 
 
 class SqliteDatabase(Block):

@@ -13,7 +13,8 @@ from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url, 
 from vaultflow.errors import InputError
 from vaultflow.repository import Repository, open_repository
 
-ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlite-database")
+ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlite-database",
+                      "vaultflow-sqlserver")
 
 
 def _load_block(slug: str, name: str) -> Block | None:
