@@ -497,7 +497,11 @@ class MySQLEngine(DatabaseEngine):
         except BaseException:
             self._drop_quietly(staging)
             raise
-        self._admin(f"DROP DATABASE {_ident(target)}")
+        try:
+            self._admin(f"DROP DATABASE {_ident(target)}")
+        except BaseException:
+            self._drop_quietly(staging)  # the target is as it was
+            raise
         try:
             self._create(target, charset)
             self._load(target, stream, read, timeout)
