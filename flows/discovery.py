@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -11,9 +10,8 @@ from prefect.events import emit_event
 from pydantic import Field
 
 from blocks.resolve import saved_engine_blocks
-from tasks.discovery import discover_databases
+from tasks.discovery import coverage_gaps, discover_databases
 from tasks.reporting import database_resource
-from vaultflow.catalog import Catalog
 from vaultflow.errors import VaultflowError
 
 
@@ -68,7 +66,7 @@ def coverage(
     """Databases in the catalog (discovered or backed up) without a successful backup inside
     the window: a table artifact, and one `vaultflow.coverage.gap` event per database for
     automations to alert on."""
-    gaps = Catalog(catalog_url).coverage(timedelta(hours=within_hours))
+    gaps = coverage_gaps(within_hours, catalog_url)
     for gap in gaps:
         emit_event(event="vaultflow.coverage.gap",
                    resource=database_resource(str(gap["engine"]), str(gap["server"]), str(gap["database"])),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -27,3 +29,9 @@ def discover_databases(server: str, include: list[str], exclude: list[str], incl
     logger.info("%s (%s %s): %d database(s): %s", server, found.engine, found.server, len(found.databases),
                 ", ".join(found.databases) or "-")
     return found
+
+
+@task(name="find-coverage-gaps", persist_result=False, cache_policy=NO_CACHE)
+def coverage_gaps(within_hours: float, catalog_url: str | None) -> list[dict[str, object]]:
+    """Databases of the catalog without a successful backup in the last `within_hours` hours."""
+    return Catalog(catalog_url).coverage(timedelta(hours=within_hours))

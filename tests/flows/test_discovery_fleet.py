@@ -159,3 +159,21 @@ def test_coverage_lists_databases_without_a_recent_backup(repo_path: Path, tmp_p
     out = cli("coverage", "--json", "--within-hours", "1")
     assert out.returncode == 1 and json.loads(out.stdout)[0]["database"] == "never_backed_up"
     assert len(coverage(within_hours=1e-6)) == 2  # the sqlite backup is older than that
+
+
+def test_backup_all_databases_cli(cli: Callable[..., CompletedProcess[str]], repo_path: Path,
+                                  databases: Callable[[str, str, int], list[str]]) -> None:
+    tag = f"vft_fcli_{uuid.uuid4().hex[:6]}"
+    names = databases("my", tag, 2)
+    out = cli("backup", MY, "--all-databases", "--include", f"{tag}_*", "--repo", str(repo_path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert sorted(r["database"] for r in json.loads(out.stdout)) == names
+    misuse = cli("backup", MY, "--include", f"{tag}_*", "--repo", str(repo_path))
+    assert misuse.returncode == 2 and "--all-databases" in misuse.stderr
+    sid = json.loads(out.stdout)[0]["snapshot_id"]
+    target = f"{MY}/{tag}_restored"
+    try:
+        restored = cli("restore", sid, target, "--globals", "--repo", str(repo_path))
+        assert restored.returncode == 2 and "no server-wide objects" in restored.stderr
+    finally:
+        drop_my_database(f"{tag}_restored")
