@@ -205,3 +205,24 @@ def test_stats_tap_reads_mysql_one_line_inserts_in_any_block_size() -> None:
         for i in range(0, len(dump), size):
             tap(dump[i:i + size])
         assert tap.stats() == whole.stats()
+
+
+def test_views_on_dropped_tables_fail_and_invoker_views_with_a_gone_definer_dump(
+        case: MariaDBCase, repo_path: Path, tmp_path: Path) -> None:
+    source = case.create_source(tmp_path)
+    gone = f"vft_gone_{uuid.uuid4().hex[:6]}"
+    with my_admin() as c, c.cursor() as cur:
+        cur.execute(f"CREATE USER '{gone}'@'%'")
+    case.execute(source, f"CREATE DEFINER='{gone}'@'%' SQL SECURITY INVOKER VIEW fine AS SELECT id FROM customers")
+    with my_admin() as c, c.cursor() as cur:
+        cur.execute(f"DROP USER '{gone}'@'%'")
+    sid = new_object_id()
+    backup_database(case.engine(source), repo_at(repo_path), snapshot_id=sid)  # an INVOKER view dumps portably
+    target = case.new_target(tmp_path)
+    restore_snapshot(repo_at(repo_path), sid, case.engine(target))
+    assert case.engine(target).table_stats() == case.engine(source).table_stats()
+
+    case.execute(source, "CREATE TABLE doomed (a int)", "CREATE VIEW on_doomed AS SELECT a FROM doomed",
+                 "DROP TABLE doomed")
+    with pytest.raises(InputError, match="`on_doomed`.*no longer exists"):
+        backup_database(case.engine(source), repo_at(repo_path), snapshot_id=new_object_id())

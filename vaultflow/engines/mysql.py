@@ -275,20 +275,45 @@ class MySQLEngine(DatabaseEngine):
     # -- dump ------------------------------------------------------------------------
 
     def broken_views(self) -> list[str]:
-        """Views that cannot be read (definer gone, table dropped), as `view`: reason."""
+        """Views the dump tool cannot write portably, as "view `v` (reason)".
+
+        SHOW FIELDS (no query runs) finds views on dropped tables or columns. A definer that
+        no longer exists matters only for SQL SECURITY DEFINER views; it is looked up in
+        mysql.user, or, where that is not readable, found by opening the view (LIMIT 0).
+        """
         broken = []
         with self._connect(self.conn.database) as c, c.cursor() as cur:
-            cur.execute("SELECT TABLE_NAME, DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s "
-                        "ORDER BY 1", (self.conn.database,))
-            for name, definer in cur.fetchall():
+            cur.execute("SELECT TABLE_NAME, DEFINER, SECURITY_TYPE FROM information_schema.VIEWS "
+                        "WHERE TABLE_SCHEMA = %s ORDER BY 1", (self.conn.database,))
+            views = [(str(n), str(d), str(t)) for n, d, t in cur.fetchall()]
+            if not views:
+                return []
+            accounts: set[tuple[str, str]] | None
+            try:
+                cur.execute("SELECT User, Host FROM mysql.user")
+                accounts = {(str(u), str(h).lower()) for u, h in cur.fetchall()}
+            except pymysql.MySQLError:
+                accounts = None
+            for name, definer, security in views:
                 try:
+                    cur.execute(f"SHOW FIELDS FROM {_ident(name)}")
+                    cur.fetchall()
+                    if security.upper() != "DEFINER":
+                        continue
+                    if accounts is not None:
+                        user, _, host = definer.rpartition("@") if "@" in definer else (definer, "", "")
+                        if (user, host.lower()) not in accounts:
+                            broken.append(f"view `{name}` (its definer {definer} no longer exists)")
+                        continue
                     cur.execute(f"SELECT * FROM {_ident(name)} LIMIT 0")
+                    cur.fetchall()
                 except pymysql.MySQLError as exc:
                     code = exc.args[0] if exc.args else 0
                     if code == 1449:
                         broken.append(f"view `{name}` (its definer {definer} no longer exists)")
                     elif code in (1356, 1146, 1054):
-                        broken.append(f"view `{name}` (it refers to a table or column that no longer exists)")
+                        broken.append(f"view `{name}` (it refers to a table, column or function that no longer "
+                                      "exists, or its definer lacks rights)")
                     else:
                         raise self.map_error(exc, self.conn.database) from None
         return broken
