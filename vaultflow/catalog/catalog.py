@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import DatabaseRecord, ServerRecord, SnapshotRecord, SnapshotStatus
@@ -70,7 +72,7 @@ class Catalog:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_catalog_url()
         self.engine: Engine = create_engine(self.url)
-        SQLModel.metadata.create_all(self.engine)
+        _create_tables(self.url, self.engine)
 
     # -- servers and databases -------------------------------------------------------
 
@@ -240,6 +242,23 @@ class Catalog:
                 s.add(rec)
                 s.commit()
         return len(manifests)
+
+
+_create_lock = threading.Lock()
+
+
+def _create_tables(url: str, engine: Engine) -> None:
+    """Create missing tables. Catalogs opened at the same moment race on CREATE TABLE:
+    threads of this process (parallel fleet tasks) take turns; another process's win shows
+    as "already exists", and the check runs again."""
+    with _create_lock:
+        for attempt in range(3):
+            try:
+                SQLModel.metadata.create_all(engine)
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise
 
 
 def _touch(s: Session, model: type[ServerRecord] | type[DatabaseRecord], key: str, now: datetime,
