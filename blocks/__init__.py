@@ -4,14 +4,16 @@ Register them for the UI with `prefect block register -m blocks`. Blocks hold se
 and secrets only; they connect when a method that needs a connection is called.
 """
 
-from blocks.engines import PostgresServer, SqliteDatabase
+from blocks.engines import MySQLServer, PostgresServer, SqliteDatabase, SqlServer
 from blocks.repository import BackupRepository
 from blocks.resolve import resolve_engine, resolve_repository
 
 __all__ = [
     "BackupRepository",
+    "MySQLServer",
     "PostgresServer",
     "SqliteDatabase",
+    "SqlServer",
     "resolve_engine",
     "resolve_repository",
 ]

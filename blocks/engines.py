@@ -5,7 +5,15 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vaultflow.engines import PostgresConnection, PostgresEngine, SqliteEngine
+from vaultflow.engines import (
+    DatabaseEngine,
+    MySQLConnection,
+    MySQLEngine,
+    PostgresConnection,
+    PostgresEngine,
+    SqliteEngine,
+)
+from vaultflow.engines.sqlserver import SqlServerClient, SqlServerConnection
 from vaultflow.errors import InputError
 
 
@@ -39,6 +47,75 @@ class PostgresServer(Block):
             password=self.password, sslmode=self.sslmode, bin_dir=self.bin_dir,
         ))
 
+    def server_engine(self) -> PostgresEngine:
+        """An engine for listing the server's databases (through the maintenance database)."""
+        return self.engine(self.database or "postgres")
+
+
+class MySQLServer(Block):
+    """A MySQL or MariaDB server and the login vaultflow uses to dump and restore it."""
+
+    _block_type_name = "vaultflow MySQL Server"
+    _block_type_slug = "vaultflow-mysql-server"
+    _description = "Host, port and credentials of a MySQL/MariaDB server that vaultflow backs up."
+
+    host: str = Field(default="127.0.0.1", description="Host name or address.")
+    port: int = Field(default=3306, ge=1, le=65535)
+    user: str = Field(default="root", description="User for mariadb-dump/mysqldump and the mysql client.")
+    password: SecretStr | None = Field(default=None, description="Given to the tools in a 0600 option file.")
+    database: str | None = Field(default=None, description="Default database when a run names none.")
+    bin_dir: str | None = Field(default=None, description="Directory holding mariadb-dump/mysqldump; PATH if empty.")
+
+    def engine(self, database: str | None = None) -> MySQLEngine:
+        name = database or self.database
+        if not name:
+            raise InputError(
+                f"MySQLServer block {self._block_document_name!r} names no database",
+                "set its database field or give one with the run",
+            )
+        return MySQLEngine(MySQLConnection(
+            host=self.host, port=self.port, user=self.user, database=name, password=self.password,
+            bin_dir=self.bin_dir,
+        ))
+
+    def server_engine(self) -> MySQLEngine:
+        """An engine for listing the server's databases."""
+        return self.engine(self.database or "mysql")
+
+
+class SqlServer(Block):
+    """A SQL Server / Azure SQL server for native BACKUP ... TO DISK/URL (not run against a real server yet)."""
+
+    _block_type_name = "vaultflow SQL Server"
+    _block_type_slug = "vaultflow-sqlserver"
+    _description = "Host, port and login of a SQL Server; needs pyodbc and msodbcsql18. Untested against a server."
+
+    host: str = Field(description="Host name or address.")
+    port: int = Field(default=1433, ge=1, le=65535)
+    user: str = Field(default="sa", description="SQL login.")
+    password: SecretStr | None = Field(default=None, description="Sent only inside the ODBC connection.")
+    database: str | None = Field(default=None, description="Default database when a run names none.")
+    driver: str = Field(default="ODBC Driver 18 for SQL Server", description="ODBC driver name.")
+    encrypt: bool = Field(default=True, description="Encrypt the connection (TLS).")
+    trust_server_certificate: bool = Field(default=False, description="Skip certificate validation.")
+
+    def connection(self, database: str | None = None) -> SqlServerConnection:
+        return SqlServerConnection(
+            host=self.host, port=self.port, user=self.user, password=self.password,
+            database=database or self.database or "master", driver=self.driver, encrypt=self.encrypt,
+            trust_server_certificate=self.trust_server_certificate,
+        )
+
+    def client(self) -> SqlServerClient:
+        return SqlServerClient(self.connection())
+
+    def engine(self, database: str | None = None) -> DatabaseEngine:
+        raise InputError(
+            f"SQL Server block {self._block_document_name!r}: SQL Server databases cannot be backed up into a "
+            "vaultflow repository yet",
+            "use the block's client() for native BACKUP ... TO URL/DISK (see README, SQL Server)",
+        )
+
 
 class SqliteDatabase(Block):
     """An SQLite database file on the machine that runs the flow."""
@@ -53,4 +130,7 @@ class SqliteDatabase(Block):
                                   "file's directory run, besides the default suite.")
 
     def engine(self, database: str | None = None) -> SqliteEngine:
+        return SqliteEngine(self.path)
+
+    def server_engine(self) -> SqliteEngine:
         return SqliteEngine(self.path)

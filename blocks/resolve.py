@@ -11,12 +11,13 @@ from pydantic import SecretStr
 
 from blocks.repository import BackupRepository, StorageSettings
 from vaultflow.catalog.catalog import vaultflow_home
-from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url
+from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url, server_from_url
 from vaultflow.errors import InputError, RepositoryNotInitialised
 from vaultflow.repository import Repository, open_repository
 from vaultflow.storage import ObjectStore, open_store
 
-ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-sqlite-database")
+ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlite-database",
+                      "vaultflow-sqlserver")
 
 
 def _load_block(slug: str, name: str) -> Block | None:
@@ -27,7 +28,7 @@ def _load_block(slug: str, name: str) -> Block | None:
 
 
 def resolve_engine(ref: str) -> DatabaseEngine:
-    """A database URL, or the name of a saved PostgresServer/SqliteDatabase block.
+    """A database URL, or the name of a saved PostgresServer/MySQLServer/SqliteDatabase block.
 
     `name/database` picks another database on a saved server.
     """
@@ -40,9 +41,55 @@ def resolve_engine(ref: str) -> DatabaseEngine:
             return block.engine(database or None)  # type: ignore[attr-defined, no-any-return]
     raise InputError(
         f"no database URL and no saved engine block named {name!r}",
-        "give postgresql://user@host:port/db or sqlite:///file.db, or create the block "
+        "give postgresql://user@host:port/db, mysql://user@host:port/db or sqlite:///file.db, or create the block "
         "(PostgresServer(...).save(name) or the Prefect UI, Blocks)",
     )
+
+
+ENGINE_SLUG_PREFIX = "vaultflow-"
+
+
+def saved_engine_blocks() -> list[tuple[str, Block]]:
+    """(name, block) of every saved block of a vaultflow engine type, found through the API:
+    block types whose slug starts with "vaultflow-" and whose class can list a server."""
+    from prefect.client.orchestration import get_client
+
+    out: list[tuple[str, Block]] = []
+    with get_client(sync_client=True) as client:
+        slugs = sorted(t.slug for t in client.read_block_types() if t.slug.startswith(ENGINE_SLUG_PREFIX))
+        for slug in slugs:
+            for doc in client.read_block_documents_by_type(slug, include_secrets=False):
+                if not doc.name or doc.is_anonymous:
+                    continue
+                block = _load_block(slug, doc.name)
+                if block is not None and callable(getattr(block, "server_engine", None)):
+                    out.append((doc.name, block))
+    return out
+
+
+def resolve_server(ref: str) -> DatabaseEngine:
+    """A server URL (postgresql://user@host:port, mysql://user@host:port) or an engine block name."""
+    if is_database_url(ref):
+        return server_from_url(ref)
+    for slug in ENGINE_BLOCK_SLUGS:
+        block = _load_block(slug, ref)
+        if block is not None:
+            return block.server_engine()  # type: ignore[attr-defined, no-any-return]
+    raise InputError(
+        f"no server URL and no saved engine block named {ref!r}",
+        "give postgresql://user@host:port or mysql://user@host:port, or the name of a saved "
+        "PostgresServer/MySQLServer block",
+    )
+
+
+def database_ref(server_ref: str, database: str) -> str:
+    """What resolve_engine takes for one database of a server given as URL or block name."""
+    if not is_database_url(server_ref):
+        return f"{server_ref}/{database}"
+    base, _, query = server_ref.partition("?")
+    head, sep, path = base.partition("://")
+    netloc = path.split("/", 1)[0]
+    return f"{head}{sep}{netloc}/{database}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)

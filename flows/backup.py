@@ -36,7 +36,7 @@ def _error_line(exc: BaseException) -> str:
 @flow(name="backup", flow_run_name=_run_name, validate_parameters=True)
 def backup(
     source: Annotated[str, Field(description="Engine block name, or postgresql://user@host:port/db, "
-                                             "or sqlite:///path/to/file.db")],
+                                             "mysql://user@host:port/db or sqlite:///path/to/file.db")],
     repository: Annotated[str | None, Field(description="BackupRepository block name or a local "
                                                         "path; VAULTFLOW_REPO if empty")] = None,
     kind: Annotated[Literal["full", "incremental", "differential"], Field(
@@ -52,12 +52,17 @@ def backup(
                                                            "schema is always complete")] = [],  # noqa: B006
     repair: Annotated[bool, Field(description="Dump everything and rewrite every chunk, replacing ones "
                                               "verify found missing or damaged in the chain")] = False,
+    include_globals: Annotated[bool, Field(description="Also store the server's roles/users and grants "
+                                                       "(pg_dumpall --globals-only; MySQL SHOW GRANTS)")] = False,
+    globals_passwords: Annotated[bool, Field(description="Keep password hashes in those (off: roles are "
+                                                         "restored without passwords)")] = False,
 ) -> dict[str, object]:
     """Take a consistent backup of one database; the snapshot exists only if it completed."""
     run = open_backup_run(source, repository, kind)
     try:
         manifest = dump_to_repository(run, DumpOptions(table_checksums, timeout_minutes * 60.0, jobs,
-                                                       include_tables, exclude_tables, repair))
+                                                       include_tables, exclude_tables, repair, include_globals,
+                                                       globals_passwords))
     except BaseException as exc:
         line = _error_line(exc)
         record_backup_failure(run, line)

@@ -32,9 +32,11 @@ def restore(
     jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded at once (PostgreSQL)")] = 1,
     tables: Annotated[list[str], Field(description="Restore only these tables' rows (schema.name); "
                                                    "all if empty")] = [],  # noqa: B006
+    include_globals: Annotated[bool, Field(description="First create the roles/users stored with the "
+                                                       "snapshot that the target server lacks")] = False,
 ) -> dict[str, object]:
     """Restore a snapshot; the target is changed only once every chunk has been verified."""
     manifest = restore_into_target(snapshot, target, repository, replace, no_owner,
-                                   timeout_minutes * 60.0, jobs, tables)
+                                   timeout_minutes * 60.0, jobs, tables, include_globals)
     publish_restore_summary(manifest, target)
     return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": target}

@@ -41,6 +41,8 @@ class DumpOptions:
     include_tables: list[str] = field(default_factory=list)
     exclude_tables: list[str] = field(default_factory=list)
     repair: bool = False
+    include_globals: bool = False
+    globals_passwords: bool = False
 
 
 def _flow_run_id() -> str | None:
@@ -90,6 +92,7 @@ def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest
         table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
         jobs=options.jobs, include_tables=options.include_tables or None,
         exclude_tables=options.exclude_tables or None, repair=options.repair,
+        include_globals=options.include_globals, globals_passwords=options.globals_passwords,
     )
     meter.finish()
     if manifest.reused_from:

@@ -18,7 +18,7 @@ from vaultflow.restore import restore_snapshot
       cache_policy=NO_CACHE, cache_result_in_memory=False)
 def restore_into_target(
     snapshot: str, target: str, repository: str | None, replace: bool, no_owner: bool,
-    timeout_seconds: float, jobs: int = 1, tables: list[str] | None = None,
+    timeout_seconds: float, jobs: int = 1, tables: list[str] | None = None, include_globals: bool = False,
 ) -> SnapshotManifest:
     """Restore a snapshot; the target changes only when the whole snapshot loaded and checked."""
     repo = resolve_repository(repository).open()
@@ -27,6 +27,7 @@ def restore_into_target(
     get_run_logger().info("restoring snapshot %s into %s", snapshot_id[:8], engine.describe())
     meter = ProgressMeter("restore", engine.describe())
     manifest = restore_snapshot(repo, snapshot_id, engine, replace=replace, no_owner=no_owner,
-                                timeout=timeout_seconds, progress=meter, jobs=jobs, tables=tables or None)
+                                timeout=timeout_seconds, progress=meter, jobs=jobs, tables=tables or None,
+                                include_globals=include_globals)
     meter.finish()
     return manifest

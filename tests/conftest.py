@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tests.object_servers import AzuriteServer, S3Server
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
+MY_HOST, MY_PORT = "127.0.0.1", 3306
 PASSPHRASE = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,29 @@ def pg_available() -> None:
     if not port_open(PG_HOST, PG_PORT):
         pytest.fail(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}; start it "
                     "(pg_ctlcluster --skip-systemctl-redirect 15 main start)")
+
+
+@pytest.fixture(scope="session")
+def mariadb_available() -> None:
+    if not port_open(MY_HOST, MY_PORT):
+        pytest.fail(f"MariaDB is not reachable on {MY_HOST}:{MY_PORT}; start it (service mariadb start)")
+
+
+def my_admin(database: str | None = None) -> Any:
+    """A pymysql connection as root (autocommit)."""
+    import pymysql
+
+    return pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", password="", database=database,
+                           autocommit=True, charset="utf8mb4")
+
+
+def drop_my_database(name: str) -> None:
+    with my_admin() as c, c.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def my_url(database: str) -> str:
+    return f"mysql://root@{MY_HOST}:{MY_PORT}/{database}"
 
 
 def pg_admin() -> psycopg.Connection:  # type: ignore[type-arg]
@@ -129,14 +153,16 @@ def cli(prefect_api: str, isolated_home: Path) -> Callable[..., subprocess.Compl
     return run
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
 def case(request: pytest.FixtureRequest) -> Iterator[EngineCase]:
     """One engine test case per engine: every engine test runs against each of them."""
     from tests.engines.cases import ENGINE_CASES
 
-    assert sorted(ENGINE_CASES) == ["postgresql", "sqlite"], "add the new engine to this fixture's params"
+    assert sorted(ENGINE_CASES) == ["mariadb", "postgresql", "sqlite"], "add the new engine to this fixture's params"
     if request.param == "postgresql":
         request.getfixturevalue("pg_available")
+    if request.param == "mariadb":
+        request.getfixturevalue("mariadb_available")
     c = ENGINE_CASES[request.param]()
     yield c
     c.cleanup()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vaultflow import __version__
-from vaultflow.engines.base import DatabaseEngine, RowTap, StreamSource, segmented_table_stats
+from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, segmented_table_stats
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
 from vaultflow.repository.repository import ChunkWriter, ProgressCallback, Repository
@@ -73,6 +73,8 @@ def backup_database(
     include_tables: list[str] | None = None,
     exclude_tables: list[str] | None = None,
     repair: bool = False,
+    include_globals: bool = False,
+    globals_passwords: bool = False,
 ) -> SnapshotManifest:
     """Stream a consistent dump into `repo`; return the manifest once it is durable.
 
@@ -83,6 +85,9 @@ def backup_database(
     `repair` dumps everything and writes every chunk again, even those the chain holds:
     chunks that verify found missing or damaged are replaced wherever the new dump
     produces the same content, which heals the older snapshots of the chain that use them.
+
+    `include_globals` adds the server's roles/users and grants as a "globals" stream
+    (password hashes only with `globals_passwords`); it is taken fresh every time.
     """
     plan = plan or BackupPlan("full", chain=snapshot_id)
     started = datetime.now(UTC)
@@ -98,8 +103,12 @@ def backup_database(
         parent = plan.parent
         if parent is not None and parent.table_filter != table_filter:
             parent = None  # a parent with other table subsets has other rows: nothing carries over
+        globals_source = engine.globals_source(passwords=globals_passwords) if include_globals else None
         if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
-            manifest = _manifest(engine, snapshot_id, plan, started, streams=parent.streams,
+            carried = [s for s in parent.streams if s.name != GLOBALS_STREAM]
+            if globals_source is not None:
+                carried += _store_sources(repo.writer(plan.chain), [globals_source], 1, progress)[0]
+            manifest = _manifest(engine, snapshot_id, plan, started, streams=carried,
                                  tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
                                  reused_from=parent.id, table_filter=table_filter,
                                  schema_inventory=parent.schema_inventory)
@@ -113,7 +122,8 @@ def backup_database(
             previous = parent.streams if parent is not None and not repair else None
             with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
                                   exclude_tables=exclude_tables, parent_streams=previous) as session:
-                streams, tables = _store_sources(writer, session.sources, jobs, progress)
+                sources = session.sources + ([globals_source] if globals_source is not None else [])
+                streams, tables = _store_sources(writer, sources, jobs, progress)
             if parent is not None and (session.unchanged or session.carried):
                 streams, tables = _carry_over(parent, session.unchanged, session.carried, streams, tables)
             tables = [t for t in tables if t.qualified not in _segmented(streams)] + _segment_stats(streams)

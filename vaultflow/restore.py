@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultflow.engines import postgres, sqlite
-from vaultflow.engines.base import DatabaseEngine
+from vaultflow.engines import mysql, postgres, sqlite
+from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
@@ -17,6 +17,7 @@ from vaultflow.repository.repository import ByteSink, ProgressCallback, Reposito
 
 _ENGINE_OF_FORMAT = {
     postgres.LEGACY_FORMAT: "postgresql", postgres.SCHEMA_FORMAT: "postgresql", sqlite.DUMP_FORMAT: "sqlite",
+    mysql.DUMP_FORMAT: "mysql",
 }
 
 
@@ -31,16 +32,26 @@ def restore_snapshot(
     progress: ProgressCallback | None = None,
     jobs: int = 1,
     tables: list[str] | None = None,
+    include_globals: bool = False,
 ) -> SnapshotManifest:
     """Load a snapshot into `target`; the target changes only if every check passed.
 
     `jobs` tables load at once; `tables` (schema.name) restricts the rows restored.
+    `include_globals` first creates the roles/users of the snapshot's globals stream that
+    the target server lacks (so ownership and grants in the dump find them).
     """
     with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
         manifest = repo.load_manifest(snapshot_id)
         check_target_engine(manifest, target)
-        target.restore(manifest.streams, _reader(repo, manifest, progress), replace=replace, no_owner=no_owner,
-                       timeout=timeout, jobs=jobs, tables=tables)
+        read = _reader(repo, manifest, progress)
+        data = [s for s in manifest.streams if s.name != GLOBALS_STREAM]
+        if include_globals:
+            found = [s for s in manifest.streams if s.name == GLOBALS_STREAM]
+            if not found:
+                raise InputError(f"snapshot {manifest.short_id} holds no server-wide objects",
+                                 "back up with --globals first, or restore without --globals")
+            target.restore_globals(found[0], read)
+        target.restore(data, read, replace=replace, no_owner=no_owner, timeout=timeout, jobs=jobs, tables=tables)
     return manifest
 
 
@@ -83,7 +94,8 @@ def export_snapshot(
     """Write the snapshot as a file its engine's own tools restore; it appears only when verified.
 
     SQLite: the database file. PostgreSQL: the pg_dump custom archive (first-release
-    snapshots) or a plain SQL script for `psql -f` (per-table snapshots).
+    snapshots) or a plain SQL script for `psql -f` (per-table snapshots). MySQL: the
+    mariadb-dump SQL script, for `mariadb DBNAME < file`.
     """
     with RepositoryLock(repo, "shared", "export", wait=60):
         return _export(repo, snapshot_id, destination, progress)
@@ -102,7 +114,7 @@ def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[s
         with os.fdopen(fd, "wb") as out:
             read = _reader(repo, manifest, progress)
             if manifest.streams[0].format == postgres.SCHEMA_FORMAT:
-                postgres.export_plain_sql(manifest.streams, read, out)
+                postgres.export_plain_sql([s for s in manifest.streams if s.name != GLOBALS_STREAM], read, out)
             else:
                 read(manifest.streams[0], out)
             out.flush()

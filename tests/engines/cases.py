@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import PG_HOST, PG_PORT, drop_pg_database, pg_admin, pg_url
+from tests.conftest import PG_HOST, PG_PORT, drop_my_database, drop_pg_database, my_admin, my_url, pg_admin, pg_url
 from vaultflow.engines import DatabaseEngine, engine_from_url
 
 PG_SCHEMA = r"""
@@ -245,4 +245,119 @@ class SqliteCase(EngineCase):
         return int(a), int(b)
 
 
-ENGINE_CASES: dict[str, type[EngineCase]] = {"postgresql": PostgresCase, "sqlite": SqliteCase}
+MARIADB_SCHEMA = [
+    """CREATE TABLE customers (
+        id bigint AUTO_INCREMENT PRIMARY KEY, name varchar(100) NOT NULL, email varchar(200) UNIQUE,
+        balance decimal(12, 2), ratio double, small tinyint, flags bit(3), photo blob, prefs json,
+        born date, seen datetime(6), mood enum('sad', 'ok', 'happy'),
+        name_upper varchar(100) AS (upper(name)) VIRTUAL) COMMENT 'people who pay'""",
+    """CREATE TABLE orders (
+        id int AUTO_INCREMENT PRIMARY KEY, customer_id bigint NOT NULL, amount decimal(10, 2), note text,
+        KEY orders_customer (customer_id),
+        CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id))""",
+    "CREATE TABLE audit (id int AUTO_INCREMENT PRIMARY KEY, order_id int, at_amount decimal(10, 2))",
+    "CREATE TABLE nokey (a int, b varchar(10))",
+    "CREATE TABLE ledger_a (id bigint AUTO_INCREMENT PRIMARY KEY, v int)",
+    "CREATE TABLE ledger_b (id bigint AUTO_INCREMENT PRIMARY KEY, v int)",
+    "CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 500",
+    """CREATE TRIGGER orders_audit AFTER UPDATE ON orders FOR EACH ROW
+        INSERT INTO audit (order_id, at_amount) VALUES (NEW.id, NEW.amount)""",
+    "CREATE FUNCTION add_one(i int) RETURNS int DETERMINISTIC RETURN i + 1",
+    """INSERT INTO customers (name, email, balance, ratio, small, flags, photo, prefs, born, seen, mood)
+       SELECT concat('name ', seq, CASE WHEN seq % 7 = 0 THEN ' it''s \\ (ñ), "q"\n' ELSE '' END),
+              CASE WHEN seq % 10 = 0 THEN NULL ELSE concat('c', seq, '@x.org') END,
+              seq * 3.17, CASE WHEN seq % 5 = 0 THEN NULL ELSE seq / 7 END, CAST(seq % 128 AS SIGNED) - 64, seq % 8,
+              CASE WHEN seq % 3 = 0 THEN NULL ELSE unhex(concat(md5(seq), '00ff0a0d5c27')) END,
+              CASE WHEN seq % 4 = 0 THEN NULL ELSE json_object('n', seq, 'tags', json_array('a', seq % 5)) END,
+              date '1980-01-01' + INTERVAL seq DAY, timestamp '2025-01-01 00:00:00' + INTERVAL seq SECOND,
+              elt(1 + seq % 3, 'sad', 'ok', 'happy')
+       FROM seq_1_to_3000""",
+    """INSERT INTO orders (customer_id, amount, note)
+       SELECT 1 + seq % 3000, (seq % 1000) + 0.5, repeat('ñ', seq % 7) FROM seq_1_to_12000""",
+    "INSERT INTO nokey VALUES (3, 'c'), (1, 'a'), (2, NULL), (1, 'a')",
+    "UPDATE orders SET amount = amount + 1 WHERE id <= 10",
+]
+
+
+class MariaDBCase(EngineCase):
+    name = "mariadb"
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def _new_name(self) -> str:
+        name = f"vft_{uuid.uuid4().hex[:10]}"
+        self.created.append(name)
+        return name
+
+    def _db(self, url: str) -> str:
+        return url.rsplit("/", 1)[1]
+
+    def execute(self, url: str, *statements: str) -> None:
+        with my_admin(self._db(url)) as c, c.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+
+    def create_source(self, tmp_path: Path) -> str:
+        name = self._new_name()
+        with my_admin() as c, c.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        self.execute(my_url(name), *MARIADB_SCHEMA)
+        return my_url(name)
+
+    def new_target(self, tmp_path: Path) -> str:
+        return my_url(self._new_name())
+
+    def schema(self, url: str) -> str:
+        out = subprocess.run(["mariadb-dump", "-h", "127.0.0.1", "-u", "root", "--no-data", "--routines",
+                              "--triggers", "--events", "--skip-dump-date", self._db(url)],
+                             capture_output=True, text=True, check=True)
+        return "\n".join(ln for ln in out.stdout.splitlines() if ln.strip() and not ln.startswith("--"))
+
+    def extra_state(self, url: str) -> object:
+        with my_admin(self._db(url)) as c, c.cursor() as cur:
+            cur.execute("SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
+                        "WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1")
+            auto = cur.fetchall()
+            cur.execute("SELECT add_one(41), count(*), sum(amount) FROM big_orders")
+            view = cur.fetchone()
+            cur.execute("SELECT md5(group_concat(concat_ws(',', id, name, hex(photo), prefs, flags + 0) "
+                        "ORDER BY id)) FROM customers")
+            values = cur.fetchone()
+        return auto, view, values
+
+    def bulk(self, url: str, mib: int) -> None:
+        rows = mib * 1024 * 1024 // 140
+        self.execute(url, "CREATE TABLE bulk (id int PRIMARY KEY, t text)",
+                     f"INSERT INTO bulk SELECT seq, repeat(md5(seq), 4) FROM seq_1_to_{rows}")
+
+    def paired_writer(self, url: str, stop: threading.Event) -> Callable[[], int]:
+        def run() -> int:
+            n = 0
+            with my_admin(self._db(url)) as c, c.cursor() as cur:
+                c.autocommit(False)
+                while not stop.is_set():
+                    cur.execute("INSERT INTO ledger_a (v) VALUES (%s)", (n,))
+                    cur.execute("INSERT INTO ledger_b (v) VALUES (%s)", (n,))
+                    c.commit()
+                    n += 1
+            return n
+        return run
+
+    def ledger_counts(self, url: str) -> tuple[int, int]:
+        with my_admin(self._db(url)) as c, c.cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM ledger_a), (SELECT count(*) FROM ledger_b)")
+            row = cur.fetchone()
+        return int(row[0]), int(row[1])
+
+    def change_a_little(self, url: str, n: int) -> None:
+        self.execute(url, f"UPDATE orders SET note = concat(note, '!') WHERE id <= {int(n)}",
+                     "INSERT INTO ledger_a (v) VALUES (1)")
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            drop_my_database(name)
+
+
+ENGINE_CASES: dict[str, type[EngineCase]] = {"postgresql": PostgresCase, "mariadb": MariaDBCase,
+                                             "sqlite": SqliteCase}

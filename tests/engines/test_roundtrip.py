@@ -56,6 +56,17 @@ def test_export_is_a_native_dump(case: EngineCase, repo_path: Path, tmp_path: Pa
                         "-d", dbname, "-f", str(out)], check=True, capture_output=True)
         assert case.schema(target) == case.schema(source)
         assert case.extra_state(target) == case.extra_state(source)
+    elif case.name == "mariadb":
+        script = out.read_text(encoding="utf-8", errors="replace")
+        assert "CREATE TABLE `customers`" in script and "INSERT INTO `customers`" in script
+        target = case.new_target(tmp_path)
+        dbname = target.rsplit("/", 1)[1]
+        subprocess.run(["mariadb", "-h", "127.0.0.1", "-u", "root", "-e", f"CREATE DATABASE `{dbname}`"], check=True)
+        with open(out, "rb") as script_file:
+            subprocess.run(["mariadb", "-h", "127.0.0.1", "-u", "root", "--binary-mode", dbname], stdin=script_file,
+                           check=True, capture_output=True)
+        assert case.schema(target) == case.schema(source)
+        assert case.extra_state(target) == case.extra_state(source)
     else:
         target = f"sqlite:///{out}"
         assert subprocess.run(["sqlite3", str(out), "PRAGMA integrity_check"], capture_output=True,

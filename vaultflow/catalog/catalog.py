@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import (
@@ -88,7 +90,7 @@ class Catalog:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_catalog_url()
         self.engine: Engine = create_engine(self.url)
-        SQLModel.metadata.create_all(self.engine)
+        _create_tables(self.url, self.engine)
 
     # -- download links ----------------------------------------------------------------
 
@@ -270,6 +272,28 @@ class Catalog:
         with Session(self.engine) as s:
             return list(s.exec(query.order_by(col(DrillRecord.started_at))).all())
 
+    def coverage(self, window: timedelta, *, now: datetime | None = None) -> list[dict[str, object]]:
+        """Every known database (discovered or backed up) whose newest successful backup
+        started before now - window, or that has none: engine, server, database, last_success."""
+        now = now or _now()
+        last: dict[tuple[str, str, str], datetime] = {}
+        for rec in self.snapshots(status=SnapshotStatus.SUCCEEDED):
+            key = (rec.engine, rec.server, rec.database)
+            started = _aware(rec.started_at)
+            if key not in last or started > last[key]:
+                last[key] = started
+        with Session(self.engine) as s:
+            known = {(srv.engine, srv.label, db.name)
+                     for db, srv in s.exec(select(DatabaseRecord, ServerRecord)
+                                           .where(DatabaseRecord.server_id == ServerRecord.id)).all()}
+        gaps: list[dict[str, object]] = []
+        for engine, server, database in sorted(known | set(last)):
+            newest = last.get((engine, server, database))
+            if newest is None or newest < now - window:
+                gaps.append({"engine": engine, "server": server, "database": database,
+                             "last_success": newest.isoformat(timespec="seconds") if newest else None})
+        return gaps
+
     def rebuild(self, manifests: list[SnapshotManifest], *, repository_id: str, repository: str) -> int:
         """Make the repository's Succeeded rows equal its manifests; keep failed-run history."""
         ids = {m.id for m in manifests}
@@ -294,6 +318,23 @@ class Catalog:
                 s.add(rec)
                 s.commit()
         return len(manifests)
+
+
+_create_lock = threading.Lock()
+
+
+def _create_tables(url: str, engine: Engine) -> None:
+    """Create missing tables. Catalogs opened at the same moment race on CREATE TABLE:
+    threads of this process (parallel fleet tasks) take turns; another process's win shows
+    as "already exists", and the check runs again."""
+    with _create_lock:
+        for attempt in range(3):
+            try:
+                SQLModel.metadata.create_all(engine)
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise
 
 
 def _touch(s: Session, model: type[ServerRecord] | type[DatabaseRecord], key: str, now: datetime,

@@ -167,19 +167,33 @@ def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
 @app.command()
 @handles_errors
 def backup(
-    source: Annotated[str, typer.Argument(help="Engine block name or database URL.")],
+    source: Annotated[str, typer.Argument(help="Engine block name or database URL (with --all-databases: "
+                                               "a server URL such as mysql://user@host:port).")],
     repo: RepoOpt = None,
     kind: Annotated[str, typer.Option(help="Backup kind.")] = "full",
+    all_databases: Annotated[bool, typer.Option(help="Back up every database of the server (backup-fleet).")] = False,
+    include: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of database names.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of names to skip.")] = None,
+    max_per_server: Annotated[int, typer.Option(help="With --all-databases: dumps at once on the server.")] = 2,
     no_table_checksums: Annotated[bool, typer.Option(help="Skip per-table content checksums.")] = False,
     timeout_minutes: Annotated[int, typer.Option(help="Kill the dump after this long.")] = 360,
     jobs: Annotated[int, typer.Option(help="Tables dumped at once (PostgreSQL).")] = 1,
     include_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to back up.")] = None,
     exclude_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to skip.")] = None,
     repair: Annotated[bool, typer.Option(help="Rewrite every chunk, healing ones verify found damaged.")] = False,
+    globals_: Annotated[bool, typer.Option("--globals", help="Also store the server roles/users, grants.")] = False,
+    globals_passwords: Annotated[bool, typer.Option(help="Keep password hashes in --globals.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Back up one database (runs the `backup` flow)."""
+    """Back up one database (runs the `backup` flow), or all of a server's (`backup-fleet`)."""
+    if all_databases:
+        _fleet_backup(source, repo, kind, include or [], exclude or [], max_per_server, timeout_minutes, globals_,
+                      json_out, verbose)
+        return
+    if include or exclude:
+        raise InputError("--include/--exclude choose databases and need --all-databases",
+                         "add --all-databases, or use --include-table/--exclude-table for tables")
     _check_url(source)
     ref = _prepare_flow_run(repo, verbose)
     from flows.backup import backup as backup_flow
@@ -189,7 +203,8 @@ def backup(
         result = backup_flow(source=source, repository=ref, kind=cast(Any, kind),
                              table_checksums=not no_table_checksums,
                              timeout_minutes=timeout_minutes, jobs=jobs, include_tables=include_table or [],
-                             exclude_tables=exclude_table or [], repair=repair)
+                             exclude_tables=exclude_table or [], repair=repair, include_globals=globals_,
+                             globals_passwords=globals_passwords)
     if json_out:
         print_json(result)
         return
@@ -206,6 +221,85 @@ def backup(
             highlight=False)
 
 
+def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], exclude: list[str],
+                  max_per_server: int, timeout_minutes: int, include_globals: bool, json_out: bool,
+                  verbose: bool) -> None:
+    from vaultflow.engines import is_database_url, server_from_url
+
+    if is_database_url(server):
+        server_from_url(server)
+    ref = _prepare_flow_run(repo, verbose)
+    from flows.fleet import backup_fleet
+
+    state = backup_fleet(servers=[server], repository=ref, kind=cast(Any, kind), include=include, exclude=exclude,
+                         max_per_server=max_per_server, timeout_minutes=timeout_minutes,
+                         include_globals=include_globals, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):
+        raise rows
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        stdout.print(f"{row['kind']} snapshot {row['snapshot']} saved: {row['database']} on {row['server']}",
+                     highlight=False)
+
+
+@app.command()
+@handles_errors
+def discover(
+    server: Annotated[str, typer.Argument(help="Engine block name or server URL (postgresql://user@host:port, "
+                                               "mysql://user@host:port).")],
+    include: Annotated[list[str] | None, typer.Option(help="Glob of database names to keep.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob of database names to leave out.")] = None,
+    include_system: Annotated[bool, typer.Option(help="Keep the server's own databases too.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List a server's databases and record them in the catalog (runs the `discover` flow)."""
+    from vaultflow.engines import is_database_url, server_from_url
+
+    if is_database_url(server):
+        server_from_url(server)
+    _quiet_prefect(verbose)
+    from flows.discovery import discover as discover_flow
+
+    found = discover_flow(servers=[server], include=include or [], exclude=exclude or [],
+                          include_system=include_system, catalog_url=os.environ.get("VAULTFLOW_CATALOG_URL"))
+    if json_out:
+        print_json(found)
+        return
+    for f in found:
+        for warning in cast(list[str], f["warnings"]):
+            stderr.print(f"warning: {warning}", highlight=False)
+        print_table(f"{f['engine']} server {f['server']}", ["database"],
+                    [(db,) for db in cast(list[str], f["databases"])])
+
+
+@app.command()
+@handles_errors
+def coverage(
+    within_hours: Annotated[float, typer.Option(help="A database needs a successful backup this recent.")] = 26,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Databases without a successful backup in the window (runs the `coverage` flow: artifact and
+    one event per gap). Exit 1 when there is a gap."""
+    _quiet_prefect(verbose)
+    from flows.discovery import coverage as coverage_flow
+
+    gaps = coverage_flow(within_hours=within_hours, catalog_url=os.environ.get("VAULTFLOW_CATALOG_URL"))
+    if json_out:
+        print_json(gaps)
+    elif gaps:
+        print_table(f"no successful backup in {within_hours:g} h", ["engine", "server", "database", "last success"],
+                    [(g["engine"], g["server"], g["database"], g["last_success"] or "never") for g in gaps])
+    else:
+        stdout.print(f"every known database has a successful backup from the last {within_hours:g} h")
+    if gaps:
+        raise typer.Exit(1)
+
+
 @app.command()
 @handles_errors
 def restore(
@@ -217,6 +311,7 @@ def restore(
     timeout_minutes: Annotated[int, typer.Option(help="Kill the restore after this long.")] = 360,
     jobs: Annotated[int, typer.Option(help="Tables loaded at once (PostgreSQL).")] = 1,
     table: Annotated[list[str] | None, typer.Option(help="Restore only these tables' rows (schema.name).")] = None,
+    globals_: Annotated[bool, typer.Option("--globals", help="First create the snapshot's roles/users.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -227,7 +322,8 @@ def restore(
 
     with progress_bar(not json_out):
         result = restore_flow(snapshot=snapshot, target=target, repository=ref, replace=replace,
-                              no_owner=no_owner, timeout_minutes=timeout_minutes, jobs=jobs, tables=table or [])
+                              no_owner=no_owner, timeout_minutes=timeout_minutes, jobs=jobs, tables=table or [],
+                              include_globals=globals_)
     if json_out:
         print_json(result)
     else:
@@ -326,6 +422,7 @@ _EXPORT_KINDS = {
     "pg_dump-custom": ("pg_dump custom archive", "pg_restore -d DBNAME FILE"),
     "pg_dump-custom-schema": ("plain SQL script", "psql -v ON_ERROR_STOP=1 -d DBNAME -f FILE"),
     "sqlite3-file": ("SQLite database file", "sqlite3 FILE"),
+    "mysqldump-sql": ("MySQL SQL script", "mariadb DBNAME < FILE (create DBNAME first)"),
 }
 
 

@@ -14,6 +14,8 @@ from vaultflow.errors import InputError
 from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
+GLOBALS_STREAM = "globals"  # name of the stream holding server-wide objects, when backed up
+
 StreamReader = Callable[[StreamManifest, ByteSink], None]
 """Writes the whole plaintext of one stored stream into the sink it is given."""
 
@@ -203,6 +205,17 @@ class DatabaseEngine(ABC):
     def sqlalchemy_target(self) -> SqlAlchemyTarget | None:
         """SQLAlchemy access to this database for expectation suites; None if unsupported."""
         return None
+
+    def globals_source(self, *, passwords: bool = False) -> StreamSource:
+        """The server's own objects (roles, users, grants) as a stream named "globals".
+
+        Password hashes only if `passwords`. Engines without such objects refuse.
+        """
+        raise InputError(f"{self.engine} has no server-wide objects to back up", "drop --globals")
+
+    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
+        """Create the roles/users of a globals stream that the server lacks, and their grants."""
+        raise InputError(f"{self.engine} has no server-wide objects to restore", "drop --globals")
 
     def describe(self) -> str:
         return f"{self.engine} database {self.database!r} on {self.server_label()}"

@@ -26,6 +26,7 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from vaultflow.engines.base import (
+    GLOBALS_STREAM,
     DatabaseEngine,
     DumpSession,
     RowTap,
@@ -61,6 +62,7 @@ LEGACY_FORMAT = "pg_dump-custom"  # one whole-database archive (format of the fi
 SCHEMA_FORMAT = "pg_dump-custom-schema"  # schema-only archive: pre-data and post-data sections
 TABLE_FORMAT = "pg-copy-text"  # one table's rows, COPY text format
 DATA_EXTRA_FORMAT = "pg_dump-custom-data-extra"  # sequence values and large objects
+GLOBALS_FORMAT = "pg_dumpall-globals-sql"  # roles and tablespaces, pg_dumpall --globals-only
 _ORDER_BY_PK_MAX_BYTES = 16 * 2**30
 # Tables with a one-column integer primary key and at least SEGMENT_MIN_BYTES of heap are
 # stored as key ranges of about SEGMENT_BYTES each (docs/design.md, "Table segments").
@@ -636,6 +638,39 @@ class PostgresEngine(DatabaseEngine):
         if type(mapped) is not VaultflowError:
             return mapped
         return ToolFailed(f"{tool} failed for {self.describe()}: {line[:300]}")
+
+    # -- server-wide objects ----------------------------------------------------------
+
+    def globals_source(self, *, passwords: bool = False) -> StreamSource:
+        """Roles, their memberships and settings, and tablespaces: pg_dumpall --globals-only,
+        with --no-role-passwords unless `passwords`."""
+        argv = [self._tool("pg_dumpall"), "--globals-only",
+                *([] if passwords else ["--no-role-passwords"]),
+                "--host", self.conn.host, "--port", str(self.conn.port), "--username", self.conn.user,
+                "--no-password", "--database", self.conn.maintenance_database]
+        return StreamSource(GLOBALS_STREAM, GLOBALS_FORMAT,
+                            functools.partial(self._tool_stream, "pg_dumpall", argv, Deadline.start(None)),
+                            meta={"passwords": str(passwords).lower()})
+
+    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
+        """Run the script with psql; a role or tablespace that already exists is left as it is."""
+        if stream.format != GLOBALS_FORMAT:
+            raise InputError(f"stream {stream.name!r} holds {stream.format}, not PostgreSQL roles",
+                             "restore globals into a server of the snapshot's engine")
+        argv = [self._tool("psql"), "-X", "-q", *self._conn_args(self.conn.maintenance_database)]
+        with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE) as proc:
+            try:
+                read(stream, proc.stdin)
+                proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            code = proc.wait()
+            errors = [ln for ln in proc.stderr_text().splitlines()
+                      if "ERROR:" in ln and "already exists" not in ln]
+            if code != 0 or errors:
+                line = errors[0] if errors else proc.last_error_line()
+                raise ToolFailed(f"restoring the roles of {self.server_label()} failed: {line.strip()[:300]}",
+                                 "fix the role named there, then restore with --globals again")
 
     # -- restore ---------------------------------------------------------------------
 

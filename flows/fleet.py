@@ -1,0 +1,68 @@
+"""The `backup_fleet` flow: every discovered database of some or all servers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from blocks.resolve import database_ref, resolve_server
+from flows.discovery import servers_or_saved
+from tasks.backup import DumpOptions
+from tasks.discovery import discover_databases
+from tasks.fleet import backup_one, ensure_server_limit, server_limit_name
+from vaultflow.errors import VaultflowError
+
+
+@flow(name="backup-fleet", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=32))  # type: ignore[arg-type]
+def backup_fleet(
+    servers: Annotated[list[str], Field(description="Engine block names or server URLs; every saved "
+                                                    "vaultflow engine block if empty")] = [],  # noqa: B006
+    repository: Annotated[str | None, Field(description="BackupRepository block name or a local path; "
+                                                        "VAULTFLOW_REPO if empty")] = None,
+    kind: Annotated[Literal["full", "incremental", "differential"], Field(description="Backup kind")] = "full",
+    include: Annotated[list[str], Field(description="Globs of database names; all if empty")] = [],  # noqa: B006
+    exclude: Annotated[list[str], Field(description="Globs of database names to skip")] = [],  # noqa: B006
+    include_system: Annotated[bool, Field(description="Back up postgres/mysql/sys... too")] = False,
+    max_per_server: Annotated[int, Field(ge=1, le=64, description="Dumps at once on one server (sets the "
+                                                                  "server's global concurrency limit)")] = 2,
+    timeout_minutes: Annotated[int, Field(ge=1, description="Kill one dump after this long")] = 360,
+    include_globals: Annotated[bool, Field(description="Store each server's roles/users with its "
+                                                       "databases' snapshots")] = False,
+    catalog_url: Annotated[str | None, Field(description="Catalog URL for discovery")] = None,
+) -> list[dict[str, object]]:
+    """Discover, then back up each database; a server never runs more than `max_per_server`
+    dumps at once (a Prefect global concurrency limit named after it, shared with every other
+    run). One failing database does not stop the others; the run then fails naming them."""
+    logger = get_run_logger()
+    names = servers_or_saved(servers)
+    options = DumpOptions(timeout_seconds=timeout_minutes * 60.0, include_globals=include_globals)
+    futures = {}
+    failed: list[str] = []
+    for name in names:
+        try:
+            found = discover_databases(name, include, exclude, include_system, catalog_url)
+        except VaultflowError as exc:
+            failed.append(f"{name}: {exc.line()}")
+            continue
+        limit = server_limit_name(resolve_server(name))
+        ensure_server_limit(limit, max_per_server)
+        for database in found.databases:
+            source = database_ref(name, database)
+            futures[source] = backup_one.submit(source, repository, kind, limit, options)
+    rows = []
+    for source, future in futures.items():
+        try:
+            rows.append(future.result())
+        except BaseException as exc:  # noqa: BLE001 - every failure is named in the run's final error
+            line = exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
+            logger.error("%s: %s", source, line)
+            failed.append(f"{source}: {line}")
+    create_table_artifact(key="vaultflow-fleet-backup", table=rows or [{"database": "-"}],
+                          description=f"{len(rows)} database(s) backed up, {len(failed)} failed")
+    if failed:
+        raise VaultflowError(f"{len(failed)} of {len(futures)} database backup(s) failed: " + "; ".join(failed))
+    return rows

@@ -1,0 +1,37 @@
+"""Discovery task: one server's databases, filtered and recorded in the catalog."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from blocks.resolve import resolve_server
+from tasks.retry_policy import retry_transient
+from vaultflow.catalog import Catalog
+from vaultflow.discovery import DiscoveredServer, discover_server
+
+
+@task(name="discover-server", task_run_name="discover-{server}", retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.3,
+      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+def discover_databases(server: str, include: list[str], exclude: list[str], include_system: bool,
+                       catalog_url: str | None) -> DiscoveredServer:
+    """List `server` (block name or server URL); patterns that match nothing are logged as warnings."""
+    engine = resolve_server(server)
+    found = discover_server(engine, server, include=include or None, exclude=exclude or None,
+                            include_system=include_system, catalog=Catalog(catalog_url))
+    logger = get_run_logger()
+    for warning in found.warnings:
+        logger.warning("%s: %s", server, warning)
+    logger.info("%s (%s %s): %d database(s): %s", server, found.engine, found.server, len(found.databases),
+                ", ".join(found.databases) or "-")
+    return found
+
+
+@task(name="find-coverage-gaps", persist_result=False, cache_policy=NO_CACHE)
+def coverage_gaps(within_hours: float, catalog_url: str | None) -> list[dict[str, object]]:
+    """Databases of the catalog without a successful backup in the last `within_hours` hours."""
+    return Catalog(catalog_url).coverage(timedelta(hours=within_hours))

@@ -1,0 +1,105 @@
+"""SQL Server: generated T-SQL, ODBC connection strings, error mapping, the missing driver.
+
+No SQL Server runs here, so nothing in this file talks to one: these tests check text.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from pydantic import SecretStr
+
+from vaultflow.engines import sqlserver as ss
+from vaultflow.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    DatabaseNotFound,
+    InputError,
+    TargetNotEmpty,
+    ToolFailed,
+)
+
+
+def test_connection_string_escapes_and_hides_the_password() -> None:
+    conn = ss.SqlServerConnection(host="sql1.example", port=14330, user="backup;x", password=SecretStr("p}w;d"),
+                                  database="sales db")
+    text = ss.connection_string(conn)
+    assert text.startswith("DRIVER={ODBC Driver 18 for SQL Server};SERVER=tcp:sql1.example,14330;")
+    assert "UID={backup;x};" in text and "PWD={p}}w;d};" in text and "DATABASE=sales db;" in text
+    assert "Encrypt=yes;TrustServerCertificate=no;" in text
+    safe = ss.connection_string(conn, with_password=False)
+    assert "p}}w;d" not in safe and "PWD={***}" in safe
+
+
+def test_backup_to_disk_is_copy_only_with_checksum() -> None:
+    sql = ss.backup_to_disk_sql("sa]les", r"D:\backup\it's.bak", compression=True)
+    assert sql == ("BACKUP DATABASE [sa]]les] TO DISK = N'D:\\backup\\it''s.bak' WITH COPY_ONLY, CHECKSUM, "
+                   "COMPRESSION, FORMAT, INIT, STATS = 10")
+
+
+def test_backup_to_url_stripes_and_credential() -> None:
+    urls = [f"https://acct.blob.core.windows.net/bak/sales_{i}.bak" for i in range(2)]
+    sql = ss.backup_to_url_sql("sales", urls)
+    assert sql.startswith("BACKUP DATABASE [sales] TO URL = N'https://acct.blob.core.windows.net/bak/sales_0.bak', "
+                          "URL = N'https://acct.blob.core.windows.net/bak/sales_1.bak' WITH COPY_ONLY, CHECKSUM")
+    assert "MAXTRANSFERSIZE = 4194304, BLOCKSIZE = 65536" in sql
+    cred = ss.sas_credential_sql("https://acct.blob.core.windows.net/bak/", SecretStr("?sv=2024&sig=a'b"))
+    assert ("CREATE CREDENTIAL [https://acct.blob.core.windows.net/bak] "
+            "WITH IDENTITY = 'SHARED ACCESS SIGNATURE'") in cred
+    assert "SECRET = N'sv=2024&sig=a''b'" in cred
+    with pytest.raises(InputError, match="without a query string"):
+        ss.backup_to_url_sql("sales", ["https://acct.blob.core.windows.net/bak/x.bak?sv=1"])
+
+
+def test_restore_with_move_gives_every_file_a_new_name() -> None:
+    files = [("sales", "D"), ("sales_2", "D"), ("sales_log", "L")]
+    sql = ss.restore_with_move_sql("sales_copy", files, data_dir="/var/opt/mssql/data", log_dir="/var/opt/mssql/log",
+                                   disk="/backups/sales.bak")
+    assert sql == ("RESTORE DATABASE [sales_copy] FROM DISK = N'/backups/sales.bak' WITH "
+                   "MOVE N'sales' TO N'/var/opt/mssql/data/sales_copy.mdf', "
+                   "MOVE N'sales_2' TO N'/var/opt/mssql/data/sales_copy_1.ndf', "
+                   "MOVE N'sales_log' TO N'/var/opt/mssql/log/sales_copy_log.ldf', CHECKSUM, RECOVERY, STATS = 10")
+    assert "REPLACE" not in sql
+    win = ss.restore_with_move_sql("c", [("d", "D")], data_dir="D:\\data\\", log_dir="L:\\", disk="x.bak")
+    assert "MOVE N'd' TO N'D:\\data\\c.mdf'" in win
+    with pytest.raises(InputError):
+        ss.filelist_sql()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("28000", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'bk'. (18456) "
+      "(SQLDriverConnect)"), AuthenticationFailed),
+    (("42000", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Cannot open database \"x\" requested by the "
+      "login. The login failed. (4060) (SQLDriverConnect)"), DatabaseNotFound),
+    (("HYT00", "[Microsoft][ODBC Driver 18 for SQL Server]Login timeout expired (0) (SQLDriverConnect)"),
+     ConnectionFailed),
+    (("42000", "[SQL Server]Database 'x' is not currently available. (40613)"), ConnectionFailed),
+    (("42000", "[SQL Server]Database 'c' already exists. Choose a different database name. (1801)"), TargetNotEmpty),
+    (("42000", "[SQL Server]Cannot open backup device 'D:\\b.bak'. Operating system error 5. (3201)"), ToolFailed),
+    (("01000", "[unixODBC][Driver Manager]Can't open lib 'ODBC Driver 18 for SQL Server' : file not found (0) "
+      "(SQLDriverConnect)"), ToolFailed),
+])
+def test_error_mapping(args: tuple[str, str], expected: type[Exception]) -> None:
+    err = ss.map_error(Exception(*args), "sql1:1433", "x")
+    assert type(err) is expected
+    assert "\n" not in err.line() and "sql1:1433" in err.line() or "msodbcsql18" in err.line()
+    assert ConnectionFailed is not expected or err.transient
+
+
+def test_missing_pyodbc_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyodbc", None)  # import fails as if not installed
+    with pytest.raises(ToolFailed) as err:
+        ss.SqlServerClient(ss.SqlServerConnection(host="sql1")).list_databases()
+    line = err.value.line()
+    assert "pyodbc" in line and "msodbcsql18" in line and "unixodbc" in line
+
+
+def test_block_refuses_repository_backups_with_a_clear_line() -> None:
+    from blocks import SqlServer
+
+    block = SqlServer(host="sql1", password=SecretStr("x"))
+    assert "PWD={x}" in ss.connection_string(block.connection("sales")) and "DATABASE=sales" in \
+        ss.connection_string(block.connection("sales"))
+    with pytest.raises(InputError, match="cannot be backed up into a vaultflow repository yet"):
+        block.engine("sales")
