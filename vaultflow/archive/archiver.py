@@ -191,8 +191,16 @@ def _select_sql(source: ArchiveSource, shape: TableShape, where: str, after: boo
 
 
 def _fetch(source: ArchiveSource, shape: TableShape, raw: list[Row]) -> list[Row]:
-    cols = shape.columns
-    return [tuple(source.fetch_value(c, v) for c, v in zip(cols, r, strict=True)) for r in raw]
+    convert = [(i, c) for i, c in enumerate(shape.columns) if source.converts(c)]
+    if not convert:
+        return raw
+    out = []
+    for r in raw:
+        row = list(r)
+        for i, c in convert:
+            row[i] = source.fetch_value(c, row[i])
+        out.append(tuple(row))
+    return out
 
 
 def _key_params(source: ArchiveSource, shape: TableShape, keys: Sequence[Row]) -> list[Any]:
@@ -264,13 +272,16 @@ def archive_table(
                 raise
             rec.status = BatchStatus.ARCHIVED
             rec.deleted_at = datetime.now(UTC)
-            put_record(repo, rec)
+            # Not synced one by one: if this record is lost, the durable `verified` one is
+            # reconciled by the next run (its rows are gone, so it just becomes archived).
+            put_record(repo, rec, sync=False)
             if catalog is not None:
                 catalog.record(rec, repo.id)
             report.batches.append(rec)
             report.rows += rec.rows
             report.stored_bytes += rec.stored_bytes
             last_key = tuple(rows[-1][i] for i in kpos)
+        repo.store.sync()
     finally:
         conn.close()
     return report

@@ -127,10 +127,11 @@ def get_rows(repo: Repository, policy: str, batch: str) -> bytes:
                              "the batch cannot be trusted") from None
 
 
-def put_record(repo: Repository, record: BatchRecord) -> None:
+def put_record(repo: Repository, record: BatchRecord, *, sync: bool = True) -> None:
+    """Write the record; `sync=False` only where losing it falls back to an earlier, safe state."""
     payload = record.model_dump_json().encode()
-    repo.store.put(record_key(record.policy, record.id), repo.sealer.seal(payload, _aad("batch", record.policy,
-                                                                                      record.id)))
+    repo.store.put(record_key(record.policy, record.id),
+                   repo.sealer.seal(payload, _aad("batch", record.policy, record.id)), sync=sync)
 
 
 def get_record(repo: Repository, policy: str, batch: str) -> BatchRecord:

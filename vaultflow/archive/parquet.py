@@ -1,9 +1,8 @@
 """Rows <-> Parquet, and the content checksum both sides of a batch are compared by.
 
-The checksum is computed from values, not bytes: every value is normalised by its column's
+The checksum is computed from values, not bytes: values are normalised by their column's
 archive kind (decimals by numeric value, timestamps with a zone in UTC, float32 rounded to
-single precision), each row is hashed, and the batch checksum is BLAKE3 over the row hashes
-in key order. The same function runs on the rows read from the source and on the rows read
+single precision), and the batch checksum is BLAKE3 over the repr of every row in key order. The same function runs on the rows read from the source and on the rows read
 back from the stored Parquet file, so equal checksums mean equal content.
 """
 
@@ -44,42 +43,45 @@ def _float32(v: Any) -> float:
     return float(struct.unpack("f", struct.pack("f", float(v)))[0])
 
 
-def _normaliser(kind: str) -> Callable[[Any], Any]:
-    if kind.startswith(("int", "uint")):
-        return int
+def _normaliser(kind: str) -> Callable[[Any], Any] | None:
+    """How a value of this kind is made comparable across driver and Parquet; None: it already is."""
     if kind == "float32":
         return _float32
     if kind == "float64":
-        return float
+        return float  # SQLite hands back an int where a REAL column holds a whole number
     if kind.startswith("decimal:"):
         return lambda v: str(Decimal(v).normalize())
     if kind == "binary":
         return bytes
-    if kind == "bool":
-        return bool
     if kind == "timestamptz":
         return lambda v: v.astimezone(UTC).isoformat()
-    if kind in ("timestamp", "date", "time"):
-        return lambda v: v.isoformat()
-    return str
+    return None
 
 
 class RowHasher:
     """Per-row hashes and the batch checksum for rows of the given columns."""
 
     def __init__(self, columns: Sequence[Column]) -> None:
-        self._norm = [_normaliser(c.kind) for c in columns]
+        self._fix = [(i, f) for i, c in enumerate(columns) if (f := _normaliser(c.kind)) is not None]
 
     def normalise(self, row: Row) -> tuple[Any, ...]:
-        return tuple(None if v is None else f(v) for f, v in zip(self._norm, row, strict=True))
+        if not self._fix:
+            return tuple(row)
+        out = list(row)
+        for i, f in self._fix:
+            v = out[i]
+            if v is not None:
+                out[i] = f(v)
+        return tuple(out)
 
     def row_hash(self, row: Row) -> bytes:
         return blake3.blake3(repr(self.normalise(row)).encode()).digest(length=16)
 
     def checksum(self, rows: Sequence[Row]) -> str:
+        """BLAKE3 over the repr of every normalised row, newline-separated (repr escapes newlines)."""
         digest = blake3.blake3()
         for row in rows:
-            digest.update(self.row_hash(row))
+            digest.update(repr(self.normalise(row)).encode() + b"\n")
         return f"rows-b3:{len(rows)}:{digest.hexdigest()}"
 
 
@@ -88,7 +90,8 @@ def normalised_key(columns: Sequence[Column], positions: Sequence[int], row: Row
     out: list[Any] = []
     for i in positions:
         v = row[i]
-        n = None if v is None else _normaliser(columns[i].kind)(v)
+        f = _normaliser(columns[i].kind)
+        n = v if v is None or f is None else f(v)
         out.append(n.hex() if isinstance(n, bytes) else n)
     return out
 

@@ -177,6 +177,10 @@ class ArchiveSource(ABC):
             return cutoff.astimezone(UTC).replace(tzinfo=None)
         return cutoff.astimezone(UTC)
 
+    def converts(self, col: Column) -> bool:
+        """Whether `fetch_value` may change this column's values (most columns are left alone)."""
+        return col.kind == "binary"
+
     def fetch_value(self, col: Column, value: Any) -> Any:
         """A value as the driver returned it, in the form it is archived and hashed."""
         if isinstance(value, memoryview):
@@ -403,6 +407,9 @@ class MySQLSource(ArchiveSource):
 
     def select_expr(self, col: Column) -> str:
         return f"CAST({self.quote(col.name)} AS CHAR)" if col.as_text else self.quote(col.name)
+
+    def converts(self, col: Column) -> bool:
+        return col.kind in ("timestamptz", "string", "binary")
 
     def fetch_value(self, col: Column, value: Any) -> Any:
         if col.kind == "timestamptz" and isinstance(value, datetime):
