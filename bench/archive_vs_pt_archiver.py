@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--aged", type=int, default=80_000)
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--engines", default="mysql,postgresql")
-    ap.add_argument("--out", type=Path, default=ROOT / ".bench")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = ap.parse_args()
     engines = args.engines.split(",")
     results: dict[str, Any] = {"rows": args.rows, "aged": args.aged, "batch_size": args.batch_size,
