@@ -2,8 +2,9 @@
 
 The checksum is computed from values, not bytes: values are normalised by their column's
 archive kind (decimals by numeric value, timestamps with a zone in UTC, float32 rounded to
-single precision), and the batch checksum is BLAKE3 over the repr of every row in key order. The same function runs on the rows read from the source and on the rows read
-back from the stored Parquet file, so equal checksums mean equal content.
+single precision), and the batch checksum is BLAKE3 over the repr of every row in key
+order. The same function runs on the rows read from the source and on the rows read back
+from the stored Parquet file, so equal checksums mean equal content.
 """
 
 from __future__ import annotations
