@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
-from tests.archive.cases import ArchiveCase, sample_rows
+from tests.archive.cases import ArchiveCase, make_case, sample_rows
 from vaultflow.archive import (
     ArchiveCatalog,
     ArchiveSpec,
@@ -110,3 +112,56 @@ def test_extra_filter_and_declared_unique_key(acase: ArchiveCase, repo: Reposito
     report = archive_table(repo, acase.source, spec(where="small < 21", key_columns=["id"]))
     assert report.rows == 20
     assert [r[0] for r in acase.rows()] == list(range(21, 41))
+
+
+def test_composite_key_batches(acase: ArchiveCase, repo: Repository) -> None:
+    acase.execute("CREATE TABLE pairs (a int NOT NULL, b varchar(20) NOT NULL, at date NOT NULL, v int, "
+                  "PRIMARY KEY (a, b))")
+    ph = "?" if acase.engine == "sqlite" else "%s"
+    for a in range(1, 8):
+        for b in ("x", "y", "z"):
+            old = a != 4
+            acase.execute(f"INSERT INTO pairs VALUES ({ph}, {ph}, {ph}, {ph})",
+                          (a, b, "2020-05-01" if old else datetime.now(UTC).date().isoformat(), a * 10))
+    report = archive_table(repo, acase.source, spec(table="pairs", age_column="at", batch_size=4))
+    assert report.rows == 18 and len(report.batches) == 5
+    assert [(r[0], r[1]) for r in acase.rows("pairs")] == [(4, "x"), (4, "y"), (4, "z")]
+    records, _ = list_batches(repo)
+    for r in records:
+        unarchive_batch(repo, r, acase.source)
+    assert len(acase.rows("pairs")) == 21
+
+
+CROSS = [("postgresql", "sqlite"), ("sqlite", "postgresql"), ("mysql", "postgresql"), ("postgresql", "mysql")]
+
+
+@pytest.mark.parametrize(("src", "dst"), CROSS)
+def test_unarchive_into_another_engine(src: str, dst: str, repo: Repository, tmp_path: Path,
+                                       request: pytest.FixtureRequest) -> None:
+    for engine in (src, dst):
+        request.getfixturevalue("mysql_available" if engine == "mysql" else "pg_available")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    source, target = make_case(src, tmp_path / "a"), make_case(dst, tmp_path / "b")
+    try:
+        source.create_table()
+        source.insert(sample_rows(20, 0))
+        before = source.rows()
+        archive_table(repo, source.source, spec())
+        target.create_table()
+        (rec,), _ = list_batches(repo)
+        result = unarchive_batch(repo, rec, target.source)
+        assert result.inserted == 20
+        got = target.rows()
+        assert [r[0] for r in got] == [r[0] for r in before]
+        assert [r[3] for r in got] == [r[3] for r in before]  # text
+        assert [r[4] for r in got] == [r[4] for r in before]  # bytes
+        as_utc = [r[1] if isinstance(r[1], str) else r[1].replace(tzinfo=None) if r[1].tzinfo is None
+                  else r[1].astimezone(UTC).replace(tzinfo=None) for r in got]
+        want = [r[1] if isinstance(r[1], str) else r[1].replace(tzinfo=None) if r[1].tzinfo is None
+                else r[1].astimezone(UTC).replace(tzinfo=None) for r in before]
+        if src != "sqlite" and dst != "sqlite":
+            assert as_utc == want  # the same instants
+    finally:
+        source.cleanup()
+        target.cleanup()

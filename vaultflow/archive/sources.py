@@ -13,7 +13,8 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -234,8 +235,10 @@ class PostgresSource(ArchiveSource):
     def connect(self) -> SourceConnection:
         import psycopg
 
+        # UTC session: zoned values come back in UTC, naive ones written into timestamptz mean UTC.
         kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
-                                  "connect_timeout": 10, "autocommit": False, "application_name": "vaultflow-archive"}
+                                  "connect_timeout": 10, "autocommit": False, "application_name": "vaultflow-archive",
+                                  "options": "-c TimeZone=UTC"}
         if self.password:
             kwargs["password"] = self.password
         if self.sslmode:
@@ -299,8 +302,15 @@ class PostgresSource(ArchiveSource):
     def select_expr(self, col: Column) -> str:
         return f"{self.quote(col.name)}::text" if col.as_text else self.quote(col.name)
 
+    def store_value(self, col: Column, value: Any) -> Any:
+        if col.kind == "bool" and isinstance(value, int) and not isinstance(value, bool):
+            return bool(value)  # a 0/1 flag archived from MySQL or SQLite
+        return value
+
     def value_expr(self, col: Column) -> str:
-        return f"CAST(%s AS {col.source_type})" if col.as_text else "%s"
+        # Always cast: text columns go back to json/uuid/enum, and rows archived from another
+        # engine (0/1 flags, ISO date text) become this column's type.
+        return f"CAST(%s AS {col.source_type})"
 
     def insert_sql(self, shape: TableShape, columns: list[Column]) -> str:
         names = ", ".join(self.quote(c.name) for c in columns)
@@ -500,6 +510,21 @@ class SqliteSource(ArchiveSource):
     def age_condition(self, age: Column) -> str:
         q = self.quote(age.name)
         return f"{q} IS NOT NULL AND datetime({q}) < datetime(?)"
+
+    def store_value(self, col: Column, value: Any) -> Any:
+        """sqlite3 binds only int, float, str, bytes and None: others (rows archived from
+        another engine) become what SQLite stores for the column's affinity."""
+        if value is None or isinstance(value, int | float | str | bytes):
+            return value
+        if isinstance(value, Decimal):
+            return float(value) if col.kind == "float64" else str(value)
+        if isinstance(value, datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return value.isoformat(sep=" ")
+        if isinstance(value, date | time):
+            return value.isoformat()
+        return str(value)
 
     def cutoff_param(self, age: Column, cutoff: datetime) -> Any:
         return cutoff.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
