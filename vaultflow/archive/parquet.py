@@ -93,7 +93,11 @@ def normalised_key(columns: Sequence[Column], positions: Sequence[int], row: Row
         v = row[i]
         f = _normaliser(columns[i].kind)
         n = v if v is None or f is None else f(v)
-        out.append(n.hex() if isinstance(n, bytes) else n)
+        if isinstance(n, bytes):
+            n = n.hex()
+        elif isinstance(n, datetime | date | time):
+            n = n.isoformat()
+        out.append(n)
     return out
 
 
