@@ -119,3 +119,28 @@ def test_archive_flow_with_policy_block_publishes_artifact(prefect_api: str, mys
         assert {r.status.value for r in records} == {"purged"}
     finally:
         case.cleanup()
+
+
+def test_failing_policy_does_not_stop_the_others_and_emits_events(
+        prefect_api: str, sqlite_case: SqliteCase, repo_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.archive
+    from blocks.archive import ArchiveRule
+    from flows.archive import ArchiveFailed, archive_rows
+
+    events: list[tuple[str, dict[str, object]]] = []
+    real_emit = tasks.archive.emit_event
+
+    def recording_emit(event: str, resource: dict[str, str], payload: dict[str, object]) -> object:
+        events.append((event, payload))
+        return real_emit(event=event, resource=resource, payload=payload)
+
+    monkeypatch.setattr(tasks.archive, "emit_event", recording_emit)
+    good = ArchiveRule(source=sqlite_case.url, table="events", age_column="created_at", archive_after_days=30)
+    bad = ArchiveRule(source=sqlite_case.url, table="missing", age_column="created_at", archive_after_days=30)
+    with pytest.raises(ArchiveFailed, match="1 of 2 archive policies failed: table 'missing'"):
+        archive_rows(policies=[bad, good], repository=str(repo_path))
+    assert len(sqlite_case.rows()) == 10, "the good policy ran after the bad one failed"
+    names = [e for e, _ in events]
+    assert names == ["vaultflow.archive.succeeded", "vaultflow.archive.failed"]
+    assert events[0][1]["rows"] == 50
+    assert "does not exist" in str(events[1][1]["error"])
