@@ -266,7 +266,7 @@ def archive_table(
                 if not rows:
                     conn.rollback()
                     break
-                rec = _archive_batch(repo, source, conn, shape, age, spec, policy, rows, fault)
+                rec = _archive_batch(repo, source, conn, shape, age, spec, policy, rows, fault, catalog)
             except BaseException:
                 conn.rollback()
                 raise
@@ -298,7 +298,8 @@ def _same_table(rec: BatchRecord, source: ArchiveSource, shape: TableShape) -> b
 
 
 def _archive_batch(repo: Repository, source: ArchiveSource, conn: SourceConnection, shape: TableShape, age: Column,
-                   spec: ArchiveSpec, policy: str, rows: list[Row], fault: Fault) -> BatchRecord:
+                   spec: ArchiveSpec, policy: str, rows: list[Row], fault: Fault,
+                   catalog: ArchiveCatalog | None) -> BatchRecord:
     """Steps 2-4 of the protocol for rows selected and locked in `conn`'s open transaction."""
     hasher = RowHasher(shape.columns)
     checksum = hasher.checksum(rows)
@@ -324,6 +325,8 @@ def _archive_batch(repo: Repository, source: ArchiveSource, conn: SourceConnecti
         age_min=age_min, age_max=age_max, key_min=normalised_key(shape.columns, kpos, rows[0]),
         key_max=normalised_key(shape.columns, kpos, rows[-1]))
     put_record(repo, rec)
+    if catalog is not None:
+        catalog.record(rec, repo.id)
     fault("verified")
     deleted = _delete_keys(source, conn, shape, [tuple(r[i] for i in kpos) for r in rows])
     if deleted != len(rows):
