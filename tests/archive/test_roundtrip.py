@@ -165,3 +165,13 @@ def test_unarchive_into_another_engine(src: str, dst: str, repo: Repository, tmp
     finally:
         source.cleanup()
         target.cleanup()
+
+
+def test_filter_with_percent_sign(acase: ArchiveCase, repo: Repository) -> None:
+    acase.create_table()
+    acase.insert(sample_rows(30, 0))
+    # ids 1, 11-14, 16-19 (10 and 15 have a NULL note)
+    assert archive_table(repo, acase.source, spec(where="note LIKE 'note 1%'"), dry_run=True).rows == 9
+    report = archive_table(repo, acase.source, spec(where="note LIKE 'note 1%'"))
+    assert report.rows == 9
+    assert all(not str(r[3]).startswith("note 1") for r in acase.rows())
