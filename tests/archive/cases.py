@@ -57,7 +57,8 @@ class ArchiveCase(ABC):
         return source_from_url(self.url)
 
     @abstractmethod
-    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> None: ...
+    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> int:
+        """Run one statement in its own transaction; returns the rows it changed."""
 
     @abstractmethod
     def create_table(self, name: str = "events", *, url: str | None = None, key: bool = True) -> None: ...
@@ -100,9 +101,9 @@ class PostgresCase(ArchiveCase):
                 c.execute(f'CREATE DATABASE "{n}"')
         self.url, self.other_url = pg_url(self.names[0]), pg_url(self.names[1])
 
-    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> None:
+    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> int:
         with psycopg.connect(url or self.url, autocommit=True) as c:
-            c.execute(sql, params)  # type: ignore[arg-type]
+            return c.execute(sql, params).rowcount  # type: ignore[arg-type]
 
     def create_table(self, name: str = "events", *, url: str | None = None, key: bool = True) -> None:
         self.execute(f"""CREATE TABLE {name} (id bigint {'PRIMARY KEY' if key else 'NOT NULL'},
@@ -127,11 +128,11 @@ class MySQLCase(ArchiveCase):
                 cur.execute(f"CREATE DATABASE `{n}`")
         self.url, self.other_url = (f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{n}" for n in self.names)
 
-    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> None:
+    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> int:
         db = (url or self.url).rsplit("/", 1)[1]
         with pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=db,
                              autocommit=True, init_command="SET time_zone = '+00:00'") as c, c.cursor() as cur:
-            cur.execute(sql, params)
+            return int(cur.execute(sql, params))
 
     def create_table(self, name: str = "events", *, url: str | None = None, key: bool = True) -> None:
         self.execute(f"""CREATE TABLE {name} (id bigint {'PRIMARY KEY' if key else 'NOT NULL'},
@@ -161,12 +162,13 @@ class SqliteCase(ArchiveCase):
             sqlite3.connect(p).close()
         self.url, self.other_url = (f"sqlite:///{p}" for p in self.paths)
 
-    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> None:
+    def execute(self, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None) -> int:
         path = (url or self.url)[len("sqlite:///"):]
         con = sqlite3.connect(path, timeout=60)
         try:
-            con.execute(sql, params)
+            changed = con.execute(sql, params).rowcount
             con.commit()
+            return changed
         finally:
             con.close()
 

@@ -111,18 +111,25 @@ def test_row_changed_after_verify_stays_in_source(acase: ArchiveCase, repo: Repo
     assert_exactly_once(before, acase.rows(), archived)
 
 
-def test_concurrent_inserts_during_archiving_lose_nothing(acase: ArchiveCase, repo: Repository) -> None:
+def test_concurrent_writes_during_archiving_lose_nothing(acase: ArchiveCase, repo: Repository) -> None:
     acase.create_table()
     acase.insert(sample_rows(200, 20))
     stop = threading.Event()
     inserted: list[int] = []
+    updated: dict[int, str] = {}  # id -> the note of its last update that changed a row
 
     def writer() -> None:
         next_id = 10_000
+        ph = "?" if acase.engine == "sqlite" else "%s"
         while not stop.is_set():
             # alternately an aged row (may be archived by this run) and a fresh one
             acase.insert(sample_rows(1, 0, start=next_id) if next_id % 2 else sample_rows(0, 1, start=next_id))
             inserted.append(next_id)
+            # and an update of an aged row: it lands before the row is archived, or finds it gone
+            target = 1 + (next_id * 37) % 200
+            note = f"updated {next_id}"
+            if acase.execute(f"UPDATE events SET note = {ph} WHERE id = {ph}", (note, target)):
+                updated[target] = note
             next_id += 1
             time.sleep(0.005)
 
@@ -143,6 +150,8 @@ def test_concurrent_inserts_during_archiving_lose_nothing(acase: ArchiveCase, re
     assert during > 0, "the writer ran while the archive ran"
     assert sorted(source_ids + archive_ids) == list(range(1, 221)) + inserted
     assert all(i > 200 for i in source_ids), "every pre-existing aged row was archived"
+    final = {r[0]: r[3] for r in acase.rows() + archived_rows(repo)}
+    assert updated and all(final[i] == note for i, note in updated.items()), "no committed update was lost"
 
 
 def test_unwritable_repository_mid_run_deletes_nothing_unverified(acase: ArchiveCase, repo: Repository) -> None:
