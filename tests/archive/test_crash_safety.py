@@ -147,7 +147,8 @@ def test_concurrent_writes_during_archiving_lose_nothing(acase: ArchiveCase, rep
     source_ids = [r[0] for r in acase.rows()]
     archive_ids = [r[0] for r in archived_rows(repo)]
     assert report.rows == len(archive_ids)
-    assert during > 0, "the writer ran while the archive ran"
+    # SQLite has one writer at a time: its writer may wait out the whole (short) run.
+    assert during > 0 or acase.engine == "sqlite", "the writer ran while the archive ran"
     assert sorted(source_ids + archive_ids) == list(range(1, 221)) + inserted
     assert all(i > 200 for i in source_ids), "every pre-existing aged row was archived"
     final = {r[0]: r[3] for r in acase.rows() + archived_rows(repo)}
