@@ -652,6 +652,12 @@ def catalog_rebuild(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
         stdout.print(f"catalog rebuilt from {count} manifest(s) in {opened.store.describe()}")
 
 
+# -- archival (issue 7): the commands live in vaultflow/cli/archive.py -------------------
+from vaultflow.cli import archive as _archive_cli  # noqa: E402
+
+_archive_cli.register(app, handles_errors, _open, _prepare_flow_run)
+
+
 def main() -> None:
     app()
 
