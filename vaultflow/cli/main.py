@@ -457,17 +457,28 @@ def deploy(
 def serve(
     file: ProjectFileOpt = None,
     limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the embedded Prefect server (UI and API).")] = 4200,
 ) -> None:
     """Serve every deployment of prefect.yaml from this process (no work pool or worker).
 
-    Needs a Prefect server with its scheduler (`prefect server start`, PREFECT_API_URL).
+    With PREFECT_API_URL set, serves against that server; otherwise starts an embedded
+    `prefect server start` on 127.0.0.1 (scheduler, automations, UI) and stops it on exit.
     """
-    from deployments.serving import serve_project
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.serving import embedded_server, serve_project
     from deployments.specs import load_project
 
     project = load_project(file)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    serve_project(project, limit=limit)
+    if PREFECT_API_URL.value():
+        serve_project(project, limit=limit)
+        return
+    with embedded_server(port=port) as api_url:
+        stderr.print(f"Prefect server and UI on {api_url.removesuffix('/api')}", highlight=False)
+        os.environ["PREFECT_API_URL"] = api_url  # the flow-run subprocesses read it too
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            serve_project(project, limit=limit)
 
 
 @automations_app.command("apply")
