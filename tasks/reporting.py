@@ -8,7 +8,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from vaultflow.catalog import Catalog
+from vaultflow.errors import VaultflowError
 from vaultflow.repository import SnapshotManifest
+
+# Event resources. Every vaultflow event names the database(s) and server(s) it concerns as
+# related resources (roles "database" and "server"); backup/restore events are *about* one
+# database (primary resource vaultflow.database.<engine>.<server>.<database>), prune/verify
+# events about a repository (vaultflow.repository.<block name or location>).
+
+
+def error_line(exc: BaseException) -> str:
+    return exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
 
 
 def database_resource(engine: str, server: str, database: str) -> dict[str, str]:
@@ -18,6 +28,22 @@ def database_resource(engine: str, server: str, database: str) -> dict[str, str]
         "vaultflow.engine": engine,
         "vaultflow.server": server,
     }
+
+
+def related_resources(databases: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """(engine, server, database) triples as related `database` and `server` resources."""
+    related: dict[str, dict[str, str]] = {}
+    for engine, server, database in databases:
+        db = database_resource(engine, server, database) | {"prefect.resource.role": "database"}
+        related.setdefault(db["prefect.resource.id"], db)
+        srv = {"prefect.resource.id": f"vaultflow.server.{engine}.{server}", "prefect.resource.role": "server",
+               "prefect.resource.name": server, "vaultflow.engine": engine}
+        related.setdefault(srv["prefect.resource.id"], srv)
+    return list(related.values())
+
+
+def repository_resource(ref: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"vaultflow.repository.{ref}", "prefect.resource.name": ref}
 
 
 def snapshot_row(m: SnapshotManifest, parent: SnapshotManifest | None = None) -> dict[str, object]:
@@ -39,6 +65,7 @@ def publish_backup_summary(manifest: SnapshotManifest, parent: SnapshotManifest 
     emit_event(
         event="vaultflow.backup.succeeded",
         resource=database_resource(manifest.engine, manifest.server, manifest.database),
+        related=related_resources([(manifest.engine, manifest.server, manifest.database)]),
         payload={"snapshot": manifest.id, "logical_bytes": manifest.logical_size,
                  "stored_bytes": manifest.added_size(parent), "kind": manifest.kind},
     )
@@ -49,8 +76,25 @@ def publish_backup_failure(engine: str, server: str, database: str, error: str) 
     emit_event(
         event="vaultflow.backup.failed",
         resource=database_resource(engine, server, database),
+        related=related_resources([(engine, server, database)]),
         payload={"error": error},
     )
+
+
+@task(name="publish-source-failure", persist_result=False, cache_policy=NO_CACHE)
+def publish_source_failure(source: str, error: str) -> None:
+    """vaultflow.backup.failed before the source resolved (no such block, bad URL, no repository)."""
+    emit_event(event="vaultflow.backup.failed",
+               resource={"prefect.resource.id": f"vaultflow.source.{source}", "prefect.resource.name": source},
+               payload={"error": error})
+
+
+@task(name="publish-repository-event", persist_result=False, cache_policy=NO_CACHE)
+def publish_repository_event(thing: str, outcome: str, repository: str, payload: dict[str, object],
+                             databases: list[tuple[str, str, str]] | None = None) -> None:
+    """vaultflow.<thing>.<outcome> about a repository (prune, verify), naming the databases concerned."""
+    emit_event(event=f"vaultflow.{thing}.{outcome}", resource=repository_resource(repository),
+               related=related_resources(databases or []), payload=payload)
 
 
 @task(name="publish-restore-summary", persist_result=False, cache_policy=NO_CACHE)
@@ -60,6 +104,7 @@ def publish_restore_summary(manifest: SnapshotManifest, target: str) -> None:
                           description=f"Restore of snapshot {manifest.short_id}")
     emit_event(event="vaultflow.restore.succeeded",
                resource=database_resource(manifest.engine, manifest.server, manifest.database),
+               related=related_resources([(manifest.engine, manifest.server, manifest.database)]),
                payload={"snapshot": manifest.id, "target": target})
 
 
