@@ -67,9 +67,15 @@ def _fail(path: Path, raw: Any, loc: list[str | int], what: str, fix: str) -> In
 def _within(value: Any) -> Any:
     if isinstance(value, str):
         m = _DURATION.match(value.strip())
-        if m:
-            return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        if not m:
+            raise ValueError(f"cannot read duration {value!r}")
+        return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
     return value
+
+
+def first_error(exc: ValidationError) -> Any:
+    """The error to report: a misspelt (extra) key before the missing one it caused."""
+    return sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
 
 
 def _load_one(path: Path, raw: Any, base: list[str | int]) -> LoadedAutomation:
@@ -82,7 +88,7 @@ def _load_one(path: Path, raw: Any, base: list[str | int]) -> LoadedAutomation:
     try:
         spec = AutomationSpec.model_validate(node)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        err = first_error(exc)
         loc = [*base, *err["loc"]]
         raise _fail(path, raw, loc, f"{'.'.join(map(str, err['loc']))}: {err['msg']}",
                     "see deployments/automations/*.yaml for the format") from None
@@ -94,16 +100,21 @@ def _load_one(path: Path, raw: Any, base: list[str | int]) -> LoadedAutomation:
     if unknown:
         raise _fail(path, raw, [*base, "trigger", unknown[0]], f"unknown trigger key {unknown[0]!r}",
                     f"use {', '.join(sorted(EventTrigger.model_fields))}")
-    if "within" in trigger:
-        trigger["within"] = _within(trigger["within"])
+    fix = "durations are seconds or 90s/30m/26h/2d; see Prefect's EventTrigger"
+    try:
+        if "within" in trigger:
+            trigger["within"] = _within(trigger["within"])
+    except ValueError as exc:
+        raise _fail(path, raw, [*base, "trigger", "within"], f"trigger within: {exc}", fix) from None
     try:
         event_trigger = EventTrigger.model_validate(trigger)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [*base, "trigger", *err["loc"]]
+        err = first_error(exc)
+        named = [k for k in trigger if f"`{k}`" in str(err["msg"])]  # model-level errors name the key
+        loc = [*base, "trigger", *(err["loc"] or named[:1])]
         raise _fail(path, raw, loc, f"trigger {'.'.join(map(str, err['loc'])) or ''}: "
                     f"{str(err['msg']).removeprefix('Value error, ')}",
-                    "durations are seconds or 90s/30m/26h/2d; see Prefect's EventTrigger") from None
+                    fix) from None
     return LoadedAutomation(path=path, line=line_of(raw, base), spec=spec, trigger=event_trigger)
 
 

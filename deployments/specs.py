@@ -150,7 +150,7 @@ def load_project(path: Path | None = None, *, check_parameters: bool = True) -> 
     try:
         parsed = ProjectFile.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         loc = tuple(p for i, p in enumerate(err["loc"]) if i == 0 or p != err["loc"][i - 1])
         field = next((p for p in reversed(loc) if isinstance(p, str) and p in _FIXES), "")
         raise InputError(f"{path}:{line_of(raw, loc)}: {_describe_loc(raw, loc)}: {_clean_message(err['msg'])}",
