@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments.automations import DEFAULT_DIR
 from tests.deployments.conftest import PrefectServer
 
 VAULTFLOW = [sys.executable, "-m", "vaultflow.cli.main"]
@@ -71,8 +72,31 @@ def test_failed_backup_alerts_the_webhook(prefect_server: PrefectServer, receive
     failed = prefect_server.run(*VAULTFLOW, "backup", f"postgresql://postgres@127.0.0.1:5432/{database}",
                                 "--repo", str(repo_path))
     assert failed.returncode == 2 and "does not exist" in failed.stderr, failed.stderr
+    started = time.monotonic()
     alert = receiver.wait_for(database, "does not exist", timeout=90)
+    print(f"failed-run alert {time.monotonic() - started:.1f} s after the CLI returned")
     assert "backup" in alert and "Failed" in alert
+
+
+def test_overdue_backup_alerts_per_database(prefect_server: PrefectServer, receiver: Receiver, repo_path: Path,
+                                            tmp_path: Path) -> None:
+    from vaultflow.sample_data import create
+
+    rules = tmp_path / "automations"
+    rules.mkdir()
+    text = (DEFAULT_DIR / "backup-overdue.yaml").read_text()
+    (rules / "overdue.yaml").write_text(text.replace("name: vaultflow-backup-overdue", "name: test-overdue")
+                                        .replace("within: 26h", "within: 15s"))
+    applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--dir", str(rules),
+                                 "--webhook-url", receiver.url)
+    assert applied.returncode == 0, applied.stderr
+    db = create(tmp_path / f"rpo_{uuid.uuid4().hex[:6]}.db", rows=100)
+    done = prefect_server.run(*VAULTFLOW, "backup", f"sqlite:///{db}", "--repo", str(repo_path))
+    assert done.returncode == 0, done.stderr
+    started = time.monotonic()
+    alert = receiver.wait_for("backup overdue", db.name, timeout=90)
+    print(f"overdue alert {time.monotonic() - started:.1f} s after the backup (RPO 15 s)")
+    assert "sqlite" in alert
 
 
 def test_apply_refuses_a_missing_notification_block(prefect_server: PrefectServer) -> None:
