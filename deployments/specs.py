@@ -209,3 +209,28 @@ def _check_parameters(project: Project, index: int, spec: DeploymentSpec) -> Non
         what = f"parameter {dotted!r}: {error.message}" if field else error.message
         raise InputError(f"{project.path}:{line_of(project.raw, loc)}: deployment {spec.name!r}{context}: {what}",
                          f"give a value the flow {flow.name!r} accepts ({spec.entrypoint})")
+
+
+BLOCK_PARAMETERS = {"source": "engine", "target": "engine", "repository": "repository"}
+
+
+def missing_blocks(project: Project) -> list[str]:
+    """One line per deployment parameter naming a block that does not exist (needs the API).
+
+    Such runs would fail at their first task; `vaultflow deploy` warns before deploying.
+    """
+    from blocks.resolve import is_location, resolve_engine, resolve_repository
+    from vaultflow.engines import is_database_url
+
+    problems: list[str] = []
+    for spec in project.deployments:
+        values = [dict(spec.parameters)] + [{**spec.parameters, **s.parameters} for s in spec.schedules]
+        refs = {(key, str(v[key])) for v in values for key in BLOCK_PARAMETERS if v.get(key)}
+        for key, ref in sorted(refs):
+            if is_database_url(ref) or (BLOCK_PARAMETERS[key] == "repository" and is_location(ref)):
+                continue
+            try:
+                resolve_engine(ref) if BLOCK_PARAMETERS[key] == "engine" else resolve_repository(ref)
+            except InputError as exc:
+                problems.append(f"deployment {spec.name!r} parameter {key}: {exc.what}")
+    return problems

@@ -86,3 +86,12 @@ def test_automation_mistakes_name_the_line(tmp_path: Path, old: str, new: str, m
     assert message in line and str(tmp_path / "backup-overdue.yaml") + ":" in line, line
     if "malformed" not in message:
         assert f":{_line_of(text, new.strip())}:" in line, line
+
+
+def test_missing_blocks_are_listed_before_deploying(prefect_api: str) -> None:
+    from deployments.specs import missing_blocks
+
+    problems = missing_blocks(load_project())
+    assert any("'postgres-app' parameter source" in p and "'pg-prod'" in p for p in problems), problems
+    assert any("'sqlite-app' parameter source" in p and "'app-sqlite'" in p for p in problems), problems
+    assert any("parameter repository" in p and "'vaultflow-repo'" in p for p in problems), problems

@@ -446,6 +446,11 @@ def deploy(
                     stdout.print(f"created process work pool {name}", highlight=False)
 
     asyncio.run(ensure_pools())
+    from deployments.specs import missing_blocks
+
+    for problem in missing_blocks(project):
+        stderr.print(f"warning: {problem}; its runs fail until the block exists "
+                     "(prefect block register -m blocks, then Prefect UI > Blocks > +)", highlight=False)
     done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
                           cwd=project.root, check=False)
     if done.returncode:
