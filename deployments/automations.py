@@ -24,7 +24,7 @@ from uuid import UUID
 from prefect.automations import AutomationCore, EventTrigger, SendNotification
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.located_yaml import LocatedDict, LocatedList, line_of, load_located
+from deployments.located_yaml import LocatedDict, LocatedList, first_error, line_of, load_located
 from deployments.specs import PROJECT_ROOT
 from vaultflow.errors import InputError
 
@@ -73,11 +73,6 @@ def _within(value: Any) -> Any:
     return value
 
 
-def first_error(exc: ValidationError) -> Any:
-    """The error to report: a misspelt (extra) key before the missing one it caused."""
-    return sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-
-
 def _load_one(path: Path, raw: Any, base: list[str | int]) -> LoadedAutomation:
     node = raw
     for part in base:
@@ -111,10 +106,9 @@ def _load_one(path: Path, raw: Any, base: list[str | int]) -> LoadedAutomation:
     except ValidationError as exc:
         err = first_error(exc)
         named = [k for k in trigger if f"`{k}`" in str(err["msg"])]  # model-level errors name the key
-        loc = [*base, "trigger", *(err["loc"] or named[:1])]
-        raise _fail(path, raw, loc, f"trigger {'.'.join(map(str, err['loc'])) or ''}: "
-                    f"{str(err['msg']).removeprefix('Value error, ')}",
-                    fix) from None
+        where = [*(err["loc"] or named[:1])]
+        raise _fail(path, raw, [*base, "trigger", *where], f"trigger {'.'.join(map(str, where))}: "
+                    f"{str(err['msg']).removeprefix('Value error, ')}", fix) from None
     return LoadedAutomation(path=path, line=line_of(raw, base), spec=spec, trigger=event_trigger)
 
 

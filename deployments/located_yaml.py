@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from vaultflow.errors import InputError
 
@@ -81,3 +82,8 @@ def line_of(data: Any, loc: Sequence[str | int]) -> int:
         else:
             break
     return line
+
+
+def first_error(exc: ValidationError) -> Any:
+    """The error to report: a misspelt (extra) key before the `missing` error it caused."""
+    return sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]

@@ -19,7 +19,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.utilities.schema_tools.validation import validate as validate_against_schema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from deployments.located_yaml import LocatedDict, line_of, load_located
+from deployments.located_yaml import LocatedDict, first_error, line_of, load_located
 from vaultflow.errors import InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def load_project(path: Path | None = None, *, check_parameters: bool = True) -> 
     try:
         parsed = ProjectFile.model_validate(raw)
     except ValidationError as exc:
-        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+        err = first_error(exc)
         loc = tuple(p for i, p in enumerate(err["loc"]) if i == 0 or p != err["loc"][i - 1])
         field = next((p for p in reversed(loc) if isinstance(p, str) and p in _FIXES), "")
         raise InputError(f"{path}:{line_of(raw, loc)}: {_describe_loc(raw, loc)}: {_clean_message(err['msg'])}",
@@ -186,27 +186,29 @@ def import_flow(spec: DeploymentSpec, root: Path = PROJECT_ROOT) -> Flow[..., An
 
 
 def _check_parameters(project: Project, index: int, spec: DeploymentSpec) -> None:
+    """Validate what a manual run starts from (the deployment's parameters, required ones
+    may come from the form) and what each scheduled run gets (merged with the schedule's,
+    complete), with the server's own validator for `enforce_parameter_schema`."""
     try:
         flow = import_flow(spec, project.root)
     except InputError as exc:
         raise InputError(f"{project.path}:{project.deployment_line(index)}: {exc.what}", exc.fix) from None
     schema = flow.parameters.model_dump_for_openapi()
-    base: list[str | int] = ["deployments", index, "parameters"]
-    runs: list[tuple[dict[str, Any], bool, list[str | int]]] = [(spec.parameters, False, base)]
-    runs += [({**spec.parameters, **s.parameters}, True, ["deployments", index, "schedules", i, "parameters"])
-             for i, s in enumerate(spec.schedules)]
-    for parameters, complete, where in runs:
-        errors = validate_against_schema(parameters, schema, ignore_required=not complete)
+    runs: list[tuple[int | None, dict[str, Any]]] = [(None, spec.parameters)]
+    runs += [(i, {**spec.parameters, **s.parameters}) for i, s in enumerate(spec.schedules)]
+    for schedule, parameters in runs:
+        errors = validate_against_schema(parameters, schema, ignore_required=schedule is None)
         if not errors:
             continue
         error = errors[0]
         field = str(error.path[0]) if error.path else ""
-        scheduled = where is not base
-        loc = where + [field] if field in (spec.schedules[int(where[3])].parameters if scheduled else {}) \
-            else base + ([field] if field in spec.parameters else [])
-        context = f" (schedule {spec.schedules[int(where[3])].slug or int(where[3]) + 1})" if scheduled else ""
-        dotted = ".".join(str(p) for p in error.path)
-        what = f"parameter {dotted!r}: {error.message}" if field else error.message
+        loc: list[str | int] = ["deployments", index, "parameters"]
+        if schedule is not None and field in spec.schedules[schedule].parameters:
+            loc = ["deployments", index, "schedules", schedule, "parameters", field]
+        elif field in spec.parameters:
+            loc.append(field)
+        context = "" if schedule is None else f" (schedule {spec.schedules[schedule].slug or schedule + 1})"
+        what = f"parameter {'.'.join(map(str, error.path))!r}: {error.message}" if field else error.message
         raise InputError(f"{project.path}:{line_of(project.raw, loc)}: deployment {spec.name!r}{context}: {what}",
                          f"give a value the flow {flow.name!r} accepts ({spec.entrypoint})")
 
