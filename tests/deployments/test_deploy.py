@@ -1,4 +1,5 @@
-"""`prefect deploy --all` of prefect.yaml against a real server, then a run through a process worker."""
+"""`vaultflow deploy` (`prefect deploy --all`) of prefect.yaml against a real server, then runs through a
+process worker."""
 
 from __future__ import annotations
 
@@ -30,10 +31,14 @@ def _run(server: PrefectServer, deployment_id: str, parameters: dict[str, Any]) 
 
 def test_deploy_all_then_a_worker_runs_a_backup(prefect_server: PrefectServer, background: Any,
                                                 tmp_path: Path, repo_path: Path) -> None:
-    created = prefect_server.run(*PREFECT, "work-pool", "create", "vaultflow", "--type", "process")
-    assert created.returncode == 0, created.stdout + created.stderr
-    deployed = prefect_server.run(*PREFECT, "--no-prompt", "deploy", "--all", timeout=240)
+    # `vaultflow deploy` = check prefect.yaml, create the process pool, `prefect --no-prompt deploy --all`.
+    deployed = prefect_server.run(sys.executable, "-m", "vaultflow.cli.main", "deploy", timeout=240)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert "created process work pool vaultflow" in deployed.stdout
+    assert "warning: deployment 'postgres-app' parameter source: no database URL and no saved engine block " \
+        "named 'pg-prod'" in deployed.stderr
+    pool = httpx.get(f"{prefect_server.url}/work_pools/vaultflow").json()
+    assert pool["type"] == "process"
 
     # Read back: every deployment of prefect.yaml, with its schedules, parameters, tags and pool.
     project = load_project(check_parameters=False)
