@@ -158,11 +158,13 @@ def split_block_ref(ref: str) -> tuple[str, str]:
     return (slug or "custom-webhook", name)
 
 
-async def apply_automations(items: list[LoadedAutomation], notify_block: str = DEFAULT_NOTIFY_BLOCK
-                            ) -> list[tuple[str, str]]:
-    """Create or update each automation by name; returns (name, created|updated|unchanged).
+async def apply_automations(items: list[LoadedAutomation], notify_block: str = DEFAULT_NOTIFY_BLOCK,
+                            prune: bool = False) -> list[tuple[str, str]]:
+    """Create or update each automation by name; returns (name, created|updated|unchanged|deleted).
 
     Extra automations with the same name (left by `prefect automation create`) are deleted.
+    With `prune`, so are automations tagged `vaultflow` (applied from YAML earlier) whose
+    name no file holds any more.
     """
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -199,6 +201,12 @@ async def apply_automations(items: list[LoadedAutomation], notify_block: str = D
             else:
                 await client.update_automation(keep.id, want)
                 outcomes.append((want.name, "updated"))
+        if prune:
+            wanted = {item.spec.name for item in items}
+            for gone in existing:
+                if "vaultflow" in gone.tags and gone.name not in wanted:
+                    await client.delete_automation(gone.id)
+                    outcomes.append((gone.name, "deleted"))
     return outcomes
 
 

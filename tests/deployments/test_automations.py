@@ -87,9 +87,15 @@ def test_overdue_backup_alerts_per_database(prefect_server: PrefectServer, recei
     text = (DEFAULT_DIR / "backup-overdue.yaml").read_text()
     (rules / "overdue.yaml").write_text(text.replace("name: vaultflow-backup-overdue", "name: test-overdue")
                                         .replace("within: 26h", "within: 15s"))
-    applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--dir", str(rules),
-                                 "--webhook-url", receiver.url)
+    shipped = prefect_server.run(*VAULTFLOW, "automations", "apply", "--webhook-url", receiver.url)
+    assert shipped.returncode == 0, shipped.stderr
+    # --prune: only the automations of this directory stay (the shipped ones go).
+    applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--dir", str(rules), "--prune", "--json")
     assert applied.returncode == 0, applied.stderr
+    outcomes = {o["name"]: o["outcome"] for o in json.loads(applied.stdout)}
+    assert outcomes.pop("test-overdue") == "created"
+    assert outcomes == {name: "deleted" for name in ("vaultflow-flow-run-failed", "vaultflow-backup-overdue",
+                                                      "vaultflow-drill-failed", "vaultflow-credentials-expiring")}
     db = create(tmp_path / f"rpo_{uuid.uuid4().hex[:6]}.db", rows=100)
     done = prefect_server.run(*VAULTFLOW, "backup", f"sqlite:///{db}", "--repo", str(repo_path))
     assert done.returncode == 0, done.stderr

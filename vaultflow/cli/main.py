@@ -494,6 +494,7 @@ def automations_apply(
                                               help="Notification block as slug/name.")] = "",
     webhook_url: Annotated[str | None, typer.Option(help="Create or replace the custom-webhook block "
                                                          "with this URL first.")] = None,
+    prune: Annotated[bool, typer.Option(help="Delete vaultflow automations no file holds any more.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Create or update the automations by name; applying twice changes nothing."""
@@ -514,7 +515,7 @@ def automations_apply(
     async def run() -> list[tuple[str, str]]:
         if webhook_url:
             await save_webhook_block(webhook_url, block)
-        return await apply_automations(items, block)
+        return await apply_automations(items, block, prune)
 
     outcomes = asyncio.run(run())
     if json_out:
