@@ -52,3 +52,43 @@ def test_serve_runs_a_deployment_triggered_through_the_api(prefect_server: Prefe
         raise
     assert done["state"]["type"] == "COMPLETED", (done["state"], log.read_text()[-3000:])  # type: ignore[index]
     assert len(Repository.open(LocalStore(repo_path), PASSPHRASE).snapshot_ids()) == 1
+
+
+def test_serve_without_an_api_url_starts_and_stops_its_own_server(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import ROOT
+    from tests.deployments.conftest import free_port, stop
+
+    expected = len(load_project(check_parameters=False).deployments)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_UI_ENABLED="false",
+               PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "vaultflow.cli.main", "serve", "--port", str(port)], env=env,
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if len(httpx.post(f"{api}/deployments/filter", json={}).json()) == expected:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        proc.send_signal(signal.SIGTERM)  # serve only: it must stop the server it started
+        proc.wait(60)
+        time.sleep(2)
+        try:
+            httpx.get(f"{api}/health", timeout=2)
+            raise AssertionError("the embedded server still answers after serve stopped")
+        except httpx.HTTPError:
+            pass
+    finally:
+        stop(proc)
