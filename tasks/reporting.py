@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import cast
+from uuid import UUID
+
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from vaultflow.catalog import Catalog
 from vaultflow.errors import VaultflowError
+from vaultflow.progress import ProgressReport
 from vaultflow.repository import SnapshotManifest
 
 # Event resources. Every vaultflow event names the database(s) and server(s) it concerns as
@@ -115,3 +121,32 @@ def publish_stats(catalog_url: str | None, repository_id: str) -> None:
              for k, v in st.as_dict().items()} for st in Catalog(catalog_url).stats(repository_id=repository_id)]
     create_table_artifact(key="vaultflow-stats", table=rows or [{"database": "-"}],
                           description="Backups per database: runs, outcomes, sizes, last backup")
+
+
+class ProgressArtifact:
+    """A progress listener that keeps one Prefect progress artifact of a long stream current.
+
+    The percentage is bytes read against `estimate` (the previous snapshot's logical size),
+    capped at 99 until the stream is done; updates go out at most every `every` seconds.
+    A failed update is logged and ignored: progress never fails a dump.
+    """
+
+    def __init__(self, operation: str, subject: str, estimate: int, every: float = 5.0) -> None:
+        self.operation, self.subject, self.estimate, self.every = operation, subject, max(estimate, 1), every
+        self._last = time.monotonic()
+        self.artifact_id = cast(UUID, create_progress_artifact(
+            progress=0.0, key=f"vaultflow-{operation}-progress",
+            description=f"{operation} of {subject} (against the last snapshot's {estimate} bytes)"))
+
+    def __call__(self, report: ProgressReport) -> None:
+        if (report.operation, report.subject) != (self.operation, self.subject):
+            return
+        now = time.monotonic()
+        if not report.done and now - self._last < self.every:
+            return
+        self._last = now
+        progress = 100.0 if report.done else min(99.0, 100.0 * report.bytes_read / self.estimate)
+        try:
+            update_progress_artifact(self.artifact_id, round(progress, 1))
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            logging.getLogger(__name__).debug("progress artifact update failed: %s", exc)

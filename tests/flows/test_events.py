@@ -57,3 +57,26 @@ def test_backup_naming_a_missing_block_emits_failed(prefect_api: str, repo_path:
         backup(source=name, repository=str(repo_path))
     (failed,) = _events(prefect_api, f"vaultflow.source.{name}", {"vaultflow.backup.failed"})
     assert name in failed["payload"]["error"] and "block" in failed["payload"]["error"]
+
+
+def test_backup_with_a_previous_snapshot_keeps_a_progress_artifact(prefect_api: str, tmp_path: Path,
+                                                                   repo_path: Path) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    db = create(tmp_path / "progress.db", rows=300)
+    backup(source=f"sqlite:///{db}", repository=str(repo_path))
+    state = backup(source=f"sqlite:///{db}", repository=str(repo_path), return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return list(await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))))
+
+    progress = [a for a in asyncio.run(read()) if a.type == "progress"]
+    assert [a.key for a in progress] == ["vaultflow-backup-progress"]
+    assert float(progress[0].data) == 100.0
