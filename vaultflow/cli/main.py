@@ -451,8 +451,8 @@ def deploy(
     for problem in missing_blocks(project):
         stderr.print(f"warning: {problem}; its runs fail until the block exists "
                      "(prefect block register -m blocks, then Prefect UI > Blocks > +)", highlight=False)
-    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                          cwd=project.root, check=False)
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
+                           "--prefect-file", str(project.path)], cwd=project.root, check=False)
     if done.returncode:
         raise typer.Exit(1)
 
