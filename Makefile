@@ -26,8 +26,8 @@ test: $(STAMP) $(AZURITE)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check vaultflow blocks tasks flows tests bench
-	$(VENV)/bin/mypy vaultflow blocks tasks flows
+	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench
+	$(VENV)/bin/mypy vaultflow blocks tasks flows deployments
 
 bench: $(STAMP)
 	$(PY) bench/backup_vs_pg_dump.py

@@ -41,8 +41,9 @@ def resolve_engine(ref: str) -> DatabaseEngine:
             return block.engine(database or None)  # type: ignore[attr-defined, no-any-return]
     raise InputError(
         f"no database URL and no saved engine block named {name!r}",
-        "give postgresql://user@host:port/db, mysql://user@host:port/db or sqlite:///file.db, or create the block "
-        "(PostgresServer(...).save(name) or the Prefect UI, Blocks)",
+        f"create it: `prefect block register -m blocks`, then Prefect UI > Blocks > + > vaultflow PostgreSQL "
+        f"Server (or SQLite Database) named {name!r} (in Python: PostgresServer(...).save({name!r})); "
+        "or give postgresql://user@host:port/db, mysql://user@host:port/db or sqlite:///file.db",
     )
 
 
@@ -185,7 +186,8 @@ def resolve_repository(ref: str | None) -> RepositoryRef:
     if block is None:
         raise InputError(
             f"no BackupRepository block named {ref!r}",
-            "create it in the Prefect UI (Blocks) or give a path such as ./repo",
+            f"create it: `prefect block register -m blocks`, then Prefect UI > Blocks > + > vaultflow Backup "
+            f"Repository named {ref!r} (in Python: BackupRepository(...).save({ref!r})); or give a path such as ./repo",
         )
     assert isinstance(block, BackupRepository)
     settings = block.storage_settings()

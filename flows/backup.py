@@ -14,8 +14,14 @@ from tasks.backup import (
     record_backup_failure,
     record_backup_success,
 )
-from tasks.reporting import publish_backup_failure, publish_backup_summary, publish_stats, snapshot_row
-from vaultflow.errors import VaultflowError
+from tasks.reporting import (
+    error_line,
+    publish_backup_failure,
+    publish_backup_summary,
+    publish_source_failure,
+    publish_stats,
+    snapshot_row,
+)
 
 
 def _run_name() -> str:
@@ -27,10 +33,6 @@ def _run_name() -> str:
     source = str(flow_run.parameters.get("source", "source"))
     database = source.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or source
     return f"backup-{database}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-
-
-def _error_line(exc: BaseException) -> str:
-    return exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
 
 
 @flow(name="backup", flow_run_name=_run_name, validate_parameters=True)
@@ -58,13 +60,17 @@ def backup(
                                                          "restored without passwords)")] = False,
 ) -> dict[str, object]:
     """Take a consistent backup of one database; the snapshot exists only if it completed."""
-    run = open_backup_run(source, repository, kind)
+    try:
+        run = open_backup_run(source, repository, kind)
+    except BaseException as exc:
+        publish_source_failure(source, error_line(exc))
+        raise
     try:
         manifest = dump_to_repository(run, DumpOptions(table_checksums, timeout_minutes * 60.0, jobs,
                                                        include_tables, exclude_tables, repair, include_globals,
                                                        globals_passwords))
     except BaseException as exc:
-        line = _error_line(exc)
+        line = error_line(exc)
         record_backup_failure(run, line)
         publish_backup_failure(run.engine.engine, run.engine.server_label(), run.engine.database, line)
         raise

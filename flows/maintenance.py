@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from prefect import flow
@@ -9,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from tasks.maintenance import copy_repository, prune_repository, verify_repository
-from tasks.reporting import publish_stats
+from tasks.reporting import error_line, publish_repository_event, publish_stats
 from vaultflow.errors import IntegrityError
 from vaultflow.retention import RetentionPolicy, parse_duration, preset
 from vaultflow.verify import broken_by_chunk
@@ -41,8 +42,20 @@ def retention(
     rules: RetentionRules = RetentionRules(),  # noqa: B008 - pydantic default shown in the UI form
     dry_run: Annotated[bool, Field(description="Only report what would be deleted")] = False,
 ) -> dict[str, object]:
-    """Apply a retention policy: forget snapshots, then delete chunks nothing references."""
-    plan, catalog_url, repository_id = prune_repository(repository, rules.policy(), dry_run)
+    """Apply a retention policy: forget snapshots, then delete chunks nothing references.
+
+    Emits vaultflow.prune.succeeded (databases that lost snapshots as related resources) or
+    vaultflow.prune.failed.
+    """
+    ref = _repository_ref(repository)
+    try:
+        plan, catalog_url, repository_id = prune_repository(repository, rules.policy(), dry_run)
+    except BaseException as exc:
+        publish_repository_event("prune", "failed", ref, {"error": error_line(exc)})
+        raise
+    publish_repository_event("prune", "succeeded", ref, {
+        "dry_run": dry_run, "forgotten": len(plan.forget), "chunk_objects": len(plan.garbage),
+        "bytes_freed": plan.bytes_freed}, [(m.engine, m.server, m.database) for m in plan.forget])
     publish_stats(catalog_url, repository_id)
     rows = [{"snapshot": m.short_id, "database": m.database, "taken": m.started_at.isoformat(timespec="seconds"),
              "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
@@ -60,8 +73,17 @@ def verify(
     deep: Annotated[bool, Field(description="Download and re-hash every chunk")] = False,
     rules: Annotated[RetentionRules | None, Field(description="Report not_expired against this policy")] = None,
 ) -> list[dict[str, object]]:
-    """Check snapshots; the run fails if any snapshot is not valid, naming the damaged chunks."""
-    verdicts = verify_repository(repository, snapshots, deep, rules.policy() if rules else None)
+    """Check snapshots; the run fails if any snapshot is not valid, naming the damaged chunks.
+
+    Emits vaultflow.verify.succeeded or vaultflow.verify.failed (with the error and the
+    databases whose snapshots failed).
+    """
+    ref = _repository_ref(repository)
+    try:
+        verdicts = verify_repository(repository, snapshots, deep, rules.policy() if rules else None)
+    except BaseException as exc:
+        publish_repository_event("verify", "failed", ref, {"error": error_line(exc), "deep": deep})
+        raise
     create_table_artifact(key="vaultflow-verify", table=[
         {k: v for k, v in vd.as_dict().items() if k != "damaged_chunks"} | {"damaged": len(vd.damaged_chunks)}
         for vd in verdicts] or [{"snapshot": "-"}], description="Snapshot integrity")
@@ -70,10 +92,15 @@ def verify(
         broken = broken_by_chunk(bad)
         detail = "; ".join(f"chunk {cid[:12]} breaks {', '.join(s[:8] for s in sids)}"
                            for cid, sids in list(broken.items())[:5])
-        raise IntegrityError(f"{len(bad)} of {len(verdicts)} snapshot(s) failed verification"
-                             + (f": {detail}" if detail else f": {bad[0].error}"),
-                             "restore from another snapshot; `vaultflow backup --kind incremental --repair` "
-                             "rewrites the chunks a new dump produces again, a new full starts a fresh chain")
+        failure = IntegrityError(f"{len(bad)} of {len(verdicts)} snapshot(s) failed verification"
+                                 + (f": {detail}" if detail else f": {bad[0].error}"),
+                                 "restore from another snapshot; `vaultflow backup --kind incremental --repair` "
+                                 "rewrites the chunks a new dump produces again, a new full starts a fresh chain")
+        publish_repository_event("verify", "failed", ref, {
+            "error": failure.line(), "deep": deep, "snapshots": len(verdicts), "invalid": len(bad),
+            "databases": sorted({v.database for v in bad})})
+        raise failure
+    publish_repository_event("verify", "succeeded", ref, {"deep": deep, "snapshots": len(verdicts)})
     return [v.as_dict() for v in verdicts]
 
 
@@ -91,3 +118,7 @@ def copy(
          "chunks_written": result.chunks_written, "chunks_reused": result.chunks_reused,
          "bytes_written": result.bytes_written}], description=f"Copy to {destination}")
     return result.as_dict()
+
+
+def _repository_ref(repository: str | None) -> str:
+    return repository or os.environ.get("VAULTFLOW_REPO") or "unset"

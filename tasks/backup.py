@@ -10,11 +10,12 @@ from prefect.context import get_run_context
 from prefect.tasks import exponential_backoff
 
 from blocks.resolve import RepositoryRef, resolve_engine, resolve_repository
+from tasks.reporting import ProgressArtifact
 from tasks.retry_policy import retry_transient
 from vaultflow.backup import BackupPlan, backup_database, plan_backup
-from vaultflow.catalog import Catalog
+from vaultflow.catalog import Catalog, SnapshotStatus
 from vaultflow.engines import DatabaseEngine
-from vaultflow.progress import ProgressMeter
+from vaultflow.progress import ProgressMeter, add_listener, remove_listener
 from vaultflow.repository import SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
 
@@ -87,18 +88,36 @@ def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest
     """Stream the dump into the repository. A retry reuses the chunks already stored."""
     repo = run.repository.open()
     meter = ProgressMeter("backup", run.engine.describe())
-    manifest = backup_database(
-        run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
-        table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
-        jobs=options.jobs, include_tables=options.include_tables or None,
-        exclude_tables=options.exclude_tables or None, repair=options.repair,
-        include_globals=options.include_globals, globals_passwords=options.globals_passwords,
-    )
-    meter.finish()
+    estimate = _size_estimate(run)
+    artifact = ProgressArtifact("backup", run.engine.describe(), estimate) if estimate else None
+    if artifact:
+        add_listener(artifact)
+    try:
+        manifest = backup_database(
+            run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
+            table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
+            jobs=options.jobs, include_tables=options.include_tables or None,
+            exclude_tables=options.exclude_tables or None, repair=options.repair,
+            include_globals=options.include_globals, globals_passwords=options.globals_passwords,
+        )
+        meter.finish()
+    finally:
+        if artifact:
+            remove_listener(artifact)
     if manifest.reused_from:
         get_run_logger().info("nothing changed since snapshot %s: no dump, its streams were carried over",
                               manifest.reused_from[:8])
     return manifest
+
+
+def _size_estimate(run: BackupRun) -> int | None:
+    """The parent's logical size, else the newest succeeded snapshot's of this database (catalog)."""
+    if run.plan.parent is not None:
+        return run.plan.parent.logical_size
+    rows = [r for r in run.catalog().snapshots(repository_id=run.repository_id, database=run.engine.database,
+                                               status=SnapshotStatus.SUCCEEDED)
+            if r.server == run.engine.server_label() and r.logical_size]
+    return rows[-1].logical_size if rows else None
 
 
 @task(name="record-backup-failure", persist_result=False, cache_policy=NO_CACHE)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from blocks.resolve import resolve_repository
 from tasks.retry_policy import retry_transient
@@ -22,7 +23,8 @@ def _open(repository: str | None) -> tuple[Repository, str | None]:
     return ref.open(), ref.catalog_url
 
 
-@task(name="prune-repository", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
+@task(name="prune-repository", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=15),
+      retry_jitter_factor=0.3, retry_condition_fn=retry_transient,
       persist_result=False, cache_policy=NO_CACHE)
 def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool
                      ) -> tuple[PrunePlan, str | None, str]:
@@ -37,7 +39,8 @@ def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: b
     return plan, catalog_url, repo.id
 
 
-@task(name="verify-snapshots", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
+@task(name="verify-snapshots", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=15),
+      retry_jitter_factor=0.3, retry_condition_fn=retry_transient,
       persist_result=False, cache_policy=NO_CACHE)
 def verify_repository(repository: str | None, snapshots: list[str] | None, deep: bool,
                       policy: RetentionPolicy | None) -> list[SnapshotVerdict]:

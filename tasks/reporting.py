@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import cast
+from uuid import UUID
+
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from vaultflow.catalog import Catalog
 from vaultflow.drill import DrillReport
+from vaultflow.errors import VaultflowError
+from vaultflow.progress import ProgressReport
 from vaultflow.repository import SnapshotManifest
+
+# Event resources. Every vaultflow event names the database(s) and server(s) it concerns as
+# related resources (roles "database" and "server"); backup/restore events are *about* one
+# database (primary resource vaultflow.database.<engine>.<server>.<database>), prune/verify
+# events about a repository (vaultflow.repository.<block name or location>).
+
+
+def error_line(exc: BaseException) -> str:
+    return exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
 
 
 def database_resource(engine: str, server: str, database: str) -> dict[str, str]:
@@ -19,6 +40,22 @@ def database_resource(engine: str, server: str, database: str) -> dict[str, str]
         "vaultflow.engine": engine,
         "vaultflow.server": server,
     }
+
+
+def related_resources(databases: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """(engine, server, database) triples as related `database` and `server` resources."""
+    related: dict[str, dict[str, str]] = {}
+    for engine, server, database in databases:
+        db = database_resource(engine, server, database) | {"prefect.resource.role": "database"}
+        related.setdefault(db["prefect.resource.id"], db)
+        srv = {"prefect.resource.id": f"vaultflow.server.{engine}.{server}", "prefect.resource.role": "server",
+               "prefect.resource.name": server, "vaultflow.engine": engine}
+        related.setdefault(srv["prefect.resource.id"], srv)
+    return list(related.values())
+
+
+def repository_resource(ref: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"vaultflow.repository.{ref}", "prefect.resource.name": ref}
 
 
 def snapshot_row(m: SnapshotManifest, parent: SnapshotManifest | None = None) -> dict[str, object]:
@@ -40,6 +77,7 @@ def publish_backup_summary(manifest: SnapshotManifest, parent: SnapshotManifest 
     emit_event(
         event="vaultflow.backup.succeeded",
         resource=database_resource(manifest.engine, manifest.server, manifest.database),
+        related=related_resources([(manifest.engine, manifest.server, manifest.database)]),
         payload={"snapshot": manifest.id, "logical_bytes": manifest.logical_size,
                  "stored_bytes": manifest.added_size(parent), "kind": manifest.kind},
     )
@@ -50,8 +88,25 @@ def publish_backup_failure(engine: str, server: str, database: str, error: str) 
     emit_event(
         event="vaultflow.backup.failed",
         resource=database_resource(engine, server, database),
+        related=related_resources([(engine, server, database)]),
         payload={"error": error},
     )
+
+
+@task(name="publish-source-failure", persist_result=False, cache_policy=NO_CACHE)
+def publish_source_failure(source: str, error: str) -> None:
+    """vaultflow.backup.failed before the source resolved (no such block, bad URL, no repository)."""
+    emit_event(event="vaultflow.backup.failed",
+               resource={"prefect.resource.id": f"vaultflow.source.{source}", "prefect.resource.name": source},
+               payload={"error": error})
+
+
+@task(name="publish-repository-event", persist_result=False, cache_policy=NO_CACHE)
+def publish_repository_event(thing: str, outcome: str, repository: str, payload: dict[str, object],
+                             databases: list[tuple[str, str, str]] | None = None) -> None:
+    """vaultflow.<thing>.<outcome> about a repository (prune, verify), naming the databases concerned."""
+    emit_event(event=f"vaultflow.{thing}.{outcome}", resource=repository_resource(repository),
+               related=related_resources(databases or []), payload=payload)
 
 
 @task(name="publish-restore-summary", persist_result=False, cache_policy=NO_CACHE)
@@ -61,6 +116,7 @@ def publish_restore_summary(manifest: SnapshotManifest, target: str) -> None:
                           description=f"Restore of snapshot {manifest.short_id}")
     emit_event(event="vaultflow.restore.succeeded",
                resource=database_resource(manifest.engine, manifest.server, manifest.database),
+               related=related_resources([(manifest.engine, manifest.server, manifest.database)]),
                payload={"snapshot": manifest.id, "target": target})
 
 
@@ -127,3 +183,32 @@ def publish_drill_report(report: DrillReport) -> None:
                  "checks": report.counts(), "error": report.error,
                  "failed_checks": [c.line() for c in failed[:20]], "summary": report.summary()},
     )
+
+
+class ProgressArtifact:
+    """A progress listener that keeps one Prefect progress artifact of a long stream current.
+
+    The percentage is bytes read against `estimate` (the previous snapshot's logical size),
+    capped at 99 until the stream is done; updates go out at most every `every` seconds.
+    A failed update is logged and ignored: progress never fails a dump.
+    """
+
+    def __init__(self, operation: str, subject: str, estimate: int, every: float = 5.0) -> None:
+        self.operation, self.subject, self.estimate, self.every = operation, subject, max(estimate, 1), every
+        self._last = time.monotonic()
+        self.artifact_id = cast(UUID, create_progress_artifact(
+            progress=0.0, key=f"vaultflow-{operation}-progress",
+            description=f"{operation} of {subject} (against the last snapshot's {estimate} bytes)"))
+
+    def __call__(self, report: ProgressReport) -> None:
+        if (report.operation, report.subject) != (self.operation, self.subject):
+            return
+        now = time.monotonic()
+        if not report.done and now - self._last < self.every:
+            return
+        self._last = now
+        progress = 100.0 if report.done else min(99.0, 100.0 * report.bytes_read / self.estimate)
+        try:
+            update_progress_artifact(self.artifact_id, round(progress, 1))
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            logging.getLogger(__name__).debug("progress artifact update failed: %s", exc)

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
@@ -27,6 +28,8 @@ app = typer.Typer(name="vaultflow", no_args_is_help=True, add_completion=False,
                   help="Database backups, restores and drills as Prefect flows.")
 catalog_app = typer.Typer(no_args_is_help=True, help="The local catalog of snapshot runs.")
 app.add_typer(catalog_app, name="catalog")
+automations_app = typer.Typer(no_args_is_help=True, help="Alerting automations kept as YAML under deployments/.")
+app.add_typer(automations_app, name="automations")
 
 RepoOpt = Annotated[str | None, typer.Option("--repo", "-r", envvar="VAULTFLOW_REPO",
                                              help="Repository path, s3://bucket/prefix, az://container/prefix, "
@@ -650,6 +653,122 @@ def catalog_rebuild(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
         print_json({"repository_id": opened.id, "snapshots": count})
     else:
         stdout.print(f"catalog rebuilt from {count} manifest(s) in {opened.store.describe()}")
+
+
+# -- deployments, serve, automations ----------------------------------------------------
+
+ProjectFileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="prefect.yaml (default: the project's).")]
+
+
+@app.command()
+@handles_errors
+def deploy(
+    file: ProjectFileOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="Only validate prefect.yaml.")] = False,
+) -> None:
+    """Validate prefect.yaml, create missing process work pools, then `prefect deploy --all`."""
+    import subprocess
+
+    from deployments.specs import load_project
+
+    project = load_project(file)
+    if check:
+        stdout.print(f"{project.path}: {len(project.deployments)} deployment(s) valid", highlight=False)
+        return
+    _quiet_prefect(False)
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    async def ensure_pools() -> None:
+        async with get_client() as client:
+            for name in sorted({d.work_pool.name for d in project.deployments if d.work_pool}):
+                try:
+                    await client.read_work_pool(name)
+                except ObjectNotFound:
+                    await client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+                    stdout.print(f"created process work pool {name}", highlight=False)
+
+    asyncio.run(ensure_pools())
+    from deployments.specs import missing_blocks
+
+    for problem in missing_blocks(project):
+        stderr.print(f"warning: {problem}; its runs fail until the block exists "
+                     "(prefect block register -m blocks, then Prefect UI > Blocks > +)", highlight=False)
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
+                           "--prefect-file", str(project.path)], cwd=project.root, check=False)
+    if done.returncode:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def serve(
+    file: ProjectFileOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the embedded Prefect server (UI and API).")] = 4200,
+) -> None:
+    """Serve every deployment of prefect.yaml from this process (no work pool or worker).
+
+    With PREFECT_API_URL set, serves against that server; otherwise starts an embedded
+    `prefect server start` on 127.0.0.1 (scheduler, automations, UI) and stops it on exit.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.serving import embedded_server, serve_project
+    from deployments.specs import load_project
+
+    project = load_project(file)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if PREFECT_API_URL.value():
+        serve_project(project, limit=limit)
+        return
+    with embedded_server(port=port) as api_url:
+        stderr.print(f"Prefect server and UI on {api_url.removesuffix('/api')}", highlight=False)
+        os.environ["PREFECT_API_URL"] = api_url  # the flow-run subprocesses read it too
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            serve_project(project, limit=limit)
+
+
+@automations_app.command("apply")
+@handles_errors
+def automations_apply(
+    directory: Annotated[Path | None, typer.Option("--dir", help="Directory of automation YAML files.")] = None,
+    notify_block: Annotated[str, typer.Option(envvar="VAULTFLOW_NOTIFY_BLOCK",
+                                              help="Notification block as slug/name.")] = "",
+    webhook_url: Annotated[str | None, typer.Option(help="Create or replace the custom-webhook block "
+                                                         "with this URL first.")] = None,
+    prune: Annotated[bool, typer.Option(help="Delete vaultflow automations no file holds any more.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create or update the automations by name; applying twice changes nothing."""
+    import asyncio
+
+    from deployments.automations import (
+        DEFAULT_DIR,
+        DEFAULT_NOTIFY_BLOCK,
+        apply_automations,
+        load_automations,
+        save_webhook_block,
+    )
+
+    items = load_automations(directory or DEFAULT_DIR)
+    block = notify_block or DEFAULT_NOTIFY_BLOCK
+    _quiet_prefect(False)
+
+    async def run() -> list[tuple[str, str]]:
+        if webhook_url:
+            await save_webhook_block(webhook_url, block)
+        return await apply_automations(items, block, prune)
+
+    outcomes = asyncio.run(run())
+    if json_out:
+        print_json([{"name": n, "outcome": o} for n, o in outcomes])
+    else:
+        for name, outcome in outcomes:
+            stdout.print(f"{outcome:9} {name}", highlight=False)
 
 
 # -- archival (issue 7): the commands live in vaultflow/cli/archive.py -------------------

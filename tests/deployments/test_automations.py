@@ -1,0 +1,111 @@
+"""Automations applied to a real server (with its trigger services) alert a local webhook."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from deployments.automations import DEFAULT_DIR
+from tests.deployments.conftest import PrefectServer
+
+VAULTFLOW = [sys.executable, "-m", "vaultflow.cli.main"]
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(self.rfile.read(length).decode("utf-8", "replace"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, *needles: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for body in list(self.bodies):
+                if all(n in body for n in needles):
+                    return body
+            time.sleep(1)
+        raise AssertionError(f"no alert with {needles} within {timeout} s; received: {self.bodies}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def test_failed_backup_alerts_the_webhook(prefect_server: PrefectServer, receiver: Receiver, repo_path: Path,
+                                          pg_available: None) -> None:
+    first = prefect_server.run(*VAULTFLOW, "automations", "apply", "--webhook-url", receiver.url, "--json")
+    assert first.returncode == 0, first.stderr
+    outcomes = {o["name"]: o["outcome"] for o in json.loads(first.stdout)}
+    assert set(outcomes) == {"vaultflow-flow-run-failed", "vaultflow-backup-overdue", "vaultflow-drill-failed",
+                             "vaultflow-credentials-expiring"}
+    assert set(outcomes.values()) == {"created"}
+    again = prefect_server.run(*VAULTFLOW, "automations", "apply", "--json")
+    assert again.returncode == 0, again.stderr
+    assert {o["outcome"] for o in json.loads(again.stdout)} == {"unchanged"}
+
+    database = f"vft_missing_{uuid.uuid4().hex[:8]}"
+    failed = prefect_server.run(*VAULTFLOW, "backup", f"postgresql://postgres@127.0.0.1:5432/{database}",
+                                "--repo", str(repo_path))
+    assert failed.returncode == 2 and "does not exist" in failed.stderr, failed.stderr
+    started = time.monotonic()
+    alert = receiver.wait_for(database, "does not exist", timeout=90)
+    print(f"failed-run alert {time.monotonic() - started:.1f} s after the CLI returned")
+    assert "backup" in alert and "Failed" in alert
+
+
+def test_overdue_backup_alerts_per_database(prefect_server: PrefectServer, receiver: Receiver, repo_path: Path,
+                                            tmp_path: Path) -> None:
+    from vaultflow.sample_data import create
+
+    rules = tmp_path / "automations"
+    rules.mkdir()
+    text = (DEFAULT_DIR / "backup-overdue.yaml").read_text()
+    (rules / "overdue.yaml").write_text(text.replace("name: vaultflow-backup-overdue", "name: test-overdue")
+                                        .replace("within: 26h", "within: 15s"))
+    shipped = prefect_server.run(*VAULTFLOW, "automations", "apply", "--webhook-url", receiver.url)
+    assert shipped.returncode == 0, shipped.stderr
+    # --prune: only the automations of this directory stay (the shipped ones go).
+    applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--dir", str(rules), "--prune", "--json")
+    assert applied.returncode == 0, applied.stderr
+    outcomes = {o["name"]: o["outcome"] for o in json.loads(applied.stdout)}
+    assert outcomes.pop("test-overdue") == "created"
+    assert outcomes == {name: "deleted" for name in ("vaultflow-flow-run-failed", "vaultflow-backup-overdue",
+                                                      "vaultflow-drill-failed", "vaultflow-credentials-expiring")}
+    db = create(tmp_path / f"rpo_{uuid.uuid4().hex[:6]}.db", rows=100)
+    done = prefect_server.run(*VAULTFLOW, "backup", f"sqlite:///{db}", "--repo", str(repo_path))
+    assert done.returncode == 0, done.stderr
+    started = time.monotonic()
+    alert = receiver.wait_for("backup overdue", db.name, timeout=90)
+    print(f"overdue alert {time.monotonic() - started:.1f} s after the backup (RPO 15 s)")
+    assert "sqlite" in alert
+
+
+def test_apply_refuses_a_missing_notification_block(prefect_server: PrefectServer) -> None:
+    done = prefect_server.run(*VAULTFLOW, "automations", "apply", "--notify-block", "slack-webhook/nope")
+    assert done.returncode == 2
+    assert "no notification block slack-webhook/nope" in done.stderr and "Blocks" in done.stderr
