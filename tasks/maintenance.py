@@ -49,8 +49,8 @@ def verify_repository(repository: str | None, snapshots: list[str] | None, deep:
     return verify_snapshots(repo, ids, deep=deep, policy=policy)
 
 
-@task(name="copy-snapshots", retries=2, retry_delay_seconds=30, retry_condition_fn=retry_transient,
-      persist_result=False, cache_policy=NO_CACHE)
+@task(name="copy-snapshots", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=15),
+      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
 def copy_repository(source: str | None, destination: str, snapshots: list[str] | None) -> CopyResult:
     """Copy snapshots the destination lacks; a retry skips the ones already copied."""
     src, _ = _open(source)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments.specs import DeploymentSpec
 from tests.conftest import PASSPHRASE, ROOT
 
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -129,3 +130,13 @@ def wait_for_flow_run(server: PrefectServer, flow_run_id: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"flow run {flow_run_id} still {state} after {timeout} s")
         time.sleep(1)
+
+
+def flow_key(spec: DeploymentSpec) -> str:
+    """`<flow name>/<deployment name>` of a prefect.yaml deployment, as the API names it
+    (a flow's name may differ from its function's: drill_latest is `drill-latest`)."""
+    import importlib
+
+    path, function = spec.entrypoint.split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return f"{getattr(module, function).name}/{spec.name}"

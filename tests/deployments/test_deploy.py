@@ -12,7 +12,7 @@ import httpx
 
 from deployments.specs import load_project
 from tests.conftest import PASSPHRASE
-from tests.deployments.conftest import PREFECT, PrefectServer, wait_for_flow_run
+from tests.deployments.conftest import PREFECT, PrefectServer, flow_key, wait_for_flow_run
 from vaultflow.repository import Repository
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
@@ -43,10 +43,10 @@ def test_deploy_all_then_a_worker_runs_a_backup(prefect_server: PrefectServer, b
     # Read back: every deployment of prefect.yaml, with its schedules, parameters, tags and pool.
     project = load_project(check_parameters=False)
     found = _deployments(prefect_server)
-    expected = {f"{s.entrypoint.rsplit(':', 1)[1]}/{s.name}" for s in project.deployments}
+    expected = {flow_key(s) for s in project.deployments}
     assert set(found) == expected
     for spec in project.deployments:
-        d = found[f"{spec.entrypoint.rsplit(':', 1)[1]}/{spec.name}"]
+        d = found[flow_key(spec)]
         assert d["parameters"] == spec.parameters
         assert d["work_pool_name"] == "vaultflow" and set(d["tags"]) == set(spec.tags)
         assert d["enforce_parameter_schema"] is True

@@ -12,7 +12,7 @@ import httpx
 
 from deployments.specs import load_project
 from tests.conftest import PASSPHRASE
-from tests.deployments.conftest import PrefectServer, wait_for_flow_run
+from tests.deployments.conftest import PrefectServer, flow_key, wait_for_flow_run
 from vaultflow.repository import Repository
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
@@ -30,7 +30,7 @@ def test_serve_runs_a_deployment_triggered_through_the_api(prefect_server: Prefe
     proc = background(sys.executable, "-m", "vaultflow.cli.main", "serve", "--limit", "2", log=log,
                       PREFECT_RUNNER_POLL_FREQUENCY="2")
     project = load_project(check_parameters=False)
-    expected = {f"{s.flow_function}/{s.name}" for s in project.deployments}
+    expected = {flow_key(s) for s in project.deployments}
     deadline = time.monotonic() + 90
     while not expected <= set(served := _served(prefect_server)):
         assert proc.poll() is None, log.read_text()[-3000:]
