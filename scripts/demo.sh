@@ -24,4 +24,6 @@ vaultflow restore "$SNAP" "sqlite:///$DEMO/restored.db"
 python -m vaultflow.sample_data compare "$DEMO/sample.db" "$DEMO/restored.db"
 vaultflow export "$SNAP" --to "$DEMO/exported.db"
 python -m vaultflow.sample_data compare "$DEMO/sample.db" "$DEMO/exported.db"
+vaultflow drill --snapshot "$SNAP"        # restore into a scratch copy, check rows, checksums, schema, expectations
+vaultflow stats                           # now with "last proven restorable"
 echo "demo finished: repository in $DEMO/repo, catalog in $DEMO/home"
