@@ -42,9 +42,14 @@ def test_serve_runs_a_deployment_triggered_through_the_api(prefect_server: Prefe
     assert served["backup/postgres-app"]["work_pool_name"] is None
 
     db = create(tmp_path / "served.db", rows=300)
-    run = httpx.post(f"{prefect_server.url}/deployments/{served['backup/sqlite-app']['id']}/create_flow_run",
-                     json={"parameters": {"source": f"sqlite:///{db}", "repository": str(repo_path),
-                                          "kind": "full"}}).json()
+    # `serve` may still be updating the deployments it registered: retry a refused request briefly.
+    url = f"{prefect_server.url}/deployments/{served['backup/sqlite-app']['id']}/create_flow_run"
+    parameters = {"source": f"sqlite:///{db}", "repository": str(repo_path), "kind": "full"}
+    deadline = time.monotonic() + 30
+    while (response := httpx.post(url, json={"parameters": parameters}, timeout=30)).status_code >= 400:
+        assert time.monotonic() < deadline, f"create_flow_run: {response.status_code} {response.text[:500]}"
+        time.sleep(1)
+    run = response.json()
     try:
         done = wait_for_flow_run(prefect_server, run["id"], timeout=120)
     except AssertionError:
