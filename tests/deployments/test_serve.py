@@ -27,7 +27,7 @@ def _served(server: PrefectServer) -> dict[str, dict[str, Any]]:
 def test_serve_runs_a_deployment_triggered_through_the_api(prefect_server: PrefectServer, background: Any,
                                                            tmp_path: Path, repo_path: Path) -> None:
     log = tmp_path / "serve.log"
-    proc = background(sys.executable, "-m", "vaultflow.cli.main", "serve", "--limit", "2", log=log,
+    proc = background(sys.executable, "-m", "vaultflow.cli.main", "serve", "--limit", "8", log=log,
                       PREFECT_RUNNER_POLL_FREQUENCY="2")
     project = load_project(check_parameters=False)
     expected = {flow_key(s) for s in project.deployments}
