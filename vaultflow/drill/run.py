@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from vaultflow.drill.report import CheckResult, DrillReport
@@ -22,10 +23,16 @@ from vaultflow.drill.suites import (
     default_expectations,
     user_expectations,
 )
-from vaultflow.engines.base import DatabaseEngine
+from vaultflow.engines.base import DatabaseEngine, RestoreObserver
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository.locks import RepositoryLock
-from vaultflow.repository.manifest import SCHEMA_OBJECT_KINDS, SchemaInventory, SnapshotManifest, StreamManifest
+from vaultflow.repository.manifest import (
+    SCHEMA_OBJECT_KINDS,
+    SchemaInventory,
+    SnapshotManifest,
+    StreamManifest,
+    TableStats,
+)
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
 from vaultflow.restore import check_target_engine
 
@@ -80,8 +87,11 @@ def run_drill(
     server, an engine mismatch or an existing scratch name. A failed restore, failed checks
     or a failed drop are in the report (`passed` is false), except transient errors, which
     are raised after the drop so that the caller may retry. `after_restore` runs on the
-    restored copy before the checks (a test hook). `jobs` also reads that many tables (at
-    least two) at once for the checksums. Default-suite expectations that the restored
+    restored copy before the checks (a test hook; with it, every table is read after it).
+    Tables are read back for their checksums as soon as the restore has loaded them, while
+    it goes on (engines that can; the others after it), `jobs` (at least two) at a time.
+    The report's restore time leaves out the time the restore waited for those reads
+    before renaming the scratch database; the checks' time counts it. Default-suite expectations that the restored
     schema enforces (NOT NULL columns, keys with a unique index) are settled from the
     schema unless `scan_constraints`, which has Great Expectations scan for them too.
     """
@@ -101,19 +111,21 @@ def run_drill(
         server=manifest.server, database=manifest.database, scratch_server=scratch.server_label(),
         scratch_database=scratch.database, started_at=datetime.now(UTC))
     _log.info("drill of snapshot %s: restoring into %s", manifest.short_id, scratch.describe())
+    read_back = TableReadBack(max(jobs, 2))
     try:
         try:
             began = time.monotonic()
             with RepositoryLock(repo, "shared", f"restore drill into {scratch.describe()}", wait=60):
                 scratch.restore(manifest.streams, _naming_reader(repo, manifest, progress), timeout=timeout,
-                                jobs=jobs)
-            report.restore_seconds = round(time.monotonic() - began, 3)
+                                jobs=jobs, observer=read_back)
+            report.restore_seconds = round(time.monotonic() - began - read_back.waited, 3)
             if after_restore is not None:
                 after_restore(scratch)
             began = time.monotonic()
             report.checks = check_restored(manifest, scratch, specs, report.check_seconds, jobs=jobs,
-                                           scan_constraints=scan_constraints)
-            report.checks_seconds = round(time.monotonic() - began, 3)
+                                           scan_constraints=scan_constraints,
+                                           read_back=None if after_restore is not None else read_back.results())
+            report.checks_seconds = round(time.monotonic() - began + read_back.waited, 3)
         except VaultflowError as exc:
             if exc.transient:
                 raise
@@ -125,6 +137,36 @@ def run_drill(
         report.scratch_dropped = _drop(scratch, report)
         report.finished_at = datetime.now(UTC)
     return report
+
+
+class TableReadBack(RestoreObserver):
+    """Reads each table's statistics back as soon as the restore has loaded it, up to
+    `readers` tables at once, while the restore goes on with the other tables and the
+    indexes. A read that fails only means the table is read again after the restore."""
+
+    def __init__(self, readers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="vf-readback")
+        self._reads: dict[str, Future[TableStats | None]] = {}
+        self.waited = 0.0  # seconds the restore waited for reads before it could finish
+
+    def table_loaded(self, loaded: DatabaseEngine, table: str, streams: list[StreamManifest]) -> None:
+        self._reads[table] = self._pool.submit(loaded.loaded_table_stats, table, streams)
+
+    def finishing(self, failed: bool) -> None:
+        began = time.monotonic()
+        self._pool.shutdown(wait=True, cancel_futures=failed)
+        self.waited += time.monotonic() - began
+
+    def results(self) -> dict[str, TableStats]:
+        """schema.table (as the snapshot names it) -> statistics, for the reads that worked."""
+        out: dict[str, TableStats] = {}
+        for table, read in self._reads.items():
+            if read.cancelled() or read.exception() is not None:
+                _log.info("reading %s back during the restore failed; it is read again", table)
+                continue
+            if (stats := read.result()) is not None:
+                out[table] = stats
+        return out
 
 
 def _drop(scratch: DatabaseEngine, report: DrillReport) -> bool:
@@ -155,13 +197,14 @@ def _naming_reader(repo: Repository, manifest: SnapshotManifest, progress: Progr
 
 def check_restored(manifest: SnapshotManifest, scratch: DatabaseEngine, specs: list[ExpectationSpec],
                    timings: dict[str, float] | None = None, *, jobs: int = 1,
-                   scan_constraints: bool = False) -> list[CheckResult]:
+                   scan_constraints: bool = False, read_back: dict[str, TableStats] | None = None) -> list[CheckResult]:
     """Row counts and checksums, schema objects, then the expectations; `timings` receives
-    the seconds each phase took."""
+    the seconds each phase took. `read_back`: statistics read while the restore ran
+    (TableReadBack); a table they match is not read again."""
     timings = {} if timings is None else timings
     began = time.monotonic()
     # Reading back is read-only and mostly waits on the server: two readers even at jobs=1.
-    results = _table_checks(manifest, scratch, max(jobs, 2))
+    results = _table_checks(manifest, scratch, max(jobs, 2), read_back or {})
     timings["tables"] = round(time.monotonic() - began, 3)
     began = time.monotonic()
     observed = scratch.schema_inventory()
@@ -217,6 +260,11 @@ def _expectation_checks(manifest: SnapshotManifest, scratch: DatabaseEngine,
     return results
 
 
+def _scratch_name(name: str, source_db: str, scratch_db: str) -> str:
+    """A table's schema.table in the scratch database (MySQL-like engines: the database)."""
+    return scratch_db + name[len(source_db):] if name.startswith(source_db + ".") else name
+
+
 def _local(name: str, *databases: str) -> str:
     """schema.table with a schema that is the database itself (MySQL-like engines) removed,
     so that the source and the scratch copy name their tables alike."""
@@ -226,9 +274,22 @@ def _local(name: str, *databases: str) -> str:
     return name
 
 
-def _table_checks(manifest: SnapshotManifest, scratch: DatabaseEngine, jobs: int) -> list[CheckResult]:
-    observed = {_local(t.qualified, scratch.database): t
-                for t in scratch.table_stats_parallel(jobs, like=manifest.tables)}
+def _table_checks(manifest: SnapshotManifest, scratch: DatabaseEngine, jobs: int,
+                  read_back: dict[str, TableStats]) -> list[CheckResult]:
+    observed = {_local(want.qualified, manifest.database): got for want in manifest.tables
+                if (got := read_back.get(want.qualified)) is not None
+                and (got.rows, got.checksum) == (want.rows, want.checksum)}
+    again = [want for want in manifest.tables if _local(want.qualified, manifest.database) not in observed]
+    for want in again:
+        if want.qualified in read_back:
+            _log.info("%s read back during the restore differs from the snapshot; reading it again in backup "
+                      "order", want.qualified)
+    if again:
+        # Tables are named here as the scratch database names them.
+        names = None if not observed else [_scratch_name(w.qualified, manifest.database, scratch.database)
+                                           for w in again]
+        observed |= {_local(t.qualified, scratch.database): t
+                     for t in scratch.table_stats_parallel(jobs, like=manifest.tables, tables=names)}
     results: list[CheckResult] = []
     for want in manifest.tables:
         name = _local(want.qualified, manifest.database)

@@ -38,6 +38,33 @@ class RowTap:
         return TableStats(schema=schema, name=name, rows=self.rows, checksum="copy-b3:" + self._hash.hexdigest())
 
 
+class RowSplitter:
+    """RowTaps over consecutive runs of rows: the first `counts[0]` rows, then the next
+    `counts[1]`, and so on; rows beyond them go to one more tap. No counts: one tap."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self._counts = counts
+        self.taps = [RowTap()]
+
+    def _left(self) -> int | None:
+        """Rows the current tap still takes; None for the last (unbounded) one."""
+        index = len(self.taps) - 1
+        return self._counts[index] - self.taps[-1].rows if index < len(self._counts) else None
+
+    def __call__(self, block: bytes) -> None:
+        while block:
+            left = self._left()
+            if left is None or block.count(b"\n") < left:
+                self.taps[-1](block)
+                return
+            cut = 0
+            for _ in range(left):
+                cut = block.index(b"\n", cut) + 1
+            self.taps[-1](block[:cut])
+            self.taps.append(RowTap())
+            block = block[cut:]
+
+
 SEGMENTED_CHECKSUM = "copy-seg-b3"
 
 
@@ -92,6 +119,20 @@ class DumpSession:
     unchanged: list[str] = field(default_factory=list)  # schema.table carried over from the parent
     carried: list[str] = field(default_factory=list)  # names of single parent streams carried over
     inventory: SchemaInventory | None = None  # the schema objects as of the dump's snapshot
+
+
+class RestoreObserver:
+    """Hears from a restore while it runs, from the restore's loader threads. The defaults
+    do nothing; a drill uses them to read tables back while the restore goes on."""
+
+    def table_loaded(self, loaded: DatabaseEngine, table: str, streams: list[StreamManifest]) -> None:
+        """`table` (schema.name) holds its rows, committed in `loaded`'s database: `streams`
+        loaded in this order by one session at a time, into the new, empty table. Indexes
+        and constraints may still be missing. Must not block the restore."""
+
+    def finishing(self, failed: bool) -> None:
+        """The restore is about to rename (or, `failed`, drop) the database it loaded into:
+        return once every connection to it that the observer opened is closed."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +206,7 @@ class DatabaseEngine(ABC):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None,
     ) -> None:
         """Load a snapshot's streams into this database.
 
@@ -174,16 +215,28 @@ class DatabaseEngine(ABC):
         visible only when the whole stream loaded; on any failure the target is left as it
         was and the partial copy is removed. `no_owner` skips ownership and grants (for a
         server that lacks the source's roles); `jobs` loads that many tables at once;
-        `tables` (schema.name) restricts the rows loaded to those tables.
+        `tables` (schema.name) restricts the rows loaded to those tables; `observer` hears
+        of each table as its rows are in (engines that load table by table).
         """
 
     # -- restore drills ------------------------------------------------------------------
     # Optional capabilities with safe defaults, so an engine without them still backs up
     # and restores; a drill reports what it could not check.
 
-    def table_stats_parallel(self, jobs: int, *, like: list[TableStats] | None = None) -> list[TableStats]:
-        """table_stats(), reading up to `jobs` tables at once where the engine can."""
-        return self.table_stats(like=like)
+    def table_stats_parallel(self, jobs: int, *, like: list[TableStats] | None = None,
+                             tables: list[str] | None = None) -> list[TableStats]:
+        """table_stats(), reading up to `jobs` tables at once where the engine can; `tables`
+        (schema.name, as this engine names them) reads only those."""
+        stats = self.table_stats(like=like)
+        return stats if tables is None else [t for t in stats if t.qualified in set(tables)]
+
+    def loaded_table_stats(self, table: str, streams: list[StreamManifest]) -> TableStats | None:
+        """Statistics of `table` just after a restore loaded it from `streams` in that order
+        (see RestoreObserver.table_loaded), read the cheapest way such a table allows, or
+        None where the engine has no such way. Equal to the snapshot's statistics when the
+        rows are right; a difference is not yet proof: read the table again with
+        table_stats_parallel before calling it damaged."""
+        return None
 
     def schema_inventory(self) -> SchemaInventory | None:
         """The user schema objects (tables, views, indexes, constraints, sequences) and the

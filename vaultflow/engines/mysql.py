@@ -30,6 +30,7 @@ from vaultflow.engines.base import (
     GLOBALS_STREAM,
     DatabaseEngine,
     DumpSession,
+    RestoreObserver,
     SqlAlchemyTarget,
     StreamReader,
     StreamSource,
@@ -541,7 +542,7 @@ class MySQLEngine(DatabaseEngine):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None,
     ) -> None:
         """Load the dump through the mysql/mariadb client.
 

@@ -29,6 +29,8 @@ from vaultflow.engines.base import (
     GLOBALS_STREAM,
     DatabaseEngine,
     DumpSession,
+    RestoreObserver,
+    RowSplitter,
     RowTap,
     SqlAlchemyTarget,
     StreamReader,
@@ -388,12 +390,15 @@ class PostgresEngine(DatabaseEngine):
         """
         return self.table_stats_parallel(1, like=like)
 
-    def table_stats_parallel(self, jobs: int, *, like: list[TableStats] | None = None) -> list[TableStats]:
+    def table_stats_parallel(self, jobs: int, *, like: list[TableStats] | None = None,
+                             tables: list[str] | None = None) -> list[TableStats]:
         widths = {t.qualified: w for t in like or [] if (w := segment_width_of(t)) is not None}
         with self._connect() as c:
-            tables = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
+            tables_info = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
+            if tables is not None:
+                tables_info = [t for t in tables_info if t.qualified in set(tables)]
             segments = {t.qualified: [n for n, _ in self._segment_evidence(c, t, widths[t.qualified])]
-                        for t in tables if t.qualified in widths and t.segmentable}
+                        for t in tables_info if t.qualified in widths and t.segmentable}
 
         def read(t: TableInfo) -> TableStats:
             if t.qualified not in segments:
@@ -406,10 +411,38 @@ class PostgresEngine(DatabaseEngine):
             return segmented_table_stats(t.schema, t.name, width, parts)
 
         # Biggest first, so that one big table does not start last and run alone.
-        tables.sort(key=lambda t: t.size, reverse=True)
+        tables_info.sort(key=lambda t: t.size, reverse=True)
         with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-stats") as pool:
-            out = list(pool.map(read, tables))
+            out = list(pool.map(read, tables_info))
         return sorted(out, key=lambda t: t.qualified)
+
+    def loaded_table_stats(self, table: str, streams: list[StreamManifest]) -> TableStats | None:
+        """Reads the table in heap order, without sorting and before it has indexes: a new
+        table filled by one session at a time holds its rows in the order they were loaded,
+        which is the order the streams hold them in. A segmented table's rows are split
+        into its segments by the row counts the streams recorded."""
+        first = streams[0].meta
+        segmented = "segment" in first
+        if segmented and not all("rows" in s.meta and "checksum" in s.meta for s in streams):
+            return None
+        columns = json.loads(first.get("columns", "[]"))
+        query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(col) for col in columns) if columns else sql.SQL("*"),
+            sql.Identifier(first["schema"], first["table"])).as_string(None)
+        argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
+                "-c", "SET synchronize_seqscans = off; " + _COPY_SETTINGS, "-c", query]
+        split = RowSplitter([int(s.meta["rows"]) for s in streams] if segmented else [])
+        with self._tool_stream("psql", argv, Deadline.start(None)) as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                split(block)
+        if not segmented:
+            return split.taps[0].stats(first["schema"], first["table"])
+        numbers = [int(s.meta["segment"]) for s in streams]
+        parts = [(number, tap.rows, tap.stats("", "").checksum or "")
+                 for number, tap in zip(numbers, split.taps, strict=False)]
+        if len(split.taps) > len(numbers) and split.taps[-1].rows:  # rows beyond what the streams held
+            parts.append((max(numbers) + 1, split.taps[-1].rows, ""))
+        return segmented_table_stats(first["schema"], first["table"], int(first["segment_width"]), parts)
 
     def _tap(self, t: TableInfo, key_range: KeyRange | None) -> RowTap:
         tap = RowTap()
@@ -716,7 +749,7 @@ class PostgresEngine(DatabaseEngine):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None,
     ) -> None:
         formats = {s.format for s in streams}
         if not formats <= {LEGACY_FORMAT, SCHEMA_FORMAT, TABLE_FORMAT, DATA_EXTRA_FORMAT}:
@@ -735,12 +768,14 @@ class PostgresEngine(DatabaseEngine):
         with self._connect(self.conn.maintenance_database) as admin:
             self._sweep_orphaned_staging(admin)
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
+        observer = observer or RestoreObserver()
         try:
             self.with_database(staging)._load(streams, read, deadline=Deadline.start(timeout), no_owner=no_owner,
-                                              jobs=jobs,
-                                              tables=tables)
+                                              jobs=jobs, tables=tables, observer=observer)
+            observer.finishing(failed=False)
             self._swap_in(staging, target, exists)
         except BaseException:
+            observer.finishing(failed=True)
             self._drop_quietly(staging)
             raise
 
@@ -761,7 +796,7 @@ class PostgresEngine(DatabaseEngine):
                 pass  # in use after all, or dropped by another restore just now
 
     def _load(self, streams: list[StreamManifest], read: StreamReader, *, deadline: Deadline, no_owner: bool,
-              jobs: int, tables: list[str] | None) -> None:
+              jobs: int, tables: list[str] | None, observer: RestoreObserver) -> None:
         owner_flags = ["--no-owner", "--no-acl"] if no_owner else []
         restore = [self._tool("pg_restore"), "--exit-on-error", *owner_flags, *self._conn_args(self.conn.database)]
         by_format: dict[str, list[StreamManifest]] = {}
@@ -780,10 +815,21 @@ class PostgresEngine(DatabaseEngine):
                 raise InputError(f"the snapshot has no rows of table(s) {', '.join(sorted(unknown))}",
                                  "give tables as schema.name, as vaultflow lists them")
             table_streams = [s for s in table_streams if f"{s.meta['schema']}.{s.meta['table']}" in wanted]
-        # Largest first, so one big table does not start last and run alone at the end.
-        table_streams.sort(key=lambda s: s.size, reverse=True)
+        # A table's streams (its key-range segments) load in key order through one COPY, so
+        # its heap holds the rows in the order a backup reads them. Tables load `jobs` at a
+        # time, largest first, so one big table does not start last and run alone at the end.
+        by_table: dict[str, list[StreamManifest]] = {}
+        for s in table_streams:
+            by_table.setdefault(f"{s.meta['schema']}.{s.meta['table']}", []).append(s)
+
+        def load_table(table: str, group: list[StreamManifest]) -> None:
+            group.sort(key=lambda s: int(s.meta.get("segment", "0")))
+            self._copy_in(table, group, read, deadline)
+            observer.table_loaded(self, table, group)
+
+        order = sorted(by_table.items(), key=lambda item: sum(s.size for s in item[1]), reverse=True)
         with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-load") as pool:
-            futures = [pool.submit(self._copy_in, s, read, deadline) for s in table_streams]
+            futures = [pool.submit(load_table, table, group) for table, group in order]
             try:
                 for fut in futures:
                     fut.result()
@@ -819,20 +865,33 @@ class PostgresEngine(DatabaseEngine):
                                      f"{self.describe()}", "check the views it depends on")
                 pending = failed
 
-    def _copy_in(self, stream: StreamManifest, read: StreamReader, deadline: Deadline) -> None:
-        columns = json.loads(stream.meta.get("columns", "[]"))
-        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(stream.meta["schema"], stream.meta["table"]),
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
-        argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
-                "-c", _COPY_SETTINGS, "-c", query]
-        self._feed("psql", argv, stream, read, deadline)
+    def _copy_in(self, table: str, streams: list[StreamManifest], read: StreamReader, deadline: Deadline) -> None:
+        """All rows of one new, empty table through one COPY, in the order of `streams`.
 
-    def _feed(self, tool: str, argv: list[str], stream: StreamManifest, read: StreamReader,
-              deadline: Deadline, *, lenient: bool = False) -> None:
+        The table is truncated in the COPY's own transaction: then COPY appends page after
+        page without looking for free space in earlier pages (so the heap keeps the load
+        order) and can FREEZE the rows (no hint-bit writes or freeze vacuum later).
+        """
+        meta = streams[0].meta
+        ident = sql.Identifier(meta["schema"], meta["table"])
+        columns = json.loads(meta.get("columns", "[]"))
+        query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FREEZE)").format(
+            ident, sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
+        argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
+                "-c", _COPY_SETTINGS, "-c", "BEGIN", "-c", sql.SQL("TRUNCATE ONLY {}").format(ident).as_string(None),
+                "-c", query, "-c", "COMMIT"]
+        self._feed("psql", argv, streams, read, deadline, what=f"table {table}")
+
+    def _feed(self, tool: str, argv: list[str], streams: StreamManifest | list[StreamManifest], read: StreamReader,
+              deadline: Deadline, *, lenient: bool = False, what: str | None = None) -> None:
+        """Write the streams, one after another, into the tool's stdin."""
+        if isinstance(streams, StreamManifest):
+            what = what or f"stream {streams.name!r}"
+            streams = [streams]
         with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE, timeout=deadline.remaining()) as proc:
             try:
-                read(stream, proc.stdin)
+                for stream in streams:
+                    read(stream, proc.stdin)
                 proc.stdin.close()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the tool stopped early; its own error is reported below
@@ -844,7 +903,7 @@ class PostgresEngine(DatabaseEngine):
             if code != 0:
                 failure = self._tool_failure(tool, proc, deadline)
                 # Keep the class: a restore cut off by a refused connection is worth a retry.
-                raise type(failure)(f"restoring stream {stream.name!r}: {failure.what}", failure.fix) from None
+                raise type(failure)(f"restoring {what}: {failure.what}", failure.fix) from None
 
     def _swap_in(self, staging: str, target: str, exists: bool) -> None:
         ident = sql.Identifier

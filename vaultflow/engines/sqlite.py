@@ -17,7 +17,14 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, SqlAlchemyTarget, StreamReader, StreamSource
+from vaultflow.engines.base import (
+    DatabaseEngine,
+    DumpSession,
+    RestoreObserver,
+    SqlAlchemyTarget,
+    StreamReader,
+    StreamSource,
+)
 from vaultflow.errors import (
     DatabaseNotFound,
     InputError,
@@ -164,7 +171,7 @@ class SqliteEngine(DatabaseEngine):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None,
     ) -> None:
         if [s.format for s in streams] != [DUMP_FORMAT]:
             raise InputError(f"a snapshot with {', '.join(s.format for s in streams)} streams cannot be restored "
