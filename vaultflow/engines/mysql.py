@@ -12,12 +12,11 @@ import io
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote
@@ -28,8 +27,8 @@ from pydantic import SecretStr
 
 from vaultflow.engines.base import (
     GLOBALS_STREAM,
-    DatabaseEngine,
     DumpSession,
+    ServerEngine,
     SqlAlchemyTarget,
     StreamReader,
     StreamSource,
@@ -111,25 +110,16 @@ class MySQLConnection:
     connect_timeout: int = 10
 
 
-class MySQLEngine(DatabaseEngine):
+class MySQLEngine(ServerEngine[MySQLConnection]):
     engine = "mysql"
+    tool_fix = "install the MariaDB or MySQL client (Debian: mariadb-client) or set bin_dir"
 
     def __init__(self, conn: MySQLConnection) -> None:
         if conn.database.startswith("-"):
             raise InputError(f"database name {conn.database!r} starts with '-'", "rename the database")
-        self.conn = conn
+        super().__init__(conn)
 
     # -- identity --------------------------------------------------------------------
-
-    @property
-    def database(self) -> str:
-        return self.conn.database
-
-    def server_label(self) -> str:
-        return f"{self.conn.host}:{self.conn.port}"
-
-    def with_database(self, database: str) -> MySQLEngine:
-        return MySQLEngine(replace(self.conn, database=database))
 
     def describe(self) -> str:
         return f"MySQL database {self.conn.database!r} on {self.server_label()}"
@@ -184,20 +174,6 @@ class MySQLEngine(DatabaseEngine):
             yield path
         finally:
             Path(path).unlink(missing_ok=True)
-
-    def _tool(self, *names: str) -> str:
-        for name in names:
-            if self.conn.bin_dir:
-                path = os.path.join(self.conn.bin_dir, name)
-                if os.access(path, os.X_OK):
-                    return path
-            else:
-                found = shutil.which(name)
-                if found:
-                    return found
-        where = f" in {self.conn.bin_dir}" if self.conn.bin_dir else " on PATH"
-        raise ToolFailed(f"neither {' nor '.join(names)} found{where}",
-                         "install the MariaDB or MySQL client (Debian: mariadb-client) or set bin_dir")
 
     def _tool_argv(self, tool: str, option_file: str) -> list[str]:
         # --defaults-extra-file must come first; the login (user, password) is in it.
@@ -438,11 +414,7 @@ class MySQLEngine(DatabaseEngine):
                 f"{tool} for {self.describe()} ran past its {timeout:.0f} s deadline and was killed",
                 "raise the timeout or look at the server's load",
             )
-        line = proc.last_error_line()
-        mapped = self.map_error(RuntimeError(line), self.conn.database)
-        if type(mapped) is not VaultflowError:
-            return mapped
-        return ToolFailed(f"{tool} failed for {self.describe()}: {line[:300]}")
+        return self._tool_error(tool, proc.last_error_line())
 
     # -- server-wide objects ----------------------------------------------------------
 
