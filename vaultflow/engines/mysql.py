@@ -474,7 +474,8 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
                         _log.warning("%s: skipped %s (%s)", self.server_label(), statement.rstrip(";"), exc.args[-1])
                         continue
                     raise ToolFailed(f"restoring accounts on {self.server_label()} failed at "
-                                     f"{statement.split(' IDENTIFIED')[0][:160]!r}: {exc.args[-1]}",
+                                     f"{statement.split(' IDENTIFIED')[0][:160]!r}: "
+                                     f"{hide_authentication(str(exc.args[-1]), statement)}",
                                      "fix the account named there, then restore with --globals again") from None
 
     # -- restore ---------------------------------------------------------------------
@@ -727,6 +728,28 @@ _AUTHENTICATION = re.compile(
 def strip_authentication(statement: str) -> str:
     """The statement without its IDENTIFIED ... clause (password hash, plugin, auth string)."""
     return _AUTHENTICATION.sub("", statement)
+
+
+_AUTH_LITERAL = re.compile(r"""\b(?:AS|USING|PASSWORD|BY)\s+('(?:[^'\\]|\\.)*'|0x[0-9A-Fa-f]+)""", re.IGNORECASE)
+
+
+def hide_authentication(message: str, statement: str) -> str:
+    """A server's error about `statement` without the statement's password hash or auth string.
+
+    A syntax error quotes the statement from where parsing stopped ("near '...'"), which
+    can be inside the IDENTIFIED clause; so that excerpt is dropped, and any literal of the
+    clause the message still holds is masked.
+    """
+    _, identified, clause = statement.partition(" IDENTIFIED")
+    if not identified:
+        return message
+    message = re.sub(r" near '.*' at line \d+", " near the account's authentication clause (not shown)", message,
+                     flags=re.DOTALL)
+    for literal in _AUTH_LITERAL.findall(clause):
+        secret = literal.strip("'")
+        if secret:
+            message = message.replace(secret, "***")
+    return message
 
 
 def _if_not_exists(create: str) -> str:
