@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
@@ -17,18 +19,36 @@ from vaultflow.engines.sqlserver import SqlServerClient, SqlServerConnection
 from vaultflow.errors import InputError
 
 
-class PostgresServer(Block):
+class ServerBlock(Block, ABC):
+    """The login fields every database server block has, in this order (not registered itself)."""
+
+    host: str = Field(default="127.0.0.1", description="Host name or address.")
+    port: int = Field(ge=1, le=65535)
+    user: str
+    password: SecretStr | None = None
+    database: str | None = Field(default=None, description="Default database when a run names none.")
+
+    def _database_or_default(self, database: str | None) -> str:
+        """`database`, else the block's default database; raises if neither is set."""
+        name = database or self.database
+        if not name:
+            raise InputError(
+                f"{type(self).__name__} block {self._block_document_name!r} names no database",
+                "set its database field or give one with the run",
+            )
+        return name
+
+
+class PostgresServer(ServerBlock):
     """A PostgreSQL server and the login vaultflow uses to dump and restore it."""
 
     _block_type_name = "vaultflow PostgreSQL Server"
     _block_type_slug = "vaultflow-postgres-server"
     _description = "Host, port and credentials of a PostgreSQL server that vaultflow backs up."
 
-    host: str = Field(default="127.0.0.1", description="Host name or address.")
     port: int = Field(default=5432, ge=1, le=65535)
     user: str = Field(default="postgres", description="Role used for pg_dump/pg_restore.")
     password: SecretStr | None = Field(default=None, description="Leave empty for trust/peer or ~/.pgpass.")
-    database: str | None = Field(default=None, description="Default database when a run names none.")
     sslmode: str | None = Field(default=None, description="libpq sslmode, e.g. require or verify-full.")
     bin_dir: str | None = Field(default=None, description="Directory holding pg_dump/pg_restore; PATH if empty.")
     drill_suites: str | None = Field(
@@ -36,14 +56,8 @@ class PostgresServer(Block):
                                   "server run, besides the default suite.")
 
     def engine(self, database: str | None = None) -> PostgresEngine:
-        name = database or self.database
-        if not name:
-            raise InputError(
-                f"PostgresServer block {self._block_document_name!r} names no database",
-                "set its database field or give one with the run",
-            )
         return PostgresEngine(PostgresConnection(
-            host=self.host, port=self.port, user=self.user, database=name,
+            host=self.host, port=self.port, user=self.user, database=self._database_or_default(database),
             password=self.password, sslmode=self.sslmode, bin_dir=self.bin_dir,
         ))
 
@@ -52,30 +66,22 @@ class PostgresServer(Block):
         return self.engine(self.database or "postgres")
 
 
-class MySQLServer(Block):
+class MySQLServer(ServerBlock):
     """A MySQL or MariaDB server and the login vaultflow uses to dump and restore it."""
 
     _block_type_name = "vaultflow MySQL Server"
     _block_type_slug = "vaultflow-mysql-server"
     _description = "Host, port and credentials of a MySQL/MariaDB server that vaultflow backs up."
 
-    host: str = Field(default="127.0.0.1", description="Host name or address.")
     port: int = Field(default=3306, ge=1, le=65535)
     user: str = Field(default="root", description="User for mariadb-dump/mysqldump and the mysql client.")
     password: SecretStr | None = Field(default=None, description="Given to the tools in a 0600 option file.")
-    database: str | None = Field(default=None, description="Default database when a run names none.")
     bin_dir: str | None = Field(default=None, description="Directory holding mariadb-dump/mysqldump; PATH if empty.")
 
     def engine(self, database: str | None = None) -> MySQLEngine:
-        name = database or self.database
-        if not name:
-            raise InputError(
-                f"MySQLServer block {self._block_document_name!r} names no database",
-                "set its database field or give one with the run",
-            )
         return MySQLEngine(MySQLConnection(
-            host=self.host, port=self.port, user=self.user, database=name, password=self.password,
-            bin_dir=self.bin_dir,
+            host=self.host, port=self.port, user=self.user, database=self._database_or_default(database),
+            password=self.password, bin_dir=self.bin_dir,
         ))
 
     def server_engine(self) -> MySQLEngine:
@@ -83,7 +89,7 @@ class MySQLServer(Block):
         return self.engine(self.database or "mysql")
 
 
-class SqlServer(Block):
+class SqlServer(ServerBlock):
     """A SQL Server / Azure SQL server for native BACKUP ... TO DISK/URL (not run against a real server yet)."""
 
     _block_type_name = "vaultflow SQL Server"
@@ -94,7 +100,6 @@ class SqlServer(Block):
     port: int = Field(default=1433, ge=1, le=65535)
     user: str = Field(default="sa", description="SQL login.")
     password: SecretStr | None = Field(default=None, description="Sent only inside the ODBC connection.")
-    database: str | None = Field(default=None, description="Default database when a run names none.")
     driver: str = Field(default="ODBC Driver 18 for SQL Server", description="ODBC driver name.")
     encrypt: bool = Field(default=True, description="Encrypt the connection (TLS).")
     trust_server_certificate: bool = Field(default=False, description="Skip certificate validation.")

@@ -9,7 +9,7 @@ container, outside what prune collects, until someone deletes it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +25,7 @@ class DownloadLink:
     manifest: SnapshotManifest
     key: str
     location: str
-    url: str
+    url: str = field(repr=False)  # its signature is a bearer credential
     size: int
     expires_at: datetime
 

@@ -131,3 +131,15 @@ def test_storage_bad_inputs_are_one_line(cli: Cli, s3_server: S3Server, azurite:
                        env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
     assert no_container.returncode == 2 and "Azure container 'no-such-container' does not exist" in \
         one_line(no_container)
+
+
+def test_a_download_link_keeps_its_signature_out_of_repr() -> None:
+    """The signed URL is a bearer credential: a logged or printed DownloadLink must not show it."""
+    from datetime import UTC, datetime
+
+    from vaultflow.share import DownloadLink
+
+    url = "https://bucket.s3.example/exports/x.db?X-Amz-Credential=AKIA&X-Amz-Signature=vftsecret0123"
+    link = DownloadLink(manifest=None, key="exports/x.db", location="s3://bucket/exports/x.db",  # type: ignore[arg-type]
+                        url=url, size=1, expires_at=datetime.now(UTC))
+    assert "vftsecret0123" not in repr(link) and link.url == url

@@ -97,8 +97,8 @@ class EngineCase(ABC):
         """Drop what the case created."""
 
 
-class PostgresCase(EngineCase):
-    name = "postgresql"
+class ServerCase(EngineCase):
+    """A case on a shared database server: every database it creates is dropped at cleanup."""
 
     def __init__(self) -> None:
         self.created: list[str] = []
@@ -107,6 +107,17 @@ class PostgresCase(EngineCase):
         name = f"vft_{uuid.uuid4().hex[:10]}"
         self.created.append(name)
         return name
+
+    @abstractmethod
+    def _drop(self, name: str) -> None: ...
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            self._drop(name)
+
+
+class PostgresCase(ServerCase):
+    name = "postgresql"
 
     def create_source(self, tmp_path: Path) -> str:
         name = self._new_name()
@@ -173,9 +184,8 @@ class PostgresCase(EngineCase):
             c.execute("UPDATE orders SET note = note || '!' WHERE id <= %s", (n,))
             c.execute("INSERT INTO ledger_a (v) VALUES (1)")
 
-    def cleanup(self) -> None:
-        for name in self.created:
-            drop_pg_database(name)
+    def _drop(self, name: str) -> None:
+        drop_pg_database(name)
 
 
 class SqliteCase(EngineCase):
@@ -279,16 +289,8 @@ MARIADB_SCHEMA = [
 ]
 
 
-class MariaDBCase(EngineCase):
+class MariaDBCase(ServerCase):
     name = "mariadb"
-
-    def __init__(self) -> None:
-        self.created: list[str] = []
-
-    def _new_name(self) -> str:
-        name = f"vft_{uuid.uuid4().hex[:10]}"
-        self.created.append(name)
-        return name
 
     def _db(self, url: str) -> str:
         return url.rsplit("/", 1)[1]
@@ -354,9 +356,8 @@ class MariaDBCase(EngineCase):
         self.execute(url, f"UPDATE orders SET note = concat(note, '!') WHERE id <= {int(n)}",
                      "INSERT INTO ledger_a (v) VALUES (1)")
 
-    def cleanup(self) -> None:
-        for name in self.created:
-            drop_my_database(name)
+    def _drop(self, name: str) -> None:
+        drop_my_database(name)
 
 
 ENGINE_CASES: dict[str, type[EngineCase]] = {"postgresql": PostgresCase, "mariadb": MariaDBCase,

@@ -123,3 +123,26 @@ def test_restore_globals_from_a_snapshot_without_them(pg_available: None, repo_p
 ])
 def test_strip_authentication(statement: str, expected: str) -> None:
     assert strip_authentication(statement) == expected
+
+
+def test_a_refused_account_statement_does_not_show_its_password_hash(mariadb_available: None) -> None:
+    """A MySQL 8 account (hash as a hex literal) restored into MariaDB is a syntax error whose
+    message quotes the statement from the hash on; the error must not carry the hash."""
+    from vaultflow.engines import MySQLConnection, MySQLEngine
+    from vaultflow.engines.mysql import GLOBALS_FORMAT
+    from vaultflow.errors import ToolFailed
+    from vaultflow.repository.manifest import StreamManifest
+
+    secret = "0x" + uuid.uuid4().hex.upper() * 2
+    user = f"vft_{uuid.uuid4().hex[:8]}"
+    script = f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED WITH 'caching_sha2_password' AS {secret};\n"
+    stream = StreamManifest(name=GLOBALS_STREAM, format=GLOBALS_FORMAT, size=len(script), sha256="", chunks=[])
+    engine = MySQLEngine(MySQLConnection(database="mysql"))
+    try:
+        with pytest.raises(ToolFailed) as err:
+            engine.restore_globals(stream, lambda _stream, sink: sink.write(script.encode()))
+    finally:
+        with my_admin() as c, c.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+    assert user in err.value.line() and "not shown" in err.value.line()
+    assert secret not in err.value.line() and secret[2:] not in err.value.line()

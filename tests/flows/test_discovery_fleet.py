@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -177,3 +177,29 @@ def test_backup_all_databases_cli(cli: Callable[..., CompletedProcess[str]], rep
         assert restored.returncode == 2 and "no server-wide objects" in restored.stderr
     finally:
         drop_my_database(f"{tag}_restored")
+
+
+def test_the_catalog_url_never_becomes_a_flow_run_parameter(cli: Callable[..., CompletedProcess[str]]) -> None:
+    """VAULTFLOW_CATALOG_URL may hold a password; the Prefect API stores a flow run's
+    parameters and shows them in the UI, so the CLI leaves the URL to the environment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    name = f"vft_cat_{uuid.uuid4().hex[:6]}"
+    secret = f"vft-secret-{uuid.uuid4().hex}"
+    with pg_admin() as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {"VAULTFLOW_CATALOG_URL": f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/{name}"}
+        out = cli("coverage", "--json", env=env)
+        assert out.returncode == 0 and json.loads(out.stdout) == [], out.stderr
+        out = cli("discover", PG, "--include", f"{name}*", "--json", env=env)
+        assert out.returncode == 0 and json.loads(out.stdout)[0]["databases"] == [name], out.stderr
+        assert Catalog(env["VAULTFLOW_CATALOG_URL"]).coverage(timedelta(hours=1))[0]["database"] == name
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["coverage", "discover"])))
+        assert {client_run.flow_id for client_run in runs}, "no flow runs recorded"
+        for run in runs:
+            assert secret not in json.dumps(run.parameters, default=str), f"flow run {run.name} stored the password"
+    finally:
+        drop_pg_database(name)

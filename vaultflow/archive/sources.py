@@ -131,8 +131,9 @@ class ArchiveSource(ABC):
     @abstractmethod
     def connect(self) -> SourceConnection: ...
 
-    @abstractmethod
-    def quote(self, ident: str) -> str: ...
+    def quote(self, ident: str) -> str:
+        """An identifier in SQL standard double quotes (MySQL overrides with backquotes)."""
+        return '"' + ident.replace('"', '""') + '"'
 
     @abstractmethod
     def describe(self, conn: SourceConnection, table: str) -> TableShape | None:
@@ -142,9 +143,15 @@ class ArchiveSource(ABC):
     def unique_keys(self, conn: SourceConnection, shape: TableShape) -> list[list[str]]:
         """Column lists of the table's unique indexes (primary key included)."""
 
-    @abstractmethod
     def insert_sql(self, shape: TableShape, columns: list[Column]) -> str:
         """INSERT of `columns` that skips rows whose key is already present."""
+        names = ", ".join(self.quote(c.name) for c in columns)
+        values = ", ".join(self.value_expr(c) for c in columns)
+        return f"INSERT INTO {self.qualified(shape)} ({names}) VALUES ({values}) {self.skip_present(shape, columns)}"
+
+    def skip_present(self, shape: TableShape, columns: list[Column]) -> str:
+        """The clause that makes an INSERT skip rows whose key is already present."""
+        return "ON CONFLICT DO NOTHING"
 
     @abstractmethod
     def estimate_bytes_sql(self, shape: TableShape, where: str) -> str:
@@ -206,6 +213,24 @@ class ArchiveSource(ABC):
         return f"({', '.join(self.quote(k) for k in key)}) IN ({', '.join(one for _ in range(count))})"
 
 
+@dataclass(frozen=True)
+class ServerSource(ArchiveSource):
+    """A database on a host:port server; the password is left out of repr."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    user: str = ""
+    dbname: str = ""
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def database(self) -> str:
+        return self.dbname
+
+    def server_label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 # -- PostgreSQL -------------------------------------------------------------------------
 
 _PG_KINDS = {
@@ -216,21 +241,12 @@ _PG_KINDS = {
 
 
 @dataclass(frozen=True)
-class PostgresSource(ArchiveSource):
-    host: str = "127.0.0.1"
+class PostgresSource(ServerSource):
     port: int = 5432
     user: str = "postgres"
     dbname: str = "postgres"
-    password: str | None = field(default=None, repr=False)
     sslmode: str | None = None
     engine = "postgresql"
-
-    @property
-    def database(self) -> str:
-        return self.dbname
-
-    def server_label(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def connect(self) -> SourceConnection:
         import psycopg
@@ -253,9 +269,6 @@ class PostgresSource(ArchiveSource):
             raise ConnectionFailed(f"cannot connect to PostgreSQL at {self.server_label()}/{self.dbname}",
                                    "check that the server runs and the URL or block is right") from None
         return SourceConnection(raw, self)
-
-    def quote(self, ident: str) -> str:
-        return '"' + ident.replace('"', '""') + '"'
 
     def _split(self, table: str) -> tuple[str, str]:
         schema, _, name = table.rpartition(".")
@@ -312,11 +325,6 @@ class PostgresSource(ArchiveSource):
         # engine (0/1 flags, ISO date text) become this column's type.
         return f"CAST(%s AS {col.source_type})"
 
-    def insert_sql(self, shape: TableShape, columns: list[Column]) -> str:
-        names = ", ".join(self.quote(c.name) for c in columns)
-        values = ", ".join(self.value_expr(c) for c in columns)
-        return f"INSERT INTO {self.qualified(shape)} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
-
     def estimate_bytes_sql(self, shape: TableShape, where: str) -> str:
         return f"SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0) FROM {self.qualified(shape)} t WHERE {where}"
 
@@ -334,22 +342,12 @@ _MYSQL_KINDS = {"float": "float32", "double": "float64", "real": "float64", "dat
 
 
 @dataclass(frozen=True)
-class MySQLSource(ArchiveSource):
+class MySQLSource(ServerSource):
     """MariaDB or MySQL through pymysql; the session runs in UTC with READ COMMITTED."""
 
-    host: str = "127.0.0.1"
     port: int = 3306
     user: str = "root"
-    dbname: str = ""
-    password: str | None = field(default=None, repr=False)
     engine = "mysql"
-
-    @property
-    def database(self) -> str:
-        return self.dbname
-
-    def server_label(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def connect(self) -> SourceConnection:
         import pymysql
@@ -438,13 +436,10 @@ class MySQLSource(ArchiveSource):
             return cutoff.astimezone(UTC).date()
         return cutoff.astimezone(UTC).replace(tzinfo=None)
 
-    def insert_sql(self, shape: TableShape, columns: list[Column]) -> str:
-        names = ", ".join(self.quote(c.name) for c in columns)
-        values = ", ".join("%s" for _ in columns)
+    def skip_present(self, shape: TableShape, columns: list[Column]) -> str:
         first = self.quote(shape.key[0] if shape.key else columns[0].name)
         # A no-op update, unlike INSERT IGNORE, skips only duplicate keys, not other errors.
-        return (f"INSERT INTO {self.qualified(shape)} ({names}) VALUES ({values}) "
-                f"ON DUPLICATE KEY UPDATE {first} = {first}")
+        return f"ON DUPLICATE KEY UPDATE {first} = {first}"
 
     def estimate_bytes_sql(self, shape: TableShape, where: str) -> str:
         return (f"SELECT count(*), count(*) * coalesce((SELECT avg_row_length FROM information_schema.tables "
@@ -481,9 +476,6 @@ class SqliteSource(ArchiveSource):
         if conn.raw.in_transaction:
             conn.raw.execute("ROLLBACK")
         conn.raw.execute("BEGIN IMMEDIATE")
-
-    def quote(self, ident: str) -> str:
-        return '"' + ident.replace('"', '""') + '"'
 
     def describe(self, conn: SourceConnection, table: str) -> TableShape | None:
         exists = conn.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
@@ -528,11 +520,6 @@ class SqliteSource(ArchiveSource):
 
     def cutoff_param(self, age: Column, cutoff: datetime) -> Any:
         return cutoff.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-    def insert_sql(self, shape: TableShape, columns: list[Column]) -> str:
-        names = ", ".join(self.quote(c.name) for c in columns)
-        values = ", ".join("?" for _ in columns)
-        return f"INSERT INTO {self.qualified(shape)} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
 
     def estimate_bytes_sql(self, shape: TableShape, where: str) -> str:
         lengths = " + ".join(f"coalesce(length({self.quote(c.name)}), 0)" for c in shape.columns) or "0"

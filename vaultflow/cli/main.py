@@ -267,8 +267,10 @@ def discover(
     _quiet_prefect(verbose)
     from flows.discovery import discover as discover_flow
 
+    # No catalog_url: the flow's tasks read VAULTFLOW_CATALOG_URL themselves, and the URL (which
+    # may hold a password) must not become a flow run parameter, which the Prefect API stores.
     found = discover_flow(servers=[server], include=include or [], exclude=exclude or [],
-                          include_system=include_system, catalog_url=os.environ.get("VAULTFLOW_CATALOG_URL"))
+                          include_system=include_system)
     if json_out:
         print_json(found)
         return
@@ -291,7 +293,7 @@ def coverage(
     _quiet_prefect(verbose)
     from flows.discovery import coverage as coverage_flow
 
-    gaps = coverage_flow(within_hours=within_hours, catalog_url=os.environ.get("VAULTFLOW_CATALOG_URL"))
+    gaps = coverage_flow(within_hours=within_hours)  # the catalog URL stays in the environment, as for discover
     if json_out:
         print_json(gaps)
     elif gaps:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass, field, replace
+from typing import IO, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import blake3
 
-from vaultflow.errors import InputError
+from vaultflow.errors import InputError, ToolFailed, VaultflowError
 from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
@@ -274,3 +276,76 @@ class DatabaseEngine(ABC):
         return f"{self.engine} database {self.database!r} on {self.server_label()}"
 
 
+
+
+class ServerConnection(Protocol):
+    """Where a database on a networked server is: a frozen dataclass (so `replace` works)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def bin_dir(self) -> str | None: ...
+
+
+ConnT = TypeVar("ConnT", bound=ServerConnection)
+
+
+class ServerEngine(DatabaseEngine, Generic[ConnT]):
+    """A DatabaseEngine for one database on a host:port server, reached with client tools.
+
+    Holds the identity every server engine shares: the connection settings `conn`, the
+    database, the server label, another database on the same server, and where the client
+    tools are (`bin_dir`, else PATH; `tool_fix` says how to install them).
+    """
+
+    tool_fix: ClassVar[str]
+
+    def __init__(self, conn: ConnT) -> None:
+        self.conn = conn
+
+    @property
+    def database(self) -> str:
+        return self.conn.database
+
+    def server_label(self) -> str:
+        return f"{self.conn.host}:{self.conn.port}"
+
+    def with_database(self, database: str) -> Self:
+        return type(self)(replace(self.conn, database=database))
+
+    def _tool(self, *names: str) -> str:
+        """The path of the first of `names` found in bin_dir (or on PATH, without one)."""
+        for name in names:
+            if self.conn.bin_dir:
+                path = os.path.join(self.conn.bin_dir, name)
+                if os.access(path, os.X_OK):
+                    return path
+            else:
+                found = shutil.which(name)
+                if found:
+                    return found
+        where = f" in {self.conn.bin_dir}" if self.conn.bin_dir else " on PATH"
+        which = names[0] if len(names) == 1 else "neither " + " nor ".join(names)
+        raise ToolFailed(f"{which} not found{where}", self.tool_fix)
+
+    @abstractmethod
+    def map_error(self, exc: BaseException, database: str) -> VaultflowError:
+        """The VaultflowError for a driver's or a tool's error about `database`; its message
+        names the server and never a password."""
+
+    def _tool_error(self, tool: str, line: str) -> VaultflowError:
+        """The error for a client tool that failed with `line` as its last stderr line:
+        what map_error recognizes, else ToolFailed quoting the line."""
+        mapped = self.map_error(RuntimeError(line), self.conn.database)
+        if type(mapped) is not VaultflowError:
+            return mapped
+        return ToolFailed(f"{tool} failed for {self.describe()}: {line[:300]}")

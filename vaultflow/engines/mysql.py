@@ -12,12 +12,11 @@ import io
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote
@@ -28,9 +27,9 @@ from pydantic import SecretStr
 
 from vaultflow.engines.base import (
     GLOBALS_STREAM,
-    DatabaseEngine,
     DumpSession,
     RestoreObserver,
+    ServerEngine,
     SqlAlchemyTarget,
     StreamReader,
     StreamSource,
@@ -112,25 +111,16 @@ class MySQLConnection:
     connect_timeout: int = 10
 
 
-class MySQLEngine(DatabaseEngine):
+class MySQLEngine(ServerEngine[MySQLConnection]):
     engine = "mysql"
+    tool_fix = "install the MariaDB or MySQL client (Debian: mariadb-client) or set bin_dir"
 
     def __init__(self, conn: MySQLConnection) -> None:
         if conn.database.startswith("-"):
             raise InputError(f"database name {conn.database!r} starts with '-'", "rename the database")
-        self.conn = conn
+        super().__init__(conn)
 
     # -- identity --------------------------------------------------------------------
-
-    @property
-    def database(self) -> str:
-        return self.conn.database
-
-    def server_label(self) -> str:
-        return f"{self.conn.host}:{self.conn.port}"
-
-    def with_database(self, database: str) -> MySQLEngine:
-        return MySQLEngine(replace(self.conn, database=database))
 
     def describe(self) -> str:
         return f"MySQL database {self.conn.database!r} on {self.server_label()}"
@@ -185,20 +175,6 @@ class MySQLEngine(DatabaseEngine):
             yield path
         finally:
             Path(path).unlink(missing_ok=True)
-
-    def _tool(self, *names: str) -> str:
-        for name in names:
-            if self.conn.bin_dir:
-                path = os.path.join(self.conn.bin_dir, name)
-                if os.access(path, os.X_OK):
-                    return path
-            else:
-                found = shutil.which(name)
-                if found:
-                    return found
-        where = f" in {self.conn.bin_dir}" if self.conn.bin_dir else " on PATH"
-        raise ToolFailed(f"neither {' nor '.join(names)} found{where}",
-                         "install the MariaDB or MySQL client (Debian: mariadb-client) or set bin_dir")
 
     def _tool_argv(self, tool: str, option_file: str) -> list[str]:
         # --defaults-extra-file must come first; the login (user, password) is in it.
@@ -439,11 +415,7 @@ class MySQLEngine(DatabaseEngine):
                 f"{tool} for {self.describe()} ran past its {timeout:.0f} s deadline and was killed",
                 "raise the timeout or look at the server's load",
             )
-        line = proc.last_error_line()
-        mapped = self.map_error(RuntimeError(line), self.conn.database)
-        if type(mapped) is not VaultflowError:
-            return mapped
-        return ToolFailed(f"{tool} failed for {self.describe()}: {line[:300]}")
+        return self._tool_error(tool, proc.last_error_line())
 
     # -- server-wide objects ----------------------------------------------------------
 
@@ -503,7 +475,8 @@ class MySQLEngine(DatabaseEngine):
                         _log.warning("%s: skipped %s (%s)", self.server_label(), statement.rstrip(";"), exc.args[-1])
                         continue
                     raise ToolFailed(f"restoring accounts on {self.server_label()} failed at "
-                                     f"{statement.split(' IDENTIFIED')[0][:160]!r}: {exc.args[-1]}",
+                                     f"{statement.split(' IDENTIFIED')[0][:160]!r}: "
+                                     f"{hide_authentication(str(exc.args[-1]), statement)}",
                                      "fix the account named there, then restore with --globals again") from None
 
     # -- restore ---------------------------------------------------------------------
@@ -756,6 +729,28 @@ _AUTHENTICATION = re.compile(
 def strip_authentication(statement: str) -> str:
     """The statement without its IDENTIFIED ... clause (password hash, plugin, auth string)."""
     return _AUTHENTICATION.sub("", statement)
+
+
+_AUTH_LITERAL = re.compile(r"""\b(?:AS|USING|PASSWORD|BY)\s+('(?:[^'\\]|\\.)*'|0x[0-9A-Fa-f]+)""", re.IGNORECASE)
+
+
+def hide_authentication(message: str, statement: str) -> str:
+    """A server's error about `statement` without the statement's password hash or auth string.
+
+    A syntax error quotes the statement from where parsing stopped ("near '...'"), which
+    can be inside the IDENTIFIED clause; so that excerpt is dropped, and any literal of the
+    clause the message still holds is masked.
+    """
+    _, identified, clause = statement.partition(" IDENTIFIED")
+    if not identified:
+        return message
+    message = re.sub(r" near '.*' at line \d+", " near the account's authentication clause (not shown)", message,
+                     flags=re.DOTALL)
+    for literal in _AUTH_LITERAL.findall(clause):
+        secret = literal.strip("'")
+        if secret:
+            message = message.replace(secret, "***")
+    return message
 
 
 def _if_not_exists(create: str) -> str:

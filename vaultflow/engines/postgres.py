@@ -10,14 +10,13 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -27,11 +26,11 @@ from pydantic import SecretStr
 
 from vaultflow.engines.base import (
     GLOBALS_STREAM,
-    DatabaseEngine,
     DumpSession,
     RestoreObserver,
     RowSplitter,
     RowTap,
+    ServerEngine,
     SqlAlchemyTarget,
     StreamReader,
     StreamSource,
@@ -223,23 +222,9 @@ class PostgresConnection:
     connect_timeout: int = 10
 
 
-class PostgresEngine(DatabaseEngine):
+class PostgresEngine(ServerEngine[PostgresConnection]):
     engine = "postgresql"
-
-    def __init__(self, conn: PostgresConnection) -> None:
-        self.conn = conn
-
-    # -- identity --------------------------------------------------------------------
-
-    @property
-    def database(self) -> str:
-        return self.conn.database
-
-    def server_label(self) -> str:
-        return f"{self.conn.host}:{self.conn.port}"
-
-    def with_database(self, database: str) -> PostgresEngine:
-        return PostgresEngine(replace(self.conn, database=database))
+    tool_fix = "install the PostgreSQL client (Debian: postgresql-client) or set bin_dir"
 
     # -- connections -----------------------------------------------------------------
 
@@ -257,7 +242,7 @@ class PostgresEngine(DatabaseEngine):
         try:
             return psycopg.connect(**kwargs)
         except psycopg.Error as exc:
-            raise self._map_error(exc, database or c.database) from None
+            raise self.map_error(exc, database or c.database) from None
 
     def _tool_env(self) -> dict[str, str]:
         env = {"PGCONNECT_TIMEOUT": str(self.conn.connect_timeout), "PGAPPNAME": "vaultflow"}
@@ -271,21 +256,7 @@ class PostgresEngine(DatabaseEngine):
         return ["--host", self.conn.host, "--port", str(self.conn.port),
                 "--username", self.conn.user, "--dbname", database, "--no-password"]
 
-    def _tool(self, name: str) -> str:
-        if self.conn.bin_dir:
-            path = os.path.join(self.conn.bin_dir, name)
-            if os.access(path, os.X_OK):
-                return path
-        else:
-            found = shutil.which(name)
-            if found:
-                return found
-        raise ToolFailed(
-            f"{name} not found{' in ' + self.conn.bin_dir if self.conn.bin_dir else ' on PATH'}",
-            "install the PostgreSQL client (Debian: postgresql-client) or set bin_dir",
-        )
-
-    def _map_error(self, exc: BaseException, database: str) -> VaultflowError:
+    def map_error(self, exc: BaseException, database: str) -> VaultflowError:
         text = str(exc).strip()
         low = text.lower()
         where = f"{self.server_label()}"
@@ -667,10 +638,7 @@ class PostgresEngine(DatabaseEngine):
                 f"{tool} cannot work with the server at {self.server_label()}: {line}",
                 "install a matching PostgreSQL client or set bin_dir",
             )
-        mapped = self._map_error(RuntimeError(line), self.conn.database)
-        if type(mapped) is not VaultflowError:
-            return mapped
-        return ToolFailed(f"{tool} failed for {self.describe()}: {line[:300]}")
+        return self._tool_error(tool, line)
 
     # -- server-wide objects ----------------------------------------------------------
 
@@ -734,7 +702,7 @@ class PostgresEngine(DatabaseEngine):
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(self.conn.database)))
             except psycopg.Error as exc:
-                raise self._map_error(exc, self.conn.database) from None
+                raise self.map_error(exc, self.conn.database) from None
 
     def sqlalchemy_target(self) -> SqlAlchemyTarget:
         c = self.conn
