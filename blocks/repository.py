@@ -37,8 +37,9 @@ class BackupRepository(Block):
                     "prefix.")
     concurrency: int = Field(default=8, ge=1, le=64,
                              description="Requests at once to object storage (chunk uploads, read-ahead).")
-    catalog_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the catalog; default ~/.vaultflow/catalog.db."
+    catalog_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL of the catalog (may hold its password); default "
+                                  "~/.vaultflow/catalog.db."
     )
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from prefect.blocks.core import Block
@@ -147,7 +147,7 @@ class RepositoryRef:
 
     location: str
     passphrase: SecretStr | None
-    catalog_url: str | None = None
+    catalog_url: str | None = field(default=None, repr=False)  # may hold a password
     storage: StorageSettings | None = None
     block_name: str | None = None
 
@@ -192,4 +192,5 @@ def resolve_repository(ref: str | None) -> RepositoryRef:
     assert isinstance(block, BackupRepository)
     settings = block.storage_settings()
     location = settings.location() if settings is not None else str(block.location)
-    return RepositoryRef(location, block.passphrase, block.catalog_url, settings, block_name=ref)
+    catalog_url = block.catalog_url.get_secret_value() if block.catalog_url else None
+    return RepositoryRef(location, block.passphrase, catalog_url, settings, block_name=ref)

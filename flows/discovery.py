@@ -12,6 +12,7 @@ from pydantic import Field
 from blocks.resolve import saved_engine_blocks
 from tasks.discovery import coverage_gaps, discover_databases
 from tasks.reporting import database_resource
+from vaultflow.catalog import catalog_url_for_parameters
 from vaultflow.errors import VaultflowError
 
 
@@ -40,6 +41,7 @@ def discover(
 
     A server that cannot be listed does not stop the others; the run then fails naming it.
     """
+    catalog_url = catalog_url_for_parameters(catalog_url)
     names = servers_or_saved(servers)
     futures = {name: discover_databases.submit(name, include, exclude, include_system, catalog_url)
                for name in names}
@@ -66,7 +68,7 @@ def coverage(
     """Databases in the catalog (discovered or backed up) without a successful backup inside
     the window: a table artifact, and one `vaultflow.coverage.gap` event per database for
     automations to alert on."""
-    gaps = coverage_gaps(within_hours, catalog_url)
+    gaps = coverage_gaps(within_hours, catalog_url_for_parameters(catalog_url))
     for gap in gaps:
         emit_event(event="vaultflow.coverage.gap",
                    resource=database_resource(str(gap["engine"]), str(gap["server"]), str(gap["database"])),

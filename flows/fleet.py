@@ -14,6 +14,7 @@ from flows.discovery import servers_or_saved
 from tasks.backup import DumpOptions
 from tasks.discovery import discover_databases
 from tasks.fleet import backup_one, ensure_server_limit, server_limit_name
+from vaultflow.catalog import catalog_url_for_parameters
 from vaultflow.errors import VaultflowError
 
 
@@ -38,6 +39,7 @@ def backup_fleet(
     dumps at once (a Prefect global concurrency limit named after it, shared with every other
     run). One failing database does not stop the others; the run then fails naming them."""
     logger = get_run_logger()
+    catalog_url = catalog_url_for_parameters(catalog_url)
     names = servers_or_saved(servers)
     options = DumpOptions(timeout_seconds=timeout_minutes * 60.0, include_globals=include_globals)
     futures = {}

@@ -18,6 +18,7 @@ from flows.fleet import backup_fleet
 from tests.conftest import drop_my_database, drop_pg_database, my_admin, pg_admin
 from vaultflow.catalog import Catalog, DatabaseRecord, SnapshotStatus
 from vaultflow.discovery import select_databases
+from vaultflow.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "pg_available", "mariadb_available")
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -203,3 +204,30 @@ def test_the_catalog_url_never_becomes_a_flow_run_parameter(cli: Callable[..., C
             assert secret not in json.dumps(run.parameters, default=str), f"flow run {run.name} stored the password"
     finally:
         drop_pg_database(name)
+
+
+def test_a_catalog_url_parameter_with_a_password_is_refused(prefect_api: str) -> None:
+    """Run parameters are stored and shown by Prefect: a password there is refused, and
+    the message does not repeat it."""
+    from flows.discovery import coverage, discover
+
+    secret = f"vft-secret-{uuid.uuid4().hex}"
+    url = f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/postgres"
+    for run in (lambda: coverage(catalog_url=url), lambda: discover(servers=[PG], catalog_url=url)):
+        with pytest.raises(InputError) as err:
+            run()
+        assert "catalog_url parameter holds a password" in err.value.line() and secret not in err.value.line()
+
+
+def test_a_repository_block_keeps_its_catalog_url_secret(prefect_api: str, tmp_path: Path) -> None:
+    from blocks import BackupRepository
+    from blocks.resolve import resolve_repository
+
+    secret = f"vft-secret-{uuid.uuid4().hex}"
+    url = f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/postgres"
+    name = f"vft-cat-{uuid.uuid4().hex[:6]}"
+    BackupRepository(location=str(tmp_path / "repo"), passphrase="p", catalog_url=url).save(name)
+    block = BackupRepository.load(name)
+    assert secret not in repr(block) and secret not in json.dumps(block.model_dump(mode="json"))
+    ref = resolve_repository(name)
+    assert ref.catalog_url == url and secret not in repr(ref)

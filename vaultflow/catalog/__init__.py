@@ -1,6 +1,6 @@
 """The catalog: an index of servers, databases and snapshot runs, rebuildable from storage."""
 
-from vaultflow.catalog.catalog import Catalog, DatabaseStats, default_catalog_url
+from vaultflow.catalog.catalog import Catalog, DatabaseStats, catalog_url_for_parameters, default_catalog_url
 from vaultflow.catalog.models import (
     DatabaseRecord,
     DrillRecord,
@@ -12,6 +12,7 @@ from vaultflow.catalog.models import (
 
 __all__ = [
     "Catalog",
+    "catalog_url_for_parameters",
     "DatabaseStats",
     "DatabaseRecord",
     "DrillRecord",

@@ -25,6 +25,7 @@ from vaultflow.catalog.models import (
     SnapshotRecord,
     SnapshotStatus,
 )
+from vaultflow.errors import InputError
 from vaultflow.repository.manifest import SnapshotManifest
 
 if TYPE_CHECKING:
@@ -70,6 +71,26 @@ def default_catalog_url() -> str:
     home = vaultflow_home()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'catalog.db'}"
+
+
+def catalog_url_for_parameters(url: str | None) -> str | None:
+    """`url` if it may be kept where parameters are stored (it carries no password), else
+    InputError, whose message does not show it."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        return url  # not a URL at all: Catalog says so when it is used
+    if password:
+        raise InputError("the catalog_url parameter holds a password, and run parameters are stored and shown "
+                         "by the orchestrator",
+                         "leave catalog_url empty and set VAULTFLOW_CATALOG_URL in the worker's environment "
+                         "(or a BackupRepository block's catalog_url)")
+    return url
 
 
 def _now() -> datetime:
