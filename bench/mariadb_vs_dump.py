@@ -90,8 +90,9 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=1024, help="size of the dump text in MiB (1024: ~1 GB)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the database for the next run")
+    parser.add_argument("--database", help="name of the generated database (default vaultflow_bench_my_MIB)")
     args = parser.parse_args()
-    name = f"vaultflow_bench_my_{args.mib}"
+    name = args.database or f"vaultflow_bench_my_{args.mib}"
     rows = prepare(name, args.mib)
     work = Path(tempfile.mkdtemp(prefix="vf-bench-my-"))
     ref: list[float] = []

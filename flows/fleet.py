@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+from collections import deque
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -42,8 +45,22 @@ def backup_fleet(
     catalog_url = catalog_url_for_parameters(catalog_url)
     names = servers_or_saved(servers)
     options = DumpOptions(timeout_seconds=timeout_minutes * 60.0, include_globals=include_globals)
-    futures = {}
+    futures: dict[str, PrefectFuture[dict[str, object]]] = {}
     failed: list[str] = []
+    # A server's databases wait here, not in the limit: a task denied a slot polls for it
+    # with a back-off of seconds, so only as many are submitted as the limit lets run. The
+    # limit still holds the tasks of other runs that use the same server.
+    waiting: dict[str, deque[str]] = {}
+    active: dict[str, int] = {}
+    finished: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def submit(limit: str) -> None:
+        source = waiting[limit].popleft()
+        future = backup_one.submit(source, repository, kind, limit, options)
+        future.add_done_callback(lambda _: finished.put(limit))
+        futures[source] = future
+        active[limit] += 1
+
     for name in names:
         try:
             found = discover_databases(name, include, exclude, include_system, catalog_url)
@@ -52,9 +69,15 @@ def backup_fleet(
             continue
         limit = server_limit_name(resolve_server(name))
         ensure_server_limit(limit, max_per_server)
-        for database in found.databases:
-            source = database_ref(name, database)
-            futures[source] = backup_one.submit(source, repository, kind, limit, options)
+        waiting.setdefault(limit, deque()).extend(database_ref(name, database) for database in found.databases)
+        active.setdefault(limit, 0)
+        while waiting[limit] and active[limit] < max_per_server:
+            submit(limit)
+    while any(active.values()):
+        limit = finished.get()
+        active[limit] -= 1
+        if waiting[limit]:
+            submit(limit)
     rows = []
     for source, future in futures.items():
         try:

@@ -178,7 +178,8 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
     def store(source: StreamSource) -> tuple[StreamManifest, TableStats | None]:
         tap = RowTap() if source.table else None
         with source.open() as reader:
-            stream = writer.write_stream(source.name, source.format, reader, progress, tap=tap, meta=source.meta)
+            stream = writer.write_stream(source.name, source.format, reader, progress, tap=tap or source.tap,
+                                         meta=source.meta)
         stats = tap.stats(*source.table) if tap and source.table else None
         if stats is not None and "segment" in source.meta:
             # A segment's statistics live with it, so a later snapshot can carry it over.

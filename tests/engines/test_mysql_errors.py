@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from pydantic import SecretStr
 
@@ -25,7 +26,7 @@ from vaultflow.errors import (
     VaultflowError,
 )
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.repository.manifest import StreamManifest
+from vaultflow.repository.manifest import StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
@@ -205,6 +206,22 @@ def test_stats_tap_reads_mysql_one_line_inserts_in_any_block_size() -> None:
         for i in range(0, len(dump), size):
             tap(dump[i:i + size])
         assert tap.stats() == whole.stats()
+
+
+def test_stats_tap_reads_mariadb_row_lines_with_semicolons_in_values_in_any_block_size() -> None:
+    values = ["a;b", ");", "x);y", "(;)", ";;;", "plain", ")", ";", "\\n;"]
+    rows = [f"({i},'{values[i % len(values)]}')".encode() for i in range(60)]
+    dump = b"CREATE TABLE `t` (\n  `a` text\n);\n"
+    for start in range(0, len(rows), 25):
+        dump += b"INSERT INTO `t` VALUES\n" + b",\n".join(rows[start:start + 25]) + b";\n"
+    dump += b"UNLOCK TABLES;\nDELIMITER ;;\nINSERT INTO `t` VALUES\n(9);\nDELIMITER ;\n"
+    expected = [TableStats(schema="", name="t", rows=len(rows),
+                           checksum="sql-b3:" + blake3.blake3(b"".join(r + b",\n" for r in rows)).hexdigest())]
+    for size in (1, 2, 3, 5, 64, len(dump)):
+        tap = mysql.DumpStatsTap()
+        for i in range(0, len(dump), size):
+            tap(dump[i:i + size])
+        assert tap.stats() == expected, size
 
 
 def test_views_on_dropped_tables_fail_and_invoker_views_with_a_gone_definer_dump(

@@ -98,6 +98,8 @@ class StreamSource:
     `open()` returns a context whose value is the stream; leaving the context after the
     last byte checks that the producer succeeded. `table` is set for a table's rows in
     COPY text format, whose row count and checksum the backup takes from the bytes.
+    `tap`, if set, is shown every byte of the stream in order, in blocks, before the
+    context is left (the engine takes statistics from it).
     """
 
     name: str
@@ -105,6 +107,7 @@ class StreamSource:
     open: Callable[[], AbstractContextManager[IO[bytes]]]
     meta: dict[str, str] = field(default_factory=dict)
     table: tuple[str, str] | None = None
+    tap: Callable[[bytes], None] | None = None
 
 
 @dataclass

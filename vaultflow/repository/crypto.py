@@ -12,6 +12,7 @@ stored object cannot be swapped for another without failing authentication.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ class SealError(Exception):
     """An object failed authentication or could not be decoded."""
 
 
+@functools.lru_cache(maxsize=8)
+def _scrypt(salt: bytes, n: int, r: int, p: int, passphrase: str) -> bytes:
+    """The key-wrapping key, derived once per process for each repository and passphrase:
+    a fleet run opens a repository several times for every database it backs up, and each
+    derivation costs 0.1-0.2 s of CPU. The process holds the passphrase anyway."""
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+
+
 @dataclass(frozen=True)
 class KdfParams:
     n: int = 2**15
@@ -40,9 +49,7 @@ class KdfParams:
     salt: bytes = b""
 
     def derive(self, passphrase: str) -> bytes:
-        return Scrypt(salt=self.salt, length=32, n=self.n, r=self.r, p=self.p).derive(
-            passphrase.encode("utf-8")
-        )
+        return _scrypt(self.salt, self.n, self.r, self.p, passphrase)
 
     def to_json(self) -> dict[str, object]:
         return {"name": "scrypt", "n": self.n, "r": self.r, "p": self.p, "salt": b64(self.salt)}
