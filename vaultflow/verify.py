@@ -1,10 +1,9 @@
 """Integrity checks of snapshots: quick (every chunk present with its size) or deep
 (every chunk downloaded, authenticated, decompressed and re-hashed, and each stream's
-SHA-256 recomputed)."""
+BLAKE3 or SHA-256 digest recomputed)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -80,7 +79,7 @@ def verify_snapshots(
 def _deep_check(repo: Repository, m: SnapshotManifest, verdict: SnapshotVerdict) -> bool:
     ok = True
     for stream in m.streams:
-        total = hashlib.sha256()
+        total = stream.hasher()
         stream_ok = True
         for c in stream.chunks:
             if c.id in verdict.damaged_chunks:
@@ -91,8 +90,8 @@ def _deep_check(repo: Repository, m: SnapshotManifest, verdict: SnapshotVerdict)
             except IntegrityError as exc:
                 verdict.damaged_chunks[c.id] = exc.what
                 stream_ok = False
-        if stream_ok and total.hexdigest() != stream.sha256:
-            verdict.error = f"stream {stream.name!r} does not match its recorded SHA-256"
+        if stream_ok and total.hexdigest() != stream.digest:
+            verdict.error = f"stream {stream.name!r} does not match its recorded digest"
             stream_ok = False
         ok = ok and stream_ok
     return ok

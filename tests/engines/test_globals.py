@@ -136,7 +136,7 @@ def test_a_refused_account_statement_does_not_show_its_password_hash(mariadb_ava
     secret = "0x" + uuid.uuid4().hex.upper() * 2
     user = f"vft_{uuid.uuid4().hex[:8]}"
     script = f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED WITH 'caching_sha2_password' AS {secret};\n"
-    stream = StreamManifest(name=GLOBALS_STREAM, format=GLOBALS_FORMAT, size=len(script), sha256="", chunks=[])
+    stream = StreamManifest(name=GLOBALS_STREAM, format=GLOBALS_FORMAT, size=len(script), blake3="", chunks=[])
     engine = MySQLEngine(MySQLConnection(database="mysql"))
     try:
         with pytest.raises(ToolFailed) as err:

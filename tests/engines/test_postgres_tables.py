@@ -37,8 +37,8 @@ def test_parallel_dump_and_restore_equal_serial(case: PostgresCase, repo_path: P
     serial = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     parallel = backup_database(case.engine(url), repo, snapshot_id=new_object_id(), jobs=3)
     assert parallel.tables == serial.tables
-    assert [(s.name, s.sha256) for s in parallel.streams if "table" in s.meta] == \
-        [(s.name, s.sha256) for s in serial.streams if "table" in s.meta]
+    assert [(s.name, s.digest) for s in parallel.streams if "table" in s.meta] == \
+        [(s.name, s.digest) for s in serial.streams if "table" in s.meta]
     target = case.new_target(tmp_path)
     restore_snapshot(repo, parallel.id, case.engine(target), jobs=3)
     assert case.engine(target).table_stats() == serial.tables
@@ -237,7 +237,7 @@ def test_an_unchanged_schema_dumps_to_the_same_bytes(case: PostgresCase, repo_pa
     time.sleep(1.1)
     second = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     for name in ("schema", "data-extra"):
-        assert first.stream(name).sha256 == second.stream(name).sha256
+        assert first.stream(name).digest == second.stream(name).digest
     target = case.new_target(tmp_path)
     restore_snapshot(repo, second.id, case.engine(target))  # pg_restore takes the fixed header
     assert case.engine(target).table_stats() == second.tables

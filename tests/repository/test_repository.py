@@ -236,3 +236,27 @@ def test_parallel_streams_sharing_chunks(tmp_path: Path) -> None:
         a, b = pool.map(lambda name: writer.write_stream(name, "raw", io.BytesIO(data)), ["a", "b"])
     assert [c.id for c in a.chunks] == [c.id for c in b.chunks]
     assert len(slow.chunk_puts) == len(set(slow.chunk_puts)) == len({c.id for c in a.chunks})
+
+
+def test_streams_recorded_with_sha256_still_restore_and_verify(tmp_path: Path) -> None:
+    """Streams written before BLAKE3 became the stream digest carry `sha256`: still read,
+    still checked; a wrong one is still caught."""
+    import hashlib
+
+    from vaultflow.verify import verify_snapshots
+
+    repo = make_repo(tmp_path)
+    data = sample(2**20)
+    sid = new_object_id()
+    m = manifest_for(repo, sid, data)
+    assert m.streams[0].blake3 and m.streams[0].sha256 is None
+    old = m.streams[0].model_copy(update={"blake3": None, "sha256": hashlib.sha256(data).hexdigest()})
+    repo.save_manifest(m.model_copy(update={"streams": [old]}))
+    loaded = repo.load_manifest(sid).streams[0]
+    out = io.BytesIO()
+    repo.read_stream(sid, loaded, out, sid)
+    assert out.getvalue() == data
+    assert all(v.valid for v in verify_snapshots(repo, [sid], deep=True))
+    wrong = old.model_copy(update={"sha256": hashlib.sha256(b"other").hexdigest()})
+    with pytest.raises(IntegrityError):
+        repo.read_stream(sid, wrong, io.BytesIO(), sid)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+import blake3 as blake3_hash
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SnapshotKind = Literal["full", "incremental", "differential"]
 
@@ -20,15 +22,44 @@ class ChunkRef(BaseModel):
     stored: int
 
 
+class StreamHasher(Protocol):
+    def update(self, data: bytes, /) -> object: ...
+    def hexdigest(self) -> str: ...
+
+
+def new_stream_hasher() -> StreamHasher:
+    """The digest new streams record: BLAKE3 (several times faster than SHA-256 here)."""
+    return blake3_hash.blake3()
+
+
 class StreamManifest(BaseModel):
-    """One named byte stream of a snapshot (a dump, later a table's data)."""
+    """One named byte stream of a snapshot (a dump, later a table's data).
+
+    The digest of the whole plaintext is `blake3` in streams written since it replaced
+    `sha256`; streams written before carry `sha256`. Readers verify whichever is there.
+    """
 
     name: str
     format: str = Field(description="how the bytes are to be read, e.g. pg_dump-custom, sqlite3-file")
     size: int
-    sha256: str
+    blake3: str | None = None
+    sha256: str | None = None
     chunks: list[ChunkRef]
     meta: dict[str, str] = Field(default_factory=dict, description="engine-specific, e.g. table and columns")
+
+    @model_validator(mode="after")
+    def _has_a_digest(self) -> StreamManifest:
+        if self.blake3 is None and self.sha256 is None:
+            raise ValueError(f"stream {self.name!r} records no digest (blake3 or sha256)")
+        return self
+
+    def hasher(self) -> StreamHasher:
+        """A fresh hasher of the kind this stream's digest was taken with."""
+        return blake3_hash.blake3() if self.blake3 is not None else hashlib.sha256()
+
+    @property
+    def digest(self) -> str:
+        return self.blake3 if self.blake3 is not None else str(self.sha256)
 
 
 class TableStats(BaseModel):

@@ -11,7 +11,6 @@ the manifest is written by one atomic put; so a snapshot is either complete or a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -33,7 +32,7 @@ from vaultflow.errors import (
     WrongPassphrase,
 )
 from vaultflow.repository.crypto import KdfParams, MasterKeys, Sealer, SealError, b64, unb64
-from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest
+from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest, new_stream_hasher
 from vaultflow.storage.base import ObjectStore
 
 CONFIG_KEY = "config"
@@ -254,7 +253,7 @@ class Repository:
         Raises IntegrityError before writing a chunk that fails its check; the caller
         must then treat everything already written as garbage.
         """
-        total = hashlib.sha256()
+        total = stream.hasher()
         done = 0
         # Chunks fetched ahead: at least 4, more when the store wants more requests at once.
         prefetch = prefetch or max(4, self.store.concurrency)
@@ -281,10 +280,10 @@ class Repository:
                 done += len(data)
                 if progress:
                     progress(done, 0)
-        if total.hexdigest() != stream.sha256 or done != stream.size:
+        if total.hexdigest() != stream.digest or done != stream.size:
             raise IntegrityError(
                 f"stream {stream.name!r} of snapshot {snapshot_id[:8]} does not match its "
-                "recorded SHA-256/size",
+                "recorded digest/size",
                 "the snapshot is damaged; restore another one",
             )
 
@@ -329,7 +328,7 @@ class StreamAborted(VaultflowError):
 class ChunkWriter:
     """Cuts streams into chunks and stores the chunks the chain does not hold yet.
 
-    The reading thread only cuts and feeds the whole-stream SHA-256; chunk ids, sealing
+    The reading thread only cuts and feeds the whole-stream digest; chunk ids, sealing
     and puts run on `workers` threads. Memory is bounded: at most `2 * workers` chunks
     (each <= the maximum chunk size) are in flight. Chunks already in the chain (from an
     earlier attempt of the same backup) are reused without being written again. Puts are
@@ -379,7 +378,7 @@ class ChunkWriter:
             normalized_chunking=params.normalization,  # type: ignore[arg-type]
             seed=self.repo.keys.chunker_seed,
         )
-        total = hashlib.sha256()
+        total = new_stream_hasher()
         futures: list[Future[tuple[str, int]]] = []
         inflight = threading.BoundedSemaphore(2 * self._workers)
         failures: list[BaseException] = []
@@ -421,7 +420,7 @@ class ChunkWriter:
         chunks = [ChunkRef(id=cid, size=n, stored=self.known[cid]) for cid, n in ids]
         if progress:
             progress(self.bytes_read, self.bytes_stored)
-        return StreamManifest(name=name, format=fmt, size=size, sha256=total.hexdigest(),
+        return StreamManifest(name=name, format=fmt, size=size, blake3=total.hexdigest(),
                               chunks=chunks, meta=meta or {})
 
     def _store_chunk(self, data: bytes) -> tuple[str, int]:
