@@ -23,7 +23,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP) $(AZURITE)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench

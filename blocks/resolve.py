@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from prefect.blocks.core import Block
 from pydantic import SecretStr
 
-from blocks.repository import BackupRepository, StorageSettings
 from vaultflow.catalog.catalog import vaultflow_home
 from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url, server_from_url
 from vaultflow.errors import InputError, RepositoryNotInitialised
 from vaultflow.repository import Repository, open_repository
 from vaultflow.storage import ObjectStore, open_store
 
+if TYPE_CHECKING:
+    from blocks.repository import StorageSettings
+
 ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlite-database",
                       "vaultflow-sqlserver")
 
 
+# The module defining each block type: imported only to load a saved block of that type, so a
+# command given URLs and paths never pays for prefect-aws / prefect-azure (seconds of imports).
+_BLOCK_MODULES = {"vaultflow-backup-repository": "blocks.repository", "vaultflow-archive-policy": "blocks.archive",
+                  **{slug: "blocks.engines" for slug in ENGINE_BLOCK_SLUGS}}
+
+
 def _load_block(slug: str, name: str) -> Block | None:
+    modules = [_BLOCK_MODULES[slug]] if slug in _BLOCK_MODULES else sorted(set(_BLOCK_MODULES.values()))
+    for module in modules:
+        importlib.import_module(module)  # registers the block class Block.load looks up by slug
     try:
         return cast(Block, Block.load(f"{slug}/{name}"))
     except ValueError:
@@ -189,6 +201,8 @@ def resolve_repository(ref: str | None) -> RepositoryRef:
             f"create it: `prefect block register -m blocks`, then Prefect UI > Blocks > + > vaultflow Backup "
             f"Repository named {ref!r} (in Python: BackupRepository(...).save({ref!r})); or give a path such as ./repo",
         )
+    from blocks.repository import BackupRepository
+
     assert isinstance(block, BackupRepository)
     settings = block.storage_settings()
     location = settings.location() if settings is not None else str(block.location)

@@ -154,9 +154,12 @@ def test_a_failing_table_stops_the_other_dumps(pg_database, repo_path: Path) -> 
     engine = engine_from_url(pg_url(name))
     real_open_dump = engine.open_dump
 
+    # Connected up front: on a busy machine a new connection takes long enough for the big
+    # dump to get far before the failure the test is about even happens.
+    dropper = psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True)
+
     def drop_then_open(source):  # type: ignore[no-untyped-def]
-        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as c:
-            c.execute("DROP TABLE a_small")  # its COPY now fails at once
+        dropper.execute("DROP TABLE a_small")  # its COPY now fails at once
         return source.open()
 
     @contextmanager
@@ -168,7 +171,7 @@ def test_a_failing_table_stops_the_other_dumps(pg_database, repo_path: Path) -> 
 
     engine.open_dump = open_dump  # type: ignore[method-assign]
     seen: list[int] = []
-    with pytest.raises(VaultflowError, match="a_small") as err:
+    with dropper, pytest.raises(VaultflowError, match="a_small") as err:
         backup_database(engine, repo_at(repo_path), snapshot_id=new_object_id(), jobs=2,
                         progress=lambda read, stored: seen.append(read))
     assert "stopped" not in str(err.value)  # the first failure is reported, not the aborted stream
@@ -183,10 +186,11 @@ def test_restore_sweeps_staging_databases_of_killed_restores(case: PostgresCase,
 
     from tests.conftest import drop_pg_database, pg_admin
 
-    old = f"vf_restore_{int(time.time()) - 13 * 3600}_{new_object_id()[:8]}"
-    recent = f"vf_restore_{int(time.time()) - 60}_{new_object_id()[:8]}"
+    old = f"vf_restore_{int(time.time()) - 13 * 3600}_{new_object_id()[:8]}"  # named before targets were
+    old_named = f"vf_restore_{int(time.time()) - 13 * 3600}_{new_object_id()[:8]}_vft_gone"
+    recent = f"vf_restore_{int(time.time()) - 60}_{new_object_id()[:8]}_vft_running"
     with pg_admin() as c:
-        for name in (old, recent):
+        for name in (old, old_named, recent):
             c.execute(f'CREATE DATABASE "{name}"')
     try:
         url = case.create_source(tmp_path)
@@ -195,10 +199,19 @@ def test_restore_sweeps_staging_databases_of_killed_restores(case: PostgresCase,
         restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)))
         with pg_admin() as c:
             left = {r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vf_restore_%'")}
-        assert old not in left and recent in left  # a recent one may belong to a restore still running
+        assert old not in left and old_named not in left
+        assert recent in left  # a recent one may belong to a restore still running
     finally:
-        drop_pg_database(old)
-        drop_pg_database(recent)
+        for name in (old, old_named, recent):
+            drop_pg_database(name)
+
+
+def test_side_databases_name_their_target_within_63_bytes() -> None:
+    from vaultflow.engines.postgres import side_database_name
+
+    assert side_database_name("vf_restore_1_0123abcd", "app") == "vf_restore_1_0123abcd_app"
+    cut = side_database_name("vf_old_0123456789ab", "é" * 40)
+    assert len(cut.encode()) <= 63 and cut.startswith("vf_old_0123456789ab_éé")
 
 
 def test_the_timeout_is_one_deadline_for_the_whole_run(case: PostgresCase, tmp_path: Path) -> None:

@@ -578,7 +578,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
                     self._create(target, charset)  # it existed, empty: leave it so
                 raise
             return
-        staging = f"vf_restore_{os.urandom(6).hex()}"
+        staging = f"vf_restore_{os.urandom(6).hex()}_{target}"[:64]  # names its target for whoever finds it
         self._create(staging, charset)
         try:
             self._load(staging, stream, read, timeout)

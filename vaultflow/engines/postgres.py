@@ -74,6 +74,7 @@ _INTEGER_TYPES = ("smallint", "integer", "bigint")
 # killed restore (the default run deadline is 6 h).
 STAGING_ORPHAN_SECONDS = 12 * 3600
 _INT8_MAX = 2**63 - 1
+_MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL cuts longer names
 # Output settings of every COPY session, so the bytes of a row do not depend on the
 # server's or the role's defaults (a carried-over segment must equal a re-read one).
 _COPY_SETTINGS = ("SET datestyle = ISO, YMD; SET intervalstyle = postgres; SET extra_float_digits = 3; "
@@ -186,6 +187,12 @@ ORDER BY 1, 2, i.indisprimary DESC, i.indexrelid
 """
 _INVENTORY_KINDS = {"r": "tables", "p": "tables", "v": "views", "m": "views", "S": "sequences",
                     "i": "indexes", "I": "indexes"}
+
+
+def side_database_name(prefix: str, target: str) -> str:
+    """`<prefix>_<target>`, cut to 63 bytes: a staging or replaced copy names the database it
+    belongs to, so whoever finds one left over knows which restore made it."""
+    return f"{prefix}_{target}".encode()[:_MAX_IDENTIFIER_BYTES].decode("utf-8", "ignore")
 
 
 def _schema_inventory(c: psycopg.Connection[Any]) -> SchemaInventory:
@@ -732,7 +739,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 f"database {target!r} on {self.server_label()} already has tables",
                 "restore into a new database name, or pass --replace to swap it out",
             )
-        staging = f"vf_restore_{int(time.time())}_{os.urandom(4).hex()}"
+        staging = side_database_name(f"vf_restore_{int(time.time())}_{os.urandom(4).hex()}", target)
         with self._connect(self.conn.maintenance_database) as admin:
             self._sweep_orphaned_staging(admin)
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
@@ -751,7 +758,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         """Drop staging databases left by restores that were killed: older than
         STAGING_ORPHAN_SECONDS (from the time in their name) and with no session on them."""
         rows = admin.execute(
-            "SELECT d.datname FROM pg_database d WHERE d.datname ~ '^vf_restore_[0-9]+_[0-9a-f]+$' "
+            "SELECT d.datname FROM pg_database d WHERE d.datname ~ '^vf_restore_[0-9]+_[0-9a-f]{8}(_|$)' "
             "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)").fetchall()
         for (name,) in rows:
             if time.time() - int(name.split("_")[2]) < STAGING_ORPHAN_SECONDS:
@@ -877,7 +884,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         ident = sql.Identifier
         with self._connect(self.conn.maintenance_database) as admin:
             if exists:
-                old = f"vf_old_{os.urandom(6).hex()}"
+                old = side_database_name(f"vf_old_{os.urandom(6).hex()}", target)
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
