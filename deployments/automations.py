@@ -146,10 +146,25 @@ def desired_automation(item: LoadedAutomation, block_id: UUID) -> AutomationCore
     )
 
 
+_SET_FIELDS = {"after", "expect", "for_each"}  # sets in Prefect's triggers: their JSON order means nothing
+
+
 def _comparable(automation: AutomationCore) -> dict[str, Any]:
     fields = {"name", "description", "enabled", "tags", "trigger", "actions", "actions_on_trigger",
               "actions_on_resolve"}
-    return AutomationCore.model_validate(automation.model_dump(include=fields)).model_dump(mode="json")
+    dumped = AutomationCore.model_validate(automation.model_dump(include=fields)).model_dump(mode="json")
+    return _sorted_sets(dumped)  # type: ignore[no-any-return]
+
+
+def _sorted_sets(value: Any) -> Any:
+    """`value` with the lists of set-valued trigger fields sorted, at any depth (compound
+    triggers nest them): a set dumps in hash order, which differs between processes."""
+    if isinstance(value, dict):
+        return {k: sorted(v) if k in _SET_FIELDS and isinstance(v, list) else _sorted_sets(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sorted_sets(v) for v in value]
+    return value
 
 
 def split_block_ref(ref: str) -> tuple[str, str]:

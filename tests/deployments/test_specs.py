@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,15 @@ def test_missing_blocks_are_listed_before_deploying(prefect_api: str) -> None:
     assert any("'postgres-app' parameter source" in p and "'pg-prod'" in p for p in problems), problems
     assert any("'sqlite-app' parameter source" in p and "'app-sqlite'" in p for p in problems), problems
     assert any("parameter repository" in p and "'vaultflow-repo'" in p for p in problems), problems
+
+
+def test_automations_compare_equal_whatever_the_hash_seed() -> None:
+    """Trigger sets (expect, after, for_each) dump in hash order, which changes with every
+    process; `automations apply` must still find an unchanged automation unchanged."""
+    script = ("import json, uuid; from deployments.automations import load_automations, desired_automation, "
+              "_comparable; print(json.dumps([_comparable(desired_automation(i, uuid.UUID(int=1))) "
+              "for i in load_automations()], sort_keys=True))")
+    dumps = {subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+             for seed in (1, 2, 3, 4, 5, 6)}
+    assert len(dumps) == 1
