@@ -403,14 +403,10 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         segmented = "segment" in first
         if segmented and not all("rows" in s.meta and "checksum" in s.meta for s in streams):
             return None
-        columns = json.loads(first.get("columns", "[]"))
-        query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(col) for col in columns) if columns else sql.SQL("*"),
-            sql.Identifier(first["schema"], first["table"])).as_string(None)
-        argv = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args(self.conn.database),
-                "-c", "SET synchronize_seqscans = off; " + _COPY_SETTINGS, "-c", query]
+        as_loaded = TableInfo(schema=first["schema"], name=first["table"],
+                              columns=json.loads(first.get("columns", "[]")), pk=[], order="heap")
         split = RowSplitter([int(s.meta["rows"]) for s in streams] if segmented else [])
-        with self._tool_stream("psql", argv, Deadline.start(None)) as stream:
+        with self._copy_out(as_loaded, None, Deadline.start(None)) as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 split(block)
         if not segmented:
