@@ -352,10 +352,13 @@ class MySQLSource(ServerSource):
     def connect(self) -> SourceConnection:
         import pymysql
 
+        from vaultflow.engines.mysql import MySQLClientConnection
+
         try:
-            raw = pymysql.connect(host=self.host, port=self.port, user=self.user, password=self.password or "",
-                                  database=self.dbname, autocommit=False, connect_timeout=10, charset="utf8mb4",
-                                  init_command="SET SESSION time_zone = '+00:00'")
+            raw = MySQLClientConnection(host=self.host, port=self.port, user=self.user,
+                                        password=self.password or "", database=self.dbname, autocommit=False,
+                                        connect_timeout=10, charset="utf8mb4",
+                                        init_command="SET SESSION time_zone = '+00:00'")
             with raw.cursor() as cur:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         except pymysql.err.OperationalError as exc:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import (
@@ -78,9 +79,6 @@ def catalog_url_for_parameters(url: str | None) -> str | None:
     InputError, whose message does not show it."""
     if not url:
         return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         password = make_url(url).password
     except (ArgumentError, ValueError):

@@ -233,7 +233,10 @@ class DatabaseEngine(ABC):
         """table_stats(), reading up to `jobs` tables at once where the engine can; `tables`
         (schema.name, as this engine names them) reads only those."""
         stats = self.table_stats(like=like)
-        return stats if tables is None else [t for t in stats if t.qualified in set(tables)]
+        if tables is None:
+            return stats
+        wanted = set(tables)
+        return [t for t in stats if t.qualified in wanted]
 
     def loaded_table_stats(self, table: str, streams: list[StreamManifest]) -> TableStats | None:
         """Statistics of `table` just after a restore loaded it from `streams` in that order

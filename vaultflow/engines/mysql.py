@@ -99,7 +99,7 @@ SELECT md5(concat_ws('|',
 """
 
 
-class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
+class MySQLClientConnection(pymysql.connections.Connection):  # type: ignore[misc]
     """pymysql's connection with a cheaper context for its default, opportunistic TLS.
 
     Given no TLS options, pymysql 1.2 offers TLS without verifying the server, and builds
@@ -113,13 +113,13 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         if sslp:
             return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
-        if _Connection._default_tls is None:
+        if MySQLClientConnection._default_tls is None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
-            _Connection._default_tls = ctx
-        return _Connection._default_tls
+            MySQLClientConnection._default_tls = ctx
+        return MySQLClientConnection._default_tls
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
     def _connect(self, database: str | None = None) -> pymysql.connections.Connection[Any]:
         c = self.conn
         try:
-            return _Connection(
+            return MySQLClientConnection(
                 host=c.host, port=c.port, user=c.user,
                 password=c.password.get_secret_value() if c.password is not None else "",
                 database=database, connect_timeout=c.connect_timeout, charset="utf8mb4", autocommit=True,

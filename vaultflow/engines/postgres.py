@@ -374,7 +374,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         with self._connect() as c:
             tables_info = _user_tables(c, self.conn.database, None, None, _ORDER_BY_PK_MAX_BYTES)
             if tables is not None:
-                tables_info = [t for t in tables_info if t.qualified in set(tables)]
+                wanted = set(tables)
+                tables_info = [t for t in tables_info if t.qualified in wanted]
             segments = {t.qualified: [n for n, _ in self._segment_evidence(c, t, widths[t.qualified])]
                         for t in tables_info if t.qualified in widths and t.segmentable}
 
