@@ -12,16 +12,23 @@ snapshot restores on its own.
 
 from __future__ import annotations
 
+import io
 import socket
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import blake3
+
 from vaultflow import __version__
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, segmented_table_stats
+from vaultflow.engines.segment_patch import PatchedSink, base_part
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
-from vaultflow.repository.repository import ChunkWriter, ProgressCallback, Repository
+from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
+
+ParentReader = Callable[[StreamManifest, ByteSink], None]
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,12 @@ def backup_database(
             with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
                                   exclude_tables=exclude_tables, parent_streams=previous) as session:
                 sources = session.sources + ([globals_source] if globals_source is not None else [])
-                streams, tables = _store_sources(writer, sources, jobs, progress)
+                read_parent = None
+                if previous is not None and parent is not None:
+                    def read_parent(stream: StreamManifest, sink: ByteSink, parent: SnapshotManifest = parent
+                                    ) -> None:
+                        repo.read_stream(parent.id, stream, sink, parent.chain)
+                streams, tables = _store_sources(writer, sources, jobs, progress, read_parent)
             if parent is not None and (session.unchanged or session.carried):
                 streams, tables = _carry_over(parent, session.unchanged, session.carried, streams, tables)
             tables = [t for t in tables if t.qualified not in _segmented(streams)] + _segment_stats(streams)
@@ -172,10 +184,16 @@ def _table_of(stream: StreamManifest) -> str | None:
 
 
 def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
-                   progress: ProgressCallback | None) -> tuple[list[StreamManifest], list[TableStats]]:
-    """Store every source; table sources run `jobs` at a time and yield their statistics."""
+                   progress: ProgressCallback | None, read_parent: ParentReader | None = None
+                   ) -> tuple[list[StreamManifest], list[TableStats]]:
+    """Store every source; table sources run `jobs` at a time and yield their statistics.
+    A source that offers a patch on a parent's stream is stored as one when that works."""
 
     def store(source: StreamSource) -> tuple[StreamManifest, TableStats | None]:
+        if source.patch is not None and read_parent is not None:
+            patched = _store_patch(writer, source, read_parent, progress)
+            if patched is not None:
+                return patched, None
         tap = RowTap() if source.table else None
         with source.open() as reader:
             stream = writer.write_stream(source.name, source.format, reader, progress, tap=tap or source.tap,
@@ -210,6 +228,58 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
             raise
     ordered = [results[s.name] for s in sources]
     return [r[0] for r in ordered], [r[1] for r in ordered if r[1] is not None]
+
+
+class _BufferSink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes, /) -> int:
+        self.data += data
+        return len(data)
+
+
+class _TapSink:
+    def __init__(self, tap: RowTap) -> None:
+        self.tap = tap
+
+    def write(self, data: bytes, /) -> int:
+        self.tap(data)
+        return len(data)
+
+
+def _store_patch(writer: ChunkWriter, source: StreamSource, read_parent: ParentReader,
+                 progress: ProgressCallback | None) -> StreamManifest | None:
+    """Store `source` as a patch on its base (engines/segment_patch.py): only the patch's
+    chunks are new, the base's chunks are referred to as they are. The statistics are those
+    of the patched rows. None when the engine's builder declines; then the source is read."""
+    assert source.patch is not None
+    base = base_part(source.patch.base)
+    if base is None:
+        return None
+    collected = _BufferSink()
+    read_parent(base, collected)
+    rows = collected.data
+    built = source.patch.build(rows)
+    if built is None:
+        return None
+    tap = RowTap()
+    patched = PatchedSink(_TapSink(tap), len(built.patch))
+    patched.write(built.patch)
+    patched.write(rows)
+    patched.finish()
+    if tap.rows != built.rows:
+        return None
+    patch = writer.write_stream(source.name, source.format, io.BytesIO(built.patch), progress)
+    digest = blake3.blake3(built.patch, max_threads=blake3.blake3.AUTO)
+    digest.update(rows)
+    table = source.table or ("", "")
+    meta = {**source.meta, **source.patch.meta, "rows": str(tap.rows),
+            "checksum": tap.stats(*table).checksum or "", "patch_bytes": str(len(built.patch)),
+            "patch_chunks": str(len(patch.chunks)), "patch_splices": str(built.splices),
+            "base_bytes": str(base.size), "base_digest": base.digest}
+    return StreamManifest(name=source.name, format=source.format, size=len(built.patch) + base.size,
+                          blake3=digest.hexdigest(), chunks=[*patch.chunks, *base.chunks], meta=meta)
 
 
 def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, started: datetime, **fields: object

@@ -8,13 +8,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import IO, Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import blake3
 
 from vaultflow.errors import InputError, ToolFailed, VaultflowError
 from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
+
+if TYPE_CHECKING:
+    from vaultflow.engines.segment_patch import SegmentPatchPlan
 
 GLOBALS_STREAM = "globals"  # name of the stream holding server-wide objects, when backed up
 
@@ -99,7 +102,9 @@ class StreamSource:
     last byte checks that the producer succeeded. `table` is set for a table's rows in
     COPY text format, whose row count and checksum the backup takes from the bytes.
     `tap`, if set, is shown every byte of the stream in order, in blocks, before the
-    context is left (the engine takes statistics from it).
+    context is left (the engine takes statistics from it). `patch`, if set, offers to
+    store the stream as a patch on a parent's stream (engines/segment_patch.py); `open()`
+    is used when the patch cannot be built.
     """
 
     name: str
@@ -108,6 +113,7 @@ class StreamSource:
     meta: dict[str, str] = field(default_factory=dict)
     table: tuple[str, str] | None = None
     tap: Callable[[bytes], None] | None = None
+    patch: SegmentPatchPlan | None = None  # store as a patch on the parent's segment when that works
 
 
 @dataclass

@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 from urllib.parse import quote
 
+import numpy as np
 import psycopg
 from psycopg import sql
 from pydantic import SecretStr
@@ -38,6 +39,17 @@ from vaultflow.engines.base import (
     segmented_table_stats,
 )
 from vaultflow.engines.process import Deadline, ToolProcess
+from vaultflow.engines.segment_patch import (
+    BaseIndex,
+    KeyFirstScanner,
+    LineIndex,
+    SegmentPatch,
+    SegmentPatchPlan,
+    base_part,
+    build_patch,
+    copy_lines,
+    read_rows,
+)
 from vaultflow.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -69,6 +81,14 @@ _ORDER_BY_PK_MAX_BYTES = 16 * 2**30
 # stored as key ranges of about SEGMENT_BYTES each (docs/design.md, "Table segments").
 SEGMENT_BYTES = 64 * 2**20
 SEGMENT_MIN_BYTES = 2 * SEGMENT_BYTES
+# Segment patches (engines/segment_patch.py): a changed segment is stored as a patch on its
+# base when at most this share of its rows changed since the base was read ...
+PATCH_MAX_CHANGED = 0.2
+PATCH_MAX_BASE_BYTES = 256 * 2**20  # ... its base is at most this big (it is read into memory) ...
+PATCH_BUFFER_BYTES = 512 * 2**20  # ... and a table's changed rows fit in this much memory.
+# Recorded snapshot xmins older than this many transaction ids are not compared with rows
+# (carrying over and patching need them; older ones mean a read).
+XMIN_MAX_AGE = 1_000_000_000
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 # A restore's staging database older than this with nobody connected is an orphan of a
 # killed restore (the default run deadline is 6 h).
@@ -376,7 +396,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             if tables is not None:
                 wanted = set(tables)
                 tables_info = [t for t in tables_info if t.qualified in wanted]
-            segments = {t.qualified: [n for n, _ in self._segment_evidence(c, t, widths[t.qualified])]
+            segments = {t.qualified: [seg.number for seg in self._segment_scan(c, t, widths[t.qualified], [])]
                         for t in tables_info if t.qualified in widths and t.segmentable}
 
         def read(t: TableInfo) -> TableStats:
@@ -458,6 +478,12 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             row = c.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot = str(row[0])
+            # The oldest transaction this snapshot may not see: every row version with an
+            # older xmin was committed before it (segment patches, below).
+            row = c.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8" if server_major >= 13
+                            else "SELECT txid_snapshot_xmin(txid_current_snapshot())").fetchone()
+            assert row is not None
+            snapshot_xmin = int(row[0])
             after: dict[str, str] = {}
             if parent_streams and settled:
                 after, settled = self._table_counters()
@@ -504,17 +530,30 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 parent_segments = {s.meta["segment"]: s for s in parent_tables.get(qualified, [])
                                    if s.meta.get("segment_width") == str(width)
                                    and s.meta.get("signature") == t.signature}
-                for number, evidence in self._segment_evidence(c, t, width):
-                    old = parent_segments.get(str(number))
-                    if old is not None and old.meta.get("evidence") == evidence:
-                        carried.append(old.name)  # the same row versions: the parent's bytes
-                        continue
-                    key_range = KeyRange(number, width)
-                    segment_meta = {**meta, "segment": str(number), "segment_width": str(width),
-                                    "evidence": evidence, "signature": t.signature}
-                    sources.append(StreamSource(f"table/{qualified}@{number}", TABLE_FORMAT,
+                bases = {n: s for n, s in parent_segments.items() if _patchable(s, t, snapshot_xmin)}
+                since = min((int(s.meta["base_xmin"]) for s in bases.values()), default=None)
+                # At most a few distinct marks per scan; a parent segment whose mark is left
+                # out is read (or patched) instead of carried over.
+                marks = sorted({int(s.meta["xmin"]) for s in parent_segments.values()
+                                if _comparable(s.meta.get("xmin"), snapshot_xmin)}, reverse=True)[:4]
+                scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}))
+                unchanged_segments = set()
+                for seg in scans:
+                    old = parent_segments.get(str(seg.number))
+                    if old is not None and seg.unchanged_since(old):
+                        carried.append(old.name)  # no row changed since the parent read it
+                        unchanged_segments.add(seg.number)
+                changed_segments = [seg for seg in scans if seg.number not in unchanged_segments]
+                patches = self._segment_patches(c, t, width, since, bases, changed_segments, snapshot, deadline)
+                for seg in changed_segments:
+                    key_range = KeyRange(seg.number, width)
+                    segment_meta = {**meta, "segment": str(seg.number), "segment_width": str(width),
+                                    "signature": t.signature, "xmin": str(snapshot_xmin),
+                                    "base_xmin": str(snapshot_xmin)}
+                    sources.append(StreamSource(f"table/{qualified}@{seg.number}", TABLE_FORMAT,
                                                 functools.partial(self._copy_out, t, snapshot, deadline, key_range),
-                                                meta=segment_meta, table=(t.schema, t.name)))
+                                                meta=segment_meta, table=(t.schema, t.name),
+                                                patch=patches.get(seg.number)))
             sources.append(StreamSource("data-extra", DATA_EXTRA_FORMAT,
                                         functools.partial(self._tool_stream, "pg_dump", extra_argv, deadline)))
             inventory = _schema_inventory(c)
@@ -572,28 +611,99 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         pieces = max(1, -(-t.heap_bytes // SEGMENT_BYTES))
         return 1 << max(0, (-(-span // pieces) - 1).bit_length())
 
-    def _segment_evidence(self, c: psycopg.Connection[Any], t: TableInfo, width: int) -> list[tuple[int, str]]:
-        """(segment number, evidence) of every non-empty segment, in the dump's snapshot.
-
-        The evidence is the number of row versions and the sums of their xmin and of a hash
-        of their ctid: a row is only ever changed by writing a new version, with a new xmin
-        and a new ctid, so equal evidence means the same row versions, hence the same bytes
-        (the signature covers what DDL changes without new versions).
-        """
+    def _segment_scan(self, c: psycopg.Connection[Any], t: TableInfo, width: int, marks: list[int]
+                      ) -> list[SegmentScan]:
+        """Every non-empty segment with its row count and, for each mark (a 64-bit
+        transaction id), how many of its rows have an xmin that is not older; one scan in
+        the dump's snapshot, cheap aggregates only."""
         key = sql.SQL("{}::int8").format(sql.Identifier(t.pk[0]))
-        tid_hash = "hashtid(ctid)" if c.info.server_version >= 140000 else "hashtext(ctid::text)"
-        query = sql.SQL(
-            "SELECT {number}, count(*), sum(xmin::text::bigint), sum({tid_hash}) FROM {table} "
-            "GROUP BY 1 ORDER BY 1").format(
-            number=_segment_number(key, width), tid_hash=sql.SQL(tid_hash),
-            table=sql.Identifier(t.schema, t.name))
+        counts = [sql.SQL(", count(*) FILTER (WHERE {})").format(_xmin_not_older(m)) for m in marks]
+        query = sql.SQL("SELECT {number}, count(*){counts} FROM {table} GROUP BY 1 ORDER BY 1").format(
+            number=_segment_number(key, width), counts=sql.Composed(counts), table=sql.Identifier(t.schema, t.name))
         # The planner cannot tell there are few groups and would sort every row (to disk).
         c.execute("SET enable_sort = off")
         try:
             rows = c.execute(query).fetchall()
         finally:
             c.execute("RESET enable_sort")
-        return [(int(n), f"{count}:{xmins}:{tids}") for n, count, xmins, tids in rows]
+        return [SegmentScan(int(r[0]), int(r[1]), dict(zip(marks, (int(n) for n in r[2:]), strict=True)))
+                for r in rows]
+
+    def _segment_patches(self, c: psycopg.Connection[Any], t: TableInfo, width: int, since: int | None,
+                         bases: dict[str, StreamManifest], changed: list[SegmentScan],
+                         snapshot: str, deadline: Deadline) -> dict[int, SegmentPatchPlan]:
+        """Patch plans for the changed segments that few rows changed in since their base.
+
+        Every row version with an xmin older than the base's snapshot xmin was visible to
+        the base and is unchanged since (PostgreSQL never changes a row in place), so the
+        base plus the rows whose xmin is not older (read here, in the dump's snapshot, in
+        key order, with one scan) gives the segment now, once the base rows that are gone
+        are dropped. The segment's row count says whether any are gone.
+        """
+        if since is None or t.pk[0] not in t.columns:
+            return {}
+        candidates: dict[int, tuple[StreamManifest, int]] = {}
+        changed_rows = 0
+        for seg in changed:
+            base = bases.get(str(seg.number))
+            if base is not None and seg.changed[since] <= PATCH_MAX_CHANGED * seg.rows:
+                candidates[seg.number] = (base, seg.rows)
+                changed_rows += seg.changed[since]
+        if not candidates:
+            return {}
+        total_rows = sum(seg.rows for seg in changed) or 1
+        if changed_rows * max(t.heap_bytes, 1) / total_rows > PATCH_BUFFER_BYTES:
+            return {}
+        query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} ORDER BY {}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(col) for col in t.columns), sql.Identifier(t.schema, t.name),
+            _xmin_not_older(since), sql.Identifier(t.pk[0]))
+        c.execute(_COPY_SETTINGS)
+        buffer = bytearray()
+        with c.cursor().copy(query) as copy:
+            for block in copy:
+                buffer += block
+        changed_all = bytes(buffer)
+        del buffer
+        key_index = t.columns.index(t.pk[0])
+        lines = copy_lines(changed_all, key_index)
+        if lines is None:
+            return {}
+        numbers = lines.keys // width
+        plans = {}
+        for number, (base, rows_now) in candidates.items():
+            first, end = (int(i) for i in np.searchsorted(numbers, [number, number + 1]))
+            piece = changed_all[int(lines.starts[first]):int(lines.ends[end - 1]) + 1] if end > first else b""
+            build = functools.partial(self._build_segment_patch, t, KeyRange(number, width), piece, rows_now,
+                                      snapshot, deadline)
+            plans[number] = SegmentPatchPlan(base=base, build=build, meta={"base_xmin": base.meta["base_xmin"]})
+        return plans
+
+    def _build_segment_patch(self, t: TableInfo, key_range: KeyRange, changed: bytes, rows_now: int,
+                             snapshot: str, deadline: Deadline, base: bytes | bytearray) -> SegmentPatch | None:
+        """The patch turning `base` into the segment now, or None (read it whole)."""
+        key_index = t.columns.index(t.pk[0])
+        changed_lines = copy_lines(changed, key_index)
+        if changed_lines is None or (base and not base.endswith(b"\n")):
+            return None
+        index: BaseIndex | None = KeyFirstScanner(base) if key_index == 0 else None
+        if index is None:
+            if (lines := copy_lines(base, key_index)) is None:
+                return None
+            index = LineIndex(base, lines)
+        built = build_patch(base, index, changed, changed_lines)
+        if built.rows > rows_now:
+            # Base rows were deleted (or moved to another key): find them among the keys now.
+            lines = index.lines if isinstance(index, LineIndex) else copy_lines(base, key_index)
+            keys_only = replace(t, columns=[t.pk[0]])
+            with self._copy_out(keys_only, snapshot, deadline, key_range) as stream:
+                now = copy_lines(stream.read(), 0)
+            if lines is None or now is None:
+                return None
+            gone = np.setdiff1d(lines.keys, now.keys, assume_unique=True)
+            built = build_patch(base, index, changed, changed_lines, gone)
+        if built.rows != rows_now or len(built.patch) > PATCH_MAX_CHANGED * max(len(base), 1) + 4096:
+            return None
+        return built
 
     @contextmanager
     def _tool_stream(self, tool: str, argv: list[str], deadline: Deadline) -> Iterator[IO[bytes]]:
@@ -863,7 +973,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         with ToolProcess(argv, env=self._tool_env(), stdin=subprocess.PIPE, timeout=deadline.remaining()) as proc:
             try:
                 for stream in streams:
-                    read(stream, proc.stdin)
+                    read_rows(read, stream, proc.stdin)
                 proc.stdin.close()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the tool stopped early; its own error is reported below
@@ -1031,6 +1141,49 @@ def _segment_number(key: sql.Composable, width: int) -> sql.Composable:
         key=key, w=sql.Literal(width))
 
 
+@dataclass(frozen=True)
+class SegmentScan:
+    """One non-empty key-range segment as the dump's snapshot sees it: its rows, and per
+    mark (a 64-bit transaction id) how many of them have an xmin that is not older."""
+
+    number: int
+    rows: int
+    changed: dict[int, int]
+
+    def unchanged_since(self, old: StreamManifest) -> bool:
+        """Whether the segment holds exactly the rows of `old`, a stream of it read (or
+        carried over) in a snapshot whose xmin `old` records: no row is newer than that
+        xmin (every insert or update writes a version with a newer one) and no row is gone
+        (the count is the same)."""
+        mark = old.meta.get("xmin")
+        return (mark is not None and self.changed.get(int(mark)) == 0
+                and str(self.rows) == old.meta.get("rows"))
+
+
+def _comparable(xmin: str | None, snapshot_xmin: int) -> bool:
+    """Whether rows can be compared with a recorded snapshot xmin: not older than
+    XMIN_MAX_AGE ids, so that 32-bit xids still compare, and a normal id."""
+    return (xmin is not None and 0 <= snapshot_xmin - int(xmin) < XMIN_MAX_AGE
+            and int(xmin) % 2**32 >= 3)
+
+
+def _patchable(base: StreamManifest, t: TableInfo, snapshot_xmin: int) -> bool:
+    """Whether a parent's segment stream can be the base of a patch now: it records a
+    comparable snapshot xmin its base was read at and a BLAKE3 digest, and is small enough
+    to be read into memory."""
+    if not _comparable(base.meta.get("base_xmin"), snapshot_xmin) or base_part(base) is None:
+        return False
+    size = int(base.meta.get("base_bytes", base.size))
+    return size <= PATCH_MAX_BASE_BYTES and t.pk[0] in t.columns
+
+
+def _xmin_not_older(since: int) -> sql.Composable:
+    """Rows whose xmin is `since` (a 64-bit transaction id) or newer. age() counts back from
+    the same point for both sides of the comparison; PostgreSQL keeps the ids of live rows
+    within 2^31 of each other, and `since` is kept within XMIN_MAX_AGE of now."""
+    return sql.SQL("age(xmin) <= age({}::xid)").format(sql.Literal(str(since % 2**32)))
+
+
 def _only_foreign_key_errors(stderr: str) -> bool:
     """Whether every error pg_restore ignored was a foreign key its restored rows violate
     (what a restore of chosen tables expects), and none was lost from the kept stderr."""
@@ -1084,7 +1237,7 @@ def export_plain_sql(streams: list[StreamManifest], read: StreamReader, out: IO[
             sql.Identifier(s.meta["schema"], s.meta["table"]),
             sql.SQL(", ").join(sql.Identifier(c) for c in columns)).as_string(None)
         out.write(header.encode())
-        read(s, out)
+        read_rows(read, s, out)
         out.write(b"\\.\n\n")
     for s in extra:
         to_sql(s)
