@@ -13,6 +13,7 @@ snapshot restores on its own.
 from __future__ import annotations
 
 import io
+import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -29,6 +30,7 @@ from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, Stream
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
 
 ParentReader = Callable[[StreamManifest, ByteSink], None]
+PATCH_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,6 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
     A source that offers a patch on a parent's stream is stored as one when that works."""
 
     def store(source: StreamSource) -> tuple[StreamManifest, TableStats | None]:
-        if source.patch is not None and read_parent is not None:
-            patched = _store_patch(writer, source, read_parent, progress)
-            if patched is not None:
-                return patched, None
         tap = RowTap() if source.table else None
         with source.open() as reader:
             stream = writer.write_stream(source.name, source.format, reader, progress, tap=tap or source.tap,
@@ -205,13 +203,25 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
             return stream.model_copy(update={"meta": meta}), None
         return stream, stats
 
-    tables = [s for s in sources if s.table]
+    patches = [s for s in sources if s.table and s.patch is not None and read_parent is not None]
+    tables = [s for s in sources if s.table and s not in patches]
     results: dict[str, tuple[StreamManifest, TableStats | None]] = {}
     for source in sources:
         if not source.table:
             results[source.name] = store(source)
-    with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-dump") as pool:
+    # `jobs` bounds the sessions on the database; patches are built from the repository
+    # (CPU and storage reads) beside them, PATCH_WORKERS at a time. A patch the engine
+    # declines is read from the database after all, in the `jobs` pool.
+    with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="vf-dump") as pool, \
+            ThreadPoolExecutor(max_workers=PATCH_WORKERS, thread_name_prefix="vf-patch") as patch_pool:
+
+        def patch_or_read(source: StreamSource) -> tuple[StreamManifest, TableStats | None]:
+            assert read_parent is not None
+            patched = _store_patch(writer, source, read_parent, progress)
+            return (patched, None) if patched is not None else pool.submit(store, source).result()
+
         futures = {s.name: pool.submit(store, s) for s in tables}
+        futures.update((s.name, patch_pool.submit(patch_or_read, s)) for s in patches)
         try:
             done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]

@@ -471,6 +471,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         deadline = Deadline.start(timeout)
         before, settled = self._table_counters(settle=12.0 if parent_streams else 0.0)
         c = self._connect(autocommit=False)
+        speculate = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vf-changed")
         try:
             server_major, server_version = self._server_version(c)
             versions = self._check_tools(server_major, server_version)
@@ -536,7 +537,16 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 # out is read (or patched) instead of carried over.
                 marks = sorted({int(s.meta["xmin"]) for s in parent_segments.values()
                                 if _comparable(s.meta.get("xmin"), snapshot_xmin)}, reverse=True)[:4]
-                scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}))
+                # The rows changed since the bases are read at the same time as the scan,
+                # through another session in the same snapshot; unused if nothing is patched.
+                changed_rows = (speculate.submit(self._changed_rows, t, since, snapshot, deadline)
+                                if since is not None and t.pk[0] in t.columns else None)
+                try:
+                    scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}))
+                except BaseException:
+                    if changed_rows is not None:
+                        changed_rows.cancel()
+                    raise
                 unchanged_segments = set()
                 for seg in scans:
                     old = parent_segments.get(str(seg.number))
@@ -544,7 +554,9 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                         carried.append(old.name)  # no row changed since the parent read it
                         unchanged_segments.add(seg.number)
                 changed_segments = [seg for seg in scans if seg.number not in unchanged_segments]
-                patches = self._segment_patches(c, t, width, since, bases, changed_segments, snapshot, deadline)
+                patches = (self._segment_patches(t, width, since, bases, changed_segments, changed_rows.result(),
+                                                 snapshot, deadline)
+                           if changed_rows is not None and since is not None else {})
                 for seg in changed_segments:
                     key_range = KeyRange(seg.number, width)
                     segment_meta = {**meta, "segment": str(seg.number), "segment_width": str(width),
@@ -560,6 +572,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             yield DumpSession(sources=sources, versions=versions, unchanged=unchanged, carried=carried,
                               inventory=inventory)
         finally:
+            speculate.shutdown(wait=True, cancel_futures=True)
             c.close()
 
     def _table_counters(self, *, settle: float = 0.0) -> tuple[dict[str, str], bool]:
@@ -629,9 +642,23 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         return [SegmentScan(int(r[0]), int(r[1]), dict(zip(marks, (int(n) for n in r[2:]), strict=True)))
                 for r in rows]
 
-    def _segment_patches(self, c: psycopg.Connection[Any], t: TableInfo, width: int, since: int | None,
-                         bases: dict[str, StreamManifest], changed: list[SegmentScan],
-                         snapshot: str, deadline: Deadline) -> dict[int, SegmentPatchPlan]:
+    def _changed_rows(self, t: TableInfo, since: int, snapshot: str, deadline: Deadline) -> bytes | None:
+        """The table's rows whose xmin is not older than `since`, in key order, read in the
+        dump's snapshot with one scan; None if they are more than PATCH_BUFFER_BYTES."""
+        out = bytearray()
+        try:
+            with self._copy_out(t, snapshot, deadline, where=_xmin_not_older(since)) as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    out += block
+                    if len(out) > PATCH_BUFFER_BYTES:
+                        raise _TooMuchChanged
+        except _TooMuchChanged:
+            return None
+        return bytes(out)
+
+    def _segment_patches(self, t: TableInfo, width: int, since: int, bases: dict[str, StreamManifest],
+                         changed: list[SegmentScan], changed_all: bytes | None, snapshot: str,
+                         deadline: Deadline) -> dict[int, SegmentPatchPlan]:
         """Patch plans for the changed segments that few rows changed in since their base.
 
         Every row version with an xmin older than the base's snapshot xmin was visible to
@@ -640,30 +667,13 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         key order, with one scan) gives the segment now, once the base rows that are gone
         are dropped. The segment's row count says whether any are gone.
         """
-        if since is None or t.pk[0] not in t.columns:
-            return {}
         candidates: dict[int, tuple[StreamManifest, int]] = {}
-        changed_rows = 0
         for seg in changed:
             base = bases.get(str(seg.number))
             if base is not None and seg.changed[since] <= PATCH_MAX_CHANGED * seg.rows:
                 candidates[seg.number] = (base, seg.rows)
-                changed_rows += seg.changed[since]
-        if not candidates:
+        if not candidates or changed_all is None:
             return {}
-        total_rows = sum(seg.rows for seg in changed) or 1
-        if changed_rows * max(t.heap_bytes, 1) / total_rows > PATCH_BUFFER_BYTES:
-            return {}
-        query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} ORDER BY {}) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(col) for col in t.columns), sql.Identifier(t.schema, t.name),
-            _xmin_not_older(since), sql.Identifier(t.pk[0]))
-        c.execute(_COPY_SETTINGS)
-        buffer = bytearray()
-        with c.cursor().copy(query) as copy:
-            for block in copy:
-                buffer += block
-        changed_all = bytes(buffer)
-        del buffer
         key_index = t.columns.index(t.pk[0])
         lines = copy_lines(changed_all, key_index)
         if lines is None:
@@ -713,18 +723,20 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 raise self._tool_failure(tool, proc, deadline)
 
     def _copy_out(self, t: TableInfo, snapshot: str | None, deadline: Deadline,
-                  key_range: KeyRange | None = None) -> AbstractContextManager[IO[bytes]]:
-        """A table's rows (or one key range of them) as COPY text, via psql (its big buffered
-        writes beat per-row reads)."""
-        where: sql.Composable = sql.SQL("")
+                  key_range: KeyRange | None = None, *, where: sql.Composable | None = None
+                  ) -> AbstractContextManager[IO[bytes]]:
+        """A table's rows (or one key range of them, or those matching `where`) as COPY
+        text, via psql (its big buffered writes beat per-row reads)."""
+        conditions = [where] if where is not None else []
         if key_range is not None:
             key = sql.Identifier(t.pk[0])
-            where = sql.SQL(" WHERE {} >= {}").format(key, sql.Literal(key_range.low))
+            conditions.append(sql.SQL("{} >= {}").format(key, sql.Literal(key_range.low)))
             if key_range.high is not None:
-                where = sql.SQL("{} AND {} < {}").format(where, key, sql.Literal(key_range.high))
+                conditions.append(sql.SQL("{} < {}").format(key, sql.Literal(key_range.high)))
+        where_clause = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
         query = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT").format(
             sql.SQL(", ").join(sql.Identifier(col) for col in t.columns) if t.columns else sql.SQL("*"),
-            sql.Identifier(t.schema, t.name), where,
+            sql.Identifier(t.schema, t.name), where_clause,
             sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in t.pk))
             if t.order == "pk" else sql.SQL(""),
         ).as_string(None)
@@ -1139,6 +1151,10 @@ def _segment_number(key: sql.Composable, width: int) -> sql.Composable:
     """The segment of `key` (floor division by `width`, also for negative keys)."""
     return sql.SQL("CASE WHEN {key} >= 0 THEN {key} / {w} ELSE ({key} + 1) / {w} - 1 END").format(
         key=key, w=sql.Literal(width))
+
+
+class _TooMuchChanged(Exception):
+    """Raised inside a COPY read to stop it (leaving the tool's context kills psql)."""
 
 
 @dataclass(frozen=True)
