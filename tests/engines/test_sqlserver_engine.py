@@ -117,8 +117,11 @@ class FakeSqlServer:
             database_name, kind, where, options = m.groups()
             assert options.startswith("COPY_ONLY, CHECKSUM")
             data = self.databases[database_name]
-            if self.fail_backup:
-                self._write((kind, where), data[: len(data) // 2])
+            if self.fail_backup:  # a disk file half written, or blob blocks never committed
+                if kind == "DISK":
+                    self._write((kind, where), data[: len(data) // 2])
+                else:
+                    self._blob(where).stage_block("YmxvY2swMDAx", data[: len(data) // 2])
                 raise ss.map_error(Exception("42000", "[SQL Server]Write on backup device failed: operating system "
                                              "error 112 (not enough space). (3202)"), "sql1:1433", database_name)
             self._write((kind, where), data)
@@ -179,7 +182,8 @@ def container_sas(container: str) -> str:
 def staged_blobs(azurite: AzuriteServer, container: str) -> list[str]:
     from azure.storage.blob import ContainerClient
 
-    return [b.name for b in ContainerClient.from_connection_string(azurite.connection_string, container).list_blobs()]
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    return [b.name for b in client.list_blobs(include=["uncommittedblobs"])]
 
 
 @dataclass
