@@ -104,6 +104,8 @@ class FakeSqlServer:
         if m := re.fullmatch(r"SELECT DB_ID\(N'(.*)'\)", statement):
             name = m.group(1).replace("''", "'")
             return [(sorted(self.databases).index(name) + 5 if name in self.databases else None,)]
+        if statement == ss.PRIMARY_KEYS:
+            return [("dbo", "customers", "id"), ("dbo", "orders", "region"), ("dbo", "orders", "id")]
         if statement == ss.TABLE_STATS:
             return [("dbo", "customers", 3), ("dbo", "orders", 7)]
         if m := re.fullmatch(r"SELECT COUNT_BIG\(\*\), CHECKSUM_AGG\(BINARY_CHECKSUM\(\*\)\) FROM \[dbo\]\.\[(\w+)\]",
