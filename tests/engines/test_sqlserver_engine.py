@@ -14,6 +14,7 @@ these statements and writes/reads these places is NOT tested.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import sys
@@ -432,3 +433,17 @@ def test_block_builds_the_engine_with_typed_staging(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs both staging_container_url and staging_sas"):
         SqlServer(host="sql1", staging_container_url="https://a.blob.core.windows.net/b").engine("sales")
     assert SqlServer(host="sql1").engine("sales").staging is None
+
+
+def test_cli_backup_of_an_mssql_url_without_staging_is_one_line(repo_path: Path) -> None:
+    """The real `vaultflow backup` command: refused before any connection is tried."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "vaultflow.cli.main", "backup", "mssql://backup@127.0.0.1:1/sales",
+                           "--repo", str(repo_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SQLCMDPASSWORD": "cli-secret-pw"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a staging place" in lines[0] and "?server_path=" in lines[0]
+    assert "cli-secret-pw" not in proc.stderr + proc.stdout
+    assert open_repo(repo_path).snapshot_ids() == []

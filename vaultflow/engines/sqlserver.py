@@ -48,8 +48,8 @@ _log = logging.getLogger("vaultflow.sqlserver")
 
 DEFAULT_DRIVER = "ODBC Driver 18 for SQL Server"
 SYSTEM_DATABASES = ("master", "tempdb", "model", "msdb")
-MISSING_DRIVER_FIX = ("install pyodbc (pip install 'vaultflow[sqlserver]'), the unixODBC library (Debian: "
-                      "apt-get install unixodbc) and Microsoft's driver (Debian/Ubuntu: msodbcsql18 from "
+MISSING_DRIVER_FIX = ("install pyodbc (pip install pyodbc, or the extra named sqlserver), the unixODBC library "
+                      "(Debian: apt-get install unixodbc) and Microsoft's driver (Debian/Ubuntu: msodbcsql18 from "
                       "packages.microsoft.com, ACCEPT_EULA=Y)")
 
 
@@ -671,7 +671,8 @@ class SqlServerEngine(ServerEngine[SqlServerConnection]):
             raise InputError(f"{action} {self.describe()} needs a staging place that SQL Server writes the .bak to "
                              "and vaultflow reads it from",
                              "set staging_container_url and staging_sas (Azure Blob), or staging_server_path and "
-                             "staging_local_path (a shared directory) in the SqlServer block")
+                             "staging_local_path (a shared directory) in the SqlServer block, or add "
+                             "?server_path=...&local_path=... to the mssql:// URL")
         self.staging.check()
         return self.staging
 
