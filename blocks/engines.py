@@ -157,16 +157,17 @@ class SqlServer(ServerBlock):
             if not self.staging_container_url or self.staging_sas is None:
                 raise InputError(f"{name}: Azure Blob staging needs both staging_container_url and staging_sas",
                                  "set the missing one")
-            staging: Staging = BlobStaging(self.staging_container_url, self.staging_sas, self.staging_client_url)
-        elif disk:
+            staging = BlobStaging(self.staging_container_url, self.staging_sas, self.staging_client_url)
+            staging.check()  # offline: the URL's shape
+            return staging
+        if disk:
             if not self.staging_server_path or not self.staging_local_path:
                 raise InputError(f"{name}: directory staging needs both staging_server_path and staging_local_path",
                                  "set the missing one")
-            staging = DiskStaging(self.staging_server_path, self.staging_local_path)
-        else:
-            return None
-        staging.check()
-        return staging
+            # Whether the directory exists is checked when a backup or restore uses it: a
+            # machine that only lists databases need not have the share mounted.
+            return DiskStaging(self.staging_server_path, self.staging_local_path)
+        return None
 
     def engine(self, database: str | None = None) -> SqlServerEngine:
         return SqlServerEngine(self.connection(self._database_or_default(database)), self.staging(),

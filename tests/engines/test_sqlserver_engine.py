@@ -433,6 +433,10 @@ def test_block_builds_the_engine_with_typed_staging(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs both staging_container_url and staging_sas"):
         SqlServer(host="sql1", staging_container_url="https://a.blob.core.windows.net/b").engine("sales")
     assert SqlServer(host="sql1").engine("sales").staging is None
+    # Listing databases needs no staging directory on this machine; a backup checks it.
+    unmounted = SqlServer(host="sql1", staging_server_path="/srv", staging_local_path="/not/mounted").engine("sales")
+    with pytest.raises(InputError, match="/not/mounted does not exist"):
+        unmounted._staging("backing up")
 
 
 def test_cli_backup_of_an_mssql_url_without_staging_is_one_line(repo_path: Path) -> None:

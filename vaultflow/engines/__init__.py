@@ -133,7 +133,9 @@ def _sqlserver_from_url(host: str | None, port: int | None, user: str | None, pa
     if "server_path" in query or "local_path" in query:
         staging = DiskStaging(server_path=query.get("server_path", [""])[-1],
                               local_path=query.get("local_path", [""])[-1])
-        staging.check()
+        if not staging.server_path or not staging.local_path:
+            raise InputError("disk staging for SQL Server needs both server_path and local_path",
+                             "add the directory as the SQL Server host sees it and as vaultflow sees it to the URL")
     env_password = os.environ.get("SQLCMDPASSWORD")
     conn = SqlServerConnection(
         host=host or "127.0.0.1", port=port or 1433, user=unquote(user) if user else "sa", database=database,
