@@ -8,14 +8,20 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from vaultflow.engines import (
-    DatabaseEngine,
     MySQLConnection,
     MySQLEngine,
     PostgresConnection,
     PostgresEngine,
     SqliteEngine,
 )
-from vaultflow.engines.sqlserver import SqlServerClient, SqlServerConnection
+from vaultflow.engines.sqlserver import (
+    BlobStaging,
+    DiskStaging,
+    SqlServerClient,
+    SqlServerConnection,
+    SqlServerEngine,
+    Staging,
+)
 from vaultflow.errors import InputError
 
 
@@ -90,11 +96,17 @@ class MySQLServer(ServerBlock):
 
 
 class SqlServer(ServerBlock):
-    """A SQL Server / Azure SQL server for native BACKUP ... TO DISK/URL (not run against a real server yet)."""
+    """A SQL Server / Azure SQL Managed Instance and where its native backups are staged.
+
+    Not run against a real server yet (see README, SQL Server). A backup runs BACKUP
+    DATABASE ... COPY_ONLY, CHECKSUM into the staging place, streams the .bak into the
+    repository and deletes it; a restore does the reverse with RESTORE ... WITH MOVE.
+    """
 
     _block_type_name = "vaultflow SQL Server"
     _block_type_slug = "vaultflow-sqlserver"
-    _description = "Host, port and login of a SQL Server; needs pyodbc and msodbcsql18. Untested against a server."
+    _description = ("SQL Server login and the staging place (Azure Blob container + SAS, or a shared directory) "
+                    "for native backups; needs pyodbc and msodbcsql18. Untested against a real server.")
 
     host: str = Field(description="Host name or address.")
     port: int = Field(default=1433, ge=1, le=65535)
@@ -103,6 +115,24 @@ class SqlServer(ServerBlock):
     driver: str = Field(default="ODBC Driver 18 for SQL Server", description="ODBC driver name.")
     encrypt: bool = Field(default=True, description="Encrypt the connection (TLS).")
     trust_server_certificate: bool = Field(default=False, description="Skip certificate validation.")
+    staging_container_url: str | None = Field(
+        default=None, description="Azure Blob staging: https://ACCOUNT.blob.core.windows.net/CONTAINER as SQL Server "
+                                  "reaches it (BACKUP/RESTORE ... URL).")
+    staging_sas: SecretStr | None = Field(
+        default=None, description="SAS for the staging container (read, write, create, list, delete); goes into the "
+                                  "server's credential and vaultflow's blob client only.")
+    staging_client_url: str | None = Field(
+        default=None, description="The staging container as vaultflow reaches it, if not the same URL.")
+    staging_server_path: str | None = Field(
+        default=None, description="Directory staging: the shared directory as the SQL Server host sees it.")
+    staging_local_path: str | None = Field(
+        default=None, description="Directory staging: the same directory as vaultflow sees it.")
+    data_dir: str | None = Field(default=None, description="Where restores put data files; the instance default if "
+                                                           "empty.")
+    log_dir: str | None = Field(default=None, description="Where restores put log files; the instance default if "
+                                                          "empty.")
+    compression: bool = Field(default=False, description="BACKUP WITH COMPRESSION (smaller staging, less chunk "
+                                                         "reuse between snapshots).")
 
     def connection(self, database: str | None = None) -> SqlServerConnection:
         return SqlServerConnection(
@@ -114,12 +144,39 @@ class SqlServer(ServerBlock):
     def client(self) -> SqlServerClient:
         return SqlServerClient(self.connection())
 
-    def engine(self, database: str | None = None) -> DatabaseEngine:
-        raise InputError(
-            f"SQL Server block {self._block_document_name!r}: SQL Server databases cannot be backed up into a "
-            "vaultflow repository yet",
-            "use the block's client() for native BACKUP ... TO URL/DISK (see README, SQL Server)",
-        )
+    def staging(self) -> Staging | None:
+        """The configured staging place; one clear line if it is half set or set twice."""
+        name = f"SqlServer block {self._block_document_name!r}"
+        blob = self.staging_container_url or self.staging_sas or self.staging_client_url
+        disk = self.staging_server_path or self.staging_local_path
+        if blob and disk:
+            raise InputError(f"{name} sets both Azure Blob and directory staging",
+                             "keep either staging_container_url/staging_sas or staging_server_path/"
+                             "staging_local_path")
+        if blob:
+            if not self.staging_container_url or self.staging_sas is None:
+                raise InputError(f"{name}: Azure Blob staging needs both staging_container_url and staging_sas",
+                                 "set the missing one")
+            staging = BlobStaging(self.staging_container_url, self.staging_sas, self.staging_client_url)
+            staging.check()  # offline: the URL's shape
+            return staging
+        if disk:
+            if not self.staging_server_path or not self.staging_local_path:
+                raise InputError(f"{name}: directory staging needs both staging_server_path and staging_local_path",
+                                 "set the missing one")
+            # Whether the directory exists is checked when a backup or restore uses it: a
+            # machine that only lists databases need not have the share mounted.
+            return DiskStaging(self.staging_server_path, self.staging_local_path)
+        return None
+
+    def engine(self, database: str | None = None) -> SqlServerEngine:
+        return SqlServerEngine(self.connection(self._database_or_default(database)), self.staging(),
+                               data_dir=self.data_dir, log_dir=self.log_dir, compression=self.compression)
+
+    def server_engine(self) -> SqlServerEngine:
+        """An engine for listing the server's databases (through master)."""
+        return SqlServerEngine(self.connection(self.database or "master"), self.staging(), data_dir=self.data_dir,
+                               log_dir=self.log_dir, compression=self.compression)
 
 
 class SqliteDatabase(Block):

@@ -9,12 +9,13 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from vaultflow.catalog import Catalog
-from vaultflow.engines import DatabaseEngine, mysql
+from vaultflow.engines import DatabaseEngine, mysql, sqlserver
 
 SYSTEM_DATABASES: dict[str, tuple[str, ...]] = {
     "postgresql": ("postgres", "template0", "template1"),
     "mysql": mysql.SYSTEM_DATABASES,
     "sqlite": (),
+    "sqlserver": sqlserver.SYSTEM_DATABASES,
 }
 """Left out unless include_system is set: the servers' own databases, not user data."""
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultflow.engines import mysql, postgres, sqlite
+from vaultflow.engines import mysql, postgres, sqlite, sqlserver
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
@@ -17,7 +17,7 @@ from vaultflow.repository.repository import ByteSink, ProgressCallback, Reposito
 
 _ENGINE_OF_FORMAT = {
     postgres.LEGACY_FORMAT: "postgresql", postgres.SCHEMA_FORMAT: "postgresql", sqlite.DUMP_FORMAT: "sqlite",
-    mysql.DUMP_FORMAT: "mysql",
+    mysql.DUMP_FORMAT: "mysql", sqlserver.NATIVE_FORMAT: "sqlserver",
 }
 
 

@@ -73,3 +73,28 @@ def test_scratch_server_from_url_or_block(prefect_api: str, tmp_path: object) ->
         "pg-scratch", overwrite=True)
     server = resolve_scratch("pg-scratch", "postgresql")
     assert server.suites_dir == "/srv/suites" and server.engine.server_label() == "scratch1:5432"
+
+
+def test_sqlserver_block_keeps_password_and_sas_masked(prefect_api: str) -> None:
+    """Saved and loaded through the real Prefect API; builds the engine without connecting
+    (no SQL Server is involved: none runs here)."""
+    from prefect.client.orchestration import get_client
+
+    from blocks import SqlServer
+    from vaultflow.engines.sqlserver import BlobStaging, SqlServerEngine
+
+    SqlServer(host="sql1", password=SecretStr("s3cr3t-mssql"), database="sales",
+              staging_container_url="https://acct.blob.core.windows.net/stage",
+              staging_sas=SecretStr("sv=2024&sig=s3cr3t-sas")).save("mssql-masked", overwrite=True)
+
+    async def read() -> dict[str, object]:
+        async with get_client() as client:
+            doc = await client.read_block_document_by_name(name="mssql-masked", block_type_slug="vaultflow-sqlserver",
+                                                           include_secrets=False)
+            return dict(doc.data)
+
+    assert "s3cr3t" not in repr(asyncio.run(read()))
+    engine = SqlServer.load("mssql-masked").engine()
+    assert isinstance(engine, SqlServerEngine) and isinstance(engine.staging, BlobStaging)
+    assert engine.staging.sas.get_secret_value() == "sv=2024&sig=s3cr3t-sas"
+    assert "s3cr3t" not in repr(engine.staging) + engine.describe()

@@ -95,11 +95,21 @@ def test_missing_pyodbc_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> N
     assert "pyodbc" in line and "msodbcsql18" in line and "unixodbc" in line
 
 
-def test_block_refuses_repository_backups_with_a_clear_line() -> None:
+def test_block_connection_strings() -> None:
     from blocks import SqlServer
 
     block = SqlServer(host="sql1", password=SecretStr("x"))
     assert "PWD={x}" in ss.connection_string(block.connection("sales")) and "DATABASE=sales" in \
         ss.connection_string(block.connection("sales"))
-    with pytest.raises(InputError, match="cannot be backed up into a vaultflow repository yet"):
-        block.engine("sales")
+
+
+def test_restore_from_url_and_catalog_queries() -> None:
+    url = "https://acct.blob.core.windows.net/bak/vaultflow-staging/vf-1-sales.bak"
+    assert ss.filelist_sql(urls=[url]) == f"RESTORE FILELISTONLY FROM URL = N'{url}'"
+    sql = ss.restore_with_move_sql("new", [("sales", "D"), ("sales_log", "L")], data_dir="/d", log_dir="/l",
+                                   urls=[url])
+    assert sql.startswith(f"RESTORE DATABASE [new] FROM URL = N'{url}' WITH MOVE N'sales' TO N'/d/new.mdf'")
+    assert ss.database_exists_sql("it's") == "SELECT DB_ID(N'it''s')"
+    assert ss.table_checksum_sql("dbo", "a]b") == ("SELECT COUNT_BIG(*), CHECKSUM_AGG(BINARY_CHECKSUM(*)) "
+                                                   "FROM [dbo].[a]]b]")
+    assert "EngineEdition" in ss.SERVER_INFO and "InstanceDefaultDataPath" in ss.DEFAULT_PATHS

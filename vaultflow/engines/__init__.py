@@ -11,6 +11,7 @@ from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, St
 from vaultflow.engines.mysql import MySQLConnection, MySQLEngine
 from vaultflow.engines.postgres import PostgresConnection, PostgresEngine
 from vaultflow.engines.sqlite import SqliteEngine
+from vaultflow.engines.sqlserver import DiskStaging, SqlServerConnection, SqlServerEngine
 from vaultflow.errors import InputError
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "MySQLEngine",
     "PostgresConnection",
     "PostgresEngine",
+    "SqlServerConnection",
+    "SqlServerEngine",
     "SqliteEngine",
     "StreamReader",
     "StreamSource",
@@ -28,7 +31,7 @@ __all__ = [
     "server_from_url",
 ]
 
-URL_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite")
+URL_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "sqlserver")
 
 
 def is_database_url(text: str) -> bool:
@@ -37,20 +40,24 @@ def is_database_url(text: str) -> bool:
 
 def engine_from_url(url: str) -> DatabaseEngine:
     """`postgresql://user@host:port/db[?sslmode=..]`, `mysql://user@host:port/db` (or mariadb://),
-    or `sqlite:///path/to/file.db`.
+    `mssql://user@host:port/db[?server_path=..&local_path=..]` (or sqlserver://), or
+    `sqlite:///path/to/file.db`.
 
     A password inside the URL is refused: URLs end up in run parameters, logs and shell
-    history. Passwords come from a saved block, PGPASSWORD or ~/.pgpass (MySQL: MYSQL_PWD).
+    history. Passwords come from a saved block, PGPASSWORD or ~/.pgpass (MySQL: MYSQL_PWD,
+    SQL Server: SQLCMDPASSWORD). A SQL Server URL can name a staging directory (disk
+    staging); Azure Blob staging, whose SAS is a secret, needs a SqlServer block.
     """
     try:
         return _engine_from_url(url)
     except ValueError:  # malformed netloc or port; never echo the URL, it may hold a secret
         raise InputError("the database URL is malformed",
-                         "write it as postgresql://user@host:port/db, mysql://user@host:port/db or "
-                         "sqlite:///file.db") from None
+                         "write it as postgresql://user@host:port/db, mysql://user@host:port/db, "
+                         "mssql://user@host:port/db or sqlite:///file.db") from None
 
 
 _ALLOWED_QUERY = {"sslmode"}
+_SQLSERVER_QUERY = {"server_path", "local_path", "trust_server_certificate", "encrypt"}
 
 
 def _engine_from_url(url: str) -> DatabaseEngine:
@@ -59,7 +66,7 @@ def _engine_from_url(url: str) -> DatabaseEngine:
     if parts.password is not None or "password" in parse_qs(parts.query):
         raise InputError(
             "the database URL contains a password",
-            "remove it and use a saved engine block, PGPASSWORD, ~/.pgpass or MYSQL_PWD instead",
+            "remove it and use a saved engine block, PGPASSWORD, ~/.pgpass, MYSQL_PWD or SQLCMDPASSWORD instead",
         )
     if scheme == "sqlite":
         path = unquote(parts.path)
@@ -94,8 +101,50 @@ def _engine_from_url(url: str) -> DatabaseEngine:
             user=unquote(parts.username) if parts.username else "root", database=database,
             password=SecretStr(env_password) if env_password else None,
         ))
+    if scheme in ("mssql", "sqlserver"):
+        return _sqlserver_from_url(parts.hostname, parts.port, parts.username, parts.path, parts.query)
     raise InputError(f"unsupported database URL scheme {scheme!r}",
-                     "use postgresql://user@host:port/db, mysql://user@host:port/db or sqlite:///path/to/file.db")
+                     "use postgresql://user@host:port/db, mysql://user@host:port/db, mssql://user@host:port/db or "
+                     "sqlite:///path/to/file.db")
+
+
+def _yes_no(name: str, values: list[str]) -> bool:
+    value = values[-1].lower()
+    if value not in ("yes", "no", "true", "false"):
+        raise InputError(f"SQL Server URL parameter {name}={values[-1]!r} is not yes or no", f"write {name}=yes or "
+                         f"{name}=no")
+    return value in ("yes", "true")
+
+
+def _sqlserver_from_url(host: str | None, port: int | None, user: str | None, path: str, query_text: str
+                        ) -> DatabaseEngine:
+    """mssql://user@host:port/db: SQL login `user` (password from SQLCMDPASSWORD), disk staging
+    from `server_path` and `local_path`, TLS settings from `encrypt`/`trust_server_certificate`."""
+    query = parse_qs(query_text)
+    unknown = sorted(set(query) - _SQLSERVER_QUERY)
+    if unknown:
+        raise InputError(f"unsupported SQL Server URL parameter(s) {', '.join(unknown)}",
+                         f"only {', '.join(sorted(_SQLSERVER_QUERY))} are accepted; put other settings (Azure Blob "
+                         "staging) in a SqlServer block")
+    database = unquote(path.lstrip("/"))
+    if not database:
+        raise InputError(f"SQL Server URL for {host} names no database", "append /DBNAME to the URL")
+    staging = None
+    if "server_path" in query or "local_path" in query:
+        staging = DiskStaging(server_path=query.get("server_path", [""])[-1],
+                              local_path=query.get("local_path", [""])[-1])
+        if not staging.server_path or not staging.local_path:
+            raise InputError("disk staging for SQL Server needs both server_path and local_path",
+                             "add the directory as the SQL Server host sees it and as vaultflow sees it to the URL")
+    env_password = os.environ.get("SQLCMDPASSWORD")
+    conn = SqlServerConnection(
+        host=host or "127.0.0.1", port=port or 1433, user=unquote(user) if user else "sa", database=database,
+        password=SecretStr(env_password) if env_password else None,
+        encrypt=_yes_no("encrypt", query["encrypt"]) if "encrypt" in query else True,
+        trust_server_certificate=(_yes_no("trust_server_certificate", query["trust_server_certificate"])
+                                  if "trust_server_certificate" in query else False),
+    )
+    return SqlServerEngine(conn, staging)
 
 
 def server_from_url(url: str) -> DatabaseEngine:
@@ -107,9 +156,11 @@ def server_from_url(url: str) -> DatabaseEngine:
         default = "postgres"
     elif scheme in ("mysql", "mariadb"):
         default = "mysql"
+    elif scheme in ("mssql", "sqlserver"):
+        default = "master"
     else:
         raise InputError(f"{scheme!r} URLs do not name a server whose databases can be listed",
-                         "give postgresql://user@host:port or mysql://user@host:port")
+                         "give postgresql://user@host:port, mysql://user@host:port or mssql://user@host:port")
     if parts.path.strip("/"):
         return engine_from_url(url)
     return engine_from_url(url.split("?", 1)[0].rstrip("/") + "/" + default + (

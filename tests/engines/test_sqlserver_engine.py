@@ -1,0 +1,453 @@
+"""SqlServerEngine: native .bak backups through staging into a repository, and back.
+
+NOT RUN AGAINST A REAL SQL SERVER: none can run on these machines. Everything up to the
+SQL Server boundary is real here: the repository (a local directory), the staging places
+(a real Azurite container reached with a real SAS, and a real temp directory), the
+streaming, the cleanup. The one stand-in is `FakeSqlServer`, which takes the place of
+`SqlServerClient._run` (the call that hands one T-SQL batch to pyodbc): it answers the
+catalog queries, and when given BACKUP ... TO URL/DISK it writes a deterministic "bak" of
+a few MiB to the staging place (TO URL with the SAS it was given in CREATE CREDENTIAL),
+and when given RESTORE it reads the staged bytes back. Whether a real SQL Server accepts
+these statements and writes/reads these places is NOT tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import pytest
+from pydantic import SecretStr
+
+from tests.conftest import PASSPHRASE
+from tests.object_servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
+from vaultflow.backup import backup_database
+from vaultflow.engines import engine_from_url, server_from_url
+from vaultflow.engines import sqlserver as ss
+from vaultflow.errors import InputError, TargetNotEmpty, ToolFailed, VaultflowError
+from vaultflow.repository import Repository, new_object_id
+from vaultflow.restore import export_snapshot, restore_snapshot
+from vaultflow.storage import LocalStore
+
+SERVER_DIR = "/var/opt/mssql/backup/vaultflow"  # the staging directory as the (fake) server sees it
+BAK_SIZE = 3 * 1024 * 1024 + 12345  # a few MiB, not a multiple of any block size
+
+
+def fake_bak(database: str) -> bytes:
+    """Deterministic stand-in bytes for the .bak of `database` (not a real backup format)."""
+    return b"FAKE-BAK " + database.encode() + b"\n" + random.Random(database).randbytes(BAK_SIZE)
+
+
+@dataclass
+class FakeSqlServer:
+    """The server's side of the stand-in: its databases and what it was sent and received."""
+
+    databases: dict[str, bytes] = field(default_factory=lambda: {"sales": fake_bak("sales")})
+    disk_root: Path | None = None  # where SERVER_DIR really is (the shared directory)
+    azurite: AzuriteServer | None = None
+    credentials: dict[str, str] = field(default_factory=dict)  # container URL -> SAS (as CREATE CREDENTIAL got it)
+    statements: list[str] = field(default_factory=list)
+    received: list[bytes] = field(default_factory=list)  # the bytes RESTORE read from staging
+    fail_backup: bool = False  # write part of the .bak, then fail as a real BACKUP would
+    fail_restore: bool = False  # leave a RESTORING database behind, then fail
+
+    # -- staging, as the server reaches it ----------------------------------------------
+
+    def _blob(self, url: str) -> Any:
+        from azure.storage.blob import ContainerClient
+
+        assert self.azurite is not None
+        container_url, _, blob = url.partition("/vaultflow-staging/")
+        sas = self.credentials.get(container_url)
+        if sas is None:
+            raise ss.map_error(Exception("42000", "[SQL Server]Cannot open backup device. Operating system error "
+                                         "86(The specified network password is not correct.). (3201)"),
+                               "sql1:1433", "master")
+        container = container_url.rsplit("/", 1)[1]
+        client = ContainerClient(self.azurite.account_url, container, credential=sas)
+        return client.get_blob_client("vaultflow-staging/" + blob)
+
+    def _disk(self, path: str) -> Path:
+        assert self.disk_root is not None and path.startswith(SERVER_DIR + "/")
+        return self.disk_root / path[len(SERVER_DIR) + 1:]
+
+    def _write(self, target: tuple[str, str], data: bytes) -> None:
+        kind, where = target
+        if kind == "DISK":
+            self._disk(where).write_bytes(data)
+        else:
+            self._blob(where).upload_blob(data, overwrite=True)
+
+    def _read(self, target: tuple[str, str]) -> bytes:
+        kind, where = target
+        if kind == "DISK":
+            return self._disk(where).read_bytes()
+        return bytes(self._blob(where).download_blob().readall())
+
+    # -- T-SQL -------------------------------------------------------------------------
+
+    def run(self, statement: str, database: str) -> list[tuple[Any, ...]]:
+        self.statements.append(statement)
+        if statement == ss.LIST_DATABASES:
+            return [(n,) for n in sorted(self.databases)]
+        if statement == ss.SERVER_INFO:
+            return [("Microsoft SQL Server 2022 (RTM-CU15) (FAKE: not a real server)\n\tDeveloper Edition", 3)]
+        if statement == ss.DEFAULT_PATHS:
+            return [("/var/opt/mssql/data/", "/var/opt/mssql/log/")]
+        if m := re.fullmatch(r"SELECT DB_ID\(N'(.*)'\)", statement):
+            name = m.group(1).replace("''", "'")
+            return [(sorted(self.databases).index(name) + 5 if name in self.databases else None,)]
+        if statement == ss.PRIMARY_KEYS:
+            return [("dbo", "customers", "id"), ("dbo", "orders", "region"), ("dbo", "orders", "id")]
+        if statement == ss.TABLE_STATS:
+            return [("dbo", "customers", 3), ("dbo", "orders", 7)]
+        if m := re.fullmatch(r"SELECT COUNT_BIG\(\*\), CHECKSUM_AGG\(BINARY_CHECKSUM\(\*\)\) FROM \[dbo\]\.\[(\w+)\]",
+                             statement):
+            return [(3, -12345)] if m.group(1) == "customers" else [(7, None)]
+        if m := re.search(r"CREATE CREDENTIAL \[(.*?)\] WITH IDENTITY = 'SHARED ACCESS SIGNATURE', SECRET = N'(.*)'$",
+                          statement):
+            self.credentials[m.group(1)] = m.group(2).replace("''", "'")
+            return []
+        if m := re.match(r"BACKUP DATABASE \[(.*?)\] TO (DISK|URL) = N'(.*?)' WITH (.*)", statement):
+            database_name, kind, where, options = m.groups()
+            assert options.startswith("COPY_ONLY, CHECKSUM")
+            data = self.databases[database_name]
+            if self.fail_backup:  # a disk file half written, or blob blocks never committed
+                if kind == "DISK":
+                    self._write((kind, where), data[: len(data) // 2])
+                else:
+                    self._blob(where).stage_block("YmxvY2swMDAx", data[: len(data) // 2])
+                raise ss.map_error(Exception("42000", "[SQL Server]Write on backup device failed: operating system "
+                                             "error 112 (not enough space). (3202)"), "sql1:1433", database_name)
+            self._write((kind, where), data)
+            return []
+        if m := re.fullmatch(r"RESTORE FILELISTONLY FROM (DISK|URL) = N'(.*?)'", statement):
+            self.received.append(self._read((m.group(1), m.group(2))))
+            return [("sales", "/var/opt/mssql/data/sales.mdf", "D"), ("sales_log", "/var/opt/mssql/log/s.ldf", "L")]
+        if m := re.match(r"RESTORE DATABASE \[(.*?)\] FROM (DISK|URL) = N'(.*?)' WITH (.*)", statement):
+            name, kind, where, _ = m.groups()
+            assert "REPLACE" not in statement
+            data = self._read((kind, where))
+            self.received.append(data)
+            self.databases[name] = data if not self.fail_restore else b"RESTORING"
+            if self.fail_restore:
+                raise ss.map_error(Exception("42000", "[SQL Server]RESTORE detected an error on page (1:42). "
+                                             "(3183)"), "sql1:1433", name)
+            return []
+        if m := re.fullmatch(r"DROP DATABASE \[(.*?)\]", statement):
+            del self.databases[m.group(1)]
+            return []
+        raise AssertionError(f"the fake SQL Server does not know: {statement[:120]}")
+
+
+class FakeClient(ss.SqlServerClient):
+    """SqlServerClient with `_run` answered by FakeSqlServer instead of pyodbc (test stand-in)."""
+
+    server: FakeSqlServer
+
+    def _run(self, statement: str, database: str = "master", *, secret: SecretStr | None = None
+             ) -> list[tuple[Any, ...]]:
+        try:
+            return self.server.run(statement, database)
+        except VaultflowError as exc:
+            raise ss.redact(exc, secret) from None
+
+
+def client_factory(server: FakeSqlServer) -> Any:
+    def make(conn: ss.SqlServerConnection) -> ss.SqlServerClient:
+        client = FakeClient(conn)
+        client.server = server
+        return client
+    return make
+
+
+CONN = ss.SqlServerConnection(host="sql1", user="backup", password=SecretStr("pyodbc-only-pw"), database="sales")
+
+
+def container_sas(container: str) -> str:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    now = datetime.now(UTC)
+    return generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
+                                  permission=ContainerSasPermissions(read=True, write=True, create=True, list=True,
+                                                                     delete=True),
+                                  start=now - timedelta(hours=1), expiry=now + timedelta(hours=2))
+
+
+def staged_blobs(azurite: AzuriteServer, container: str) -> list[str]:
+    from azure.storage.blob import ContainerClient
+
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    return [b.name for b in client.list_blobs(include=["uncommittedblobs"])]
+
+
+@dataclass
+class Setup:
+    engine: ss.SqlServerEngine
+    server: FakeSqlServer
+    leftovers: Any  # () -> list of staged objects
+    sas: str | None = None
+
+
+@pytest.fixture(params=["url", "disk"])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
+    server = FakeSqlServer()
+    staging: ss.Staging
+    sas = None
+    if request.param == "url":
+        azurite: AzuriteServer = request.getfixturevalue("azurite")
+        container = azurite.new_container()
+        sas = container_sas(container)
+        server.azurite = azurite
+        staging = ss.BlobStaging(f"https://{AZURITE_ACCOUNT}.blob.core.windows.net/{container}", SecretStr("?" + sas),
+                                 client_url=f"{azurite.account_url}/{container}")
+
+        def leftovers() -> list[str]:
+            return staged_blobs(azurite, container)
+    else:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        server.disk_root = shared
+        staging = ss.DiskStaging(server_path=SERVER_DIR, local_path=str(shared))
+
+        def leftovers() -> list[str]:
+            return sorted(p.name for p in shared.iterdir())
+    engine = ss.SqlServerEngine(CONN, staging, client_factory=client_factory(server))
+    return Setup(engine, server, leftovers, sas)
+
+
+def open_repo(path: Path) -> Repository:
+    return Repository.open(LocalStore(path), PASSPHRASE)
+
+
+def test_native_backup_round_trip_not_run_against_a_real_sql_server(
+        setup: Setup, repo_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sid = new_object_id()
+    manifest = backup_database(setup.engine, open_repo(repo_path), snapshot_id=sid)
+    assert [(s.name, s.format, s.size) for s in manifest.streams] == [("bak", ss.NATIVE_FORMAT,
+                                                                       len(fake_bak("sales")))]
+    assert len(manifest.streams[0].chunks) > 1  # chunked (and encrypted) like any other stream
+    assert (manifest.engine, manifest.server, manifest.database) == ("sqlserver", "sql1:1433", "sales")
+    assert [(t.qualified, t.rows, t.checksum) for t in manifest.tables] == [
+        ("dbo.customers", 3, "mssql-checksum-agg:-12345"), ("dbo.orders", 7, "mssql-checksum-agg:null")]
+    assert manifest.tool_versions["sqlserver"].startswith("Microsoft SQL Server 2022")
+    backup = [s for s in setup.server.statements if s.startswith("BACKUP")]
+    assert len(backup) == 1 and "WITH COPY_ONLY, CHECKSUM, FORMAT, INIT" in backup[0]
+    assert "COMPRESSION" not in backup[0]
+    assert setup.leftovers() == []  # the staging object is gone
+
+    # Restore from a freshly opened repository (no catalog involved) under a new name.
+    restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"))
+    assert setup.server.databases["sales_copy"] == fake_bak("sales")
+    assert setup.server.received == [fake_bak("sales")] * 2  # FILELISTONLY and RESTORE read the identical bytes
+    restore = [s for s in setup.server.statements if s.startswith("RESTORE DATABASE")][0]
+    assert ("WITH MOVE N'sales' TO N'/var/opt/mssql/data/sales_copy.mdf', "
+            "MOVE N'sales_log' TO N'/var/opt/mssql/log/sales_copy_log.ldf', CHECKSUM, RECOVERY") in restore
+    assert "REPLACE" not in restore
+    assert setup.leftovers() == []
+
+    # The export is the .bak itself, for RESTORE by hand when vaultflow is not around.
+    out = repo_path.parent / "sales.bak"
+    export_snapshot(open_repo(repo_path), sid, out)
+    assert out.read_bytes() == fake_bak("sales")
+
+    if setup.sas is not None:  # the SAS reached the server's credential and nothing else
+        assert setup.server.credentials and set(setup.server.credentials.values()) == {setup.sas}
+        signature = re.search(r"sig=([^&]+)", setup.sas)
+        assert signature is not None
+        signatures = {signature.group(1), unquote(signature.group(1)), quote(unquote(signature.group(1)), safe="")}
+        for text in (caplog.text, manifest.model_dump_json(), *(s for s in setup.server.statements
+                                                                 if "CREDENTIAL" not in s)):
+            assert setup.sas not in text and not any(sig in text for sig in signatures)
+        assert "sig=" in caplog.text  # requests were logged (with their SAS cut out)
+        assert not re.search(r"sig=(?!REDACTED)", caplog.text)  # every signature, however encoded
+    assert "pyodbc-only-pw" not in caplog.text + manifest.model_dump_json()
+    assert "staging" in caplog.text  # the log says where the .bak went, without secrets
+
+
+def test_failed_backup_leaves_no_snapshot_and_no_staging_not_run_against_a_real_sql_server(
+        setup: Setup, repo_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    setup.server.fail_backup = True
+    repo = open_repo(repo_path)
+    with pytest.raises(ToolFailed) as err:
+        backup_database(setup.engine, repo, snapshot_id=new_object_id())
+    line = str(err.value)
+    assert "\n" not in line and "sql1:1433" in line and "Write on backup device failed" in line
+    assert repo.snapshot_ids() == [] and list(repo.manifests()) == []
+    assert setup.leftovers() == []  # the half-written .bak was deleted
+    if setup.sas is not None:
+        assert setup.sas not in caplog.text + line
+
+
+def test_failure_while_storing_deletes_staging_not_run_against_a_real_sql_server(
+        setup: Setup, repo_path: Path) -> None:
+    """The BACKUP succeeds, then the repository side fails mid-stream."""
+
+    def progress(read: int, stored: int) -> None:
+        if read > 1024 * 1024:
+            raise OSError("disk full (raised by the test)")
+
+    repo = open_repo(repo_path)
+    with pytest.raises(OSError, match="raised by the test"):
+        backup_database(setup.engine, repo, snapshot_id=new_object_id(), progress=progress)
+    assert repo.snapshot_ids() == []
+    assert setup.leftovers() == []
+
+
+def test_restore_onto_an_existing_database_changes_nothing_not_run_against_a_real_sql_server(
+        setup: Setup, repo_path: Path) -> None:
+    sid = new_object_id()
+    backup_database(setup.engine, open_repo(repo_path), snapshot_id=sid)
+    setup.server.databases["sales_copy"] = b"existing"
+    setup.server.statements.clear()
+    with pytest.raises(TargetNotEmpty) as err:
+        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"))
+    assert "'sales_copy' already exists" in str(err.value) and "new database name" in str(err.value)
+    assert setup.server.statements == [ss.database_exists_sql("sales_copy")]  # asked, did nothing else
+    assert setup.server.databases["sales_copy"] == b"existing"
+    assert setup.leftovers() == []
+    with pytest.raises(InputError, match="never replace"):
+        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"), replace=True)
+
+
+def test_failed_restore_drops_the_partial_database_and_staging_not_run_against_a_real_sql_server(
+        setup: Setup, repo_path: Path) -> None:
+    sid = new_object_id()
+    backup_database(setup.engine, open_repo(repo_path), snapshot_id=sid)
+    setup.server.fail_restore = True
+    with pytest.raises(ToolFailed, match="RESTORE detected an error"):
+        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"))
+    assert "sales_copy" not in setup.server.databases
+    assert "DROP DATABASE [sales_copy]" in setup.server.statements
+    assert setup.leftovers() == []
+
+
+def test_engine_discovery_and_checks_not_run_against_a_real_sql_server(setup: Setup) -> None:
+    setup.server.databases["inventory"] = b""
+    assert setup.engine.list_databases() == ["inventory", "sales"]
+    assert setup.engine.database_exists() and not setup.engine.with_database("nope").database_exists()
+    assert setup.engine.fingerprint() is None
+    assert [t.rows for t in setup.engine.table_stats(checksums=False)] == [3, 7]
+    assert setup.engine.describe() == "SQL Server database 'sales' on sql1:1433"
+
+
+def test_azure_sql_database_is_refused_with_one_line() -> None:
+    class AzureSqlDatabase(FakeSqlServer):
+        def run(self, statement: str, database: str) -> list[tuple[Any, ...]]:
+            if statement == ss.SERVER_INFO:
+                return [("Microsoft SQL Azure (RTM) - 12.0.2000.8", 5)]
+            return super().run(statement, database)
+
+    engine = ss.SqlServerEngine(CONN, ss.DiskStaging(SERVER_DIR, "/tmp"), client_factory=client_factory(
+        AzureSqlDatabase()))
+    with pytest.raises(InputError, match="Azure SQL Database, which does not run a user's BACKUP DATABASE"):
+        engine.versions()
+
+
+def test_without_staging_backup_and_restore_refuse(repo_path: Path) -> None:
+    engine = ss.SqlServerEngine(CONN, None, client_factory=client_factory(FakeSqlServer()))
+    assert engine.list_databases() == ["sales"]  # discovery needs no staging
+    repo = open_repo(repo_path)
+    with pytest.raises(InputError, match="needs a staging place") as err:
+        backup_database(engine, repo, snapshot_id=new_object_id())
+    assert "\n" not in str(err.value) and "staging_container_url" in str(err.value)
+    assert repo.snapshot_ids() == []
+
+
+def test_missing_pyodbc_gives_the_clear_message(monkeypatch: pytest.MonkeyPatch, repo_path: Path,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pyodbc", None)  # import fails as if not installed
+    engine = ss.SqlServerEngine(CONN, ss.DiskStaging(SERVER_DIR, str(tmp_path)))  # the real client
+    repo = open_repo(repo_path)
+    with pytest.raises(ToolFailed) as err:
+        backup_database(engine, repo, snapshot_id=new_object_id())
+    line = err.value.line()
+    assert "pyodbc" in line and "msodbcsql18" in line and "unixodbc" in line and "\n" not in line
+    assert repo.snapshot_ids() == []
+    with pytest.raises(ToolFailed, match="pyodbc cannot be imported"):
+        engine.list_databases()
+
+
+def test_staging_settings_are_checked() -> None:
+    with pytest.raises(InputError, match="must be https://ACCOUNT.blob.core.windows.net/CONTAINER"):
+        ss.BlobStaging("https://acct.blob.core.windows.net/bak?sv=1", SecretStr("sig")).check()
+    with pytest.raises(InputError, match="does not exist or is not a directory"):
+        ss.DiskStaging(SERVER_DIR, "/nonexistent/staging").check()
+    assert re.fullmatch(r"vf-[0-9a-f]{16}-sa-les-db\.bak", ss.staging_name("Sa]les DB"))
+
+
+def test_redact_cuts_the_secret_out_of_an_error() -> None:
+    err = ss.redact(ToolFailed("bad SECRET = N'sv=1&sig=abcd'", "fix sig=abcd"), SecretStr("?sv=1&sig=abcd"))
+    assert "sig=abcd" not in err.line() and "***" in err.line() and type(err) is ToolFailed
+
+
+# -- URLs and the block --------------------------------------------------------------------
+
+def test_mssql_url_builds_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SQLCMDPASSWORD", "from-env")
+    engine = engine_from_url(f"mssql://backup@sql1:14330/sales?server_path=D:%5Cbak&local_path={tmp_path}"
+                             "&trust_server_certificate=yes")
+    assert isinstance(engine, ss.SqlServerEngine)
+    assert (engine.conn.host, engine.conn.port, engine.conn.user, engine.database) == ("sql1", 14330, "backup",
+                                                                                        "sales")
+    assert engine.conn.password is not None and engine.conn.password.get_secret_value() == "from-env"
+    assert engine.conn.trust_server_certificate and engine.conn.encrypt
+    assert engine.staging == ss.DiskStaging("D:\\bak", str(tmp_path))
+    assert ss._server_join("D:\\bak", "x.bak") == "D:\\bak\\x.bak"
+    server = server_from_url("sqlserver://backup@sql1")
+    assert isinstance(server, ss.SqlServerEngine) and server.database == "master" and server.staging is None
+    with pytest.raises(InputError, match="contains a password"):
+        engine_from_url("mssql://backup:pw@sql1/sales")
+    with pytest.raises(InputError, match="unsupported SQL Server URL parameter"):
+        engine_from_url("mssql://backup@sql1/sales?sas=x")
+    with pytest.raises(InputError, match="names no database"):
+        engine_from_url("mssql://backup@sql1")
+    with pytest.raises(InputError, match="needs both server_path and local_path"):
+        engine_from_url("mssql://backup@sql1/sales?server_path=D:%5Cbak")
+
+
+def test_block_builds_the_engine_with_typed_staging(tmp_path: Path) -> None:
+    from blocks import SqlServer
+
+    block = SqlServer(host="sql1", password=SecretStr("x"), staging_container_url="https://a.blob.core.windows.net/b",
+                      staging_sas=SecretStr("sv=1&sig=s"), data_dir="/data", log_dir="/log")
+    engine = block.engine("sales")
+    assert isinstance(engine, ss.SqlServerEngine) and isinstance(engine.staging, ss.BlobStaging)
+    assert (engine.database, engine.data_dir, engine.log_dir) == ("sales", "/data", "/log")
+    assert block.server_engine().database == "master"
+    assert "sig=s" not in repr(block) and "sig=s" not in repr(engine.staging)
+    disk = SqlServer(host="sql1", staging_server_path="/srv", staging_local_path=str(tmp_path)).engine("sales")
+    assert disk.staging == ss.DiskStaging("/srv", str(tmp_path))
+    with pytest.raises(InputError, match="sets both Azure Blob and directory staging"):
+        SqlServer(host="sql1", staging_sas=SecretStr("s"), staging_server_path="/srv").engine("sales")
+    with pytest.raises(InputError, match="needs both staging_container_url and staging_sas"):
+        SqlServer(host="sql1", staging_container_url="https://a.blob.core.windows.net/b").engine("sales")
+    assert SqlServer(host="sql1").engine("sales").staging is None
+    # Listing databases needs no staging directory on this machine; a backup checks it.
+    unmounted = SqlServer(host="sql1", staging_server_path="/srv", staging_local_path="/not/mounted").engine("sales")
+    with pytest.raises(InputError, match="/not/mounted does not exist"):
+        unmounted._staging("backing up")
+
+
+def test_cli_backup_of_an_mssql_url_without_staging_is_one_line(repo_path: Path) -> None:
+    """The real `vaultflow backup` command: refused before any connection is tried."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "vaultflow.cli.main", "backup", "mssql://backup@127.0.0.1:1/sales",
+                           "--repo", str(repo_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SQLCMDPASSWORD": "cli-secret-pw"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a staging place" in lines[0] and "?server_path=" in lines[0]
+    assert "cli-secret-pw" not in proc.stderr + proc.stdout
+    assert open_repo(repo_path).snapshot_ids() == []
