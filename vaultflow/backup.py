@@ -24,7 +24,7 @@ import blake3
 
 from vaultflow import __version__
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, segmented_table_stats
-from vaultflow.engines.segment_patch import PatchedSink, base_part
+from vaultflow.engines.segment_patch import base_part, patched_stats
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
@@ -241,20 +241,16 @@ def _store_sources(writer: ChunkWriter, sources: list[StreamSource], jobs: int,
 
 
 class _BufferSink:
-    def __init__(self) -> None:
-        self.data = bytearray()
+    """Collects a stream of known size in one buffer."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self._view = memoryview(self.data)
+        self.size = 0
 
     def write(self, data: bytes, /) -> int:
-        self.data += data
-        return len(data)
-
-
-class _TapSink:
-    def __init__(self, tap: RowTap) -> None:
-        self.tap = tap
-
-    def write(self, data: bytes, /) -> int:
-        self.tap(data)
+        self._view[self.size:self.size + len(data)] = data
+        self.size += len(data)
         return len(data)
 
 
@@ -267,25 +263,22 @@ def _store_patch(writer: ChunkWriter, source: StreamSource, read_parent: ParentR
     base = base_part(source.patch.base)
     if base is None:
         return None
-    collected = _BufferSink()
-    read_parent(base, collected)
+    collected = _BufferSink(base.size)
+    read_parent(base, collected)  # verifies the base's size and digest
     rows = collected.data
     built = source.patch.build(rows)
     if built is None:
         return None
-    tap = RowTap()
-    patched = PatchedSink(_TapSink(tap), len(built.patch))
-    patched.write(built.patch)
-    patched.write(rows)
-    patched.finish()
-    if tap.rows != built.rows:
+    # The statistics a whole read would record: row count and BLAKE3 of the patched rows.
+    count, hexdigest = patched_stats(rows, built.edits)
+    checksum = "copy-b3:" + hexdigest
+    if count != built.rows:
         return None
     patch = writer.write_stream(source.name, source.format, io.BytesIO(built.patch), progress)
     digest = blake3.blake3(built.patch, max_threads=blake3.blake3.AUTO)
     digest.update(rows)
-    table = source.table or ("", "")
-    meta = {**source.meta, **source.patch.meta, "rows": str(tap.rows),
-            "checksum": tap.stats(*table).checksum or "", "patch_bytes": str(len(built.patch)),
+    meta = {**source.meta, **source.patch.meta, "rows": str(count),
+            "checksum": checksum, "patch_bytes": str(len(built.patch)),
             "patch_chunks": str(len(patch.chunks)), "patch_splices": str(built.splices),
             "base_bytes": str(base.size), "base_digest": base.digest}
     return StreamManifest(name=source.name, format=source.format, size=len(built.patch) + base.size,

@@ -176,3 +176,13 @@ def test_kill_9_mid_backup_leaves_no_snapshot(cli: Cli, prefect_api: str, tmp_pa
     again = cli("backup", pg_url(db), "--repo", str(repo), "--json", "--no-table-checksums")
     assert again.returncode == 0, again.stderr
     assert [r["status"] for r in snapshots(cli, repo)] == ["Failed", "Succeeded"]
+
+
+def test_error_lines_keep_square_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    """Install hints such as vaultflow[sqlserver] are text, not rich markup."""
+    from vaultflow.cli.output import error, stderr
+
+    error("pyodbc is missing: pip install 'vaultflow[sqlserver]' [bold]")
+    stderr.print("warning: table [public].[t]", highlight=False)
+    err = capsys.readouterr().err
+    assert "vaultflow[sqlserver]' [bold]" in err and "[public].[t]" in err

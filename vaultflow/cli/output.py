@@ -9,14 +9,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vaultflow import progress
 
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give them room.
-stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 400)
+# markup=False: messages hold names, paths and install hints such as `vaultflow[sqlserver]`,
+# whose brackets rich would take for markup and drop.
+stdout = Console(soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True, soft_wrap=True, markup=False, width=None if sys.stderr.isatty() else 400)
 
 
 def human_bytes(n: int | None) -> str:
@@ -44,7 +47,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
 
 def error(line: str) -> None:
-    stderr.print(f"[bold red]error:[/] {line}", highlight=False, markup=True)
+    stderr.print(f"[bold red]error:[/] {escape(line)}", highlight=False, markup=True)
 
 
 @contextmanager

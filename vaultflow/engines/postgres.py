@@ -630,13 +630,18 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         transaction id), how many of its rows have an xmin that is not older; one scan in
         the dump's snapshot, cheap aggregates only."""
         key = sql.SQL("{}::int8").format(sql.Identifier(t.pk[0]))
-        counts = [sql.SQL(", count(*) FILTER (WHERE {})").format(_xmin_not_older(m)) for m in marks]
-        query = sql.SQL("SELECT {number}, count(*){counts} FROM {table} GROUP BY 1 ORDER BY 1").format(
+        counts = [sql.SQL(", count(*) FILTER (WHERE age <= age({}::xid))").format(sql.Literal(str(m % 2**32)))
+                  for m in marks]
+        # age(xmin) once per row (OFFSET 0 keeps the subquery from being flattened into
+        # one age() per FILTER). No ORDER BY: the planner cannot tell there are few groups,
+        # and with a sort anywhere in the plan it sorts every row (to disk) instead of
+        # hashing them; the few result rows are sorted here.
+        query = sql.SQL("SELECT segment, count(*){counts} FROM (SELECT {number} AS segment, age(xmin) AS age "
+                        "FROM {table} OFFSET 0) AS rows GROUP BY 1").format(
             number=_segment_number(key, width), counts=sql.Composed(counts), table=sql.Identifier(t.schema, t.name))
-        # The planner cannot tell there are few groups and would sort every row (to disk).
         c.execute("SET enable_sort = off")
         try:
-            rows = c.execute(query).fetchall()
+            rows = sorted(c.execute(query).fetchall())
         finally:
             c.execute("RESET enable_sort")
         return [SegmentScan(int(r[0]), int(r[1]), dict(zip(marks, (int(n) for n in r[2:]), strict=True)))

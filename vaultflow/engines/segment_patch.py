@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import blake3
 import numpy as np
 
 from vaultflow.engines.base import StreamReader
@@ -113,7 +114,11 @@ class SegmentPatch:
 
     patch: bytes
     rows: int
-    splices: int
+    edits: tuple[Splice, ...]
+
+    @property
+    def splices(self) -> int:
+        return len(self.edits)
 
 
 class BaseIndex(Protocol):
@@ -244,13 +249,33 @@ def build_patch(base: bytes | bytearray, index: BaseIndex, changed: bytes, chang
         parts.append(b"%d %d %d\n" % (offset, delete, len(insert)))
         parts.append(insert)
     parts.append(END)
-    return SegmentPatch(b"".join(parts), rows=index.rows + inserted - dropped, splices=len(events))
+    edits = tuple(Splice(offset, delete, insert) for offset, _, delete, insert in events)
+    return SegmentPatch(b"".join(parts), rows=index.rows + inserted - dropped, edits=edits)
+
+
+def patched_stats(base: bytes | bytearray, edits: tuple[Splice, ...]) -> tuple[int, str]:
+    """Row count and BLAKE3 (hex) of the patched rows, without building them."""
+    hasher = blake3.blake3()
+    view = memoryview(base)
+    rows = pos = 0
+    for edit in edits:
+        hasher.update(view[pos:edit.offset])
+        hasher.update(edit.insert)
+        rows += base.count(b"\n", pos, edit.offset) + edit.insert.count(b"\n")
+        pos = edit.offset + edit.delete
+    hasher.update(view[pos:])
+    rows += base.count(b"\n", pos)
+    return rows, hasher.hexdigest()
+
+
+def _damaged(what: str) -> IntegrityError:
+    return IntegrityError(what, "the snapshot is damaged; restore another one")
 
 
 def parse_patch(patch: bytes) -> list[Splice]:
     """The splices of an encoded patch; IntegrityError if it is malformed."""
     if not patch.startswith(MAGIC) or not patch.endswith(END):
-        raise IntegrityError("a segment patch is malformed", "the snapshot is damaged; restore another one")
+        raise _damaged("a segment patch is malformed")
     splices = []
     pos = len(MAGIC)
     last = 0
@@ -260,10 +285,9 @@ def parse_patch(patch: bytes) -> list[Splice]:
         try:
             offset, delete, size = (int(x) for x in patch[pos:eol].split(b" "))
         except ValueError:
-            raise IntegrityError("a segment patch is malformed",
-                                 "the snapshot is damaged; restore another one") from None
+            raise _damaged("a segment patch is malformed") from None
         if offset < last or delete < 0 or size < 0 or eol + 1 + size > limit:
-            raise IntegrityError("a segment patch is malformed", "the snapshot is damaged; restore another one")
+            raise _damaged("a segment patch is malformed")
         splices.append(Splice(offset, delete, patch[eol + 1:eol + 1 + size]))
         last = offset + delete
         pos = eol + 1 + size
@@ -306,8 +330,7 @@ class PatchedSink:
             if self._next < len(self._splices) and self._splices[self._next].offset < self._pos + size:
                 splice = self._splices[self._next]
                 if splice.offset < here:
-                    raise IntegrityError("a segment patch does not fit its base",
-                                         "the snapshot is damaged; restore another one")
+                    raise _damaged("a segment patch does not fit its base")
                 cut = splice.offset - self._pos
                 if cut > i:
                     self._sink.write(bytes(view[i:cut]))
@@ -326,17 +349,15 @@ class PatchedSink:
         """Emit what goes after the last base byte; IntegrityError if the patch and the
         base did not fit together."""
         if self._patch_left:
-            raise IntegrityError("a segment patch is cut short", "the snapshot is damaged; restore another one")
+            raise _damaged("a segment patch is cut short")
         while self._next < len(self._splices):
             splice = self._splices[self._next]
             if splice.offset != self._pos or splice.delete:
-                raise IntegrityError("a segment patch does not fit its base",
-                                     "the snapshot is damaged; restore another one")
+                raise _damaged("a segment patch does not fit its base")
             self._sink.write(splice.insert)
             self._next += 1
         if self._skip:
-            raise IntegrityError("a segment patch does not fit its base",
-                                 "the snapshot is damaged; restore another one")
+            raise _damaged("a segment patch does not fit its base")
 
 
 @dataclass(frozen=True)
