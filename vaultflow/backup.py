@@ -270,7 +270,7 @@ def _store_patch(writer: ChunkWriter, source: StreamSource, read_parent: ParentR
     if built is None:
         return None
     # The statistics a whole read would record: row count and BLAKE3 of the patched rows.
-    count, hexdigest = patched_stats(rows, built.edits)
+    count, hexdigest = patched_stats(rows, built.base_rows, built.edits)
     checksum = "copy-b3:" + hexdigest
     if count != built.rows:
         return None
@@ -280,6 +280,7 @@ def _store_patch(writer: ChunkWriter, source: StreamSource, read_parent: ParentR
     meta = {**source.meta, **source.patch.meta, "rows": str(count),
             "checksum": checksum, "patch_bytes": str(len(built.patch)),
             "patch_chunks": str(len(patch.chunks)), "patch_splices": str(built.splices),
+            "base_rows": str(built.base_rows),
             "base_bytes": str(base.size), "base_digest": base.digest}
     return StreamManifest(name=source.name, format=source.format, size=len(built.patch) + base.size,
                           blake3=digest.hexdigest(), chunks=[*patch.chunks, *base.chunks], meta=meta)

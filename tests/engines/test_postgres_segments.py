@@ -308,3 +308,17 @@ def test_a_heavily_changed_segment_is_read_whole_and_vacuum_full_reads_nothing(s
     assert segments(inc2) == segments(inc)
     assert engine_from_url(source).table_stats(like=inc2.tables) == inc2.tables
     restored_equals(repo, inc2, pg_url(pg_database(create=False)))
+
+
+def test_a_big_table_reads_its_changed_rows_with_a_second_scan(source: str, repo_path: Path, pg_database,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Above KEY_COLLECT_MAX_ROWS the changed rows come from a scan beside the segment
+    scan instead of from collected keys; the patches are the same."""
+    monkeypatch.setattr(postgres, "KEY_COLLECT_MAX_ROWS", 0)
+    repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+    full = run(repo, source, "full")
+    sql(source, "UPDATE big SET body = 'second scan' WHERE id % 61 = 5", "DELETE FROM big WHERE id % 401 = 9")
+    inc = run(repo, source, "incremental")
+    assert len(_patched(inc)) >= len(segments(full)) - 1
+    assert engine_from_url(source).table_stats(like=inc.tables) == inc.tables
+    restored_equals(repo, inc, pg_url(pg_database(create=False)))

@@ -13,8 +13,8 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import IO, Any
@@ -48,6 +48,7 @@ from vaultflow.engines.segment_patch import (
     base_part,
     build_patch,
     copy_lines,
+    is_patched,
     read_rows,
 )
 from vaultflow.errors import (
@@ -89,6 +90,10 @@ PATCH_BUFFER_BYTES = 512 * 2**20  # ... and a table's changed rows fit in this m
 # Recorded snapshot xmins older than this many transaction ids are not compared with rows
 # (carrying over and patching need them; older ones mean a read).
 XMIN_MAX_AGE = 1_000_000_000
+# A table of at most this many rows (by its parent's segments) has the keys of its changed
+# rows collected by the segment scan (array_agg: up to 9 bytes a row in the server's memory
+# if every row changed); a bigger one has its changed rows read by a second scan beside it.
+KEY_COLLECT_MAX_ROWS = 16_000_000
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 # A restore's staging database older than this with nobody connected is an orphan of a
 # killed restore (the default run deadline is 6 h).
@@ -537,12 +542,17 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 # out is read (or patched) instead of carried over.
                 marks = sorted({int(s.meta["xmin"]) for s in parent_segments.values()
                                 if _comparable(s.meta.get("xmin"), snapshot_xmin)}, reverse=True)[:4]
-                # The rows changed since the bases are read at the same time as the scan,
-                # through another session in the same snapshot; unused if nothing is patched.
+                # The keys of the rows changed since the bases come with the scan; for a
+                # table too big for that, those rows are read at the same time through
+                # another session in the same snapshot (unused if nothing is patched).
+                patchable = since is not None and t.pk[0] in t.columns
+                parent_rows = sum(int(s.meta.get("rows", "0")) for s in parent_segments.values())
+                collect = patchable and parent_rows <= KEY_COLLECT_MAX_ROWS
                 changed_rows = (speculate.submit(self._changed_rows, t, since, snapshot, deadline)
-                                if since is not None and t.pk[0] in t.columns else None)
+                                if since is not None and patchable and not collect else None)
                 try:
-                    scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}))
+                    scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}),
+                                               collect_since=since if collect else None)
                 except BaseException:
                     if changed_rows is not None:
                         changed_rows.cancel()
@@ -554,9 +564,15 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                         carried.append(old.name)  # no row changed since the parent read it
                         unchanged_segments.add(seg.number)
                 changed_segments = [seg for seg in scans if seg.number not in unchanged_segments]
-                patches = (self._segment_patches(t, width, since, bases, changed_segments, changed_rows.result(),
-                                                 snapshot, deadline)
-                           if changed_rows is not None and since is not None else {})
+                patches: dict[int, SegmentPatchPlan] = {}
+                if patchable and since is not None:
+                    def rows_of(segs: list[SegmentScan], t: TableInfo = t,
+                                changed_rows: Future[bytes | None] | None = changed_rows) -> bytes | None:
+                        if changed_rows is not None:
+                            return changed_rows.result()
+                        return self._rows_by_key(c, t, sorted(k for seg in segs for k in seg.changed_keys or []))
+                    patches = self._segment_patches(t, width, since, bases, changed_segments, rows_of,
+                                                    snapshot, deadline)
                 for seg in changed_segments:
                     key_range = KeyRange(seg.number, width)
                     segment_meta = {**meta, "segment": str(seg.number), "segment_width": str(width),
@@ -624,28 +640,55 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         pieces = max(1, -(-t.heap_bytes // SEGMENT_BYTES))
         return 1 << max(0, (-(-span // pieces) - 1).bit_length())
 
-    def _segment_scan(self, c: psycopg.Connection[Any], t: TableInfo, width: int, marks: list[int]
-                      ) -> list[SegmentScan]:
+    def _segment_scan(self, c: psycopg.Connection[Any], t: TableInfo, width: int, marks: list[int], *,
+                      collect_since: int | None = None) -> list[SegmentScan]:
         """Every non-empty segment with its row count and, for each mark (a 64-bit
         transaction id), how many of its rows have an xmin that is not older; one scan in
-        the dump's snapshot, cheap aggregates only."""
+        the dump's snapshot. With `collect_since`, also the keys of the rows not older
+        than it, for the segments where they are at most PATCH_MAX_CHANGED of the rows."""
         key = sql.SQL("{}::int8").format(sql.Identifier(t.pk[0]))
-        counts = [sql.SQL(", count(*) FILTER (WHERE age <= age({}::xid))").format(sql.Literal(str(m % 2**32)))
-                  for m in marks]
+
+        def newer(mark: int) -> sql.Composable:
+            return sql.SQL("age <= age({}::xid)").format(sql.Literal(str(mark % 2**32)))
+
+        counts = [sql.SQL(", count(*) FILTER (WHERE {})").format(newer(m)) for m in marks]
+        if collect_since is not None:
+            counts.append(sql.SQL(
+                ", CASE WHEN count(*) FILTER (WHERE {new}) <= {share} * count(*) "
+                "THEN array_agg(key) FILTER (WHERE {new}) END").format(
+                new=newer(collect_since), share=sql.Literal(PATCH_MAX_CHANGED)))
         # age(xmin) once per row (OFFSET 0 keeps the subquery from being flattened into
         # one age() per FILTER). No ORDER BY: the planner cannot tell there are few groups,
         # and with a sort anywhere in the plan it sorts every row (to disk) instead of
         # hashing them; the few result rows are sorted here.
-        query = sql.SQL("SELECT segment, count(*){counts} FROM (SELECT {number} AS segment, age(xmin) AS age "
-                        "FROM {table} OFFSET 0) AS rows GROUP BY 1").format(
-            number=_segment_number(key, width), counts=sql.Composed(counts), table=sql.Identifier(t.schema, t.name))
+        query = sql.SQL("SELECT segment, count(*){counts} FROM (SELECT {number} AS segment, {key} AS key, "
+                        "age(xmin) AS age FROM {table} OFFSET 0) AS rows GROUP BY 1").format(
+            number=_segment_number(key, width), key=key, counts=sql.Composed(counts),
+            table=sql.Identifier(t.schema, t.name))
         c.execute("SET enable_sort = off")
         try:
             rows = sorted(c.execute(query).fetchall())
         finally:
             c.execute("RESET enable_sort")
-        return [SegmentScan(int(r[0]), int(r[1]), dict(zip(marks, (int(n) for n in r[2:]), strict=True)))
+        return [SegmentScan(int(r[0]), int(r[1]),
+                            dict(zip(marks, (int(n) for n in r[2:2 + len(marks)]), strict=True)),
+                            r[2 + len(marks)] if collect_since is not None else None)
                 for r in rows]
+
+    def _rows_by_key(self, c: psycopg.Connection[Any], t: TableInfo, keys: list[int]) -> bytes:
+        """The rows with these keys, in key order, as COPY text, read in the dump's snapshot
+        through its own session (an index scan)."""
+        if not keys:
+            return b""
+        pk = sql.Identifier(t.pk[0])
+        query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY(%s) ORDER BY {}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(col) for col in t.columns), sql.Identifier(t.schema, t.name), pk, pk)
+        c.execute(_COPY_SETTINGS)
+        out = bytearray()
+        with c.cursor().copy(query, [keys]) as copy:
+            for block in copy:
+                out += block
+        return bytes(out)
 
     def _changed_rows(self, t: TableInfo, since: int, snapshot: str, deadline: Deadline) -> bytes | None:
         """The table's rows whose xmin is not older than `since`, in key order, read in the
@@ -662,8 +705,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         return bytes(out)
 
     def _segment_patches(self, t: TableInfo, width: int, since: int, bases: dict[str, StreamManifest],
-                         changed: list[SegmentScan], changed_all: bytes | None, snapshot: str,
-                         deadline: Deadline) -> dict[int, SegmentPatchPlan]:
+                         changed: list[SegmentScan], rows_of: Callable[[list[SegmentScan]], bytes | None],
+                         snapshot: str, deadline: Deadline) -> dict[int, SegmentPatchPlan]:
         """Patch plans for the changed segments that few rows changed in since their base.
 
         Every row version with an xmin older than the base's snapshot xmin was visible to
@@ -677,7 +720,10 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             base = bases.get(str(seg.number))
             if base is not None and seg.changed[since] <= PATCH_MAX_CHANGED * seg.rows:
                 candidates[seg.number] = (base, seg.rows)
-        if not candidates or changed_all is None:
+        if not candidates:
+            return {}
+        changed_all = rows_of([seg for seg in changed if seg.number in candidates])
+        if changed_all is None:
             return {}
         key_index = t.columns.index(t.pk[0])
         lines = copy_lines(changed_all, key_index)
@@ -688,19 +734,21 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         for number, (base, rows_now) in candidates.items():
             first, end = (int(i) for i in np.searchsorted(numbers, [number, number + 1]))
             piece = changed_all[int(lines.starts[first]):int(lines.ends[end - 1]) + 1] if end > first else b""
+            base_rows = base.meta.get("base_rows" if is_patched(base.meta) else "rows")
             build = functools.partial(self._build_segment_patch, t, KeyRange(number, width), piece, rows_now,
-                                      snapshot, deadline)
+                                      None if base_rows is None else int(base_rows), snapshot, deadline)
             plans[number] = SegmentPatchPlan(base=base, build=build, meta={"base_xmin": base.meta["base_xmin"]})
         return plans
 
     def _build_segment_patch(self, t: TableInfo, key_range: KeyRange, changed: bytes, rows_now: int,
-                             snapshot: str, deadline: Deadline, base: bytes | bytearray) -> SegmentPatch | None:
+                             base_rows: int | None, snapshot: str, deadline: Deadline, base: bytes | bytearray
+                             ) -> SegmentPatch | None:
         """The patch turning `base` into the segment now, or None (read it whole)."""
         key_index = t.columns.index(t.pk[0])
         changed_lines = copy_lines(changed, key_index)
         if changed_lines is None or (base and not base.endswith(b"\n")):
             return None
-        index: BaseIndex | None = KeyFirstScanner(base) if key_index == 0 else None
+        index: BaseIndex | None = KeyFirstScanner(base, base_rows) if key_index == 0 else None
         if index is None:
             if (lines := copy_lines(base, key_index)) is None:
                 return None
@@ -1170,6 +1218,7 @@ class SegmentScan:
     number: int
     rows: int
     changed: dict[int, int]
+    changed_keys: list[int] | None = None  # keys of the rows not older than the scan's collect_since
 
     def unchanged_since(self, old: StreamManifest) -> bool:
         """Whether the segment holds exactly the rows of `old`, a stream of it read (or

@@ -115,6 +115,7 @@ class SegmentPatch:
     patch: bytes
     rows: int
     edits: tuple[Splice, ...]
+    base_rows: int
 
     @property
     def splices(self) -> int:
@@ -159,9 +160,10 @@ class KeyFirstScanner:
     one (keys come in increasing order), widening the window while the row at its end
     still has a smaller key; a key with no row is placed by bisecting the window."""
 
-    def __init__(self, base: bytes | bytearray) -> None:
+    def __init__(self, base: bytes | bytearray, rows: int | None = None) -> None:
+        """`rows`: the base's row count when it is known (else it is counted)."""
         self.base = base
-        self.rows = base.count(b"\n")
+        self.rows = base.count(b"\n") if rows is None else rows
 
     def _line_at_or_after(self, offset: int) -> int:
         if offset <= 0:
@@ -250,21 +252,21 @@ def build_patch(base: bytes | bytearray, index: BaseIndex, changed: bytes, chang
         parts.append(insert)
     parts.append(END)
     edits = tuple(Splice(offset, delete, insert) for offset, _, delete, insert in events)
-    return SegmentPatch(b"".join(parts), rows=index.rows + inserted - dropped, edits=edits)
+    return SegmentPatch(b"".join(parts), rows=index.rows + inserted - dropped, edits=edits, base_rows=index.rows)
 
 
-def patched_stats(base: bytes | bytearray, edits: tuple[Splice, ...]) -> tuple[int, str]:
-    """Row count and BLAKE3 (hex) of the patched rows, without building them."""
+def patched_stats(base: bytes | bytearray, base_rows: int, edits: tuple[Splice, ...]) -> tuple[int, str]:
+    """Row count and BLAKE3 (hex) of the patched rows, without building them: the count
+    is the base's `base_rows` less the rows the splices drop plus those they insert."""
     hasher = blake3.blake3()
     view = memoryview(base)
-    rows = pos = 0
+    rows, pos = base_rows, 0
     for edit in edits:
         hasher.update(view[pos:edit.offset])
         hasher.update(edit.insert)
-        rows += base.count(b"\n", pos, edit.offset) + edit.insert.count(b"\n")
+        rows += edit.insert.count(b"\n") - base.count(b"\n", edit.offset, edit.offset + edit.delete)
         pos = edit.offset + edit.delete
     hasher.update(view[pos:])
-    rows += base.count(b"\n", pos)
     return rows, hasher.hexdigest()
 
 
