@@ -476,7 +476,10 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         deadline = Deadline.start(timeout)
         before, settled = self._table_counters(settle=12.0 if parent_streams else 0.0)
         c = self._connect(autocommit=False)
+        # One thread with its own session in the dump's snapshot reads changed rows for
+        # segment patches while the backup goes on.
         speculate = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vf-changed")
+        fetcher: _SnapshotSession | None = None
         try:
             server_major, server_version = self._server_version(c)
             versions = self._check_tools(server_major, server_version)
@@ -484,6 +487,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             row = c.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot = str(row[0])
+            fetcher = _SnapshotSession(self, snapshot)
             # The oldest transaction this snapshot may not see: every row version with an
             # older xmin was committed before it (segment patches, below).
             row = c.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8" if server_major >= 13
@@ -566,12 +570,9 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 changed_segments = [seg for seg in scans if seg.number not in unchanged_segments]
                 patches: dict[int, SegmentPatchPlan] = {}
                 if patchable and since is not None:
-                    def rows_of(segs: list[SegmentScan], t: TableInfo = t,
-                                changed_rows: Future[bytes | None] | None = changed_rows) -> bytes | None:
-                        if changed_rows is not None:
-                            return changed_rows.result()
-                        return self._rows_by_key(c, t, sorted(k for seg in segs for k in seg.changed_keys or []))
-                    patches = self._segment_patches(t, width, since, bases, changed_segments, rows_of,
+                    rows: ChangedRows = (_ScannedChangedRows(changed_rows, t, width) if changed_rows is not None
+                                         else _FetchedChangedRows(speculate, fetcher, t))
+                    patches = self._segment_patches(t, width, since, bases, changed_segments, rows,
                                                     snapshot, deadline)
                 for seg in changed_segments:
                     key_range = KeyRange(seg.number, width)
@@ -589,6 +590,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                               inventory=inventory)
         finally:
             speculate.shutdown(wait=True, cancel_futures=True)
+            if fetcher is not None:
+                fetcher.close()
             c.close()
 
     def _table_counters(self, *, settle: float = 0.0) -> tuple[dict[str, str], bool]:
@@ -675,21 +678,6 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                             r[2 + len(marks)] if collect_since is not None else None)
                 for r in rows]
 
-    def _rows_by_key(self, c: psycopg.Connection[Any], t: TableInfo, keys: list[int]) -> bytes:
-        """The rows with these keys, in key order, as COPY text, read in the dump's snapshot
-        through its own session (an index scan)."""
-        if not keys:
-            return b""
-        pk = sql.Identifier(t.pk[0])
-        query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY(%s) ORDER BY {}) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(col) for col in t.columns), sql.Identifier(t.schema, t.name), pk, pk)
-        c.execute(_COPY_SETTINGS)
-        out = bytearray()
-        with c.cursor().copy(query, [keys]) as copy:
-            for block in copy:
-                out += block
-        return bytes(out)
-
     def _changed_rows(self, t: TableInfo, since: int, snapshot: str, deadline: Deadline) -> bytes | None:
         """The table's rows whose xmin is not older than `since`, in key order, read in the
         dump's snapshot with one scan; None if they are more than PATCH_BUFFER_BYTES."""
@@ -705,15 +693,15 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         return bytes(out)
 
     def _segment_patches(self, t: TableInfo, width: int, since: int, bases: dict[str, StreamManifest],
-                         changed: list[SegmentScan], rows_of: Callable[[list[SegmentScan]], bytes | None],
-                         snapshot: str, deadline: Deadline) -> dict[int, SegmentPatchPlan]:
+                         changed: list[SegmentScan], rows: ChangedRows, snapshot: str,
+                         deadline: Deadline) -> dict[int, SegmentPatchPlan]:
         """Patch plans for the changed segments that few rows changed in since their base.
 
         Every row version with an xmin older than the base's snapshot xmin was visible to
         the base and is unchanged since (PostgreSQL never changes a row in place), so the
-        base plus the rows whose xmin is not older (read here, in the dump's snapshot, in
-        key order, with one scan) gives the segment now, once the base rows that are gone
-        are dropped. The segment's row count says whether any are gone.
+        base plus the rows whose xmin is not older (`rows`, read in the dump's snapshot, in
+        key order) gives the segment now, once the base rows that are gone are dropped. The
+        segment's row count says whether any are gone.
         """
         candidates: dict[int, tuple[StreamManifest, int]] = {}
         for seg in changed:
@@ -722,29 +710,24 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 candidates[seg.number] = (base, seg.rows)
         if not candidates:
             return {}
-        changed_all = rows_of([seg for seg in changed if seg.number in candidates])
-        if changed_all is None:
-            return {}
-        key_index = t.columns.index(t.pk[0])
-        lines = copy_lines(changed_all, key_index)
-        if lines is None:
-            return {}
-        numbers = lines.keys // width
+        rows.expect([seg for seg in changed if seg.number in candidates])
         plans = {}
         for number, (base, rows_now) in candidates.items():
-            first, end = (int(i) for i in np.searchsorted(numbers, [number, number + 1]))
-            piece = changed_all[int(lines.starts[first]):int(lines.ends[end - 1]) + 1] if end > first else b""
             base_rows = base.meta.get("base_rows" if is_patched(base.meta) else "rows")
-            build = functools.partial(self._build_segment_patch, t, KeyRange(number, width), piece, rows_now,
+            build = functools.partial(self._build_segment_patch, t, KeyRange(number, width),
+                                      functools.partial(rows.of_segment, number), rows_now,
                                       None if base_rows is None else int(base_rows), snapshot, deadline)
             plans[number] = SegmentPatchPlan(base=base, build=build, meta={"base_xmin": base.meta["base_xmin"]})
         return plans
 
-    def _build_segment_patch(self, t: TableInfo, key_range: KeyRange, changed: bytes, rows_now: int,
-                             base_rows: int | None, snapshot: str, deadline: Deadline, base: bytes | bytearray
-                             ) -> SegmentPatch | None:
+    def _build_segment_patch(self, t: TableInfo, key_range: KeyRange, changed_rows: Callable[[], bytes | None],
+                             rows_now: int, base_rows: int | None, snapshot: str, deadline: Deadline,
+                             base: bytes | bytearray) -> SegmentPatch | None:
         """The patch turning `base` into the segment now, or None (read it whole)."""
         key_index = t.columns.index(t.pk[0])
+        changed = changed_rows()
+        if changed is None:
+            return None
         changed_lines = copy_lines(changed, key_index)
         if changed_lines is None or (base and not base.endswith(b"\n")):
             return None
@@ -1204,6 +1187,97 @@ def _segment_number(key: sql.Composable, width: int) -> sql.Composable:
     """The segment of `key` (floor division by `width`, also for negative keys)."""
     return sql.SQL("CASE WHEN {key} >= 0 THEN {key} / {w} ELSE ({key} + 1) / {w} - 1 END").format(
         key=key, w=sql.Literal(width))
+
+
+class _SnapshotSession:
+    """A session of its own in the dump's exported snapshot, opened on first use (by the
+    one thread that uses it)."""
+
+    def __init__(self, engine: PostgresEngine, snapshot: str) -> None:
+        self._engine = engine
+        self._snapshot = snapshot
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            conn = self._engine._connect(autocommit=False)
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot)))
+            conn.execute(_COPY_SETTINGS)
+            self._conn = conn
+        return self._conn
+
+    def rows_by_key(self, t: TableInfo, keys: list[int]) -> bytes:
+        """The rows with these keys, in key order, as COPY text (an index scan)."""
+        if not keys:
+            return b""
+        pk = sql.Identifier(t.pk[0])
+        query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY(%s) ORDER BY {}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(col) for col in t.columns), sql.Identifier(t.schema, t.name), pk, pk)
+        out = bytearray()
+        with self.connection().cursor().copy(query, [keys]) as copy:
+            for block in copy:
+                out += block
+        return bytes(out)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class ChangedRows:
+    """The rows of a table changed since its segments' bases, by segment, for patches;
+    `of_segment` waits until that segment's rows are there (None: too many to hold)."""
+
+    def expect(self, segments: list[SegmentScan]) -> None:
+        """The segments that will be asked for, in the order they will be."""
+
+    def of_segment(self, number: int) -> bytes | None:
+        raise NotImplementedError
+
+
+class _FetchedChangedRows(ChangedRows):
+    """Rows fetched by the keys the segment scan collected, segment by segment, on the
+    snapshot session's thread."""
+
+    def __init__(self, executor: ThreadPoolExecutor, session: _SnapshotSession | None, t: TableInfo) -> None:
+        assert session is not None
+        self._executor, self._session, self._table = executor, session, t
+        self._futures: dict[int, Future[bytes]] = {}
+
+    def expect(self, segments: list[SegmentScan]) -> None:
+        for seg in segments:
+            self._futures[seg.number] = self._executor.submit(self._session.rows_by_key, self._table,
+                                                              seg.changed_keys or [])
+
+    def of_segment(self, number: int) -> bytes | None:
+        return self._futures[number].result()
+
+
+class _ScannedChangedRows(ChangedRows):
+    """Rows read for the whole table by one scan beside the segment scan, split by segment."""
+
+    def __init__(self, scanned: Future[bytes | None], t: TableInfo, width: int) -> None:
+        self._scanned, self._table, self._width = scanned, t, width
+        self._lock = threading.Lock()
+        self._pieces: dict[int, bytes] | None = None
+
+    def of_segment(self, number: int) -> bytes | None:
+        with self._lock:
+            if self._pieces is None:
+                self._pieces = self._split(self._scanned.result())
+        return self._pieces.get(number, b"") if self._pieces is not None else None
+
+    def _split(self, rows: bytes | None) -> dict[int, bytes] | None:
+        lines = None if rows is None else copy_lines(rows, self._table.columns.index(self._table.pk[0]))
+        if rows is None or lines is None:
+            return None
+        numbers = lines.keys // self._width
+        pieces = {}
+        for number in np.unique(numbers).tolist():
+            first, end = (int(i) for i in np.searchsorted(numbers, [number, number + 1]))
+            pieces[int(number)] = rows[int(lines.starts[first]):int(lines.ends[end - 1]) + 1]
+        return pieces
 
 
 class _TooMuchChanged(Exception):
