@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import blake3
 import numpy as np
@@ -34,11 +34,13 @@ from vaultflow.repository.manifest import StreamManifest
 from vaultflow.repository.repository import ByteSink
 
 MAGIC = b"VFPATCH1\n"
+_HASH_BLOCK = 4 << 20
 END = b"END\n"
 
 
-@dataclass(frozen=True)
-class Splice:
+class Splice(NamedTuple):
+    """At `offset` of the base, drop `delete` bytes and emit `insert`."""
+
     offset: int
     delete: int
     insert: bytes
@@ -207,12 +209,12 @@ class KeyFirstScanner:
             needle = b"\n%d\t" % key
             window = 1 << 16
             while True:
-                hi = self._line_at_or_after(min(pos + window, size))
-                j = base.find(needle, max(pos - 1, 0), hi)
+                j = base.find(needle, max(pos - 1, 0), pos + window)
                 if j >= 0:
                     pos = j + 1
-                    out.append((pos, self._line_length(pos)))
+                    out.append((pos, base.index(b"\n", pos) + 1 - pos))
                     break
+                hi = self._line_at_or_after(min(pos + window, size))
                 if hi >= size or self._key(hi) > key:
                     pos = self._first_at_least(key, pos, hi)
                     found = pos < size and self._key(pos) == key
@@ -228,45 +230,58 @@ def build_patch(base: bytes | bytearray, index: BaseIndex, changed: bytes, chang
     """Splices that turn `base` into base with every `changed` row put in its key's place
     (replacing the base row with that key, or inserted before the next greater key) and
     the base rows whose keys are in `gone` dropped."""
-    events: list[tuple[int, int, int, bytes]] = []  # (offset, order, delete, insert)
-    inserted = 0
-    replaced = set()
-    for i, (offset, length) in enumerate(index.locate(changed_lines.keys)):
-        line = changed[int(changed_lines.starts[i]):int(changed_lines.ends[i]) + 1]
-        events.append((offset, 1 if length else 0, length, line))
-        if length:
-            replaced.add(offset)
-        else:
-            inserted += 1
+    # Keys come in increasing order, so the splices do too; at one offset an insert (of a
+    # smaller key) comes before the replacement of the row that starts there.
+    edits = []
+    starts, ends = changed_lines.starts.tolist(), changed_lines.ends.tolist()
+    for (offset, length), start, end in zip(index.locate(changed_lines.keys), starts, ends, strict=True):
+        edits.append(Splice(offset, length, changed[start:end + 1]))
+    inserted = sum(1 for e in edits if not e.delete)
     dropped = 0
     if gone is not None and len(gone):
+        replaced = {e.offset for e in edits if e.delete}
         for offset, length in index.locate(np.sort(gone)):
             if length and offset not in replaced:  # else a changed row is taking its place
-                events.append((offset, 1, length, b""))
+                edits.append(Splice(offset, length, b""))
                 dropped += 1
-    # Inserts before the row at the same offset (order 0), then that row's replacement.
-    events.sort(key=lambda e: (e[0], e[1]))
+        edits.sort(key=lambda e: (e.offset, e.delete > 0))
     parts = [MAGIC]
-    for offset, _, delete, insert in events:
-        parts.append(b"%d %d %d\n" % (offset, delete, len(insert)))
-        parts.append(insert)
+    for offset, delete, insert in edits:
+        parts += (b"%d %d %d\n" % (offset, delete, len(insert)), insert)
     parts.append(END)
-    edits = tuple(Splice(offset, delete, insert) for offset, _, delete, insert in events)
-    return SegmentPatch(b"".join(parts), rows=index.rows + inserted - dropped, edits=edits, base_rows=index.rows)
+    return SegmentPatch(b"".join(parts), rows=index.rows + inserted - dropped, edits=tuple(edits),
+                        base_rows=index.rows)
 
 
 def patched_stats(base: bytes | bytearray, base_rows: int, edits: tuple[Splice, ...]) -> tuple[int, str]:
     """Row count and BLAKE3 (hex) of the patched rows, without building them: the count
     is the base's `base_rows` less the rows the splices drop plus those they insert."""
     hasher = blake3.blake3()
+    # The pieces are small (a few KiB between splices): they are hashed in blocks of a few
+    # MiB, as thousands of small update() calls cost more than copying them once.
+    block = bytearray(_HASH_BLOCK)
+    fill = 0
+
+    def feed(piece: bytes | memoryview) -> None:
+        nonlocal fill
+        if fill + len(piece) > _HASH_BLOCK:
+            hasher.update(memoryview(block)[:fill])
+            fill = 0
+            if len(piece) > _HASH_BLOCK:
+                hasher.update(piece)
+                return
+        block[fill:fill + len(piece)] = piece
+        fill += len(piece)
+
     view = memoryview(base)
     rows, pos = base_rows, 0
     for edit in edits:
-        hasher.update(view[pos:edit.offset])
-        hasher.update(edit.insert)
+        feed(view[pos:edit.offset])
+        feed(edit.insert)
         rows += edit.insert.count(b"\n") - base.count(b"\n", edit.offset, edit.offset + edit.delete)
         pos = edit.offset + edit.delete
-    hasher.update(view[pos:])
+    feed(view[pos:])
+    hasher.update(memoryview(block)[:fill])
     return rows, hasher.hexdigest()
 
 
