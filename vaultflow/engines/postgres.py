@@ -555,8 +555,12 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 changed_rows = (speculate.submit(self._changed_rows, t, since, snapshot, deadline)
                                 if since is not None and patchable and not collect else None)
                 try:
+                    # The scan runs in two halves of the heap at once, the second one in the
+                    # changed-rows session, which is idle until the scan is done.
+                    caps = {int(n): int(PATCH_MAX_CHANGED * int(b.meta.get("rows", "0"))) for n, b in bases.items()}
                     scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}),
-                                               collect_since=since if collect else None)
+                                               collect_since=since if collect else None, collect_caps=caps,
+                                               beside=None if changed_rows is not None else (speculate, fetcher))
                 except BaseException:
                     if changed_rows is not None:
                         changed_rows.cancel()
@@ -644,11 +648,19 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         return 1 << max(0, (-(-span // pieces) - 1).bit_length())
 
     def _segment_scan(self, c: psycopg.Connection[Any], t: TableInfo, width: int, marks: list[int], *,
-                      collect_since: int | None = None) -> list[SegmentScan]:
+                      collect_since: int | None = None, collect_caps: dict[int, int] | None = None,
+                      beside: tuple[ThreadPoolExecutor, _SnapshotSession | None] | None = None
+                      ) -> list[SegmentScan]:
         """Every non-empty segment with its row count and, for each mark (a 64-bit
         transaction id), how many of its rows have an xmin that is not older; one scan in
         the dump's snapshot. With `collect_since`, also the keys of the rows not older
-        than it, for the segments where they are at most PATCH_MAX_CHANGED of the rows."""
+        than it, for the segments where they are at most `collect_caps[segment]` rows (an
+        absolute cap, so that every part of a divided scan agrees on it).
+
+        `beside`: a thread and a session in the same snapshot; on PostgreSQL 14 or later a
+        big table's heap is then scanned in two halves at once (TID ranges), which halves
+        the scan's time where the server has a core to spare (the first read after many
+        updates, which sets hint bits and prunes pages, costs the most)."""
         key = sql.SQL("{}::int8").format(sql.Identifier(t.pk[0]))
 
         def newer(mark: int) -> sql.Composable:
@@ -656,27 +668,54 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
 
         counts = [sql.SQL(", count(*) FILTER (WHERE {})").format(newer(m)) for m in marks]
         if collect_since is not None:
+            caps = json.dumps({str(n): cap for n, cap in (collect_caps or {}).items()})
             counts.append(sql.SQL(
-                ", CASE WHEN count(*) FILTER (WHERE {new}) <= {share} * count(*) "
+                ", CASE WHEN count(*) FILTER (WHERE {new}) <= coalesce(({caps}::jsonb ->> segment::text)::int8, -1) "
                 "THEN array_agg(key) FILTER (WHERE {new}) END").format(
-                new=newer(collect_since), share=sql.Literal(PATCH_MAX_CHANGED)))
+                new=newer(collect_since), caps=sql.Literal(caps)))
         # age(xmin) once per row (OFFSET 0 keeps the subquery from being flattened into
         # one age() per FILTER). No ORDER BY: the planner cannot tell there are few groups,
         # and with a sort anywhere in the plan it sorts every row (to disk) instead of
         # hashing them; the few result rows are sorted here.
-        query = sql.SQL("SELECT segment, count(*){counts} FROM (SELECT {number} AS segment, {key} AS key, "
-                        "age(xmin) AS age FROM {table} OFFSET 0) AS rows GROUP BY 1").format(
-            number=_segment_number(key, width), key=key, counts=sql.Composed(counts),
-            table=sql.Identifier(t.schema, t.name))
-        c.execute("SET enable_sort = off")
-        try:
-            rows = sorted(c.execute(query).fetchall())
-        finally:
-            c.execute("RESET enable_sort")
+        def query(pages: tuple[int, int] | None) -> sql.Composed:
+            where: sql.Composable = sql.SQL("")
+            if pages is not None:
+                where = sql.SQL(" WHERE ctid >= {}::tid AND ctid < {}::tid").format(
+                    sql.Literal(f"({pages[0]},0)"), sql.Literal(f"({pages[1]},0)"))
+            return sql.SQL("SELECT segment, count(*){counts} FROM (SELECT {number} AS segment, {key} AS key, "
+                           "age(xmin) AS age FROM {table}{where} OFFSET 0) AS rows GROUP BY 1").format(
+                number=_segment_number(key, width), key=key, counts=sql.Composed(counts),
+                table=sql.Identifier(t.schema, t.name), where=where)
+
+        def run(conn: psycopg.Connection[Any], q: sql.Composed) -> list[tuple[Any, ...]]:
+            conn.execute("SET enable_sort = off")
+            try:
+                return list(conn.execute(q).fetchall())
+            finally:
+                conn.execute("RESET enable_sort")
+
+        halves = None
+        if beside is not None and beside[1] is not None and c.info.server_version >= 140000 \
+                and t.heap_bytes >= SEGMENT_MIN_BYTES:
+            row = c.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int8",
+                            (sql.Identifier(t.schema, t.name).as_string(c),)).fetchone()
+            pages = int(row[0]) if row else 0
+            halves = (0, pages // 2, 2**32 - 1) if pages >= 2 else None
+        if halves is None:
+            rows = run(c, query(None))
+        else:
+            executor, session = beside  # type: ignore[misc]
+            assert session is not None
+            other = executor.submit(lambda: run(session.connection(), query((halves[1], halves[2]))))
+            try:
+                rows = run(c, query((halves[0], halves[1])))
+            finally:
+                rows_other = other.result()
+            rows = _merge_scan_rows(rows + rows_other, len(marks), collect_since is not None)
         return [SegmentScan(int(r[0]), int(r[1]),
                             dict(zip(marks, (int(n) for n in r[2:2 + len(marks)]), strict=True)),
                             r[2 + len(marks)] if collect_since is not None else None)
-                for r in rows]
+                for r in sorted(rows)]
 
     def _changed_rows(self, t: TableInfo, since: int, snapshot: str, deadline: Deadline) -> bytes | None:
         """The table's rows whose xmin is not older than `since`, in key order, read in the
@@ -706,7 +745,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         candidates: dict[int, tuple[StreamManifest, int]] = {}
         for seg in changed:
             base = bases.get(str(seg.number))
-            if base is not None and seg.changed[since] <= PATCH_MAX_CHANGED * seg.rows:
+            if base is not None and seg.changed[since] <= PATCH_MAX_CHANGED * seg.rows and rows.covers(seg, since):
                 candidates[seg.number] = (base, seg.rows)
         if not candidates:
             return {}
@@ -1229,6 +1268,10 @@ class ChangedRows:
     """The rows of a table changed since its segments' bases, by segment, for patches;
     `of_segment` waits until that segment's rows are there (None: too many to hold)."""
 
+    def covers(self, seg: SegmentScan, since: int) -> bool:
+        """Whether this can give every changed row of `seg`."""
+        return True
+
     def expect(self, segments: list[SegmentScan]) -> None:
         """The segments that will be asked for, in the order they will be."""
 
@@ -1244,6 +1287,9 @@ class _FetchedChangedRows(ChangedRows):
         assert session is not None
         self._executor, self._session, self._table = executor, session, t
         self._futures: dict[int, Future[bytes]] = {}
+
+    def covers(self, seg: SegmentScan, since: int) -> bool:
+        return seg.changed_keys is not None and len(seg.changed_keys) == seg.changed[since]
 
     def expect(self, segments: list[SegmentScan]) -> None:
         for seg in segments:
@@ -1302,6 +1348,23 @@ class SegmentScan:
         mark = old.meta.get("xmin")
         return (mark is not None and self.changed.get(int(mark)) == 0
                 and str(self.rows) == old.meta.get("rows"))
+
+
+def _merge_scan_rows(rows: list[tuple[Any, ...]], marks: int, keys: bool) -> list[tuple[Any, ...]]:
+    """Segment scan rows of several heap ranges, summed per segment. Keys are kept only
+    where every range that holds rows of the segment gave them (one over its share of
+    changed rows gives none, and the segment is then not patched)."""
+    merged: dict[int, list[Any]] = {}
+    for r in rows:
+        m = merged.get(r[0])
+        if m is None:
+            merged[r[0]] = list(r)
+            continue
+        for i in range(1, 2 + marks):
+            m[i] += r[i]
+        if keys:
+            m[2 + marks] = None if m[2 + marks] is None or r[2 + marks] is None else m[2 + marks] + r[2 + marks]
+    return [tuple(m) for m in merged.values()]
 
 
 def _comparable(xmin: str | None, snapshot_xmin: int) -> bool:
