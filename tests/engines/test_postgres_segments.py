@@ -309,6 +309,16 @@ def test_a_heavily_changed_segment_is_read_whole_and_vacuum_full_reads_nothing(s
     assert engine_from_url(source).table_stats(like=inc2.tables) == inc2.tables
     restored_equals(repo, inc2, pg_url(pg_database(create=False)))
 
+    # Segment 0 now has a newer base than the others: each is patched against its own.
+    sql(source, "UPDATE big SET body = 'sprinkled' WHERE id % 97 = 3")
+    inc3 = run(repo, source, "incremental")
+    patched = _patched(inc3)
+    assert patched["0"].meta["base_digest"] == whole[0].blake3
+    assert {s.meta["base_digest"] for n, s in patched.items() if n != "0"} <= {
+        s.blake3 for s in full.streams if s.meta.get("table") == "big"}
+    assert engine_from_url(source).table_stats(like=inc3.tables) == inc3.tables
+    restored_equals(repo, inc3, pg_url(pg_database(create=False)))
+
 
 def test_a_big_table_reads_its_changed_rows_with_a_second_scan(source: str, repo_path: Path, pg_database,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

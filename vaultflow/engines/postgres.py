@@ -557,9 +557,12 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 try:
                     # The scan runs in two halves of the heap at once, the second one in the
                     # changed-rows session, which is idle until the scan is done.
-                    caps = {int(n): int(PATCH_MAX_CHANGED * int(b.meta.get("rows", "0"))) for n, b in bases.items()}
+                    # Per segment: the rows newer than its own base, and at most how many keys
+                    # of them to collect.
+                    own = {int(n): (int(b.meta["base_xmin"]), int(PATCH_MAX_CHANGED * int(b.meta.get("rows", "0"))))
+                           for n, b in bases.items()}
                     scans = self._segment_scan(c, t, width, sorted({*marks, *([since] if since else [])}),
-                                               collect_since=since if collect else None, collect_caps=caps,
+                                               collect=own if collect else None,
                                                beside=None if changed_rows is not None else (speculate, fetcher))
                 except BaseException:
                     if changed_rows is not None:
@@ -648,14 +651,14 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         return 1 << max(0, (-(-span // pieces) - 1).bit_length())
 
     def _segment_scan(self, c: psycopg.Connection[Any], t: TableInfo, width: int, marks: list[int], *,
-                      collect_since: int | None = None, collect_caps: dict[int, int] | None = None,
+                      collect: dict[int, tuple[int, int]] | None = None,
                       beside: tuple[ThreadPoolExecutor, _SnapshotSession | None] | None = None
                       ) -> list[SegmentScan]:
         """Every non-empty segment with its row count and, for each mark (a 64-bit
         transaction id), how many of its rows have an xmin that is not older; one scan in
-        the dump's snapshot. With `collect_since`, also the keys of the rows not older
-        than it, for the segments where they are at most `collect_caps[segment]` rows (an
-        absolute cap, so that every part of a divided scan agrees on it).
+        the dump's snapshot. With `collect` (segment: (its own mark, a cap)), also how many
+        of a segment's rows are not older than its own mark, and their keys where they are
+        at most the cap (an absolute cap, so that every part of a divided scan agrees).
 
         `beside`: a thread and a session in the same snapshot; on PostgreSQL 14 or later a
         big table's heap is then scanned in two halves at once (TID ranges), which halves
@@ -667,12 +670,18 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             return sql.SQL("age <= age({}::xid)").format(sql.Literal(str(mark % 2**32)))
 
         counts = [sql.SQL(", count(*) FILTER (WHERE {})").format(newer(m)) for m in marks]
-        if collect_since is not None:
-            caps = json.dumps({str(n): cap for n, cap in (collect_caps or {}).items()})
+        if collect:
+            lo, hi = min(collect), max(collect)
+            marks_by_segment = "{" + ",".join(str(collect[n][0] % 2**32) if n in collect else "NULL"
+                                              for n in range(lo, hi + 1)) + "}"
+            own = sql.SQL("age <= age(({}::xid[])[segment - {} + 1])").format(
+                sql.Literal(marks_by_segment), sql.Literal(lo))
+            caps = json.dumps({str(n): cap for n, (_, cap) in collect.items()})
             counts.append(sql.SQL(
-                ", CASE WHEN count(*) FILTER (WHERE {new}) <= coalesce(({caps}::jsonb ->> segment::text)::int8, -1) "
-                "THEN array_agg(key) FILTER (WHERE {new}) END").format(
-                new=newer(collect_since), caps=sql.Literal(caps)))
+                ", count(*) FILTER (WHERE {own}), CASE WHEN count(*) FILTER (WHERE {own}) <= "
+                "coalesce(({caps}::jsonb ->> segment::text)::int8, -1) "
+                "THEN coalesce(array_agg(key) FILTER (WHERE {own}), '{{}}') END"
+            ).format(own=own, caps=sql.Literal(caps)))
         # age(xmin) once per row (OFFSET 0 keeps the subquery from being flattened into
         # one age() per FILTER). No ORDER BY: the planner cannot tell there are few groups,
         # and with a sort anywhere in the plan it sorts every row (to disk) instead of
@@ -711,10 +720,11 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 rows = run(c, query((halves[0], halves[1])))
             finally:
                 rows_other = other.result()
-            rows = _merge_scan_rows(rows + rows_other, len(marks), collect_since is not None)
-        return [SegmentScan(int(r[0]), int(r[1]),
-                            dict(zip(marks, (int(n) for n in r[2:2 + len(marks)]), strict=True)),
-                            r[2 + len(marks)] if collect_since is not None else None)
+            rows = _merge_scan_rows(rows + rows_other, 1 + len(marks) + (1 if collect else 0), bool(collect))
+        n = len(marks)
+        return [SegmentScan(int(r[0]), int(r[1]), dict(zip(marks, (int(x) for x in r[2:2 + n]), strict=True)),
+                            changed_own=int(r[2 + n]) if collect else None,
+                            changed_keys=r[3 + n] if collect else None)
                 for r in sorted(rows)]
 
     def _changed_rows(self, t: TableInfo, since: int, snapshot: str, deadline: Deadline) -> bytes | None:
@@ -745,7 +755,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         candidates: dict[int, tuple[StreamManifest, int]] = {}
         for seg in changed:
             base = bases.get(str(seg.number))
-            if base is not None and seg.changed[since] <= PATCH_MAX_CHANGED * seg.rows and rows.covers(seg, since):
+            changed_rows = seg.changed[since] if seg.changed_own is None else seg.changed_own
+            if base is not None and changed_rows <= PATCH_MAX_CHANGED * seg.rows and rows.covers(seg):
                 candidates[seg.number] = (base, seg.rows)
         if not candidates:
             return {}
@@ -1268,7 +1279,7 @@ class ChangedRows:
     """The rows of a table changed since its segments' bases, by segment, for patches;
     `of_segment` waits until that segment's rows are there (None: too many to hold)."""
 
-    def covers(self, seg: SegmentScan, since: int) -> bool:
+    def covers(self, seg: SegmentScan) -> bool:
         """Whether this can give every changed row of `seg`."""
         return True
 
@@ -1288,8 +1299,8 @@ class _FetchedChangedRows(ChangedRows):
         self._executor, self._session, self._table = executor, session, t
         self._futures: dict[int, Future[bytes]] = {}
 
-    def covers(self, seg: SegmentScan, since: int) -> bool:
-        return seg.changed_keys is not None and len(seg.changed_keys) == seg.changed[since]
+    def covers(self, seg: SegmentScan) -> bool:
+        return seg.changed_keys is not None and len(seg.changed_keys) == seg.changed_own
 
     def expect(self, segments: list[SegmentScan]) -> None:
         for seg in segments:
@@ -1338,7 +1349,8 @@ class SegmentScan:
     number: int
     rows: int
     changed: dict[int, int]
-    changed_keys: list[int] | None = None  # keys of the rows not older than the scan's collect_since
+    changed_own: int | None = None  # rows not older than the segment's own base (when collected)
+    changed_keys: list[int] | None = None  # their keys, when at most the cap
 
     def unchanged_since(self, old: StreamManifest) -> bool:
         """Whether the segment holds exactly the rows of `old`, a stream of it read (or
@@ -1350,20 +1362,21 @@ class SegmentScan:
                 and str(self.rows) == old.meta.get("rows"))
 
 
-def _merge_scan_rows(rows: list[tuple[Any, ...]], marks: int, keys: bool) -> list[tuple[Any, ...]]:
-    """Segment scan rows of several heap ranges, summed per segment. Keys are kept only
-    where every range that holds rows of the segment gave them (one over its share of
-    changed rows gives none, and the segment is then not patched)."""
+def _merge_scan_rows(rows: list[tuple[Any, ...]], counts: int, keys: bool) -> list[tuple[Any, ...]]:
+    """Segment scan rows (segment, `counts` counts[, keys]) of several heap ranges, summed
+    per segment. Keys are kept only where every range that holds rows of the segment gave
+    them (one over the cap gives none, and the segment is then not patched)."""
     merged: dict[int, list[Any]] = {}
     for r in rows:
         m = merged.get(r[0])
         if m is None:
             merged[r[0]] = list(r)
             continue
-        for i in range(1, 2 + marks):
+        for i in range(1, 1 + counts):
             m[i] += r[i]
         if keys:
-            m[2 + marks] = None if m[2 + marks] is None or r[2 + marks] is None else m[2 + marks] + r[2 + marks]
+            k = 1 + counts
+            m[k] = None if m[k] is None or r[k] is None else m[k] + r[k]
     return [tuple(m) for m in merged.values()]
 
 
