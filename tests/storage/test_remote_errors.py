@@ -231,3 +231,20 @@ def test_concurrency_knob(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) 
     monkeypatch.setenv("VAULTFLOW_STORAGE_CONCURRENCY", "0")
     with pytest.raises(InputError, match="VAULTFLOW_STORAGE_CONCURRENCY='0' is not a number from 1 to 64"):
         open_store("s3://some-bucket/x")
+
+
+def test_a_sas_signature_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """urllib3 logs each request's URL, query string and all, at DEBUG; opening an Azure
+    store installs the filter that cuts the signature out."""
+    import logging
+
+    from pydantic import SecretStr
+
+    from vaultflow.storage.azure import AzureSettings
+
+    AzureSettings("backups", "p", account_url="https://acct.blob.core.windows.net",
+                  sas_token=SecretStr("sv=1&sig=SECRETSIG")).open()
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        logging.getLogger("urllib3.connectionpool").debug(
+            '%s "PUT /c/p/config?sv=2024&sig=%s HTTP/1.1" 201', "https://acct", "SECRETSIG")
+    assert "SECRETSIG" not in caplog.text and "sig=REDACTED" in caplog.text

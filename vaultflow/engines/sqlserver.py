@@ -41,6 +41,7 @@ from vaultflow.errors import (
     ToolFailed,
     VaultflowError,
 )
+from vaultflow.log_redaction import hide_sas_in_logs
 from vaultflow.repository.manifest import StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
@@ -444,29 +445,6 @@ class DiskStaging:
 
     def remove(self, name: str) -> None:
         Path(self.local_path, name).unlink(missing_ok=True)
-
-
-class _SignatureFilter(logging.Filter):
-    """Cuts SAS signatures (`sig=...`) out of a log record: urllib3 logs every request's URL,
-    query string and all, at DEBUG, and a SAS travels in the query string."""
-
-    _SIG = re.compile(r"(?i)\bsig=[^&\s\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "sig=" in message.lower():
-            record.msg, record.args = self._SIG.sub("sig=REDACTED", message), ()
-        return True
-
-
-_SIGNATURE_FILTER = _SignatureFilter()
-
-
-def hide_sas_in_logs() -> None:
-    """Install the signature filter on urllib3's request logger (once per process)."""
-    logger = logging.getLogger("urllib3.connectionpool")
-    if _SIGNATURE_FILTER not in logger.filters:
-        logger.addFilter(_SIGNATURE_FILTER)
 
 
 @dataclass(frozen=True)

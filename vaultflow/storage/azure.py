@@ -36,6 +36,7 @@ from vaultflow.errors import (
     TransientError,
     VaultflowError,
 )
+from vaultflow.log_redaction import hide_sas_in_logs
 from vaultflow.storage.base import ObjectInfo, ObjectStore, validate_key, validate_prefix
 from vaultflow.storage.retry import RetryingStore, RetryPolicy
 from vaultflow.storage.s3 import clean_prefix
@@ -86,6 +87,7 @@ class AzureSettings:
         return f"az://{self.container}/{prefix}" if prefix else f"az://{self.container}"
 
     def open(self, retry: RetryPolicy | None = None) -> ObjectStore:
+        hide_sas_in_logs()  # urllib3 logs request URLs, SAS query string included, at DEBUG
         return RetryingStore(AzureBlobStore(self), retry)
 
     def sas_expires_at(self) -> datetime | None:
