@@ -3,18 +3,24 @@ base is stored as a patch on the base's chunks (vaultflow/engines/segment_patch.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSPHRASE, pg_url
-from tests.engines.test_postgres_segments import restored_equals, run, segments, small_segments, source, sql
+from tests.engines.test_postgres_segments import (
+    exported_equals,
+    restored_equals,
+    run,
+    segments,
+    small_segments,
+    source,
+    sql,
+)
 from vaultflow.engines import engine_from_url, postgres
 from vaultflow.engines.base import segment_width_of
 from vaultflow.repository import Repository, SnapshotManifest
 from vaultflow.repository.manifest import StreamManifest
-from vaultflow.restore import export_snapshot
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("pg_available")
@@ -63,12 +69,7 @@ def test_scattered_changes_are_stored_as_patches_on_the_base(source: str, repo_p
     report = run_drill(repo, inc2.id, engine_from_url(source))
     assert report.passed, [c.line() for c in report.failures()] or report.error
 
-    out = tmp_path / "dump.sql"
-    export_snapshot(repo, inc2.id, out)
-    name = pg_database()
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", name,
-                    "-f", str(out)], check=True, capture_output=True)
-    assert engine_from_url(pg_url(name)).table_stats(like=inc2.tables) == inc2.tables
+    exported_equals(repo, inc2, tmp_path / "dump.sql", pg_database())
     # the earlier snapshots still restore to their own times
     restored_equals(repo, inc, pg_url(pg_database(create=False)))
 
