@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +60,16 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM unwind the stack (SystemExit) instead of killing the process outright.
+
+    Prefect's runner installs such a handler only once `Runner.start()` runs, after the
+    deployments are registered; a SIGTERM before that would skip our `finally` and leave the
+    server child (in its own session) running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 @contextmanager
 def embedded_server(host: str = "127.0.0.1", port: int = 4200, startup_timeout: float = 120) -> Iterator[str]:
     """A `prefect server start` child with every service (scheduler, triggers, UI); yields its
@@ -70,6 +81,7 @@ def embedded_server(host: str = "127.0.0.1", port: int = 4200, startup_timeout: 
     if _healthy(api_url):
         yield api_url
         return
+    _exit_on_sigterm()
     env = dict(os.environ)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_UI_URL", f"http://{host}:{port}")
