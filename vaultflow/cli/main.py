@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
@@ -127,12 +127,13 @@ def _quiet_prefect(verbose: bool) -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
-def _check_url(ref: str) -> None:
-    """Refuse a bad database URL (one with a password above all) before a flow run stores it."""
+def _check_url(ref: str, action: Literal["backup", "restore"]) -> None:
+    """Refuse a bad database URL (one with a password above all), or one that cannot do
+    `action` (SQL Server without staging), before a flow run stores it."""
     from vaultflow.engines import engine_from_url, is_database_url
 
     if is_database_url(ref):
-        engine_from_url(ref)
+        engine_from_url(ref).check_configuration(action)
 
 
 def _prepare_flow_run(repo: str | None, verbose: bool) -> str:
@@ -197,7 +198,7 @@ def backup(
     if include or exclude:
         raise InputError("--include/--exclude choose databases and need --all-databases",
                          "add --all-databases, or use --include-table/--exclude-table for tables")
-    _check_url(source)
+    _check_url(source, "backup")
     ref = _prepare_flow_run(repo, verbose)
     from flows.backup import backup as backup_flow
 
@@ -321,7 +322,7 @@ def restore(
     verbose: VerboseOpt = False,
 ) -> None:
     """Restore a snapshot into a database (runs the `restore` flow)."""
-    _check_url(target)
+    _check_url(target, "restore")
     ref = _prepare_flow_run(repo, verbose)
     from flows.restore import restore as restore_flow
 

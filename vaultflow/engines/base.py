@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 import blake3
 
@@ -229,6 +229,10 @@ class DatabaseEngine(ABC):
         `tables` (schema.name) restricts the rows loaded to those tables; `observer` hears
         of each table as its rows are in (engines that load table by table).
         """
+
+    def check_configuration(self, action: Literal["backup", "restore"]) -> None:
+        """Refuse, without connecting, a configuration that cannot `action` at all (so a CLI
+        fails in one line before it starts a flow run). Default: nothing to check."""
 
     # -- restore drills ------------------------------------------------------------------
     # Optional capabilities with safe defaults, so an engine without them still backs up

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pydantic import SecretStr
 
@@ -653,6 +653,9 @@ class SqlServerEngine(ServerEngine[SqlServerConnection]):
                              "?server_path=...&local_path=... to the mssql:// URL")
         self.staging.check()
         return self.staging
+
+    def check_configuration(self, action: Literal["backup", "restore"]) -> None:
+        self._staging("backing up" if action == "backup" else "restoring into")
 
     # -- discovery and checks ----------------------------------------------------------
 
