@@ -8,6 +8,7 @@ describe exactly the snapshot stored. The password reaches the tools only throug
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import logging
 import os
@@ -395,10 +396,8 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         tool would write it with database-qualified names that restore only under the same
         database name, and the view is unusable on the source already.
         """
-        if include_tables or exclude_tables:
-            raise InputError("MySQL backups dump the whole database; table subsets are not supported",
-                             "drop --include-table/--exclude-table for MySQL sources")
         versions = self.versions()
+        skipped = self._tables_without_rows(include_tables, exclude_tables) if include_tables or exclude_tables else []
         with self._connect(self.conn.database) as c, c.cursor() as cur:
             cur.execute("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
                         "WHERE SCHEMA_NAME = %s", (self.conn.database,))
@@ -414,7 +413,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
 
         @contextmanager
         def open_stream() -> Iterator[IO[bytes]]:
-            with self._dump_stream(timeout) as stream:
+            with self._dump_stream(timeout, skipped) as stream:
                 yield stream
             session.tables[:] = tap.stats()
 
@@ -423,11 +422,36 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
                                             meta={"charset": str(row[0]), "collation": str(row[1])}))
         yield session
 
+    def _tables_without_rows(self, include: list[str] | None, exclude: list[str] | None) -> list[str]:
+        """The base tables whose rows a table subset leaves out (globs: `table`, or
+        `database.table`); the schema of every table is still dumped."""
+        with self._connect(self.conn.database) as c, c.cursor() as cur:
+            cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1", (self.conn.database,))
+            tables = [str(r[0]) for r in cur.fetchall()]
+        db = self.conn.database
+
+        def matches(pattern: str, name: str) -> bool:
+            return fnmatch.fnmatchcase(f"{db}.{name}" if "." in pattern else name, pattern)
+
+        kept = [t for t in tables if (not include or any(matches(p, t) for p in include))
+                and not any(matches(p, t) for p in exclude or [])]
+        if not kept:
+            raise InputError(f"no table of database {db!r} matches the include/exclude patterns",
+                             "check the globs (table, or database.table)")
+        return [t for t in tables if t not in kept]
+
     @contextmanager
-    def _dump_stream(self, timeout: float | None) -> Iterator[IO[bytes]]:
+    def _dump_stream(self, timeout: float | None, skipped: list[str] | None = None) -> Iterator[IO[bytes]]:
         tool = self._tool("mariadb-dump", "mysqldump")
+        if skipped and "--ignore-table-data" not in subprocess.run(
+                [tool, "--help"], capture_output=True, text=True, check=False).stdout:
+            raise InputError(f"{os.path.basename(tool)} cannot leave out table rows (no --ignore-table-data), "
+                             f"so {self.describe()} cannot be backed up with a table subset",
+                             "use MariaDB's mariadb-dump (bin_dir), or drop --include-table/--exclude-table")
         with self._option_file() as options:
-            argv = [*self._tool_argv(tool, options), *_DUMP_FLAGS, self.conn.database]
+            argv = [*self._tool_argv(tool, options), *_DUMP_FLAGS,
+                    *(f"--ignore-table-data={self.conn.database}.{t}" for t in skipped or []), self.conn.database]
             with ToolProcess(argv, stdout=subprocess.PIPE, timeout=timeout) as proc:
                 yield proc.stdout
                 if proc.wait() != 0:
