@@ -43,6 +43,14 @@ def restore_snapshot(
     with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
         manifest = repo.load_manifest(snapshot_id)
         check_target_engine(manifest, target)
+        if tables is not None:
+            known = sorted(t.qualified for t in manifest.tables)
+            unknown = sorted(set(tables) - set(known))
+            if unknown:
+                listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+                raise InputError(f"snapshot {manifest.short_id} has no table {', '.join(unknown)} "
+                                 f"(it has {listed or 'none'})",
+                                 "name tables as the snapshot does: schema.name for PostgreSQL, name for MySQL")
         read = _reader(repo, manifest, progress)
         data = [s for s in manifest.streams if s.name != GLOBALS_STREAM]
         if include_globals:

@@ -170,29 +170,6 @@ def test_failed_restore_leaves_the_target_as_it_was(case: MariaDBCase, repo_path
     assert case.engine(existing).table_stats() == before
 
 
-def test_table_subsets_keep_every_schema_and_the_chosen_rows(case: MariaDBCase, repo_path: Path,
-                                                              tmp_path: Path) -> None:
-    source = case.create_source(tmp_path)
-    repo = repo_at(repo_path)
-    whole = {t.name: t for t in case.engine(source).table_stats()}
-    only = backup_database(case.engine(source), repo, snapshot_id=new_object_id(), include_tables=["orders", "cust*"])
-    assert {t.name for t in only.tables if t.rows} == {"orders", "customers"}
-    db = source.rsplit("/", 1)[1]
-    without = backup_database(case.engine(source), repo, snapshot_id=new_object_id(),
-                              exclude_tables=[f"{db}.ledger_*", "nokey"])
-    assert {t.name for t in without.tables if t.rows} == {n for n, t in whole.items() if t.rows} - {
-        "ledger_a", "ledger_b", "nokey"}
-    with pytest.raises(InputError, match="matches the include/exclude patterns"):
-        backup_database(case.engine(source), repo, snapshot_id=new_object_id(), include_tables=["nope*"])
-
-    target = case.new_target(tmp_path)
-    restore_snapshot(repo, only.id, case.engine(target))
-    restored = {t.name: t for t in case.engine(target).table_stats()}
-    assert restored["orders"] == whole["orders"] and restored["customers"] == whole["customers"]
-    assert all(not restored.get(n) or not restored[n].rows for n in ("audit", "nokey", "ledger_a"))
-    assert case.schema(target) == case.schema(source)  # every table, view and trigger, rows or not
-
-
 @pytest.mark.parametrize("url, message", [
     ("mysql://root:pw@127.0.0.1:3306/db", "contains a password"),
     ("mysql://root@127.0.0.1:3306", "names no database"),

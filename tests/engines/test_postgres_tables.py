@@ -83,7 +83,7 @@ def test_restore_chosen_tables_only(case: PostgresCase, repo_path: Path, tmp_pat
     assert got["public.events_2025"].rows == 0
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.rsplit("/", 1)[1]) as c:
         assert c.execute("SELECT count(*) FROM order_totals").fetchone() == (3000,)
-    with pytest.raises(InputError, match="no rows of table"):
+    with pytest.raises(InputError, match="has no table public.nope"):
         restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), tables=["public.nope"])
 
 

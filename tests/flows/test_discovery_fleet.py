@@ -176,6 +176,8 @@ def test_backup_all_databases_cli(cli: Callable[..., CompletedProcess[str]], rep
     try:
         restored = cli("restore", sid, target, "--globals", "--repo", str(repo_path))
         assert restored.returncode == 2 and "no server-wide objects" in restored.stderr
+        no_table = cli("restore", sid, target, "--table", "nope", "--repo", str(repo_path))
+        assert no_table.returncode == 2 and "has no table nope" in no_table.stderr, no_table.stderr
     finally:
         drop_my_database(f"{tag}_restored")
 

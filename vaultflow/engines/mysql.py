@@ -49,6 +49,7 @@ from vaultflow.errors import (
     VaultflowError,
 )
 from vaultflow.repository.manifest import ColumnProfile, SchemaInventory, StreamManifest, TableProfile, TableStats
+from vaultflow.repository.repository import ByteSink
 
 _log = logging.getLogger("vaultflow.mysql")
 
@@ -574,13 +575,12 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         loads on this server before the target is touched; then the target is dropped and
         loaded. If that second load fails the staging copy is kept and named in the error.
         Objects whose definer is missing on this server are created anyway (with a warning);
-        `no_owner` and `jobs` have no effect.
+        `tables` keeps the rows of those tables only (every table, view, trigger and routine
+        is still created); `no_owner` and `jobs` have no effect.
         """
         if [s.format for s in streams] != [DUMP_FORMAT]:
             raise InputError(f"a snapshot with {', '.join(sorted({s.format for s in streams}))} streams cannot be "
                              "restored into MySQL", "restore it into an engine of its own kind")
-        if tables:
-            raise InputError("MySQL snapshots restore as a whole database", "drop --table for MySQL targets")
         stream = streams[0]
         self.versions()
         target = self.conn.database
@@ -595,7 +595,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
             if existing is None:
                 self._create(target, charset)
             try:
-                self._load(target, stream, read, timeout)
+                self._load(target, stream, read, timeout, tables)
             except BaseException:
                 self._drop_quietly(target)
                 if existing is not None:
@@ -605,7 +605,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         staging = f"vf_restore_{os.urandom(6).hex()}_{target}"[:64]  # names its target for whoever finds it
         self._create(staging, charset)
         try:
-            self._load(staging, stream, read, timeout)
+            self._load(staging, stream, read, timeout, tables)
         except BaseException:
             self._drop_quietly(staging)
             raise
@@ -616,13 +616,14 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
             raise
         try:
             self._create(target, charset)
-            self._load(target, stream, read, timeout)
+            self._load(target, stream, read, timeout, tables)
         except VaultflowError as exc:
             raise type(exc)(f"{exc.what}; the previous content of {target!r} is gone, a complete restored copy is "
                             f"in database {staging!r}", "run the restore again, or use that copy") from None
         self._drop_quietly(staging)
 
-    def _load(self, database: str, stream: StreamManifest, read: StreamReader, timeout: float | None) -> None:
+    def _load(self, database: str, stream: StreamManifest, read: StreamReader, timeout: float | None,
+              tables: list[str] | None = None) -> None:
         tool = self._tool("mariadb", "mysql")
         with self._option_file() as options:
             argv = [*self._tool_argv(tool, options), f"--connect-timeout={self.conn.connect_timeout}",
@@ -630,13 +631,92 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
                     "--default-character-set=utf8mb4", database]
             with ToolProcess(argv, stdin=subprocess.PIPE, timeout=timeout) as proc:
                 try:
-                    read(stream, proc.stdin)
+                    if tables is None:
+                        read(stream, proc.stdin)
+                    else:
+                        rows_of = RowSectionFilter(proc.stdin, tables)
+                        read(stream, rows_of)
+                        rows_of.flush()
                     proc.stdin.close()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped early; its own error is reported below
                 if proc.wait() != 0:
                     failure = self._tool_failure(os.path.basename(tool), proc, timeout)
                     raise type(failure)(f"restoring into database {database!r}: {failure.what}", failure.fix)
+
+
+class RowSectionFilter:
+    """Passes a mariadb-dump/mysqldump stream on without the row sections of tables not in
+    `keep`: from a line `LOCK TABLES `t` WRITE;` to the next line `UNLOCK TABLES;` (the
+    tools put every table's INSERTs there, and escape newlines inside values, so such a
+    line is never part of a value). Everything else, the schema above all, passes.
+    """
+
+    _LOCK = re.compile(rb"LOCK TABLES `((?:[^`]|``)+)` WRITE;\n")
+    _UNLOCK = b"UNLOCK TABLES;\n"
+    _MAX_HELD = 1024  # a partial last line shorter than this is held back: it may be a marker
+
+    def __init__(self, out: ByteSink, keep: list[str]) -> None:
+        self._out = out
+        self._keep = {name.encode() for name in keep}
+        self._held = b""
+        self._at_line_start = True
+        self._skipping = False
+
+    def write(self, block: bytes) -> int:
+        data = self._held + block if self._held else block
+        self._held = b""
+        end = data.rfind(b"\n") + 1  # the complete lines are data[:end]
+        if len(data) - end < self._MAX_HELD:
+            self._held = data[end:]
+        else:  # a long line: no marker, it goes with the current section
+            end = len(data)
+        pos = 0
+        if not self._at_line_start:  # the rest of a line begun in an earlier block
+            first = data.find(b"\n", 0, end)
+            stop = end if first < 0 else first + 1
+            self._emit(data, 0, stop)
+            pos = stop
+        while pos < end:
+            marker = self._UNLOCK if self._skipping else b"LOCK TABLES `"
+            if data.startswith(marker, pos):
+                at = pos
+            else:
+                found = data.find(b"\n" + marker, pos, end)
+                at = -1 if found < 0 else found + 1
+            if at < 0:
+                self._emit(data, pos, end)
+                pos = end
+                break
+            if self._skipping:
+                pos = at + len(marker)
+                self._skipping = False
+                continue
+            m = self._LOCK.match(data, at, end)
+            if m is None:  # a line that merely starts like one: it passes whole
+                line_end = data.find(b"\n", at, end)
+                stop = end if line_end < 0 else line_end + 1
+                self._emit(data, pos, stop)
+                pos = stop
+                continue
+            self._emit(data, pos, at)
+            if m.group(1).replace(b"``", b"`") in self._keep:
+                self._emit(data, at, m.end())
+            else:
+                self._skipping = True
+            pos = m.end()
+        if end:
+            self._at_line_start = data[end - 1:end] == b"\n"
+        return len(block)
+
+    def flush(self) -> None:
+        """Pass on a last line that has no newline (once every block is written)."""
+        held, self._held = self._held, b""
+        self._emit(held, 0, len(held))
+
+    def _emit(self, data: bytes, start: int, stop: int) -> None:
+        if stop > start and not self._skipping:
+            self._out.write(data if start == 0 and stop == len(data) else data[start:stop])
 
 
 class DumpStatsTap:
