@@ -34,9 +34,11 @@ def restore(
                                                    "all if empty")] = [],  # noqa: B006
     include_globals: Annotated[bool, Field(description="First create the roles/users stored with the "
                                                        "snapshot that the target server lacks")] = False,
+    server_locale: Annotated[bool, Field(description="Create the database with the target server's default "
+                                                     "encoding and locale instead of the snapshot's")] = False,
 ) -> dict[str, object]:
     """Restore a snapshot; the target is changed only once every chunk has been verified."""
     manifest = restore_into_target(snapshot, target, repository, replace, no_owner,
-                                   timeout_minutes * 60.0, jobs, tables, include_globals)
+                                   timeout_minutes * 60.0, jobs, tables, include_globals, server_locale)
     publish_restore_summary(manifest, target)
     return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": target}

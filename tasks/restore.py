@@ -19,6 +19,7 @@ from vaultflow.restore import restore_snapshot
 def restore_into_target(
     snapshot: str, target: str, repository: str | None, replace: bool, no_owner: bool,
     timeout_seconds: float, jobs: int = 1, tables: list[str] | None = None, include_globals: bool = False,
+    server_locale: bool = False,
 ) -> SnapshotManifest:
     """Restore a snapshot; the target changes only when the whole snapshot loaded and checked."""
     repo = resolve_repository(repository).open()
@@ -28,6 +29,6 @@ def restore_into_target(
     meter = ProgressMeter("restore", engine.describe())
     manifest = restore_snapshot(repo, snapshot_id, engine, replace=replace, no_owner=no_owner,
                                 timeout=timeout_seconds, progress=meter, jobs=jobs, tables=tables or None,
-                                include_globals=include_globals)
+                                include_globals=include_globals, server_locale=server_locale)
     meter.finish()
     return manifest

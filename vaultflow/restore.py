@@ -33,12 +33,15 @@ def restore_snapshot(
     jobs: int = 1,
     tables: list[str] | None = None,
     include_globals: bool = False,
+    server_locale: bool = False,
 ) -> SnapshotManifest:
     """Load a snapshot into `target`; the target changes only if every check passed.
 
     `jobs` tables load at once; `tables` (schema.name) restricts the rows restored.
     `include_globals` first creates the roles/users of the snapshot's globals stream that
     the target server lacks (so ownership and grants in the dump find them).
+    `server_locale` creates the database with the server's default encoding and locale
+    instead of the snapshot's.
     """
     with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
         manifest = repo.load_manifest(snapshot_id)
@@ -59,7 +62,8 @@ def restore_snapshot(
                 raise InputError(f"snapshot {manifest.short_id} holds no server-wide objects",
                                  "back up with --globals first, or restore without --globals")
             target.restore_globals(found[0], read)
-        target.restore(data, read, replace=replace, no_owner=no_owner, timeout=timeout, jobs=jobs, tables=tables)
+        target.restore(data, read, replace=replace, no_owner=no_owner, timeout=timeout, jobs=jobs, tables=tables,
+                       server_locale=server_locale)
     return manifest
 
 

@@ -319,6 +319,8 @@ def restore(
     table: Annotated[list[str] | None,
                      typer.Option(help="Restore only these tables' rows (schema.name; name for MySQL).")] = None,
     globals_: Annotated[bool, typer.Option("--globals", help="First create the snapshot's roles/users.")] = False,
+    server_locale: Annotated[bool, typer.Option(
+        help="Create the database with the server's default encoding and locale, not the snapshot's.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -330,7 +332,7 @@ def restore(
     with progress_bar(not json_out):
         result = restore_flow(snapshot=snapshot, target=target, repository=ref, replace=replace,
                               no_owner=no_owner, timeout_minutes=timeout_minutes, jobs=jobs, tables=table or [],
-                              include_globals=globals_)
+                              include_globals=globals_, server_locale=server_locale)
     if json_out:
         print_json(result)
     else:

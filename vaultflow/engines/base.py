@@ -217,7 +217,7 @@ class DatabaseEngine(ABC):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None, observer: RestoreObserver | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None, server_locale: bool = False,
     ) -> None:
         """Load a snapshot's streams into this database.
 
@@ -227,7 +227,9 @@ class DatabaseEngine(ABC):
         was and the partial copy is removed. `no_owner` skips ownership and grants (for a
         server that lacks the source's roles); `jobs` loads that many tables at once;
         `tables` (schema.name) restricts the rows loaded to those tables; `observer` hears
-        of each table as its rows are in (engines that load table by table).
+        of each table as its rows are in (engines that load table by table). A database the
+        restore creates gets the snapshot's encoding and locale (character set and
+        collation), or with `server_locale` the server's defaults.
         """
 
     def check_configuration(self, action: Literal["backup", "restore"]) -> None:

@@ -551,9 +551,10 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
             except pymysql.MySQLError as exc:
                 raise self.map_error(exc, self.conn.database) from None
 
-    def _create(self, name: str, charset: tuple[str, str]) -> None:
-        self._admin(f"CREATE DATABASE {_ident(name)} CHARACTER SET {_ident(charset[0])} "
-                    f"COLLATE {_ident(charset[1])}")
+    def _create(self, name: str, charset: tuple[str, str] | None) -> None:
+        """CREATE DATABASE with this (character set, collation), or the server's default."""
+        self._admin(f"CREATE DATABASE {_ident(name)}" if charset is None else
+                    f"CREATE DATABASE {_ident(name)} CHARACTER SET {_ident(charset[0])} COLLATE {_ident(charset[1])}")
 
     def _drop_quietly(self, name: str) -> None:
         try:
@@ -564,7 +565,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None, observer: RestoreObserver | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None, server_locale: bool = False,
     ) -> None:
         """Load the dump through the mysql/mariadb client.
 
@@ -576,7 +577,8 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         loaded. If that second load fails the staging copy is kept and named in the error.
         Objects whose definer is missing on this server are created anyway (with a warning);
         `tables` keeps the rows of those tables only (every table, view, trigger and routine
-        is still created); `no_owner` and `jobs` have no effect.
+        is still created); a new database gets the source's character set and collation
+        unless `server_locale`; `no_owner` and `jobs` have no effect.
         """
         if [s.format for s in streams] != [DUMP_FORMAT]:
             raise InputError(f"a snapshot with {', '.join(sorted({s.format for s in streams}))} streams cannot be "
@@ -585,8 +587,8 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         self.versions()
         target = self.conn.database
         existing = self._schema_info(target)
-        charset = existing or (stream.meta.get("charset", "utf8mb4"),
-                               stream.meta.get("collation", "utf8mb4_general_ci"))
+        charset = existing or (None if server_locale else (stream.meta.get("charset", "utf8mb4"),
+                                                           stream.meta.get("collation", "utf8mb4_general_ci")))
         non_empty = existing is not None and self.has_user_objects()
         if non_empty and not replace:
             raise TargetNotEmpty(f"database {target!r} on {self.server_label()} already has tables",

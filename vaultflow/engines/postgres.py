@@ -38,6 +38,7 @@ from vaultflow.engines.base import (
     segment_width_of,
     segmented_table_stats,
 )
+from vaultflow.engines.postgres_database import READ_PROPERTIES, DatabaseProperties
 from vaultflow.engines.process import Deadline, ToolProcess
 from vaultflow.engines.segment_patch import (
     BaseIndex,
@@ -511,9 +512,12 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             populated = [list(r) for r in c.execute(
                 "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.relkind = 'm' AND c.relispopulated ORDER BY c.oid").fetchall()]
+            props_row = c.execute(READ_PROPERTIES).fetchone()
+            assert props_row is not None
             sources = [StreamSource("schema", SCHEMA_FORMAT,
                                     functools.partial(self._tool_stream, "pg_dump", schema_argv, deadline),
-                                    meta={"refresh_matviews": json.dumps(populated)})]
+                                    meta={"refresh_matviews": json.dumps(populated),
+                                          "database": DatabaseProperties.from_row(props_row).to_meta()})]
             parent_tables: dict[str, list[StreamManifest]] = {}
             for s in parent_streams or []:
                 if s.format == TABLE_FORMAT and "table" in s.meta:
@@ -929,8 +933,10 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None, observer: RestoreObserver | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None, server_locale: bool = False,
     ) -> None:
+        """See DatabaseEngine.restore. The database is created with the snapshot's encoding,
+        locale, settings, comment, connection limit and owner (postgres_database.py)."""
         formats = {s.format for s in streams}
         if not formats <= {LEGACY_FORMAT, SCHEMA_FORMAT, TABLE_FORMAT, DATA_EXTRA_FORMAT}:
             raise InputError(f"a snapshot with {', '.join(sorted(formats))} streams cannot be restored into "
@@ -944,20 +950,73 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 f"database {target!r} on {self.server_label()} already has tables",
                 "restore into a new database name, or pass --replace to swap it out",
             )
+        props = None if server_locale else next(
+            (DatabaseProperties.from_meta(s.meta["database"]) for s in streams
+             if s.format == SCHEMA_FORMAT and "database" in s.meta), None)
         staging = side_database_name(f"vf_restore_{int(time.time())}_{os.urandom(4).hex()}", target)
         with self._connect(self.conn.maintenance_database) as admin:
             self._sweep_orphaned_staging(admin)
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
+            self._create_database(admin, staging, props)
         observer = observer or RestoreObserver()
         try:
             self.with_database(staging)._load(streams, read, deadline=Deadline.start(timeout), no_owner=no_owner,
                                               jobs=jobs, tables=tables, observer=observer)
+            if props is not None:
+                self._apply_properties(staging, props, no_owner=no_owner)
             observer.finishing(failed=False)
             self._swap_in(staging, target, exists)
         except BaseException:
             observer.finishing(failed=True)
             self._drop_quietly(staging)
             raise
+
+    def _create_database(self, admin: psycopg.Connection[Any], name: str, props: DatabaseProperties | None) -> None:
+        """CREATE DATABASE from template0, with the snapshot's encoding and locale if given."""
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+        if props is None:
+            admin.execute(statement)
+            return
+        fix = ("install that locale on the target server (locale-gen, or an ICU build), or restore with "
+               "--server-locale to use the server's default encoding and locale")
+        try:
+            options = props.create_options(self._server_version(admin)[0])
+        except ValueError as exc:
+            raise InputError(f"cannot restore into {self.describe()} the snapshot's {props.describe()}: {exc}",
+                             fix) from None
+        try:
+            admin.execute(sql.SQL("{} {}").format(statement, options))
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.WrongObjectType,
+                psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedObject,
+                psycopg.errors.ObjectNotInPrerequisiteState) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise InputError(f"cannot restore into {self.describe()} the snapshot's {props.describe()} ({first})",
+                             fix) from None
+
+    def _apply_properties(self, database: str, props: DatabaseProperties, *, no_owner: bool) -> None:
+        """The database's settings, comment, connection limit and (unless `no_owner`) owner and privileges,
+        once its content is in: a setting such as default_transaction_read_only would stop
+        the load. One that this server refuses is skipped with a warning, as the owner is
+        when its role is missing."""
+        ident = sql.Identifier(database)
+        with self._connect(self.conn.maintenance_database) as admin:
+            statements = props.setting_statements(database)
+            if props.comment is not None:
+                statements.append(("comment", sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    ident, sql.Literal(props.comment))))
+            if props.owner and not no_owner:
+                statements.append((f"owner {props.owner}", sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    ident, sql.Identifier(props.owner))))
+            if not no_owner:
+                statements += props.grant_statements(database)
+            if props.connection_limit != -1:
+                statements.append(("connection limit", sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+                    ident, sql.Literal(props.connection_limit))))
+            for what, statement in statements:
+                try:
+                    admin.execute(statement)
+                except psycopg.Error as exc:
+                    _log.warning("restoring %s: the source database's %s was not applied: %s", self.describe(),
+                                 what, str(exc).strip().splitlines()[0])
 
     def _sweep_orphaned_staging(self, admin: psycopg.Connection[Any]) -> None:
         """Drop staging databases left by restores that were killed: older than

@@ -171,7 +171,7 @@ class SqliteEngine(DatabaseEngine):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None, observer: RestoreObserver | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None, server_locale: bool = False,
     ) -> None:
         if [s.format for s in streams] != [DUMP_FORMAT]:
             raise InputError(f"a snapshot with {', '.join(s.format for s in streams)} streams cannot be restored "

@@ -750,7 +750,7 @@ class SqlServerEngine(ServerEngine[SqlServerConnection]):
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
         timeout: float | None = None, no_owner: bool = False, jobs: int = 1,
-        tables: list[str] | None = None, observer: RestoreObserver | None = None,
+        tables: list[str] | None = None, observer: RestoreObserver | None = None, server_locale: bool = False,
     ) -> None:
         """Stream the .bak to staging, then RESTORE ... WITH MOVE as this database (new name).
 
