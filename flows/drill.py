@@ -23,6 +23,8 @@ SuitesParam = Annotated[str | None, Field(
     description="Directory of expectation suites (JSON/YAML); default: the scratch block's drill_suites")]
 ScanParam = Annotated[bool, Field(
     description="Also scan for default expectations the restored schema enforces (NOT NULL, unique indexes)")]
+ServerLocaleParam = Annotated[bool, Field(
+    description="Create the scratch database with the server's default encoding and locale, not the snapshot's")]
 RepositoryParam = Annotated[str | None, Field(description="BackupRepository block name or a local path; "
                                                           "VAULTFLOW_REPO if empty")]
 
@@ -40,10 +42,12 @@ def _error_line(exc: BaseException) -> str:
 
 
 def drill_and_report(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                     timeout_seconds: float, jobs: int, scan_constraints: bool) -> DrillReport:
+                     timeout_seconds: float, jobs: int, scan_constraints: bool,
+                     server_locale: bool = False) -> DrillReport:
     """Run one drill and record and publish it, also when it could not run at all."""
     try:
-        report = drill_snapshot(repository, snapshot_id, scratch, suites, timeout_seconds, jobs, scan_constraints)
+        report = drill_snapshot(repository, snapshot_id, scratch, suites, timeout_seconds, jobs, scan_constraints,
+                                server_locale)
     except VaultflowError as exc:
         report = drill_error_report(repository, snapshot_id, scratch, exc.line())
         record_drill(repository, report)
@@ -64,6 +68,7 @@ def validate_restore(
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill the restore after this long")] = 360,
     jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded and checked at once (PostgreSQL)")] = 1,
     scan_constraints: ScanParam = False,
+    server_locale: ServerLocaleParam = False,
 ) -> dict[str, object]:
     """Restore a snapshot into a scratch database, check rows, checksums, schema objects and
     expectation suites, drop the scratch database; the run fails naming the failed checks."""
@@ -72,7 +77,7 @@ def validate_restore(
                          "set snapshot (an id) or database (its newest snapshot); drill-latest drills all")
     (snapshot_id,) = plan_drills(repository, snapshot, [database] if database else [])
     report = drill_and_report(repository, snapshot_id, scratch, suites, timeout_minutes * 60.0, jobs,
-                              scan_constraints)
+                              scan_constraints, server_locale)
     if not report.passed:
         raise DrillFailed.from_report(report)
     return drill_row(report) | {"snapshot_id": report.snapshot_id}
@@ -88,6 +93,7 @@ def drill_latest(
     timeout_minutes: Annotated[int, Field(ge=1, description="Kill each restore after this long")] = 360,
     jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded and checked at once per drill")] = 1,
     scan_constraints: ScanParam = False,
+    server_locale: ServerLocaleParam = False,
 ) -> list[dict[str, object]]:
     """Drill the newest snapshot of every database, `max_concurrent` at a time (each one a
     `validate-restore` subflow run); fails if any drill failed, naming them."""
@@ -97,7 +103,8 @@ def drill_latest(
     def one(snapshot_id: str) -> dict[str, object]:
         try:
             return validate_restore(snapshot=snapshot_id, repository=repository, scratch=scratch, suites=suites,
-                                    timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints)
+                                    timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints,
+                                    server_locale=server_locale)
         except Exception as exc:  # noqa: BLE001 - one failed drill must not stop the others
             return {"snapshot": snapshot_id[:8], "passed": False, "summary": _error_line(exc)}
 

@@ -55,7 +55,8 @@ def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str |
       retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
       retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
 def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                   timeout_seconds: float, jobs: int, scan_constraints: bool = False) -> DrillReport:
+                   timeout_seconds: float, jobs: int, scan_constraints: bool = False,
+                   server_locale: bool = False) -> DrillReport:
     """Restore into a scratch database, check, drop; user suites are checked first."""
     repo = resolve_repository(repository).open()
     manifest = repo.load_manifest(snapshot_id)
@@ -67,7 +68,7 @@ def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None
                 server.engine.server_label(), len(user_suites))
     meter = ProgressMeter("drill", manifest.database)
     report = run_drill(repo, snapshot_id, server.engine, suites=user_suites, timeout=timeout_seconds,
-                       jobs=jobs, progress=meter, scan_constraints=scan_constraints)
+                       jobs=jobs, progress=meter, scan_constraints=scan_constraints, server_locale=server_locale)
     meter.finish()
     (logger.info if report.passed else logger.error)(report.summary())
     return report

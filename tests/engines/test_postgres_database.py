@@ -15,6 +15,7 @@ from psycopg import sql
 
 from tests.conftest import PASSPHRASE, drop_pg_database, pg_admin, pg_url
 from vaultflow.backup import backup_database
+from vaultflow.drill.run import run_drill
 from vaultflow.engines import engine_from_url
 from vaultflow.engines.postgres_database import DatabaseProperties, split_setting_list
 from vaultflow.errors import InputError
@@ -117,6 +118,9 @@ def test_icu_collation_keeps_the_key_order_of_the_backup(databases: Callable[[st
     restore_snapshot(repo, m.id, engine_from_url(pg_url(target)))
     assert properties(target)[3:5] == ("i", "de")
     assert engine_from_url(pg_url(target)).table_stats() == m.tables  # rows in the same key order
+
+    drill = run_drill(repo, m.id, engine_from_url(pg_url(target)))
+    assert drill.passed, drill.summary()
 
     restore_snapshot(repo, m.id, engine_from_url(pg_url(plain)), server_locale=True)
     assert properties(plain)[3] == "c"

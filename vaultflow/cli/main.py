@@ -523,6 +523,8 @@ def drill(
     jobs: Annotated[int, typer.Option(help="Tables loaded and checked at once (PostgreSQL).")] = 1,
     scan_constraints: Annotated[bool, typer.Option(
         help="Also scan for default expectations the restored schema enforces (NOT NULL, unique).")] = False,
+    server_locale: Annotated[bool, typer.Option(
+        help="Create scratch databases with the server's default encoding and locale, not the snapshot's.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -546,10 +548,11 @@ def drill(
         if database or snapshot:
             rows = [validate_restore(snapshot=snapshot, database=database, repository=ref, scratch=scratch,
                                      suites=suites, timeout_minutes=timeout_minutes, jobs=jobs,
-                                     scan_constraints=scan_constraints)]
+                                     scan_constraints=scan_constraints, server_locale=server_locale)]
         else:
             rows = drill_latest(repository=ref, scratch=scratch, suites=suites, max_concurrent=max_concurrent,
-                                timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints)
+                                timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints,
+                                server_locale=server_locale)
     if json_out:
         print_json(rows)
         return

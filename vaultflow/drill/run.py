@@ -79,6 +79,7 @@ def run_drill(
     progress: ProgressCallback | None = None,
     after_restore: AfterRestore | None = None,
     scan_constraints: bool = False,
+    server_locale: bool = False,
 ) -> DrillReport:
     """Restore `snapshot_id` into a new scratch database on `scratch_server`'s server, run
     every check, drop the scratch database, and return the report.
@@ -94,6 +95,8 @@ def run_drill(
     before renaming the scratch database; the checks' time counts it. Default-suite expectations that the restored
     schema enforces (NOT NULL columns, keys with a unique index) are settled from the
     schema unless `scan_constraints`, which has Great Expectations scan for them too.
+    `server_locale` creates the scratch database with the server's default encoding and
+    locale instead of the snapshot's (a scratch server that lacks the source's locale).
     """
     manifest = repo.load_manifest(snapshot_id)
     scratch = scratch_server.with_database(scratch_name(manifest))
@@ -117,7 +120,7 @@ def run_drill(
             began = time.monotonic()
             with RepositoryLock(repo, "shared", f"restore drill into {scratch.describe()}", wait=60):
                 scratch.restore(manifest.streams, _naming_reader(repo, manifest, progress), timeout=timeout,
-                                jobs=jobs, observer=read_back)
+                                jobs=jobs, observer=read_back, server_locale=server_locale)
             report.restore_seconds = round(time.monotonic() - began - read_back.waited, 3)
             if after_restore is not None:
                 after_restore(scratch)

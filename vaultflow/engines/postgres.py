@@ -976,8 +976,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
         if props is None:
             admin.execute(statement)
             return
-        fix = ("install that locale on the target server (locale-gen, or an ICU build), or restore with "
-               "--server-locale to use the server's default encoding and locale")
+        fix = ("install that locale on the target server (locale-gen, or an ICU build), or restore (or drill) "
+               "with --server-locale to use the server's default encoding and locale")
         try:
             options = props.create_options(self._server_version(admin)[0])
         except ValueError as exc:
@@ -1003,14 +1003,14 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             if props.comment is not None:
                 statements.append(("comment", sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     ident, sql.Literal(props.comment))))
-            if props.owner and not no_owner:
-                statements.append((f"owner {props.owner}", sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                    ident, sql.Identifier(props.owner))))
             if not no_owner:
                 statements += props.grant_statements(database)
             if props.connection_limit != -1:
                 statements.append(("connection limit", sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
                     ident, sql.Literal(props.connection_limit))))
+            if props.owner and not no_owner:  # last: the rest needs the restoring role to own it
+                statements.append((f"owner {props.owner}", sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    ident, sql.Identifier(props.owner))))
             for what, statement in statements:
                 try:
                     admin.execute(statement)
