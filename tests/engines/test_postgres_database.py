@@ -26,7 +26,8 @@ from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 PROPERTIES = """
-SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, d.datlocprovider, d.daticulocale,
+SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, to_jsonb(d) ->> 'datlocprovider',
+       coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale'),
        d.datconnlimit, shobj_description(d.oid, 'pg_database'),
        (SELECT array_agg(s ORDER BY s) FROM pg_db_role_setting r, unnest(r.setconfig) s
          WHERE r.setdatabase = d.oid AND r.setrole = 0),

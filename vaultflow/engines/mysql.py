@@ -428,7 +428,7 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         `database.table`); the schema of every table is still dumped."""
         with self._connect(self.conn.database) as c, c.cursor() as cur:
             cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                        "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1", (self.conn.database,))
+                        "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY 1", (self.conn.database,))
             tables = [str(r[0]) for r in cur.fetchall()]
         db = self.conn.database
 
@@ -440,7 +440,14 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
         if not kept:
             raise InputError(f"no table of database {db!r} matches the include/exclude patterns",
                              "check the globs (table, or database.table)")
-        return [t for t in tables if t not in kept]
+        skipped = [t for t in tables if t not in kept]
+        # The dump tool matches --ignore-table-data names without regard to case.
+        clash = sorted({t for t in kept if t.casefold() in {s.casefold() for s in skipped}})
+        if clash:
+            raise InputError(f"table(s) {', '.join(clash)} of database {db!r} differ only in case from tables "
+                             "left out, and the dump tool would leave out both",
+                             "choose or leave out those tables together")
+        return skipped
 
     @contextmanager
     def _dump_stream(self, timeout: float | None, skipped: list[str] | None = None) -> Iterator[IO[bytes]]:
@@ -651,11 +658,15 @@ class RowSectionFilter:
     """Passes a mariadb-dump/mysqldump stream on without the row sections of tables not in
     `keep`: from a line `LOCK TABLES `t` WRITE;` to the next line `UNLOCK TABLES;` (the
     tools put every table's INSERTs there, and escape newlines inside values, so such a
-    line is never part of a value). Everything else, the schema above all, passes.
+    line is never part of a value). Trigger, routine and event bodies, written verbatim
+    between `DELIMITER ;;` and `DELIMITER ;`, are passed whole whatever lines they hold.
+    Everything else, the schema above all, passes.
     """
 
     _LOCK = re.compile(rb"LOCK TABLES `((?:[^`]|``)+)` WRITE;\n")
     _UNLOCK = b"UNLOCK TABLES;\n"
+    _BODY_START = b"DELIMITER ;;\n"
+    _BODY_END = b"DELIMITER ;\n"
     _MAX_HELD = 1024  # a partial last line shorter than this is held back: it may be a marker
 
     def __init__(self, out: ByteSink, keep: list[str]) -> None:
@@ -664,6 +675,15 @@ class RowSectionFilter:
         self._held = b""
         self._at_line_start = True
         self._skipping = False
+        self._in_body = False
+
+    def _next_line(self, data: bytes, pos: int, end: int, marker: bytes) -> int:
+        """Where the next line starting with `marker` starts in data[pos:end] (pos is a line
+        start), or -1."""
+        if data.startswith(marker, pos):
+            return pos
+        found = data.find(b"\n" + marker, pos, end)
+        return -1 if found < 0 else found + 1
 
     def write(self, block: bytes) -> int:
         data = self._held + block if self._held else block
@@ -680,20 +700,26 @@ class RowSectionFilter:
             self._emit(data, 0, stop)
             pos = stop
         while pos < end:
-            marker = self._UNLOCK if self._skipping else b"LOCK TABLES `"
-            if data.startswith(marker, pos):
-                at = pos
-            else:
-                found = data.find(b"\n" + marker, pos, end)
-                at = -1 if found < 0 else found + 1
+            if self._skipping or self._in_body:
+                marker = self._UNLOCK if self._skipping else self._BODY_END
+                at = self._next_line(data, pos, end, marker)
+                if at < 0:
+                    self._emit(data, pos, end)
+                    break
+                self._emit(data, pos, at + len(marker))
+                pos = at + len(marker)
+                self._skipping = self._in_body = False
+                continue
+            at = self._next_line(data, pos, end, b"LOCK TABLES `")
+            body = self._next_line(data, pos, at if at >= 0 else end, self._BODY_START)
+            if body >= 0:
+                self._emit(data, pos, body + len(self._BODY_START))
+                pos = body + len(self._BODY_START)
+                self._in_body = True
+                continue
             if at < 0:
                 self._emit(data, pos, end)
-                pos = end
                 break
-            if self._skipping:
-                pos = at + len(marker)
-                self._skipping = False
-                continue
             m = self._LOCK.match(data, at, end)
             if m is None:  # a line that merely starts like one: it passes whole
                 line_end = data.find(b"\n", at, end)

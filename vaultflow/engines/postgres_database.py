@@ -72,7 +72,10 @@ class DatabaseProperties:
 
     @classmethod
     def from_meta(cls, text: str) -> DatabaseProperties:
-        return cls(**json.loads(text))
+        props = cls(**json.loads(text))
+        if props.locale_provider not in _PROVIDERS.values():  # it goes into SQL as a keyword
+            raise ValueError(f"unknown locale provider {props.locale_provider!r}")
+        return props
 
     def describe(self) -> str:
         locale = f"{self.locale_provider} locale {self.locale!r}" if self.locale else \
