@@ -32,7 +32,9 @@ SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, to_jsonb(d) ->
        (SELECT array_agg(s ORDER BY s) FROM pg_db_role_setting r, unnest(r.setconfig) s
          WHERE r.setdatabase = d.oid AND r.setrole = 0),
        (SELECT array_agg(format('%%s/%%s/%%s', a.grantee::regrole, a.privilege_type, a.is_grantable) ORDER BY 1)
-          FROM aclexplode(d.datacl) a)
+          FROM aclexplode(d.datacl) a),
+       (SELECT array_agg(r.setrole::regrole || ':' || u.s ORDER BY 1) FROM pg_db_role_setting r,
+               unnest(r.setconfig) u(s) WHERE r.setdatabase = d.oid AND r.setrole <> 0)
 FROM pg_database d WHERE d.datname = %s
 """
 
@@ -86,6 +88,7 @@ def test_encoding_locale_settings_comment_grants_and_limit_round_trip(
     create(source, "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
            f'REVOKE ALL ON DATABASE "{source}" FROM PUBLIC',
            f'GRANT CONNECT ON DATABASE "{source}" TO "{reader_role}" WITH GRANT OPTION',
+           f'ALTER ROLE "{reader_role}" IN DATABASE "{source}" SET search_path = reports, public',
            "CREATE TABLE words (k text PRIMARY KEY, n int)",
            "INSERT INTO words VALUES ('café', 1), ('Zoë', 2), ('naïve', 3)",
            f'ALTER DATABASE "{source}" SET search_path = "$user", public, "My ""Schema"""',
@@ -101,6 +104,7 @@ def test_encoding_locale_settings_comment_grants_and_limit_round_trip(
     got, want = properties(target), properties(source)
     assert got == want and got[0] == "LATIN1" and got[5] == 50 and got[6] == "orders, 2026"
     assert 'search_path="$user", public, "My ""Schema"""' in got[7]
+    assert got[9] == [f"{reader_role}:search_path=reports, public"]
     assert f"{reader_role}/CONNECT/t" in got[8] and not any(g.startswith("-/") for g in got[8])
     assert keys(target) == keys(source) and "café" in keys(target)
     assert engine_from_url(pg_url(target)).table_stats() == m.tables

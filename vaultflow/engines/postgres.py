@@ -993,7 +993,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                              fix) from None
 
     def _apply_properties(self, database: str, props: DatabaseProperties, *, no_owner: bool) -> None:
-        """The database's settings, comment, connection limit and (unless `no_owner`) owner and privileges,
+        """The database's settings, comment, connection limit and (unless `no_owner`) owner,
+        privileges and role settings,
         once its content is in: a setting such as default_transaction_read_only would stop
         the load. One that this server refuses is skipped with a warning, as the owner is
         when its role is missing."""
@@ -1004,7 +1005,7 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
                 statements.append(("comment", sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     ident, sql.Literal(props.comment))))
             if not no_owner:
-                statements += props.grant_statements(database)
+                statements += props.grant_statements(database) + props.role_setting_statements(database)
             if props.connection_limit != -1:
                 statements.append(("connection limit", sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
                     ident, sql.Literal(props.connection_limit))))

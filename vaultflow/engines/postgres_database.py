@@ -4,8 +4,8 @@ pg_dump writes these only with --create, which a per-table snapshot does not use
 backup records them in its schema stream's meta and a restore creates its database with
 them: encoding and locale (which decide what text can be stored and how it sorts, and so
 the order of text keys), the database's own settings, comment, connection limit, owner
-and privileges (GRANT ... ON DATABASE).
-Settings for one role in one database (ALTER ROLE ... IN DATABASE) are not included.
+and privileges (GRANT ... ON DATABASE), and the settings of roles in this database
+(ALTER ROLE ... IN DATABASE ... SET).
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ SELECT to_jsonb(d) - 'datacl', pg_encoding_to_char(d.encoding), pg_get_userbyid(
                                                           ELSE pg_get_userbyid(a.grantee) END,
                                                      a.privilege_type, a.is_grantable)
                                     ORDER BY a.grantee, a.privilege_type), '[]')
-            FROM aclexplode(d.datacl) a WHERE a.grantee <> d.datdba) END
+            FROM aclexplode(d.datacl) a WHERE a.grantee <> d.datdba) END,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(pg_get_userbyid(r.setrole), u.s) ORDER BY r.setrole, u.n), '[]')
+          FROM pg_db_role_setting r, unnest(r.setconfig) WITH ORDINALITY AS u(s, n)
+         WHERE r.setdatabase = d.oid AND r.setrole <> 0)
 FROM pg_database d WHERE d.datname = current_database()
 """
 
@@ -56,16 +59,18 @@ class DatabaseProperties:
     settings: list[str] = field(default_factory=list)  # "name=value", as pg_db_role_setting keeps them
     # [grantee (None: PUBLIC), privilege, grantable] besides the owner's; None: the defaults
     grants: list[list[Any]] | None = None
+    role_settings: list[list[str]] = field(default_factory=list)  # [role, "name=value"] (ALTER ROLE IN DATABASE)
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> DatabaseProperties:
         """From one row of READ_PROPERTIES (any server version: the catalog columns come as JSON)."""
-        d, encoding, owner, comment, settings, grants = row
+        d, encoding, owner, comment, settings, grants, role_settings = row
         return cls(encoding=str(encoding), collate=str(d["datcollate"]), ctype=str(d["datctype"]),
                    locale_provider=_PROVIDERS.get(str(d.get("datlocprovider") or "c"), "libc"),
                    locale=d.get("datlocale") or d.get("daticulocale"), icu_rules=d.get("daticurules"),
                    owner=owner, comment=comment, connection_limit=int(d.get("datconnlimit", -1)),
-                   settings=[str(s) for s in settings or []], grants=grants)
+                   settings=[str(s) for s in settings or []], grants=grants,
+                   role_settings=[[str(r), str(v)] for r, v in role_settings or []])
 
     def to_meta(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -104,15 +109,16 @@ class DatabaseProperties:
         return sql.SQL(" ").join(opts)
 
     def setting_statements(self, database: str) -> list[tuple[str, sql.Composed]]:
-        """(setting name, ALTER DATABASE ... SET statement) for each setting."""
-        out: list[tuple[str, sql.Composed]] = []
-        for entry in self.settings:
-            name, _, value = entry.partition("=")
-            values = split_setting_list(value) if name.lower() in _LIST_SETTINGS else [value]
-            out.append((name, sql.SQL("ALTER DATABASE {} SET {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(name),
-                sql.SQL(", ").join(sql.Literal(v) for v in values))))
-        return out
+        """(what, ALTER DATABASE ... SET statement) for each of the database's settings."""
+        return [(f"setting {entry.partition('=')[0]}", sql.SQL("ALTER DATABASE {} SET {}").format(
+            sql.Identifier(database), _assignment(entry))) for entry in self.settings]
+
+    def role_setting_statements(self, database: str) -> list[tuple[str, sql.Composed]]:
+        """(what, ALTER ROLE ... IN DATABASE ... SET statement) for each role's setting here."""
+        return [(f"setting {entry.partition('=')[0]} of role {role}",
+                 sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(
+                     sql.Identifier(role), sql.Identifier(database), _assignment(entry)))
+                for role, entry in self.role_settings]
 
 
     def grant_statements(self, database: str) -> list[tuple[str, sql.Composed]]:
@@ -129,6 +135,13 @@ class DatabaseProperties:
             out.append((f"{privilege} for {grantee or 'PUBLIC'}", sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
                 sql.SQL(privilege), db, who, sql.SQL(" WITH GRANT OPTION" if grantable else ""))))
         return out
+
+
+def _assignment(entry: str) -> sql.Composed:
+    """`name TO value` for a "name=value" entry of pg_db_role_setting."""
+    name, _, value = entry.partition("=")
+    values = split_setting_list(value) if name.lower() in _LIST_SETTINGS else [value]
+    return sql.SQL("{} TO {}").format(sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values))
 
 
 def split_setting_list(value: str) -> list[str]:
