@@ -186,3 +186,29 @@ def test_create_options_refuse_what_the_target_version_lacks() -> None:
                            locale="C.UTF-8").create_options(16)
     libc = DatabaseProperties(encoding="UTF8", collate="C", ctype="C")
     assert "LOCALE_PROVIDER" not in repr(libc.create_options(14)) and "libc" in repr(libc.create_options(15))
+
+
+def test_a_missing_role_skips_its_grant_owner_and_setting_with_a_warning(
+        databases: Callable[[str], str], repo_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source, target = databases("roles"), databases("roles_dst")
+    create(source, "", "CREATE TABLE words (k text PRIMARY KEY, n int)", "INSERT INTO words VALUES ('a', 1)",
+           f'ALTER DATABASE "{source}" SET work_mem = \'8MB\'')
+    repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+    m = backup_database(engine_from_url(pg_url(source)), repo, snapshot_id=new_object_id())
+
+    def gone_role(s: StreamManifest) -> StreamManifest:
+        if "database" not in s.meta:
+            return s
+        props = dataclasses.replace(DatabaseProperties.from_meta(s.meta["database"]), owner="vft_no_such_role",
+                                    grants=[["vft_no_such_role", "CONNECT", False]],
+                                    role_settings=[["vft_no_such_role", "work_mem=4MB"]])
+        return s.model_copy(update={"meta": {**s.meta, "database": props.to_meta()}})
+
+    def read(stream: StreamManifest, sink: ByteSink) -> None:
+        repo.read_stream(m.id, stream, sink, m.chain)
+
+    engine_from_url(pg_url(target)).restore([gone_role(s) for s in m.streams], read)
+    assert keys(target) == ["a"] and properties(target)[7] == ["work_mem=8MB"]
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    for what in ("owner vft_no_such_role", "CONNECT for vft_no_such_role", "of role vft_no_such_role"):
+        assert what in warned, warned
