@@ -50,6 +50,15 @@ def test_init_backup_list_restore_export(cli: Cli, tmp_path: Path) -> None:
     table = cli("snapshots", "--repo", str(repo))
     assert str(result["snapshot"]) in table.stdout and "Succeeded" in table.stdout
 
+    shown = cli("show", str(result["snapshot"]), "--repo", str(repo), "--json")
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["id"] == result["snapshot_id"] and info["engine"] == "sqlite" and info["kind"] == "full"
+    assert {t["table"] for t in info["tables"]} >= {"main.customers", "main.orders"}
+    assert all(t["rows"] for t in info["tables"])
+    text = cli("show", str(result["snapshot"]), "--repo", str(repo))
+    assert text.returncode == 0 and str(result["snapshot_id"]) in text.stdout and "orders" in text.stdout
+
     restored = tmp_path / "restored.db"
     assert cli("restore", str(result["snapshot"]), f"sqlite:///{restored}", "--repo", str(repo)).returncode == 0
     assert compare(src, restored) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import json
 import logging
 import os
 import sys
@@ -425,6 +426,53 @@ def export(
     else:
         stdout.print(f"wrote {kind} of {manifest.database} ({human_bytes(size)}) to {to}; restore it with {hint}",
                      highlight=False)
+
+
+@app.command()
+@handles_errors
+def show(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id or unique prefix.")],
+    repo: RepoOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """What one snapshot holds, read from its manifest in the repository (no catalog, no
+    Prefect server): source, kind and chain, sizes, tool versions, the database's own
+    properties, and every table with its rows and checksum (the names --table takes)."""
+    opened, _ = _open(repo)
+    manifest = opened.load_manifest(opened.resolve_snapshot(snapshot))
+    database: dict[str, object] = {}
+    for stream in manifest.streams:
+        if "database" in stream.meta:  # PostgreSQL: encoding, locale, settings...
+            database |= json.loads(stream.meta["database"])
+        database |= {k: stream.meta[k] for k in ("charset", "collation") if k in stream.meta}  # MySQL
+    summary: dict[str, object] = {
+        "id": manifest.id, "engine": manifest.engine, "server": manifest.server, "database": manifest.database,
+        "kind": manifest.kind, "chain": manifest.chain, "parent": manifest.parent,
+        "reused_from": manifest.reused_from, "started_at": manifest.started_at.isoformat(),
+        "duration_seconds": round(manifest.duration_seconds, 3), "logical_size": manifest.logical_size,
+        "stored_size": manifest.stored_size, "table_filter": manifest.table_filter,
+        "vaultflow_version": manifest.vaultflow_version, "tool_versions": manifest.tool_versions,
+        "database_properties": database, "streams": len(manifest.streams),
+        "tables": [{"table": t.qualified, "rows": t.rows, "checksum": t.checksum} for t in manifest.tables],
+    }
+    if json_out:
+        print_json(summary)
+        return
+    for key in ("id", "engine", "server", "database", "kind", "chain", "parent", "reused_from", "started_at"):
+        if summary[key] is not None:
+            stdout.print(f"{key}: {summary[key]}", highlight=False)
+    stdout.print(f"size: {human_bytes(manifest.logical_size)} logical, {human_bytes(manifest.stored_size)} stored "
+                 f"in {len(manifest.streams)} stream(s), {manifest.duration_seconds:.1f}s", highlight=False)
+    if manifest.table_filter:
+        stdout.print(f"table filter: {' '.join(manifest.table_filter)}", highlight=False)
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(manifest.tool_versions.items()))
+    stdout.print(f"versions: vaultflow {manifest.vaultflow_version}" + (f", {versions}" if versions else ""),
+                 highlight=False)
+    for key, value in database.items():
+        if value not in (None, [], -1):
+            stdout.print(f"database {key}: {value}", highlight=False)
+    print_table(None, ["table", "rows", "checksum"],
+                [(t.qualified, t.rows, (t.checksum or "")[:24]) for t in manifest.tables])
 
 
 _EXPORT_KINDS = {
