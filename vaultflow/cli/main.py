@@ -443,7 +443,11 @@ def show(
     database: dict[str, object] = {}
     for stream in manifest.streams:
         if "database" in stream.meta:  # PostgreSQL: encoding, locale, settings...
-            database |= json.loads(stream.meta["database"])
+            props = json.loads(stream.meta["database"])
+            # Setting values may be secrets (app.jwt_secret...): names only.
+            props["settings"] = [e.partition("=")[0] for e in props.get("settings", [])]
+            props["role_settings"] = [f"{r}: {e.partition('=')[0]}" for r, e in props.get("role_settings", [])]
+            database |= props
         database |= {k: stream.meta[k] for k in ("charset", "collation") if k in stream.meta}  # MySQL
     summary: dict[str, object] = {
         "id": manifest.id, "engine": manifest.engine, "server": manifest.server, "database": manifest.database,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -85,6 +86,12 @@ def segmented_table_stats(schema: str, name: str, width: int, segments: list[tup
         digest.update(f"{number}:{rows}:{checksum}\n".encode())
     return TableStats(schema=schema, name=name, rows=sum(rows for _, rows, _ in segments),
                       checksum=f"{SEGMENTED_CHECKSUM}:{width}:{digest.hexdigest()}")
+
+
+def table_glob_match(pattern: str, schema: str, name: str) -> bool:
+    """--include-table/--exclude-table: `schema.table` (PostgreSQL) or `database.table`
+    (MySQL) when the pattern has a dot, else the bare table name."""
+    return fnmatch.fnmatchcase(f"{schema}.{name}" if "." in pattern else name, pattern)
 
 
 def segment_width_of(stats: TableStats) -> int | None:

@@ -8,7 +8,6 @@ describe exactly the snapshot stored. The password reaches the tools only throug
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import logging
 import os
@@ -35,6 +34,7 @@ from vaultflow.engines.base import (
     SqlAlchemyTarget,
     StreamReader,
     StreamSource,
+    table_glob_match,
 )
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
@@ -431,18 +431,15 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
                         "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY 1", (self.conn.database,))
             tables = [str(r[0]) for r in cur.fetchall()]
         db = self.conn.database
-
-        def matches(pattern: str, name: str) -> bool:
-            return fnmatch.fnmatchcase(f"{db}.{name}" if "." in pattern else name, pattern)
-
-        kept = [t for t in tables if (not include or any(matches(p, t) for p in include))
-                and not any(matches(p, t) for p in exclude or [])]
+        kept = {t for t in tables if (not include or any(table_glob_match(p, db, t) for p in include))
+                and not any(table_glob_match(p, db, t) for p in exclude or [])}
         if not kept:
             raise InputError(f"no table of database {db!r} matches the include/exclude patterns",
                              "check the globs (table, or database.table)")
         skipped = [t for t in tables if t not in kept]
         # The dump tool matches --ignore-table-data names without regard to case.
-        clash = sorted({t for t in kept if t.casefold() in {s.casefold() for s in skipped}})
+        folded = {t.casefold() for t in skipped}
+        clash = sorted(t for t in kept if t.casefold() in folded)
         if clash:
             raise InputError(f"table(s) {', '.join(clash)} of database {db!r} differ only in case from tables "
                              "left out, and the dump tool would leave out both",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import hashlib
 import io
@@ -37,6 +36,7 @@ from vaultflow.engines.base import (
     StreamSource,
     segment_width_of,
     segmented_table_stats,
+    table_glob_match,
 )
 from vaultflow.engines.postgres_database import READ_PROPERTIES, DatabaseProperties
 from vaultflow.engines.process import Deadline, ToolProcess
@@ -994,10 +994,9 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
 
     def _apply_properties(self, database: str, props: DatabaseProperties, *, no_owner: bool) -> None:
         """The database's settings, comment, connection limit and (unless `no_owner`) owner,
-        privileges and role settings,
-        once its content is in: a setting such as default_transaction_read_only would stop
-        the load. One that this server refuses is skipped with a warning, as the owner is
-        when its role is missing."""
+        privileges and role settings, once its content is in: a setting such as
+        default_transaction_read_only would stop the load. One that this server refuses is skipped with a warning (naming it and the
+        error's kind, never the server's text, which may quote a value)."""
         ident = sql.Identifier(database)
         with self._connect(self.conn.maintenance_database) as admin:
             statements = props.setting_statements(database)
@@ -1015,9 +1014,9 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
             for what, statement in statements:
                 try:
                     admin.execute(statement)
-                except psycopg.Error as exc:
-                    _log.warning("restoring %s: the source database's %s was not applied: %s", self.describe(),
-                                 what, str(exc).strip().splitlines()[0])
+                except psycopg.Error as exc:  # its text may quote a setting's value: only its kind
+                    _log.warning("restoring %s: the source database's %s was not applied (%s)", self.describe(),
+                                 what, type(exc).__name__)
 
     def _sweep_orphaned_staging(self, admin: psycopg.Connection[Any]) -> None:
         """Drop staging databases left by restores that were killed: older than
@@ -1278,9 +1277,9 @@ def _user_tables(c: psycopg.Connection[Any], database: str, include: list[str] |
     """
     out = []
     for schema, name, size, columns, pk, pk_types, heap_bytes, signature in c.execute(_USER_TABLES).fetchall():
-        if include and not any(_glob_match(p, schema, name) for p in include):
+        if include and not any(table_glob_match(p, schema, name) for p in include):
             continue
-        if exclude and any(_glob_match(p, schema, name) for p in exclude):
+        if exclude and any(table_glob_match(p, schema, name) for p in exclude):
             continue
         order = "pk" if pk and size < order_limit else "heap"
         key_type = pk_types[0] if pk_types and len(pk_types) == 1 and pk_types[0] in _INTEGER_TYPES else None
@@ -1475,10 +1474,6 @@ def _only_foreign_key_errors(stderr: str) -> bool:
 
 def _quoted_pattern(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _glob_match(pattern: str, schema: str, name: str) -> bool:
-    return fnmatch.fnmatchcase(f"{schema}.{name}" if "." in pattern else name, pattern)
 
 
 def export_plain_sql(streams: list[StreamManifest], read: StreamReader, out: IO[bytes],
