@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vaultflow.backup import backup_database, plan_backup
 from vaultflow.engines import engine_from_url
+from vaultflow.operations.backup import backup_database, plan_backup
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import new_object_id, open_repository
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
-from vaultflow.restore import restore_snapshot
 
 _T_IMPORTED = time.perf_counter()
 

@@ -81,11 +81,11 @@ def time_pg_restore(dump: Path, jobs: int, nice: list[str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    from vaultflow.backup import backup_database
     from vaultflow.drill import run_drill
-    from vaultflow.engines import PostgresConnection, PostgresEngine
+    from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
+    from vaultflow.operations.backup import backup_database
+    from vaultflow.operations.restore import restore_snapshot
     from vaultflow.repository import Repository, new_object_id
-    from vaultflow.restore import restore_snapshot
     from vaultflow.storage import LocalStore
 
     args.out.mkdir(parents=True, exist_ok=True)

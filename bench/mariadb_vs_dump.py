@@ -28,8 +28,8 @@ import pymysql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vaultflow.backup import backup_database, plan_backup  # noqa: E402
 from vaultflow.engines import engine_from_url  # noqa: E402
+from vaultflow.operations.backup import backup_database, plan_backup  # noqa: E402
 from vaultflow.repository import Repository, new_object_id  # noqa: E402
 from vaultflow.storage import LocalStore  # noqa: E402
 

@@ -7,14 +7,10 @@ from abc import ABC
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vaultflow.engines import (
-    MySQLConnection,
-    MySQLEngine,
-    PostgresConnection,
-    PostgresEngine,
-    SqliteEngine,
-)
-from vaultflow.engines.sqlserver import (
+from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
+from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
+from vaultflow.engines.sqlite.engine import SqliteEngine
+from vaultflow.engines.sqlserver.engine import (
     BlobStaging,
     DiskStaging,
     SqlServerClient,

@@ -11,7 +11,8 @@ from prefect.blocks.core import Block
 from pydantic import SecretStr
 
 from vaultflow.catalog.catalog import vaultflow_home
-from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url, is_database_url, server_from_url
+from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url, server_from_url
+from vaultflow.engines.sqlite.engine import SqliteEngine
 from vaultflow.errors import InputError, RepositoryNotInitialised
 from vaultflow.repository import Repository, open_repository
 from vaultflow.storage import ObjectStore, open_store

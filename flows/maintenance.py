@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from tasks.maintenance import copy_repository, prune_repository, verify_repository
 from tasks.reporting import error_line, publish_repository_event, publish_stats
 from vaultflow.errors import IntegrityError
-from vaultflow.retention import RetentionPolicy, parse_duration, preset
-from vaultflow.verify import broken_by_chunk
+from vaultflow.operations.retention import RetentionPolicy, parse_duration, preset
+from vaultflow.operations.verify import broken_by_chunk
 
 
 class RetentionRules(BaseModel):

@@ -12,9 +12,9 @@ from prefect.tasks import exponential_backoff
 from blocks.resolve import RepositoryRef, resolve_engine, resolve_repository
 from tasks.reporting import ProgressArtifact
 from tasks.retry_policy import retry_transient
-from vaultflow.backup import BackupPlan, backup_database, plan_backup
 from vaultflow.catalog import Catalog, SnapshotStatus
 from vaultflow.engines import DatabaseEngine
+from vaultflow.operations.backup import BackupPlan, backup_database, plan_backup
 from vaultflow.progress import ProgressMeter, add_listener, remove_listener
 from vaultflow.repository import SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind

@@ -11,11 +11,11 @@ from prefect.tasks import exponential_backoff
 from blocks.resolve import resolve_repository
 from tasks.retry_policy import retry_transient
 from vaultflow.catalog import Catalog
-from vaultflow.copy import CopyResult, copy_snapshots
-from vaultflow.prune import PrunePlan, prune
+from vaultflow.operations.copy import CopyResult, copy_snapshots
+from vaultflow.operations.prune import PrunePlan, prune
+from vaultflow.operations.retention import RetentionPolicy
+from vaultflow.operations.verify import SnapshotVerdict, verify_snapshots
 from vaultflow.repository import Repository
-from vaultflow.retention import RetentionPolicy
-from vaultflow.verify import SnapshotVerdict, verify_snapshots
 
 
 def _open(repository: str | None) -> tuple[Repository, str | None]:

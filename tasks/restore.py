@@ -8,9 +8,9 @@ from prefect.tasks import exponential_backoff
 
 from blocks.resolve import resolve_engine, resolve_repository
 from tasks.retry_policy import retry_transient
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.progress import ProgressMeter
 from vaultflow.repository import SnapshotManifest
-from vaultflow.restore import restore_snapshot
 
 
 @task(name="restore-snapshot", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10),

@@ -8,10 +8,10 @@ import pytest
 
 from tests.conftest import PASSPHRASE
 from tests.engines.cases import EngineCase
-from vaultflow.backup import backup_database, plan_backup
+from vaultflow.operations.backup import backup_database, plan_backup
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 
@@ -88,7 +88,7 @@ def test_full_never_reuses_another_chain(case: EngineCase, repo_path: Path, tmp_
 def test_unchanged_postgres_tables_are_not_read(pg_available: None, repo_path: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.engines.cases import PostgresCase
-    from vaultflow.engines.postgres import PostgresEngine
+    from vaultflow.engines.postgres.engine import PostgresEngine
 
     case = PostgresCase()
     try:

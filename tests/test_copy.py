@@ -12,12 +12,12 @@ from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE
 from tests.object_servers import S3Server
-from vaultflow.backup import backup_database, plan_backup
-from vaultflow.copy import copy_snapshots
 from vaultflow.engines import engine_from_url
 from vaultflow.errors import StorageUnwritable
+from vaultflow.operations.backup import backup_database, plan_backup
+from vaultflow.operations.copy import copy_snapshots
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.restore import restore_snapshot
 from vaultflow.sample_data import compare, create
 from vaultflow.storage import LocalStore, RetryingStore, RetryPolicy
 from vaultflow.storage.faults import FaultInjectingStore

@@ -10,7 +10,8 @@ from pydantic import SecretStr
 
 from tests.conftest import my_admin
 from vaultflow.discovery import discover_server
-from vaultflow.engines import MySQLConnection, MySQLEngine, server_from_url
+from vaultflow.engines import server_from_url
+from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
 from vaultflow.errors import InputError
 
 

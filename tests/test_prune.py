@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE
-from vaultflow.backup import backup_database
-from vaultflow.engines import SqliteEngine
-from vaultflow.prune import plan_prune, prune
+from vaultflow.engines.sqlite.engine import SqliteEngine
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.prune import plan_prune, prune
+from vaultflow.operations.restore import restore_snapshot
+from vaultflow.operations.retention import RetentionPolicy
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.locks import RepositoryLock, RepositoryLocked, list_locks
-from vaultflow.restore import restore_snapshot
-from vaultflow.retention import RetentionPolicy
 from vaultflow.sample_data import compare, create
 from vaultflow.storage import LocalStore
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vaultflow.errors import InputError
-from vaultflow.retention import PRESETS, RetentionPolicy, SnapshotFacts, decide, parse_duration, preset
+from vaultflow.operations.retention import PRESETS, RetentionPolicy, SnapshotFacts, decide, parse_duration, preset
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

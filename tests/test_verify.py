@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE
-from vaultflow.backup import backup_database
-from vaultflow.engines import SqliteEngine
+from vaultflow.engines.sqlite.engine import SqliteEngine
 from vaultflow.errors import IntegrityError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
+from vaultflow.operations.verify import broken_by_chunk, verify_snapshots
 from vaultflow.repository import ChunkerParams, Repository, new_object_id
 from vaultflow.repository.repository import chunk_key
-from vaultflow.restore import restore_snapshot
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
-from vaultflow.verify import broken_by_chunk, verify_snapshots
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_damaged_manifest_is_reported(repo: Repository, tmp_path: Path) -> None:
 
 
 def test_repair_run_heals_the_chain(repo: Repository, tmp_path: Path) -> None:
-    from vaultflow.backup import plan_backup
+    from vaultflow.operations.backup import plan_backup
 
     src = create(tmp_path / "s.db", rows=6000)
     engine = SqliteEngine(src)
@@ -92,7 +92,7 @@ def test_repair_run_heals_the_chain(repo: Repository, tmp_path: Path) -> None:
 
 
 def test_not_expired_against_a_policy(repo: Repository, tmp_path: Path) -> None:
-    from vaultflow.retention import RetentionPolicy
+    from vaultflow.operations.retention import RetentionPolicy
 
     src = create(tmp_path / "s.db", rows=100)
     ids = []

@@ -9,15 +9,8 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from vaultflow.catalog import Catalog
-from vaultflow.engines import DatabaseEngine, mysql, sqlserver
-
-SYSTEM_DATABASES: dict[str, tuple[str, ...]] = {
-    "postgresql": ("postgres", "template0", "template1"),
-    "mysql": mysql.SYSTEM_DATABASES,
-    "sqlite": (),
-    "sqlserver": sqlserver.SYSTEM_DATABASES,
-}
-"""Left out unless include_system is set: the servers' own databases, not user data."""
+from vaultflow.engines import DatabaseEngine
+from vaultflow.engines.registry import spec
 
 
 @dataclass
@@ -42,7 +35,7 @@ def select_databases(names: list[str], *, engine: str, include: list[str] | None
     """(selected, excluded, warnings). A name is selected if it matches an include glob (any
     when none are given), no exclude glob, and is not a system database (unless asked).
     Every glob that matches no database at all gives a warning."""
-    system = set() if include_system else set(SYSTEM_DATABASES.get(engine, ()))
+    system = set() if include_system else set(spec(engine).system_databases)
     warnings = [f"pattern {kind} {p!r} matches no database" for kind, patterns in (("--include", include),
                                                                                     ("--exclude", exclude))
                 for p in patterns or [] if not any(fnmatch.fnmatchcase(n, p) for n in names)]

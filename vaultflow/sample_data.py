@@ -14,7 +14,7 @@ import sys
 from contextlib import closing
 from pathlib import Path
 
-from vaultflow.engines import SqliteEngine
+from vaultflow.engines.sqlite.engine import SqliteEngine
 
 _SCHEMA = """
 CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE,

@@ -55,7 +55,8 @@ def test_scratch_server_from_url_or_block(prefect_api: str, tmp_path: object) ->
     from pathlib import Path
 
     from blocks.resolve import resolve_scratch
-    from vaultflow.engines import PostgresEngine, SqliteEngine
+    from vaultflow.engines.postgres.engine import PostgresEngine
+    from vaultflow.engines.sqlite.engine import SqliteEngine
 
     pg = resolve_scratch("postgresql://postgres@db9:6543", "postgresql").engine
     assert isinstance(pg, PostgresEngine) and pg.server_label() == "db9:6543"
@@ -81,7 +82,7 @@ def test_sqlserver_block_keeps_password_and_sas_masked(prefect_api: str) -> None
     from prefect.client.orchestration import get_client
 
     from blocks import SqlServer
-    from vaultflow.engines.sqlserver import BlobStaging, SqlServerEngine
+    from vaultflow.engines.sqlserver.engine import BlobStaging, SqlServerEngine
 
     SqlServer(host="sql1", password=SecretStr("s3cr3t-mssql"), database="sales",
               staging_container_url="https://acct.blob.core.windows.net/stage",

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from tests.conftest import PASSPHRASE
-from vaultflow.backup import backup_database
 from vaultflow.catalog import Catalog, SnapshotStatus
-from vaultflow.engines import SqliteEngine
+from vaultflow.engines.sqlite.engine import SqliteEngine
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.restore import restore_snapshot
 from vaultflow.sample_data import compare, create
 from vaultflow.storage import LocalStore
 

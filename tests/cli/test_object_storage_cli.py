@@ -137,7 +137,7 @@ def test_a_download_link_keeps_its_signature_out_of_repr() -> None:
     """The signed URL is a bearer credential: a logged or printed DownloadLink must not show it."""
     from datetime import UTC, datetime
 
-    from vaultflow.share import DownloadLink
+    from vaultflow.operations.share import DownloadLink
 
     url = "https://bucket.s3.example/exports/x.db?X-Amz-Credential=AKIA&X-Amz-Signature=vftsecret0123"
     link = DownloadLink(manifest=None, key="exports/x.db", location="s3://bucket/exports/x.db",  # type: ignore[arg-type]

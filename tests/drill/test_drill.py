@@ -10,12 +10,13 @@ import pytest
 
 from tests.conftest import PASSPHRASE, pg_url, port_open
 from tests.engines.cases import EngineCase
-from vaultflow.backup import backup_database
 from vaultflow.drill import UserSuite, load_suites, run_drill, scratch_name
-from vaultflow.engines import DatabaseEngine, SqliteEngine, engine_from_url
+from vaultflow.engines import DatabaseEngine, engine_from_url
+from vaultflow.engines.sqlite.engine import SqliteEngine
 from vaultflow.errors import ConnectionFailed, InputError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 

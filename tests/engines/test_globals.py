@@ -9,12 +9,12 @@ import pytest
 
 from tests.conftest import PASSPHRASE, my_admin, pg_admin
 from tests.engines.cases import MariaDBCase, PostgresCase
-from vaultflow.backup import backup_database
 from vaultflow.engines.base import GLOBALS_STREAM
-from vaultflow.engines.mysql import strip_authentication
+from vaultflow.engines.mysql.engine import strip_authentication
 from vaultflow.errors import InputError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 
@@ -128,8 +128,7 @@ def test_strip_authentication(statement: str, expected: str) -> None:
 def test_a_refused_account_statement_does_not_show_its_password_hash(mariadb_available: None) -> None:
     """A MySQL 8 account (hash as a hex literal) restored into MariaDB is a syntax error whose
     message quotes the statement from the hash on; the error must not carry the hash."""
-    from vaultflow.engines import MySQLConnection, MySQLEngine
-    from vaultflow.engines.mysql import GLOBALS_FORMAT
+    from vaultflow.engines.mysql.engine import GLOBALS_FORMAT, MySQLConnection, MySQLEngine
     from vaultflow.errors import ToolFailed
     from vaultflow.repository.manifest import StreamManifest
 

@@ -15,8 +15,9 @@ from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE, my_admin
 from tests.engines.cases import MariaDBCase
-from vaultflow.backup import backup_database
-from vaultflow.engines import MySQLConnection, MySQLEngine, engine_from_url, mysql
+from vaultflow.engines import engine_from_url
+from vaultflow.engines.mysql import engine as mysql
+from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
 from vaultflow.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -25,10 +26,11 @@ from vaultflow.errors import (
     TargetNotEmpty,
     VaultflowError,
 )
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.manifest import StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("mariadb_available")

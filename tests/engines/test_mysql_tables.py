@@ -12,11 +12,11 @@ import pytest
 
 from tests.conftest import PASSPHRASE
 from tests.engines.cases import MariaDBCase
-from vaultflow.backup import backup_database
-from vaultflow.engines.mysql import RowSectionFilter
+from vaultflow.engines.mysql.engine import RowSectionFilter
 from vaultflow.errors import InputError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 

@@ -14,15 +14,15 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import PASSPHRASE, drop_pg_database, pg_admin, pg_url
-from vaultflow.backup import backup_database
 from vaultflow.drill.run import run_drill
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.postgres_database import DatabaseProperties, split_setting_list
+from vaultflow.engines.postgres.database import DatabaseProperties, split_setting_list
 from vaultflow.errors import InputError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.manifest import StreamManifest
 from vaultflow.repository.repository import ByteSink
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 PROPERTIES = """

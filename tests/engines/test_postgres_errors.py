@@ -25,8 +25,8 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE, PG_HOST, PG_PORT, pg_admin
-from vaultflow.backup import backup_database
-from vaultflow.engines import PostgresConnection, PostgresEngine, engine_from_url
+from vaultflow.engines import engine_from_url
+from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
@@ -39,6 +39,8 @@ from vaultflow.errors import (
     VaultflowError,
     WrongPassphrase,
 )
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import (
     ChunkerParams,
     Repository,
@@ -46,7 +48,6 @@ from vaultflow.repository import (
     StreamManifest,
     new_object_id,
 )
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.timeout(300)

@@ -17,8 +17,9 @@ from tests.engines.test_postgres_segments import (
     source,
     sql,
 )
-from vaultflow.engines import engine_from_url, postgres
+from vaultflow.engines import engine_from_url
 from vaultflow.engines.base import segment_width_of
+from vaultflow.engines.postgres import engine as postgres
 from vaultflow.repository import Repository, SnapshotManifest
 from vaultflow.repository.manifest import StreamManifest
 from vaultflow.storage import LocalStore

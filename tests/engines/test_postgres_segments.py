@@ -12,12 +12,13 @@ import psycopg
 import pytest
 
 from tests.conftest import PASSPHRASE, pg_url
-from vaultflow.backup import backup_database, plan_backup
-from vaultflow.engines import engine_from_url, postgres
+from vaultflow.engines import engine_from_url
 from vaultflow.engines.base import DatabaseEngine, RestoreObserver, segment_width_of
+from vaultflow.engines.postgres import engine as postgres
+from vaultflow.operations.backup import backup_database, plan_backup
+from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind, StreamManifest, TableStats
-from vaultflow.restore import export_snapshot, restore_snapshot
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("pg_available")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tests.conftest import PASSPHRASE
 from tests.engines.cases import EngineCase
-from vaultflow.backup import backup_database
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.restore import export_snapshot, restore_snapshot
 from vaultflow.storage import LocalStore
 
 

@@ -9,7 +9,7 @@ import blake3
 import numpy as np
 import pytest
 
-from vaultflow.engines.segment_patch import (
+from vaultflow.engines.postgres.patches import (
     KeyFirstScanner,
     LineIndex,
     PatchedSink,

@@ -10,7 +10,7 @@ import sys
 import pytest
 from pydantic import SecretStr
 
-from vaultflow.engines import sqlserver as ss
+from vaultflow.engines.sqlserver import engine as ss
 from vaultflow.errors import (
     AuthenticationFailed,
     ConnectionFailed,

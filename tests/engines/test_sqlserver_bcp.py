@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.engines.test_sqlserver_engine import FakeSqlServer, client_factory
-from vaultflow.engines import sqlserver as ss
+from vaultflow.engines.sqlserver import engine as ss
 from vaultflow.errors import ConnectionFailed, InputError, ToolFailed
 
 STAND_IN_BCP = """#!/bin/sh

@@ -29,12 +29,12 @@ from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE
 from tests.object_servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
-from vaultflow.backup import backup_database
 from vaultflow.engines import engine_from_url, server_from_url
-from vaultflow.engines import sqlserver as ss
+from vaultflow.engines.sqlserver import engine as ss
 from vaultflow.errors import InputError, TargetNotEmpty, ToolFailed, VaultflowError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.restore import export_snapshot, restore_snapshot
 from vaultflow.storage import LocalStore
 
 SERVER_DIR = "/var/opt/mssql/backup/vaultflow"  # the staging directory as the (fake) server sees it

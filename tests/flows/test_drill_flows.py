@@ -11,10 +11,10 @@ import pytest
 
 from flows.drill import drill_latest, validate_restore
 from tests.conftest import PASSPHRASE
-from vaultflow.backup import backup_database
 from vaultflow.catalog import Catalog, DrillStatus
 from vaultflow.drill import DrillFailed
-from vaultflow.engines import SqliteEngine
+from vaultflow.engines.sqlite.engine import SqliteEngine
+from vaultflow.operations.backup import backup_database
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore

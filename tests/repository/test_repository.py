@@ -243,7 +243,7 @@ def test_streams_recorded_with_sha256_still_restore_and_verify(tmp_path: Path) -
     still checked; a wrong one is still caught."""
     import hashlib
 
-    from vaultflow.verify import verify_snapshots
+    from vaultflow.operations.verify import verify_snapshots
 
     repo = make_repo(tmp_path)
     data = sample(2**20)

@@ -11,11 +11,11 @@ from pydantic import SecretStr
 from tests.conftest import PASSPHRASE
 from tests.engines.cases import EngineCase
 from tests.object_servers import S3Server
-from vaultflow.backup import BackupPlan, backup_database
 from vaultflow.errors import ConnectionFailed, StorageUnwritable
+from vaultflow.operations.backup import BackupPlan, backup_database
+from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.repository import ChunkerParams
-from vaultflow.restore import restore_snapshot
 from vaultflow.storage import LocalStore, MemoryStore, ObjectStore, RetryingStore, RetryPolicy
 from vaultflow.storage.faults import FaultInjectingStore
 from vaultflow.storage.s3 import S3Settings, S3Store

@@ -352,7 +352,7 @@ class MySQLSource(ServerSource):
     def connect(self) -> SourceConnection:
         import pymysql
 
-        from vaultflow.engines.mysql import MySQLClientConnection
+        from vaultflow.engines.mysql.engine import MySQLClientConnection
 
         try:
             raw = MySQLClientConnection(host=self.host, port=self.port, user=self.user,
@@ -582,7 +582,8 @@ def source_from_url(url: str) -> ArchiveSource:
 
 def source_from_engine(engine: object) -> ArchiveSource:
     """The archive source for a core engine (PostgreSQL or SQLite) built from a URL or block."""
-    from vaultflow.engines import PostgresEngine, SqliteEngine
+    from vaultflow.engines.postgres.engine import PostgresEngine
+    from vaultflow.engines.sqlite.engine import SqliteEngine
 
     if isinstance(engine, PostgresEngine):
         c = engine.conn

@@ -392,22 +392,22 @@ def export(
 ) -> None:
     """Rebuild the native dump (pg_dump archive or SQL script, SQLite file) to a file, or as a
     download link with --url; no Prefect server needed."""
-    from vaultflow.restore import export_snapshot
+    from vaultflow.operations.restore import export_snapshot
 
     if (to is None) == (not url):
         raise InputError("give exactly one of --to FILE and --url", "e.g. vaultflow export 1a2b --to app.sql")
     opened, catalog_url = _open(repo)
     snapshot_id = opened.resolve_snapshot(snapshot)
     if url:
-        from vaultflow.retention import parse_duration
-        from vaultflow.share import export_download_link
+        from vaultflow.operations.retention import parse_duration
+        from vaultflow.operations.share import export_download_link
 
         link = export_download_link(opened, snapshot_id, parse_duration(expires))
         # The catalog keeps where and until when, never the signed URL.
         Catalog(catalog_url).record_download_link(snapshot_id=snapshot_id, repository_id=opened.id,
                                                   location=link.location, size=link.size,
                                                   expires_at=link.expires_at)
-        kind, hint = _EXPORT_KINDS.get(link.manifest.streams[0].format, ("dump", ""))
+        kind, hint = _export_kind(link.manifest.streams[0].format)
         if json_out:
             print_json({"snapshot": snapshot_id, "object": link.location, "format": kind, "size": link.size,
                         "url": link.url, "expires_at": link.expires_at.isoformat()})
@@ -419,7 +419,7 @@ def export(
         return
     assert to is not None
     manifest = export_snapshot(opened, snapshot_id, to)
-    kind, hint = _EXPORT_KINDS.get(manifest.streams[0].format, ("dump", ""))
+    kind, hint = _export_kind(manifest.streams[0].format)
     size = os.path.getsize(to)
     if json_out:
         print_json({"snapshot": manifest.id, "file": os.path.abspath(to), "format": kind, "size": size})
@@ -479,12 +479,13 @@ def show(
                 [(t.qualified, t.rows, (t.checksum or "")[:24]) for t in manifest.tables])
 
 
-_EXPORT_KINDS = {
-    "pg_dump-custom": ("pg_dump custom archive", "pg_restore -d DBNAME FILE"),
-    "pg_dump-custom-schema": ("plain SQL script", "psql -v ON_ERROR_STOP=1 -d DBNAME -f FILE"),
-    "sqlite3-file": ("SQLite database file", "sqlite3 FILE"),
-    "mysqldump-sql": ("MySQL SQL script", "mariadb DBNAME < FILE (create DBNAME first)"),
-}
+def _export_kind(stream_format: str) -> tuple[str, str]:
+    """What an export of a snapshot whose first stream has this format is, and the command that loads it."""
+    from vaultflow.engines.registry import spec_for_format
+
+    found = spec_for_format(stream_format)
+    export = found.export_format(stream_format) if found is not None else None
+    return (export.kind, export.hint) if export is not None else ("dump", "the engine's own tools")
 
 
 @app.command()
@@ -507,7 +508,7 @@ def prune(
 
     Explicit --keep-* rules replace the preset. The newest snapshot of every database is kept.
     """
-    from vaultflow.retention import PRESETS
+    from vaultflow.operations.retention import PRESETS
 
     if policy not in PRESETS:
         raise InputError(f"unknown retention preset {policy!r}", f"choose one of {', '.join(sorted(PRESETS))}")
@@ -544,7 +545,7 @@ def verify(
     ref = _prepare_flow_run(repo, verbose)
     from flows.maintenance import RetentionRules
     from flows.maintenance import verify as verify_flow
-    from vaultflow.retention import preset
+    from vaultflow.operations.retention import preset
 
     rules = None
     if policy is not None:

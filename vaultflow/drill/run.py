@@ -25,6 +25,7 @@ from vaultflow.drill.suites import (
 )
 from vaultflow.engines.base import DatabaseEngine, RestoreObserver
 from vaultflow.errors import InputError, VaultflowError
+from vaultflow.operations.restore import check_target_engine
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import (
     SCHEMA_OBJECT_KINDS,
@@ -34,7 +35,6 @@ from vaultflow.repository.manifest import (
     TableStats,
 )
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
-from vaultflow.restore import check_target_engine
 
 _log = logging.getLogger("vaultflow.drill")
 SCRATCH_PREFIX = "vaultflow_drill_"

@@ -18,7 +18,7 @@ from vaultflow.repository.manifest import SchemaInventory, StreamManifest, Table
 from vaultflow.repository.repository import ByteSink
 
 if TYPE_CHECKING:
-    from vaultflow.engines.segment_patch import SegmentPatchPlan
+    from vaultflow.engines.postgres.patches import SegmentPatchPlan
 
 GLOBALS_STREAM = "globals"  # name of the stream holding server-wide objects, when backed up
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from vaultflow.errors import IntegrityError, SnapshotNotFound
+from vaultflow.operations.retention import RetentionPolicy, decide
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import Repository
-from vaultflow.retention import RetentionPolicy, decide
 
 
 @dataclass
@@ -68,7 +68,7 @@ def verify_snapshots(
             if deep:
                 verdict.checksum_match = _deep_check(repo, m, verdict)
         if policy is not None and manifests:
-            from vaultflow.prune import facts
+            from vaultflow.operations.prune import facts
 
             kept = decide(facts(list(repo.manifests())), policy, now or datetime.now().astimezone()).keep
             for v in verdicts:

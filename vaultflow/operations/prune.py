@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from vaultflow.operations.retention import RetentionPolicy, SnapshotFacts, decide
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import SNAPSHOT_PREFIX, Repository, chunk_key
-from vaultflow.retention import RetentionPolicy, SnapshotFacts, decide
 
 
 def database_key(m: SnapshotManifest) -> str:

@@ -38,9 +38,8 @@ from vaultflow.engines.base import (
     segmented_table_stats,
     table_glob_match,
 )
-from vaultflow.engines.postgres_database import READ_PROPERTIES, DatabaseProperties
-from vaultflow.engines.process import Deadline, ToolProcess
-from vaultflow.engines.segment_patch import (
+from vaultflow.engines.postgres.database import READ_PROPERTIES, DatabaseProperties
+from vaultflow.engines.postgres.patches import (
     BaseIndex,
     KeyFirstScanner,
     LineIndex,
@@ -52,6 +51,7 @@ from vaultflow.engines.segment_patch import (
     is_patched,
     read_rows,
 )
+from vaultflow.engines.process import Deadline, ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -995,8 +995,8 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
     def _apply_properties(self, database: str, props: DatabaseProperties, *, no_owner: bool) -> None:
         """The database's settings, comment, connection limit and (unless `no_owner`) owner,
         privileges and role settings, once its content is in: a setting such as
-        default_transaction_read_only would stop the load. One that this server refuses is skipped with a warning (naming it and the
-        error's kind, never the server's text, which may quote a value)."""
+        default_transaction_read_only would stop the load. One that this server refuses is skipped
+        with a warning (naming it and the error's kind, never the server's text, which may quote a value)."""
         ident = sql.Identifier(database)
         with self._connect(self.conn.maintenance_database) as admin:
             statements = props.setting_statements(database)

@@ -8,17 +8,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultflow.engines import mysql, postgres, sqlite, sqlserver
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine
+from vaultflow.engines.registry import spec_for_format
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
-
-_ENGINE_OF_FORMAT = {
-    postgres.LEGACY_FORMAT: "postgresql", postgres.SCHEMA_FORMAT: "postgresql", sqlite.DUMP_FORMAT: "sqlite",
-    mysql.DUMP_FORMAT: "mysql", sqlserver.NATIVE_FORMAT: "sqlserver",
-}
 
 
 def restore_snapshot(
@@ -91,7 +86,8 @@ def _reader(repo: Repository, manifest: SnapshotManifest, progress: ProgressCall
 
 def check_target_engine(manifest: SnapshotManifest, target: DatabaseEngine) -> None:
     """Refuse a target of another engine than the snapshot's streams need."""
-    if _ENGINE_OF_FORMAT.get(manifest.streams[0].format) != target.engine:
+    found = spec_for_format(manifest.streams[0].format)
+    if found is None or found.name != target.engine:
         raise InputError(
             f"snapshot {manifest.short_id} is a {manifest.engine} backup; it cannot be restored "
             f"into {target.describe()}",
@@ -125,8 +121,10 @@ def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[s
     try:
         with os.fdopen(fd, "wb") as out:
             read = _reader(repo, manifest, progress)
-            if manifest.streams[0].format == postgres.SCHEMA_FORMAT:
-                postgres.export_plain_sql([s for s in manifest.streams if s.name != GLOBALS_STREAM], read, out)
+            found = spec_for_format(manifest.streams[0].format)
+            exporter = found.exporter_for(manifest.streams[0].format) if found is not None else None
+            if exporter is not None:
+                exporter([s for s in manifest.streams if s.name != GLOBALS_STREAM], read, out)
             else:
                 read(manifest.streams[0], out)
             out.flush()

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from vaultflow.engines.registry import spec_for_format
+from vaultflow.operations.restore import export_snapshot
 from vaultflow.repository import Repository, SnapshotManifest
-from vaultflow.restore import export_snapshot
 
 EXPORT_PREFIX = "exports/"
-_EXTENSIONS = {"pg_dump-custom": "dump", "pg_dump-custom-schema": "sql", "sqlite3-file": "db"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ def export_download_link(repo: Repository, snapshot_id: str, expires: timedelta,
     The URL is signed first (that needs no upload and fails fast where the store cannot sign),
     then the dump is rebuilt into a 0600 spool file, verified and uploaded."""
     manifest = repo.load_manifest(snapshot_id)
-    key = f"{EXPORT_PREFIX}{snapshot_id}.{_EXTENSIONS.get(manifest.streams[0].format, 'bin')}"
+    found = spec_for_format(manifest.streams[0].format)
+    export = found.export_format(manifest.streams[0].format) if found is not None else None
+    key = f"{EXPORT_PREFIX}{snapshot_id}{export.suffix if export is not None else '.bin'}"
     expires_at = datetime.now(UTC) + expires
     url = repo.store.download_url(key, expires)
     with tempfile.TemporaryDirectory(prefix="vaultflow-export-", dir=spool_dir) as tmp:

@@ -25,7 +25,7 @@ import blake3
 
 from vaultflow import __version__
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, segmented_table_stats
-from vaultflow.engines.segment_patch import base_part, patched_stats
+from vaultflow.engines.postgres.patches import base_part, patched_stats
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository

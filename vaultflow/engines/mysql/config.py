@@ -1,0 +1,31 @@
+"""MySQL/MariaDB URLs: `mysql://user@host:port/db` (or `mariadb://`)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, unquote
+
+from pydantic import SecretStr
+
+from vaultflow.errors import InputError
+
+if TYPE_CHECKING:
+    from vaultflow.engines.mysql.engine import MySQLEngine
+
+
+def engine_from_url(url: str, parts: SplitResult) -> MySQLEngine:
+    """The password comes from MYSQL_PWD or a MySQLServer block, never the URL."""
+    from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
+
+    env_password = os.environ.get("MYSQL_PWD")
+    if parts.query:
+        raise InputError("MySQL URLs take no parameters", "put other settings in a MySQLServer block")
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise InputError(f"MySQL URL for {parts.hostname} names no database", "append /DBNAME to the URL")
+    return MySQLEngine(MySQLConnection(
+        host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+        user=unquote(parts.username) if parts.username else "root", database=database,
+        password=SecretStr(env_password) if env_password else None,
+    ))
