@@ -11,8 +11,8 @@ from prefect.blocks.core import Block
 from pydantic import SecretStr
 
 from vaultflow.catalog.catalog import vaultflow_home
-from vaultflow.engines import DatabaseEngine, engine_from_url, is_database_url, server_from_url
-from vaultflow.engines.sqlite.engine import SqliteEngine
+from vaultflow.engines import DatabaseEngine, engine_from_url, engines, is_database_url, server_from_url
+from vaultflow.engines.registry import spec, spec_for_scheme
 from vaultflow.errors import InputError, RepositoryNotInitialised
 from vaultflow.repository import Repository, open_repository
 from vaultflow.storage import ObjectStore, open_store
@@ -20,8 +20,7 @@ from vaultflow.storage import ObjectStore, open_store
 if TYPE_CHECKING:
     from blocks.repository import StorageSettings
 
-ENGINE_BLOCK_SLUGS = ("vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlite-database",
-                      "vaultflow-sqlserver")
+ENGINE_BLOCK_SLUGS = tuple(slug for spec in engines() for slug in spec.block_types)
 
 
 # The module defining each block type: imported only to load a saved block of that type, so a
@@ -119,8 +118,8 @@ def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
     saved engine block. Without `ref`, SQLite snapshots drill in $VAULTFLOW_HOME/drills;
     other engines need a server named."""
     if not ref:
-        if source_engine == "sqlite":
-            return ScratchServer(SqliteEngine(vaultflow_home() / "drills" / "scratch.db"))
+        if source_engine == "sqlite":  # a file engine drills beside the catalog, needing no server
+            return ScratchServer(_sqlite_file(vaultflow_home() / "drills" / "scratch.db"))
         raise InputError(f"no scratch server given for a {source_engine} drill",
                          "pass --scratch with an engine block name or a server URL such as "
                          "postgresql://postgres@scratch-host:5432")
@@ -136,21 +135,23 @@ def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
                      "give postgresql://user@host:port or sqlite:///directory/, or create the block")
 
 
+def _sqlite_file(path: str | os.PathLike[str]) -> DatabaseEngine:
+    """The SQLite engine for a file path (no URL round trip: a path may hold '?' or '#')."""
+    return spec("sqlite").load()(path)  # type: ignore[call-arg]
+
+
 def scratch_from_url(url: str) -> DatabaseEngine:
     """A server URL whose database part may be left out; refuses passwords like any URL."""
     scheme, _, rest = url.partition("://")
     if scheme.lower() == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest
         if path.endswith("/") or os.path.isdir(path):
-            return SqliteEngine(os.path.join(path, "scratch.db"))
+            return _sqlite_file(os.path.join(path, "scratch.db"))
         return engine_from_url(url)
     host, _, database = rest.partition("/")
     # Any database that exists serves as the server's handle; drills name their own.
-    default = _SERVER_DATABASE.get(scheme.lower(), "")
+    default = spec_for_scheme(scheme).server_database or ""
     return engine_from_url(f"{scheme}://{host}/{database or default}")
-
-
-_SERVER_DATABASE = {"postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 @dataclass(frozen=True)
