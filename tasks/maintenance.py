@@ -30,7 +30,8 @@ def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: b
                      ) -> tuple[PrunePlan, str | None, str]:
     """Forget what the policy does not keep, collect garbage, drop forgotten catalog rows."""
     repo, catalog_url = _open(repository)
-    plan = prune(repo, policy, datetime.now(UTC), dry_run=dry_run)
+    proven = Catalog(catalog_url).proven_snapshots(repository_id=repo.id)
+    plan = prune(repo, policy, datetime.now(UTC), dry_run=dry_run, proven=proven)
     if not dry_run:
         Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
     get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",

@@ -110,3 +110,18 @@ def test_backup_running_during_prune_loses_nothing(repo_path: Path, tmp_path: Pa
     assert repo.snapshot_ids() == [results[0].id]
     restore_snapshot(repo, results[0].id, SqliteEngine(tmp_path / "after-prune.db"))
     assert compare(src, tmp_path / "after-prune.db") == []
+
+
+def test_prune_keeps_the_newest_proven_snapshot_past_the_caps(tmp_path: Path) -> None:
+    """A cap of one keeps the newest snapshot and the newest one a drill proved, nothing else."""
+    repo = Repository.init(LocalStore(tmp_path / "repo"), "pw")
+    db = tmp_path / "app.db"
+    create(db, rows=50)
+    ids = []
+    for _ in range(3):
+        sid = new_object_id()
+        backup_database(SqliteEngine(db), repo, snapshot_id=sid)
+        ids.append(sid)
+    plan = prune(repo, RetentionPolicy(max_count=1), datetime.now(UTC), proven={ids[0]})
+    assert set(plan.keep) == {ids[0], ids[2]} and [m.id for m in plan.forget] == [ids[1]]
+    assert sorted(repo.snapshot_ids()) == sorted([ids[0], ids[2]])

@@ -291,6 +291,13 @@ class Catalog:
         with Session(self.engine) as s:
             return list(s.exec(query.order_by(col(DrillRecord.started_at))).all())
 
+    def proven_snapshots(self, *, repository_id: str) -> set[str]:
+        """Ids of the snapshots of this repository that a restore drill passed."""
+        query = select(DrillRecord.snapshot_id).where(DrillRecord.repository_id == repository_id,
+                                                      DrillRecord.status == DrillStatus.PASSED)
+        with Session(self.engine) as s:
+            return set(s.exec(query).all())
+
     def coverage(self, window: timedelta, *, now: datetime | None = None) -> list[dict[str, object]]:
         """Every known database (discovered or backed up) whose newest successful backup
         started before now - window, or that has none: engine, server, database, last_success."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vaultflow.operations.retention import RetentionPolicy, SnapshotFacts, decide
+from vaultflow.operations.retention import PolicyFor, RetentionPolicy, SnapshotFacts, decide
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import SNAPSHOT_PREFIX, Repository, chunk_key
@@ -21,8 +21,11 @@ def database_key(m: SnapshotManifest) -> str:
     return f"{m.engine}://{m.server}/{m.database}"
 
 
-def facts(manifests: list[SnapshotManifest]) -> list[SnapshotFacts]:
-    return [SnapshotFacts(id=m.id, database=database_key(m), taken_at=m.started_at, kind=m.kind, chain=m.chain)
+def facts(manifests: list[SnapshotManifest], proven: set[str] | frozenset[str] = frozenset()
+          ) -> list[SnapshotFacts]:
+    """What retention needs of each manifest; `proven`: ids of snapshots a drill passed."""
+    return [SnapshotFacts(id=m.id, database=database_key(m), taken_at=m.started_at, kind=m.kind, chain=m.chain,
+                          proven=m.id in proven)
             for m in manifests]
 
 
@@ -38,10 +41,12 @@ class PrunePlan:
         return sum(self.garbage.values())
 
 
-def plan_prune(repo: Repository, policy: RetentionPolicy, now: datetime) -> PrunePlan:
-    """What a prune would do; reads every manifest and lists every chunk, deletes nothing."""
+def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, *,
+               proven: set[str] | frozenset[str] = frozenset()) -> PrunePlan:
+    """What a prune would do; reads every manifest and lists every chunk, deletes nothing.
+    `proven`: ids of snapshots a restore drill passed (the newest of each database is kept)."""
     manifests = list(repo.manifests())
-    decision = decide(facts(manifests), policy, now)
+    decision = decide(facts(manifests, proven), policy, now)
     kept = [m for m in manifests if m.id in decision.keep]
     referenced = {chunk_key(m.chain, c.id) for m in kept for s in m.streams for c in s.chunks}
     stored = {info.key: info.size for info in repo.store.list("chains/")}
@@ -52,13 +57,14 @@ def plan_prune(repo: Repository, policy: RetentionPolicy, now: datetime) -> Prun
     )
 
 
-def prune(repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False) -> PrunePlan:
+def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, *, dry_run: bool = False,
+          proven: set[str] | frozenset[str] = frozenset()) -> PrunePlan:
     """Apply the policy. A dry run takes no lock and changes nothing."""
     if dry_run:
-        return plan_prune(repo, policy, now)
+        return plan_prune(repo, policy, now, proven=proven)
     with RepositoryLock(repo, "exclusive", "prune"):
         remove_stale_locks(repo)
-        plan = plan_prune(repo, policy, now)
+        plan = plan_prune(repo, policy, now, proven=proven)
         plan.dry_run = False
         for m in plan.forget:
             repo.store.delete(SNAPSHOT_PREFIX + m.id)
