@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import (
+    AuditEventRecord,
     DatabaseRecord,
     DownloadLinkRecord,
     DrillRecord,
@@ -30,6 +31,7 @@ from vaultflow.errors import InputError
 from vaultflow.repository.manifest import SnapshotManifest
 
 if TYPE_CHECKING:
+    from vaultflow.audit import AuditRecord
     from vaultflow.drill.report import DrillReport
 
 
@@ -319,6 +321,34 @@ class Catalog:
                 gaps.append({"engine": engine, "server": server, "database": database,
                              "last_success": newest.isoformat(timespec="seconds") if newest else None})
         return gaps
+
+    def index_audit(self, entries: list[AuditRecord], *, repository_id: str) -> int:
+        """Add (or refresh) index rows for audit records of the repository."""
+        with Session(self.engine) as s:
+            for e in entries:
+                s.merge(AuditEventRecord(id=e.id, repository_id=repository_id, at=e.at, action=e.action,
+                                         outcome=e.outcome, actor=e.actor.label(), flow_run_id=e.actor.flow_run,
+                                         object=e.object, database=e.database, detail=e.detail, role=e.role))
+            s.commit()
+        return len(entries)
+
+    def audit_events(self, *, repository_id: str | None = None, since: datetime | None = None,
+                     action: str | None = None, database: str | None = None, actor: str | None = None
+                     ) -> list[AuditEventRecord]:
+        """Audit index rows, oldest first; `database` and `actor` match as substrings."""
+        query = select(AuditEventRecord)
+        if repository_id:
+            query = query.where(AuditEventRecord.repository_id == repository_id)
+        if since is not None:
+            query = query.where(AuditEventRecord.at >= since)
+        if action:
+            query = query.where(AuditEventRecord.action == action)
+        if database:
+            query = query.where(col(AuditEventRecord.database).contains(database))
+        if actor:
+            query = query.where(col(AuditEventRecord.actor).contains(actor))
+        with Session(self.engine) as s:
+            return list(s.exec(query.order_by(col(AuditEventRecord.at), col(AuditEventRecord.id))).all())
 
     def rebuild(self, manifests: list[SnapshotManifest], *, repository_id: str, repository: str) -> int:
         """Make the repository's Succeeded rows equal its manifests; keep failed-run history."""

@@ -111,3 +111,22 @@ class DownloadLinkRecord(SQLModel, table=True):
     size: int
     created_at: datetime
     expires_at: datetime
+
+
+class AuditEventRecord(SQLModel, table=True):
+    """An index row of one audit record of the repository (vaultflow/audit.py); the record
+    in the repository is authoritative and `catalog rebuild` brings these rows back."""
+
+    __tablename__ = "audit_events"
+
+    id: str = Field(primary_key=True)
+    repository_id: str = Field(index=True)
+    at: datetime = Field(index=True)
+    action: str = Field(index=True)
+    outcome: str
+    actor: str = Field(index=True, description="user@host, and the deployment or flow run")
+    flow_run_id: str | None = None
+    object: str = ""
+    database: str | None = Field(default=None, index=True)
+    detail: str = ""
+    role: str | None = None

@@ -48,13 +48,23 @@ def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datet
     manifests = list(repo.manifests())
     decision = decide(facts(manifests, proven), policy, now)
     kept = [m for m in manifests if m.id in decision.keep]
-    referenced = {chunk_key(m.chain, c.id) for m in kept for s in m.streams for c in s.chunks}
-    stored = {info.key: info.size for info in repo.store.list("chains/")}
     return PrunePlan(
         keep=decision.keep,
         forget=[m for m in manifests if m.id not in decision.keep],
-        garbage={k: size for k, size in stored.items() if k not in referenced},
+        garbage=garbage(repo, kept),
     )
+
+
+def garbage(repo: Repository, remaining: list[SnapshotManifest]) -> dict[str, int]:
+    """Every chunk object (key -> stored size) that none of `remaining` names."""
+    referenced = {chunk_key(m.chain, c.id) for m in remaining for s in m.streams for c in s.chunks}
+    return {info.key: info.size for info in repo.store.list("chains/") if info.key not in referenced}
+
+
+def collect_garbage(repo: Repository, keys: dict[str, int]) -> None:
+    """Delete unreferenced chunks; only under the exclusive lock, after the manifests went."""
+    for key in keys:
+        repo.store.delete(key)
 
 
 def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, *, dry_run: bool = False,
@@ -68,6 +78,5 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
         plan.dry_run = False
         for m in plan.forget:
             repo.store.delete(SNAPSHOT_PREFIX + m.id)
-        for key in plan.garbage:
-            repo.store.delete(key)
+        collect_garbage(repo, plan.garbage)
     return plan

@@ -1,0 +1,55 @@
+"""The audit trail: write-once sealed records in the repository, read back in order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from vaultflow.audit import AUDIT_PREFIX, Actor, record, records
+from vaultflow.errors import IntegrityError
+from vaultflow.repository import Repository
+from vaultflow.storage import LocalStore
+
+
+def test_records_round_trip_in_time_order_and_are_sealed(tmp_path: Path) -> None:
+    repo = Repository.init(LocalStore(tmp_path / "repo"), "pw")
+    t0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    actor = Actor.here(deployment="backup/nightly", flow_run="run-1")
+    second = record(repo, "forget", "succeeded", actor, object="1a2b3c4d", database="sqlite://x/app.db",
+                    detail="forgot 1 snapshot", now=t0 + timedelta(minutes=5))
+    first = record(repo, "backup", "failed", Actor.here(), object="sqlite://x/app.db", now=t0)
+    assert [r.id for r in records(repo)] == [first.id, second.id]
+    assert [r.id for r in records(repo, since=t0 + timedelta(minutes=1))] == [second.id]
+    assert records(repo)[1].actor.deployment == "backup/nightly" and "backup/nightly" in actor.label()
+    raw = repo.store.get(AUDIT_PREFIX + second.id)
+    assert b"forgot" not in raw and b"1a2b3c4d" not in raw  # sealed, not plaintext
+    reopened = Repository.open(LocalStore(tmp_path / "repo"), "pw")
+    assert records(reopened) == records(repo)
+
+
+def test_an_altered_record_is_refused(tmp_path: Path) -> None:
+    repo = Repository.init(LocalStore(tmp_path / "repo"), "pw")
+    a = record(repo, "init", "succeeded", Actor.here())
+    b = record(repo, "prune", "succeeded", Actor.here())
+    repo.store.put(AUDIT_PREFIX + a.id, repo.store.get(AUDIT_PREFIX + b.id))  # swapped for another record
+    with pytest.raises(IntegrityError, match=f"audit record {a.id}"):
+        records(repo)
+
+
+def test_the_catalog_index_comes_back_from_the_repository(tmp_path: Path) -> None:
+    from vaultflow.catalog import Catalog
+
+    repo = Repository.init(LocalStore(tmp_path / "repo"), "pw")
+    record(repo, "backup", "succeeded", Actor(user="dba", host="h1"), object="abc", database="postgresql://db1/app")
+    record(repo, "restore", "failed", Actor(user="ops", host="h2", flow_run="r9"), object="abc",
+           database="postgresql://db1/app")
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    assert catalog.index_audit(records(repo), repository_id=repo.id) == 2
+    catalog.index_audit(records(repo), repository_id=repo.id)  # idempotent
+    rows = catalog.audit_events(repository_id=repo.id)
+    assert [(r.action, r.outcome, r.actor) for r in rows] == [("backup", "succeeded", "dba@h1"),
+                                                               ("restore", "failed", "ops@h2 (flow run r9)")]
+    assert [r.action for r in catalog.audit_events(actor="ops")] == ["restore"]
+    assert [r.action for r in catalog.audit_events(action="backup", database="app")] == ["backup"]

@@ -1,0 +1,109 @@
+"""The audit trail: one write-once record per state-changing action, kept in the repository.
+
+    audit/<yyyymmddThhmmss>-<12 hex>    sealed JSON AuditRecord, AAD = "audit:" + <record id>
+
+Records are never rewritten or deleted by vaultflow (prune and GC look only under
+`chains/` and `snapshots/`), so the trail survives a lost catalog: `catalog rebuild`
+reads them back. The catalog's `audit_events` table is an index of them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import socket
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from vaultflow.errors import IntegrityError
+from vaultflow.repository.crypto import SealError
+from vaultflow.repository.repository import Repository
+
+AUDIT_PREFIX = "audit/"
+
+AuditAction = Literal["init", "backup", "restore", "export", "link", "forget", "prune", "purge", "archive",
+                      "unarchive", "drill", "copy", "key"]
+AuditOutcome = Literal["succeeded", "failed", "cancelled"]
+
+
+class Actor(BaseModel):
+    """Who acted: the OS user and host, and when run by Prefect the deployment and flow run."""
+
+    user: str
+    host: str
+    deployment: str | None = None
+    flow_run: str | None = None
+
+    @classmethod
+    def here(cls, *, deployment: str | None = None, flow_run: str | None = None) -> Actor:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            user = str(os.getuid())
+        return cls(user=user, host=socket.gethostname(), deployment=deployment, flow_run=flow_run)
+
+    def label(self) -> str:
+        where = f"{self.user}@{self.host}"
+        if self.deployment:
+            where += f" (deployment {self.deployment})"
+        elif self.flow_run:
+            where += f" (flow run {self.flow_run})"
+        return where
+
+
+class AuditRecord(BaseModel):
+    """One action on one object. `object` is what it acted on (a snapshot id, a policy, a
+    database); `detail` a short summary, never a secret (no URL with a signature, no password)."""
+
+    version: int = 1
+    id: str
+    at: datetime
+    action: AuditAction
+    outcome: AuditOutcome
+    actor: Actor
+    object: str = ""
+    database: str | None = None
+    detail: str = ""
+    role: str | None = None  # the repository key role used (key roles are planned)
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+def new_record_id(now: datetime) -> str:
+    return f"{now.astimezone(UTC):%Y%m%dt%H%M%S}-{secrets.token_hex(6)}"
+
+
+def _aad(record_id: str) -> bytes:
+    return b"audit:" + record_id.encode()
+
+
+def record(repo: Repository, action: AuditAction, outcome: AuditOutcome, actor: Actor, *, object: str = "",
+           database: str | None = None, detail: str = "", extra: dict[str, str] | None = None,
+           now: datetime | None = None) -> AuditRecord:
+    """Write one audit record (synced put) and return it."""
+    at = now or datetime.now(UTC)
+    entry = AuditRecord(id=new_record_id(at), at=at, action=action, outcome=outcome, actor=actor, object=object,
+                        database=database, detail=detail[:500], extra=extra or {})
+    repo.store.put(AUDIT_PREFIX + entry.id, repo.sealer.seal(entry.model_dump_json().encode(), _aad(entry.id)),
+                   sync=True)
+    return entry
+
+
+def records(repo: Repository, *, since: datetime | None = None) -> list[AuditRecord]:
+    """Every audit record in the repository (oldest first), from `since` on."""
+    out: list[AuditRecord] = []
+    for info in repo.store.list(AUDIT_PREFIX):
+        record_id = info.key.removeprefix(AUDIT_PREFIX)
+        if since is not None and record_id[:15] < f"{since.astimezone(UTC):%Y%m%dt%H%M%S}":
+            continue
+        try:
+            payload = repo.sealer.open(repo.store.get(info.key), _aad(record_id))
+        except SealError:
+            raise IntegrityError(f"audit record {record_id} is damaged or was altered",
+                                 "the trail cannot be trusted past it; keep the repository for inspection") from None
+        entry = AuditRecord.model_validate_json(payload)
+        if since is None or entry.at >= since:
+            out.append(entry)
+    return sorted(out, key=lambda r: (r.at, r.id))
