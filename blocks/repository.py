@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Self
 
 from prefect.blocks.core import Block
@@ -35,6 +36,9 @@ class BackupRepository(Block):
         description="Object storage holding the repository: an S3Bucket (AwsCredentials or MinIOCredentials, any "
                     "S3-compatible endpoint) or an AzureBlobStorageContainer; its folder is the repository's "
                     "prefix.")
+    download_sas: SecretStr | None = Field(
+        default=None, description="Azure only: a read-only container SAS (sp=r) for download links, when the "
+                                  "storage credentials are a SAS that also grants write or delete.")
     concurrency: int = Field(default=8, ge=1, le=64,
                              description="Requests at once to object storage (chunk uploads, read-ahead).")
     catalog_url: SecretStr | None = Field(
@@ -53,7 +57,7 @@ class BackupRepository(Block):
         if isinstance(self.storage, S3Bucket):
             return s3_settings(self.storage, self.concurrency)
         if isinstance(self.storage, AzureBlobStorageContainer):
-            return azure_settings(self.storage, self.concurrency)
+            return replace(azure_settings(self.storage, self.concurrency), download_sas=self.download_sas)
         return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from vaultflow.engines.registry import spec_for_format
@@ -40,11 +40,11 @@ def export_download_link(repo: Repository, snapshot_id: str, expires: timedelta,
     found = spec_for_format(manifest.streams[0].format)
     export = found.export_format(manifest.streams[0].format) if found is not None else None
     key = f"{EXPORT_PREFIX}{snapshot_id}{export.suffix if export is not None else '.bin'}"
-    expires_at = datetime.now(UTC) + expires
-    url = repo.store.download_url(key, expires)
+    signed = repo.store.download_url(key, expires)
     with tempfile.TemporaryDirectory(prefix="vaultflow-export-", dir=spool_dir) as tmp:
         path = Path(tmp) / "dump"
         export_snapshot(repo, snapshot_id, path)
         size = path.stat().st_size
         repo.store.put_file(key, path)
-    return DownloadLink(manifest, key, f"{repo.store.describe().rstrip('/')}/{key}", url, size, expires_at)
+    return DownloadLink(manifest, key, f"{repo.store.describe().rstrip('/')}/{key}", signed.url, size,
+                        signed.expires_at)

@@ -62,8 +62,10 @@ def open_store(location: str) -> ObjectStore:
             raise InputError(f"no Azure credentials for {location}",
                              "set AZURE_STORAGE_CONNECTION_STRING, or use a BackupRepository block with "
                              "AzureBlobStorageCredentials")
+        download_sas = os.environ.get("VAULTFLOW_AZURE_DOWNLOAD_SAS")
         return AzureSettings(container, prefix, connection_string=SecretStr(conn),
-                             concurrency=storage_concurrency()).open()
+                             concurrency=storage_concurrency(),
+                             download_sas=SecretStr(download_sas) if download_sas else None).open()
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise InputError(

@@ -37,7 +37,7 @@ from vaultflow.errors import (
     VaultflowError,
 )
 from vaultflow.log_redaction import hide_sas_in_logs
-from vaultflow.storage.base import ObjectInfo, ObjectStore, validate_key, validate_prefix
+from vaultflow.storage.base import ObjectInfo, ObjectStore, SignedUrl, validate_key, validate_prefix
 from vaultflow.storage.retry import RetryingStore, RetryPolicy
 from vaultflow.storage.s3 import clean_prefix
 
@@ -81,6 +81,7 @@ class AzureSettings:
     account_key: SecretStr | None = None
     token_credential: object | None = None
     concurrency: int = 8
+    download_sas: SecretStr | None = None  # a read-only container SAS for download links (sp=r)
 
     def location(self) -> str:
         prefix = self.prefix.strip("/")
@@ -89,6 +90,16 @@ class AzureSettings:
     def open(self, retry: RetryPolicy | None = None) -> ObjectStore:
         hide_sas_in_logs()  # urllib3 logs request URLs, SAS query string included, at DEBUG
         return RetryingStore(AzureBlobStore(self), retry)
+
+    def container_sas(self) -> SecretStr | None:
+        """The SAS the store authenticates with (a token, or a connection string's), if any."""
+        if self.sas_token is not None:
+            return SecretStr(self.sas_token.get_secret_value().lstrip("?"))
+        if self.connection_string is not None:
+            text = self.connection_string.get_secret_value()
+            if "SharedAccessSignature=" in text:
+                return SecretStr(text.split("SharedAccessSignature=", 1)[1].split(";", 1)[0].lstrip("?"))
+        return None
 
     def sas_expires_at(self) -> datetime | None:
         for secret in (self.sas_token, self.connection_string):
@@ -107,6 +118,8 @@ class AzureBlobStore(ObjectStore):
         self.prefix = clean_prefix(settings.prefix)
         self.concurrency = max(1, settings.concurrency)
         self.sas_expires_at = settings.sas_expires_at()
+        self._download_sas = settings.download_sas
+        self._container_sas = settings.container_sas()
         options = dict(_SDK_OPTIONS)
         try:
             if settings.connection_string is not None:
@@ -195,17 +208,50 @@ class AzureBlobStore(ObjectStore):
         except AzureError as exc:
             raise self._map(exc, "upload", key) from None
 
-    def download_url(self, key: str, expires: timedelta) -> str:
-        """The blob's URL with a read-only SAS signed by the account key."""
-        account_key = getattr(self.client.credential, "account_key", None)
-        if not account_key:
-            raise InputError(f"a download link for {self.describe()} needs the storage account key to sign it",
-                             "use a connection string with AccountKey, or export with --to FILE")
+    def download_url(self, key: str, expires: timedelta) -> SignedUrl:
+        """The blob's URL with a read-only SAS: one signed for this blob by the account key,
+        or else a read-only container SAS (the `download_sas`, or the store's own SAS when
+        it grants nothing but read and list), valid until the earlier of `expires` from now
+        and that SAS's own expiry. A SAS that also grants write or delete is never handed
+        out: whoever holds the link could then change or delete the backups."""
         name = self._name(key)
-        sas = generate_blob_sas(self.account, self.container, name, account_key=account_key,
-                                permission=BlobSasPermissions(read=True),
-                                expiry=datetime.now(UTC) + expires, start=datetime.now(UTC) - timedelta(minutes=5))
-        return f"{self.client.get_blob_client(name).url}?{sas}"
+        blob_url = self.client.get_blob_client(name).url.split("?", 1)[0]  # a SAS client's URL carries its SAS
+        wanted = datetime.now(UTC) + expires
+        account_key = getattr(self.client.credential, "account_key", None)
+        if account_key:
+            sas = generate_blob_sas(self.account, self.container, name, account_key=account_key,
+                                    permission=BlobSasPermissions(read=True), expiry=wanted,
+                                    start=datetime.now(UTC) - timedelta(minutes=5))
+            return SignedUrl(f"{blob_url}?{sas}", wanted)
+        for source, secret in (("download SAS", self._download_sas), ("container SAS", self._container_sas)):
+            if secret is None:
+                continue
+            token = secret.get_secret_value().lstrip("?")
+            granted = set(parse_qs(token).get("sp", [""])[0])
+            expiry = sas_expiry(token)
+            if expiry is not None and expiry <= datetime.now(UTC):
+                raise AuthenticationFailed(f"the {source} of {self.describe()} expired at {expiry:%Y-%m-%d %H:%M} "
+                                           "UTC, so it cannot make a download link", "generate a new SAS")
+            if "r" not in granted:
+                raise InputError(f"the {source} of {self.describe()} does not grant read (sp="
+                                 f"{''.join(sorted(granted))}), so it cannot make a download link",
+                                 "give a SAS with read permission")
+            extra = granted - {"r", "l"}
+            if extra:
+                if source == "container SAS" and self._download_sas is None:
+                    raise InputError(f"the container SAS of {self.describe()} also grants "
+                                     f"{''.join(sorted(extra))} (write, delete, ...), and a download link would hand "
+                                     "those out to whoever gets it",
+                                     "add a read-only container SAS (sp=r) as the repository's download SAS "
+                                     "(VAULTFLOW_AZURE_DOWNLOAD_SAS or the block's download_sas), or use an "
+                                     "account key")
+                raise InputError(f"the download SAS of {self.describe()} grants more than read "
+                                 f"({''.join(sorted(granted))})", "generate it with read permission only (sp=r)")
+            until = min(wanted, expiry) if expiry is not None else wanted
+            return SignedUrl(f"{blob_url}?{token}", until)
+        raise InputError(f"a download link for {self.describe()} needs the storage account key or a read-only SAS "
+                         "to sign it", "use a connection string with AccountKey, set VAULTFLOW_AZURE_DOWNLOAD_SAS "
+                         "(or the block's download_sas), or export with --to FILE")
 
     def _map(self, exc: AzureError, op: str, key: str) -> VaultflowError:
         """One line per failure; the SDK's message can quote the request's URL (and so a

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from vaultflow.errors import InputError
@@ -35,6 +35,15 @@ def validate_prefix(prefix: str) -> str:
     if prefix:
         validate_key(prefix.rstrip("/"))
     return prefix
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    """A URL that reads one object without credentials until `expires_at`; the URL is a
+    bearer credential (never logged, never stored)."""
+
+    url: str = field(repr=False)
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,8 @@ class ObjectStore(ABC):
         """Store a file of any size as one object (remote stores stream it in parts)."""
         self.put(key, path.read_bytes())
 
-    def download_url(self, key: str, expires: timedelta) -> str:
-        """A URL that reads `key` without credentials until `expires` from now."""
+    def download_url(self, key: str, expires: timedelta) -> SignedUrl:
+        """A URL that reads `key` without credentials for `expires` from now, or less when
+        the store's own credential expires sooner (the result says until when)."""
         raise InputError(f"{self.describe()} cannot hand out download links",
                          "use --to FILE, or a repository on S3 or Azure Blob storage")

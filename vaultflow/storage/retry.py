@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vaultflow.errors import ConnectionFailed, TransientError
-from vaultflow.storage.base import ObjectInfo, ObjectStore
+from vaultflow.storage.base import ObjectInfo, ObjectStore, SignedUrl
 
 T = TypeVar("T")
 
@@ -86,5 +86,5 @@ class RetryingStore(ObjectStore):
     def put_file(self, key: str, path: Path) -> None:
         self._call(f"upload {key}", lambda: self.inner.put_file(key, path))
 
-    def download_url(self, key: str, expires: timedelta) -> str:
+    def download_url(self, key: str, expires: timedelta) -> SignedUrl:
         return self.inner.download_url(key, expires)

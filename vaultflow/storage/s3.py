@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from vaultflow.errors import (
     TransientError,
     VaultflowError,
 )
-from vaultflow.storage.base import ObjectInfo, ObjectStore, validate_key, validate_prefix
+from vaultflow.storage.base import ObjectInfo, ObjectStore, SignedUrl, validate_key, validate_prefix
 from vaultflow.storage.retry import RetryingStore, RetryPolicy
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -203,14 +203,15 @@ class S3Store(ObjectStore):
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, "upload", key) from None
 
-    def download_url(self, key: str, expires: timedelta) -> str:
+    def download_url(self, key: str, expires: timedelta) -> SignedUrl:
         """A presigned GET URL (SigV4 allows at most 7 days)."""
         if not timedelta(seconds=1) <= expires <= timedelta(days=7):
             raise InputError(f"a presigned S3 URL cannot be valid for {expires}", "choose from 1s to 7d")
+        expires_at = datetime.now(UTC) + expires
         try:
-            return str(self.client.generate_presigned_url(
+            return SignedUrl(str(self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
-                ExpiresIn=int(expires.total_seconds())))
+                ExpiresIn=int(expires.total_seconds()))), expires_at)
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, "presign", key) from None
 
