@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -92,3 +93,38 @@ def test_s3_presigned_link(s3_server: S3Server) -> None:
     assert fetch(link.url) == b"-- d\n"
     with pytest.raises(InputError, match="cannot be valid"):
         store.download_url("exports/d.sql", timedelta(days=8))
+
+
+def test_links_are_listed_with_status_and_prune_removes_expired_exports(azurite: AzuriteServer, tmp_path: Path
+                                                                       ) -> None:
+    import time
+
+    from vaultflow.engines.sqlite.engine import SqliteEngine
+    from vaultflow.operations.backup import backup_database
+    from vaultflow.operations.prune import prune
+    from vaultflow.operations.retention import RetentionPolicy
+    from vaultflow.operations.share import export_download_link, list_links
+    from vaultflow.repository import Repository, new_object_id
+    from vaultflow.sample_data import create
+
+    store = AzureSettings(azurite.new_container(), "repo", connection_string=SecretStr(azurite.connection_string))
+    repo = Repository.init(store.open(), "pw")
+    sid = new_object_id()
+    backup_database(SqliteEngine(create(tmp_path / "a.db", rows=200)), repo, snapshot_id=sid)
+    short = export_download_link(repo, sid, timedelta(seconds=2))
+    long = export_download_link(repo, sid, timedelta(hours=1))
+    assert short.key == long.key == f"exports/{sid}.db"
+    now = datetime.now(UTC)
+    assert [(r.snapshot, r.status(now)) for r in list_links(repo)] == [(sid, "active"), (sid, "active")]
+    assert all(short.url.split("?")[1] not in repo.store.get(f"links/{r.id}").decode("latin-1")
+               for r in list_links(repo))
+    time.sleep(3)
+    assert [r.status(datetime.now(UTC)) for r in list_links(repo)] == ["expired", "active"]
+    plan = prune(repo, RetentionPolicy(keep_last=5), datetime.now(UTC))
+    assert plan.expired_exports == [] and repo.store.stat(short.key) is not None  # one link still works
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert prune(repo, RetentionPolicy(keep_last=5), later, dry_run=True).expired_exports == [short.key]
+    assert repo.store.stat(short.key) is not None  # a dry run deletes nothing
+    assert prune(repo, RetentionPolicy(keep_last=5), later).expired_exports == [short.key]
+    assert repo.store.stat(short.key) is None and list_links(repo) == []
+    assert repo.snapshot_ids() == [sid]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from vaultflow.operations.retention import PolicyFor, RetentionPolicy, SnapshotFacts, decide
+from vaultflow.operations.share import expired_exports, remove_expired_exports
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import SNAPSHOT_PREFIX, Repository, chunk_key
@@ -34,6 +35,7 @@ class PrunePlan:
     keep: dict[str, list[str]] = field(default_factory=dict)  # snapshot id -> reasons
     forget: list[SnapshotManifest] = field(default_factory=list)
     garbage: dict[str, int] = field(default_factory=dict)  # chunk key -> stored size
+    expired_exports: list[str] = field(default_factory=list)  # exported objects whose links all expired
     dry_run: bool = True
 
     @property
@@ -52,6 +54,7 @@ def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datet
         keep=decision.keep,
         forget=[m for m in manifests if m.id not in decision.keep],
         garbage=garbage(repo, kept),
+        expired_exports=expired_exports(repo, now)[0],
     )
 
 
@@ -79,4 +82,5 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
         for m in plan.forget:
             repo.store.delete(SNAPSHOT_PREFIX + m.id)
         collect_garbage(repo, plan.garbage)
+        plan.expired_exports = remove_expired_exports(repo, now)
     return plan
