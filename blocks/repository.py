@@ -62,20 +62,22 @@ class BackupRepository(Block):
 
 
 def s3_settings(bucket: S3Bucket, concurrency: int = 8) -> S3Settings:
+    """The block's own boto3 session (profiles, assumed roles, session tokens: whatever
+    prefect-aws supports) and client parameters, built when the store is opened."""
     creds = bucket.credentials
-    endpoint = creds.aws_client_parameters.endpoint_url if creds.aws_client_parameters else None
+    params = creds.aws_client_parameters.get_params_override() if creds.aws_client_parameters else {}
     if isinstance(creds, MinIOCredentials):
-        return S3Settings(bucket.bucket_name, bucket.bucket_folder, endpoint_url=endpoint,
+        return S3Settings(bucket.bucket_name, bucket.bucket_folder, endpoint_url=params.get("endpoint_url"),
                           region=creds.region_name, access_key_id=creds.minio_root_user,
-                          secret_access_key=creds.minio_root_password, concurrency=concurrency)
+                          secret_access_key=creds.minio_root_password, concurrency=concurrency,
+                          session_factory=creds.get_boto3_session, client_kwargs=params)
     assert isinstance(creds, AwsCredentials)
-    if creds.assume_role_arn:
-        raise InputError(f"the S3Bucket block for s3://{bucket.bucket_name} assumes a role, which vaultflow "
-                         "does not support yet", "give the credentials of the role's session, or a profile")
-    return S3Settings(bucket.bucket_name, bucket.bucket_folder, endpoint_url=endpoint, region=creds.region_name,
-                      access_key_id=creds.aws_access_key_id, secret_access_key=creds.aws_secret_access_key,
+    return S3Settings(bucket.bucket_name, bucket.bucket_folder, endpoint_url=params.get("endpoint_url"),
+                      region=creds.region_name, access_key_id=creds.aws_access_key_id,
+                      secret_access_key=creds.aws_secret_access_key,
                       session_token=SecretStr(creds.aws_session_token) if creds.aws_session_token else None,
-                      profile=creds.profile_name, concurrency=concurrency)
+                      profile=creds.profile_name, concurrency=concurrency,
+                      session_factory=creds.get_boto3_session, client_kwargs=params)
 
 
 def azure_settings(container: AzureBlobStorageContainer, concurrency: int = 8) -> AzureSettings:

@@ -121,3 +121,22 @@ def test_backup_and_restore_through_a_storage_block(cli: Cli, storage_block: str
             assert "testing" not in proc.stdout + proc.stderr and PASSPHRASE not in proc.stdout + proc.stderr
     finally:
         case.cleanup()
+
+
+def test_s3_through_the_blocks_own_session_with_an_assumed_role(s3_server: S3Server,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is built from the prefect-aws block's boto3 session, so an assumed role
+    works: moto's STS hands out temporary credentials (ASIA...) and S3 is reached with them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)  # STS of the block's session goes to moto too
+    bucket = s3_server.new_bucket()
+    creds = AwsCredentials(aws_access_key_id="testing", aws_secret_access_key=SecretStr("vf-secret-key"),
+                           region_name="us-east-1", assume_role_arn="arn:aws:iam::123456789012:role/vf-backup",
+                           aws_client_parameters={"endpoint_url": s3_server.endpoint})
+    settings = BackupRepository(storage=S3Bucket(bucket_name=bucket, credentials=creds, bucket_folder="r"),
+                                passphrase=SecretStr(PASSPHRASE)).storage_settings()
+    assert isinstance(settings, S3Settings) and "vf-secret-key" not in repr(settings)
+    store = settings.open()
+    store.put("config-probe", b"x")
+    assert store.get("config-probe") == b"x"
+    signer_key = store.inner.client._request_signer._credentials.access_key  # type: ignore[attr-defined]
+    assert signer_key.startswith("ASIA") and signer_key != "testing"

@@ -10,8 +10,8 @@ Permanent failures (403, missing bucket, no credentials) raise at once with one 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,11 @@ class S3Settings:
     session_token: SecretStr | None = None
     profile: str | None = None
     concurrency: int = 8
+    # A caller's own way to a boto3 Session (e.g. a prefect-aws block's get_boto3_session,
+    # which handles profiles and assumed roles), called when the store is opened; then the
+    # key, token and profile fields above are not used. `client_kwargs` go to session.client.
+    session_factory: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+    client_kwargs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def location(self) -> str:
         prefix = self.prefix.strip("/")
@@ -94,27 +99,39 @@ class S3Store(ObjectStore):
         self.concurrency = max(1, settings.concurrency)
         secret, token = settings.secret_access_key, settings.session_token
         try:
-            session = boto3.session.Session(
-                aws_access_key_id=settings.access_key_id,
-                aws_secret_access_key=secret.get_secret_value() if secret else None,
-                aws_session_token=token.get_secret_value() if token else None,
-                region_name=settings.region,
-                profile_name=settings.profile,
-            )
+            if settings.session_factory is not None:
+                session = settings.session_factory()
+            else:
+                session = boto3.session.Session(
+                    aws_access_key_id=settings.access_key_id,
+                    aws_secret_access_key=secret.get_secret_value() if secret else None,
+                    aws_session_token=token.get_secret_value() if token else None,
+                    region_name=settings.region,
+                    profile_name=settings.profile,
+                )
         except BotoCoreError as exc:  # an unknown profile
             raise InputError(f"cannot use the AWS settings for {self.describe()}: {type(exc).__name__}",
                              "check the profile name (AWS_PROFILE or the block's credentials)") from None
+        except ClientError as exc:  # the block's session assumes a role, and STS refused
+            raise AuthenticationFailed(f"AWS refused the credentials for {self.describe()} "
+                                       f"({exc.response.get('Error', {}).get('Code', 'error')})",
+                                       "check the role to assume and the credentials allowed to assume it in the "
+                                       "block") from None
+        kwargs = dict(settings.client_kwargs)
+        endpoint_url = kwargs.pop("endpoint_url", settings.endpoint_url)
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingStore retries
             max_pool_connections=self.concurrency + 4,
             connect_timeout=5,
             read_timeout=60,
-            s3={"addressing_style": "path"} if settings.endpoint_url else None,
+            s3={"addressing_style": "path"} if endpoint_url else None,
         )
+        if kwargs.get("config") is not None:  # the block's client config, ours winning on retries and pools
+            config = kwargs.pop("config").merge(config)
         try:
-            self.client: Any = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+            self.client: Any = session.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)
         except ValueError as exc:  # a malformed endpoint URL
-            raise InputError(f"invalid S3 endpoint URL {settings.endpoint_url!r}: {exc}",
+            raise InputError(f"invalid S3 endpoint URL {endpoint_url!r}: {exc}",
                              "give http(s)://host:port in AWS_ENDPOINT_URL or the block") from None
         self.endpoint = str(self.client.meta.endpoint_url)
 
