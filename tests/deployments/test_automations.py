@@ -17,6 +17,8 @@ from deployments.automations import DEFAULT_DIR
 from tests.deployments.conftest import PrefectServer
 
 VAULTFLOW = [sys.executable, "-m", "vaultflow.cli.main"]
+SHIPPED = ("vaultflow-flow-run-failed", "vaultflow-backup-overdue", "vaultflow-drill-failed",
+           "vaultflow-credentials-expiring", "vaultflow-credentials-expired", "vaultflow-coverage-gap")
 
 
 class Receiver:
@@ -61,8 +63,7 @@ def test_failed_backup_alerts_the_webhook(prefect_server: PrefectServer, receive
     first = prefect_server.run(*VAULTFLOW, "automations", "apply", "--webhook-url", receiver.url, "--json")
     assert first.returncode == 0, first.stderr
     outcomes = {o["name"]: o["outcome"] for o in json.loads(first.stdout)}
-    assert set(outcomes) == {"vaultflow-flow-run-failed", "vaultflow-backup-overdue", "vaultflow-drill-failed",
-                             "vaultflow-credentials-expiring"}
+    assert set(outcomes) == set(SHIPPED)
     assert set(outcomes.values()) == {"created"}
     again = prefect_server.run(*VAULTFLOW, "automations", "apply", "--json")
     assert again.returncode == 0, again.stderr
@@ -94,8 +95,7 @@ def test_overdue_backup_alerts_per_database(prefect_server: PrefectServer, recei
     assert applied.returncode == 0, applied.stderr
     outcomes = {o["name"]: o["outcome"] for o in json.loads(applied.stdout)}
     assert outcomes.pop("test-overdue") == "created"
-    assert outcomes == {name: "deleted" for name in ("vaultflow-flow-run-failed", "vaultflow-backup-overdue",
-                                                      "vaultflow-drill-failed", "vaultflow-credentials-expiring")}
+    assert outcomes == {name: "deleted" for name in SHIPPED}
     db = create(tmp_path / f"rpo_{uuid.uuid4().hex[:6]}.db", rows=100)
     done = prefect_server.run(*VAULTFLOW, "backup", f"sqlite:///{db}", "--repo", str(repo_path))
     assert done.returncode == 0, done.stderr
@@ -109,3 +109,51 @@ def test_apply_refuses_a_missing_notification_block(prefect_server: PrefectServe
     done = prefect_server.run(*VAULTFLOW, "automations", "apply", "--notify-block", "slack-webhook/nope")
     assert done.returncode == 2
     assert "no notification block slack-webhook/nope" in done.stderr and "Blocks" in done.stderr
+
+
+def test_every_flow_is_watched_by_the_failed_run_automation() -> None:
+    """A new flow that the failed-run automation's name globs miss would fail silently."""
+    import fnmatch
+    import importlib
+    import pkgutil
+
+    import yaml
+    from prefect import Flow
+
+    import flows
+
+    rule = yaml.safe_load((DEFAULT_DIR / "flow-run-failed.yaml").read_text())
+    globs = rule["trigger"]["match_related"]["prefect.resource.name"]
+    names = set()
+    for info in pkgutil.iter_modules(flows.__path__):
+        module = importlib.import_module(f"flows.{info.name}")
+        names |= {obj.name for obj in vars(module).values() if isinstance(obj, Flow)}
+    assert {"backup", "restore", "coverage", "validate-restore", "drill-latest"} <= names
+    assert [n for n in sorted(names) if not any(fnmatch.fnmatchcase(n, g) for g in globs)] == []
+
+
+EMIT = """
+import sys
+from prefect.events import emit_event
+resource = {"prefect.resource.id": sys.argv[2], "prefect.resource.name": sys.argv[3],
+            "vaultflow.engine": "postgresql", "vaultflow.server": "db9:5432"}
+emit_event(event=sys.argv[1], resource=resource,
+           payload={"message": "SAS expired at 2026-12-01 00:00 UTC", "error": "row count differs in public.t",
+                    "snapshot": "1a2b3c4d", "last_success": None})
+"""
+
+
+@pytest.mark.parametrize(("event", "resource", "subject"), [
+    ("vaultflow.drill.failed", "vaultflow.database.postgresql.db9:5432.{name}", "restore drill failed for {name}"),
+    ("vaultflow.credentials.expiring", "vaultflow.repository.{name}", "credentials of {name} expire soon"),
+    ("vaultflow.credentials.expired", "vaultflow.repository.{name}", "credentials of {name} have EXPIRED"),
+    ("vaultflow.coverage.gap", "vaultflow.database.postgresql.db9:5432.{name}", "no recent backup of {name}"),
+])
+def test_each_event_automation_alerts_the_webhook(prefect_server: PrefectServer, receiver: Receiver, event: str,
+                                                  resource: str, subject: str) -> None:
+    applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--webhook-url", receiver.url)
+    assert applied.returncode == 0, applied.stderr
+    name = f"vft{uuid.uuid4().hex[:8]}"
+    emitted = prefect_server.run(sys.executable, "-c", EMIT, event, resource.format(name=name), name)
+    assert emitted.returncode == 0, emitted.stderr
+    receiver.wait_for(subject.format(name=name), timeout=90)
