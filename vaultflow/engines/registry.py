@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from vaultflow.engines.capabilities import Capabilities, ExportFormat
+from vaultflow.engines.capabilities import Capabilities, CapabilityName, ExportFormat
 from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
@@ -58,23 +58,22 @@ class EngineSpec:
         return self.legacy_exports.get(first_stream_format, self.capabilities.export)
 
     def load(self) -> type[DatabaseEngine]:
-        return _resolve(self.engine_class)  # type: ignore[no-any-return]
+        return cast("type[DatabaseEngine]", _resolve(self.engine_class))
 
     def from_url(self, url: str, parts: SplitResult) -> DatabaseEngine:
-        parser = _resolve(self.url_parser)
-        return parser(url, parts)  # type: ignore[no-any-return]
+        parser = cast("Callable[[str, SplitResult], DatabaseEngine]", _resolve(self.url_parser))
+        return parser(url, parts)
 
-    def require(self, name: str, alternative: str) -> None:
+    def require(self, name: CapabilityName, alternative: str) -> None:
         """Shorthand for `capabilities.require(name, title, alternative)`."""
-        self.capabilities.require(name, self.title, alternative)  # type: ignore[arg-type]
-
+        self.capabilities.require(name, self.title, alternative)
 
     def exporter_for(self, first_stream_format: str) -> Exporter | None:
         """The function that writes an export of a snapshot whose first stream has this
         format; None when the export is that stream's bytes as they are."""
         if self.exporter is None or (self.exporter_formats and first_stream_format not in self.exporter_formats):
             return None
-        return _resolve(self.exporter)  # type: ignore[return-value]
+        return cast("Exporter", _resolve(self.exporter))
 
 
 def _resolve(ref: str) -> object:
