@@ -27,7 +27,14 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE
-from tests.engines.sqlserver.stand_in import CONN, SERVER_DIR, FakeSqlServer, client_factory, fake_bak
+from tests.engines.sqlserver.stand_in import (
+    CONN,
+    SERVER_DIR,
+    FakeSqlServer,
+    client_factory,
+    fake_bak,
+    stand_in_engine,
+)
 from tests.object_servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 from vaultflow.engines import engine_from_url, server_from_url
 from vaultflow.engines.sqlserver.client import redact
@@ -255,6 +262,61 @@ def test_staging_settings_are_checked() -> None:
     with pytest.raises(InputError, match="does not exist or is not a directory"):
         DiskStaging(SERVER_DIR, "/nonexistent/staging").check()
     assert re.fullmatch(r"vf-[0-9a-f]{16}-sa-les-db\.bak", staging_name("Sa]les DB"))
+
+
+def test_refusals_come_from_the_spec_not_run_against_a_real_sql_server(tmp_path: Path, repo_path: Path) -> None:
+    """What SQL Server lacks (declared in its EngineSpec) is refused with the spec's one line
+    before anything is sent to the (stand-in) server."""
+    from vaultflow.engines.capabilities import CapabilityMissing
+    from vaultflow.engines.sqlserver import SPEC
+
+    engine, server = stand_in_engine(tmp_path / "shared")
+    assert not any(SPEC.capabilities.has(n) for n in ("drills", "table_restore", "globals", "table_subsets"))
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support backing up a subset of tables"):
+        with engine.open_dump(include_tables=["dbo.orders"]):
+            pass
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support restoring chosen tables"):
+        engine.restore([], lambda stream, sink: None, tables=["dbo.orders"])
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support hosting restore drills"):
+        engine.drop_database()
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support server-wide roles and users"):
+        engine.globals_source()
+    assert server.statements == [] and (tmp_path / "shared").is_dir()
+    sid = new_object_id()
+    backup_database(engine, open_repo(repo_path), snapshot_id=sid)  # the stand-in engine backs up as it is
+    restore_snapshot(open_repo(repo_path), sid, engine.with_database("sales_copy"))
+    assert server.databases["sales_copy"] == fake_bak("sales") and engine.staging is not None
+    assert isinstance(engine.staging, DiskStaging) and engine.staging.leftovers() == []
+
+
+def test_blob_staging_goes_through_a_retrying_store() -> None:
+    """vaultflow's side of blob staging is the storage interface, retried: transient
+    failures of ranged reads and block uploads pass, a failed fill leaves nothing."""
+    from vaultflow.storage import RetryingStore
+    from vaultflow.storage.faults import FaultInjectingStore
+
+    faulty = FaultInjectingStore(MemoryStore(), transient_rate=0.3, seed=7)
+    staging = BlobStaging("https://acct.blob.core.windows.net/stage", SecretStr("sv=1&sig=s"),
+                          RetryingStore(faulty, sleep=lambda seconds: None))
+    data = fake_bak("sales")
+    name = staging_name("sales")
+    staging.write(name, lambda sink: [sink.write(data[i:i + 999_999]) for i in range(0, len(data), 999_999)])
+    assert staging.leftovers() == [name]
+    with staging.open(name) as stream:
+        assert stream.read() == data
+    staging.remove(name)
+    assert staging.leftovers() == [] and faulty.counts.transient > 0
+
+    def failing(sink: Any) -> None:
+        sink.write(data)
+        raise OSError("raised by the test")
+
+    with pytest.raises(OSError, match="raised by the test"):
+        staging.write(name, failing)
+    assert staging.leftovers() == [] and list(staging.store.list()) == []
+    with pytest.raises(ToolFailed, match="does not exist"):
+        with staging.open(name):
+            pass
 
 
 def test_redact_cuts_the_secret_out_of_an_error() -> None:

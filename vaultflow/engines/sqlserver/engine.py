@@ -190,12 +190,12 @@ class SqlServerEngine(ServerEngine[SqlServerConnection]):
         RESTORE fails, a database of this name it left behind is dropped. The staging
         object is deleted in every case. `no_owner`, `jobs` and `timeout` have no effect.
         """
-        if [s.format for s in streams] != [NATIVE_FORMAT]:
-            raise InputError(f"a snapshot with {', '.join(sorted({s.format for s in streams}))} streams cannot be "
-                             "restored into SQL Server", "restore it into an engine of its own kind")
         if tables:
             SPEC.require("table_restore", "drop --table for SQL Server targets (snapshots restore as a whole "
                          "database)")
+        if [s.format for s in streams] != [NATIVE_FORMAT]:
+            raise InputError(f"a snapshot with {', '.join(sorted({s.format for s in streams}))} streams cannot be "
+                             "restored into SQL Server", "restore it into an engine of its own kind")
         if replace:
             raise InputError(f"SQL Server restores never replace a database ({self.describe()})",
                              "restore under a new name, check it, then drop or rename the old one yourself")
