@@ -10,13 +10,15 @@ from pydantic import Field, SecretStr
 from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
 from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
 from vaultflow.engines.sqlite.engine import SqliteEngine
-from vaultflow.engines.sqlserver.engine import (
+from vaultflow.engines.sqlserver.client import SqlServerClient
+from vaultflow.engines.sqlserver.config import SqlServerConnection
+from vaultflow.engines.sqlserver.engine import SqlServerEngine
+from vaultflow.engines.sqlserver.staging import (
+    STAGING_PREFIX,
     BlobStaging,
     DiskStaging,
-    SqlServerClient,
-    SqlServerConnection,
-    SqlServerEngine,
     Staging,
+    check_container_url,
 )
 from vaultflow.errors import InputError
 
@@ -153,9 +155,7 @@ class SqlServer(ServerBlock):
             if not self.staging_container_url or self.staging_sas is None:
                 raise InputError(f"{name}: Azure Blob staging needs both staging_container_url and staging_sas",
                                  "set the missing one")
-            staging = BlobStaging(self.staging_container_url, self.staging_sas, self.staging_client_url)
-            staging.check()  # offline: the URL's shape
-            return staging
+            return blob_staging(self.staging_container_url, self.staging_sas, self.staging_client_url)
         if disk:
             if not self.staging_server_path or not self.staging_local_path:
                 raise InputError(f"{name}: directory staging needs both staging_server_path and staging_local_path",
@@ -173,6 +173,21 @@ class SqlServer(ServerBlock):
         """An engine for listing the server's databases (through master)."""
         return SqlServerEngine(self.connection(self.database or "master"), self.staging(), data_dir=self.data_dir,
                                log_dir=self.log_dir, compression=self.compression)
+
+
+def blob_staging(container_url: str, sas: SecretStr, client_url: str | None = None) -> BlobStaging:
+    """Azure Blob staging whose vaultflow side is the storage interface: an AzureBlobStore of
+    the container (at `client_url` when vaultflow reaches it elsewhere than SQL Server
+    does) under STAGING_PREFIX, with the SAS, wrapped in RetryingStore. Checks the URLs'
+    shape offline; connects only when a backup or restore uses it."""
+    check_container_url(container_url)
+    if "?" in (client_url or ""):
+        raise InputError("the staging client URL must not hold a query string", "give the SAS separately")
+    from vaultflow.storage.azure import container_store  # the azure SDK, only when blob staging is set
+
+    staging = BlobStaging(container_url, sas, container_store(client_url or container_url, sas, STAGING_PREFIX))
+    staging.check()
+    return staging
 
 
 class SqliteDatabase(Block):

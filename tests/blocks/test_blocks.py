@@ -82,7 +82,8 @@ def test_sqlserver_block_keeps_password_and_sas_masked(prefect_api: str) -> None
     from prefect.client.orchestration import get_client
 
     from blocks import SqlServer
-    from vaultflow.engines.sqlserver.engine import BlobStaging, SqlServerEngine
+    from vaultflow.engines.sqlserver.engine import SqlServerEngine
+    from vaultflow.engines.sqlserver.staging import BlobStaging
 
     SqlServer(host="sql1", password=SecretStr("s3cr3t-mssql"), database="sales",
               staging_container_url="https://acct.blob.core.windows.net/stage",

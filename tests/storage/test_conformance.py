@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from vaultflow.errors import InputError
+from vaultflow.errors import InputError, VaultflowError
 from vaultflow.storage import LocalStore, MemoryStore, ObjectStore
 from vaultflow.storage.azure import AzureSettings
 from vaultflow.storage.s3 import S3Settings
@@ -163,3 +163,60 @@ def test_put_file(store: ObjectStore, tmp_path: Path) -> None:
     path.write_bytes(data)
     store.put_file("exports/x.db", path)
     assert store.get("exports/x.db") == data
+
+
+def test_ranged_reads_and_open_read(store: ObjectStore) -> None:
+    data = os.urandom(3 * 2**20 + 12345)
+    store.put("staged/x.bak", data)
+    assert store.get_range("staged/x.bak", 1000, 5000) == data[1000:6000]
+    assert store.get_range("staged/x.bak", len(data) - 10, 100) == data[-10:]  # fewer at the end
+    assert store.get_range("staged/x.bak", len(data) + 5, 100) == b""  # none past it
+    with store.open_read("staged/x.bak", block_size=256 * 1024) as stream:
+        assert stream.read(7) == data[:7]
+        assert stream.read() == data[7:]
+    with pytest.raises(KeyError):
+        store.get_range("staged/missing", 0, 10)
+    with pytest.raises(KeyError):
+        store.open_read("staged/missing")
+
+
+def test_put_stream_commits_whole_in_blocks(store: ObjectStore) -> None:
+    data = os.urandom(2 * 2**20 + 777)
+
+    def fill(sink: object) -> None:
+        for i in range(0, len(data), 100_003):  # pieces that straddle the blocks
+            sink.write(data[i:i + 100_003])  # type: ignore[attr-defined]
+            assert store.stat("staged/y.bak") is None  # invisible until committed
+
+    store.put_stream("staged/y.bak", fill, block_size=512 * 1024)
+    assert store.get("staged/y.bak") == data
+    assert [i.key for i in store.list("staged/")] == ["staged/y.bak"]  # no block left over to list
+    store.put_stream("staged/empty", lambda sink: None)
+    assert store.get("staged/empty") == b""
+
+    def failing(sink: object) -> None:
+        sink.write(os.urandom(300 * 1024))  # type: ignore[attr-defined]
+        raise OSError("raised by the test")
+
+    with pytest.raises(OSError, match="raised by the test"):
+        store.put_stream("staged/z.bak", failing, block_size=100 * 1024)
+    assert store.stat("staged/z.bak") is None
+    assert sorted(i.key for i in store.list("staged/")) == ["staged/empty", "staged/y.bak"]
+
+
+def test_discard_blocks_drops_uncommitted_blocks_only(store: ObjectStore) -> None:
+    store.put_block("staged/a.bak", 0, b"half a backup")
+    store.discard_blocks("staged/a.bak")
+    with pytest.raises(VaultflowError):
+        store.commit_blocks("staged/a.bak", 1)  # the block is gone
+    assert store.stat("staged/a.bak") is None and list(store.list("staged/")) == []
+    store.discard_blocks("staged/never")  # nothing staged is fine
+    store.put_stream("staged/b.bak", lambda sink: sink.write(b"kept"), block_size=2)
+    store.put_block("staged/b.bak", 0, b"stray")
+    store.discard_blocks("staged/b.bak")
+    assert store.get("staged/b.bak") == b"kept"
+    store.put_block("staged/c.bak", 1, b"second")
+    store.put_block("staged/c.bak", 0, b"first ")
+    store.put_block("staged/c.bak", 0, b"first ")  # again, as a retry does
+    store.commit_blocks("staged/c.bak", 2)
+    assert store.get("staged/c.bak") == b"first second"

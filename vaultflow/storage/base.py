@@ -1,20 +1,26 @@
 """The storage interface: whole small objects addressed by validated keys.
 
-Objects are at most a few MiB (chunks are bounded by the chunker's maximum size), so the
-interface moves `bytes`; streaming happens above it, one chunk at a time. Keys are
+Repository objects are at most a few MiB (chunks are bounded by the chunker's maximum
+size), so the core interface moves `bytes`; streaming happens above it, one chunk at a
+time. Objects of any size (a staged database backup) go through ranged reads
+(`get_range`, `open_read`) and block uploads (`put_block`, `commit_blocks`, `put_stream`),
+each call of which is idempotent and so retried like the rest. Keys are
 validated here, in one place, so no backend can be handed a path that escapes its root.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from vaultflow.errors import InputError
+from vaultflow.errors import InputError, VaultflowError
 
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
 
@@ -106,3 +112,124 @@ class ObjectStore(ABC):
         the store's own credential expires sooner (the result says until when)."""
         raise InputError(f"{self.describe()} cannot hand out download links",
                          "use --to FILE, or a repository on S3 or Azure Blob storage")
+
+    # -- objects of any size: ranged reads and block uploads ----------------------------
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to `length` bytes of `key` from offset `start`: fewer at its end, none past it.
+        KeyError for a missing object. Default: the whole object, sliced."""
+        return self.get(key)[start:start + length]
+
+    def open_read(self, key: str, block_size: int = 4 * 1024 * 1024) -> BinaryIO:
+        """A buffered stream over `key`, read as `get_range` calls of `block_size` bytes (so a
+        wrapper's retries cover every range, and memory stays bounded). KeyError for a
+        missing object; the stream ends at the size `key` had when it was opened."""
+        info = self.stat(key)
+        if info is None:
+            raise KeyError(key)
+        return io.BufferedReader(_RangeReader(self, key, info.size), block_size)
+
+    def put_block(self, key: str, index: int, data: bytes) -> None:
+        """Stage block `index` (0, 1, ...) of `key`; invisible until `commit_blocks`. Staging
+        the same block again replaces it. Default: held in this process's memory."""
+        validate_key(key)
+        with _PENDING_LOCK:
+            _pending(self).setdefault(key, {})[index] = bytes(data)
+
+    def commit_blocks(self, key: str, count: int) -> None:
+        """Make blocks 0..count-1 of `key`, in order, the object `key`, atomically (as `put`);
+        its staged blocks are gone afterwards. A missing block raises VaultflowError."""
+        validate_key(key)
+        with _PENDING_LOCK:
+            blocks = _pending(self).get(key, {})
+            missing = [i for i in range(count) if i not in blocks]
+            data = b"".join(blocks[i] for i in range(count)) if not missing else b""
+        if missing:
+            raise VaultflowError(f"block {missing[0]} of {key} in {self.describe()} was never staged")
+        self.put(key, data)
+        with _PENDING_LOCK:
+            _pending(self).pop(key, None)
+
+    def discard_blocks(self, key: str) -> None:
+        """Drop the blocks staged for `key` and never committed (by this process, or where the
+        backend keeps them, by any writer of that object). A committed object `key` is left
+        as it is (a backend may then leave its stray blocks to expire). No blocks is fine."""
+        validate_key(key)
+        with _PENDING_LOCK:
+            _pending(self).pop(key, None)
+
+    def put_stream(self, key: str, fill: Callable[[BlockSink], None], *,
+                   block_size: int = 8 * 1024 * 1024) -> None:
+        """Store what `fill` writes to the sink it is given as the one object `key`, of a size
+        not known beforehand: blocks of `block_size` are staged as they fill (memory bounded
+        by one block) and committed when `fill` returns, so the object appears whole or not
+        at all. If `fill` or an upload raises, the staged blocks are discarded (best effort)
+        and the error goes on."""
+        sink = BlockSink(self, key, block_size)
+        try:
+            fill(sink)
+            sink.commit()
+        except BaseException:
+            try:
+                self.discard_blocks(key)
+            except (VaultflowError, OSError):
+                pass  # the error on its way matters more; uncommitted blocks expire or are swept
+            raise
+
+
+_PENDING_LOCK = threading.Lock()
+
+
+def _pending(store: ObjectStore) -> dict[str, dict[int, bytes]]:
+    found: dict[str, dict[int, bytes]] = store.__dict__.setdefault("_pending_blocks", {})
+    return found
+
+
+class BlockSink:
+    """The writable end `ObjectStore.put_stream` hands its `fill`: buffers one block, stages
+    each full block with `put_block`, commits the count at the end."""
+
+    def __init__(self, store: ObjectStore, key: str, block_size: int) -> None:
+        if block_size < 1:
+            raise InputError(f"block size {block_size} is not positive", "give a block size of at least 1 byte")
+        self._store, self._key, self._size = store, key, block_size
+        self._buffer = bytearray()
+        self._count = 0
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        while len(self._buffer) >= self._size:
+            self._stage(bytes(self._buffer[:self._size]))
+            del self._buffer[:self._size]
+        return len(data)
+
+    def _stage(self, data: bytes) -> None:
+        self._store.put_block(self._key, self._count, data)
+        self._count += 1
+
+    def commit(self) -> None:
+        if self._buffer:
+            self._stage(bytes(self._buffer))
+            self._buffer.clear()
+        self._store.commit_blocks(self._key, self._count)
+
+
+class _RangeReader(io.RawIOBase):
+    """A raw stream over `size` bytes of one object, read with `get_range`."""
+
+    def __init__(self, store: ObjectStore, key: str, size: int) -> None:
+        self._store, self._key, self._size = store, key, size
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._size - self._offset)
+        if want <= 0:
+            return 0
+        data = self._store.get_range(self._key, self._offset, want)
+        n = len(data)
+        buffer[:n] = data
+        self._offset += n
+        return n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -86,7 +87,8 @@ class LocalStore(ObjectStore):
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base):
+            dirs[:] = [d for d in dirs if not d.startswith(".tmp-")]  # blocks not yet committed
             for name in files:
                 if name.startswith(".tmp-"):
                     continue
@@ -103,6 +105,65 @@ class LocalStore(ObjectStore):
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise self._map(exc, key) from None
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise self._map(exc, key) from None
+
+    def _blocks(self, key: str) -> Path:
+        """The directory of `key`'s staged blocks, beside it (hidden: keys never start with '.')."""
+        path = self._path(key)
+        return path.parent / f".tmp-blocks-{path.name}"
+
+    def put_block(self, key: str, index: int, data: bytes) -> None:
+        """A file per block, written to a temp name and renamed (a retried block replaces it whole)."""
+        blocks = self._blocks(key)
+        try:
+            blocks.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=blocks, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, blocks / f"{index:08d}")
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise self._map(exc, key) from None
+
+    def commit_blocks(self, key: str, count: int) -> None:
+        """Concatenate the blocks into a temp file, fsync, rename over `key`, drop the blocks."""
+        path, blocks = self._path(key), self._blocks(key)
+        missing = [i for i in range(count) if not (blocks / f"{i:08d}").is_file()]
+        if missing:
+            raise VaultflowError(f"block {missing[0]} of {key} in {self.root} was never staged")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for i in range(count):
+                        with (blocks / f"{i:08d}").open("rb") as block:
+                            shutil.copyfileobj(block, out, 1024 * 1024)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self._fsync(path.parent)
+        except OSError as exc:
+            raise self._map(exc, key) from None
+        shutil.rmtree(blocks, ignore_errors=True)
+
+    def discard_blocks(self, key: str) -> None:
+        shutil.rmtree(self._blocks(key), ignore_errors=True)
 
     @staticmethod
     def _fsync(path: Path) -> None:

@@ -41,6 +41,13 @@ class MemoryStore(ObjectStore):
             items = [ObjectInfo(k, len(v)) for k, v in self._objects.items() if k.startswith(prefix)]
         yield from items
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        validate_key(key)
+        with self._lock:
+            return self._objects[key][start:start + length]
+
+    # put_block/commit_blocks/discard_blocks: the base class's, which hold blocks in memory.
+
     def delete(self, key: str) -> None:
         validate_key(key)
         with self._lock:

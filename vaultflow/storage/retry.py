@@ -88,3 +88,17 @@ class RetryingStore(ObjectStore):
 
     def download_url(self, key: str, expires: timedelta) -> SignedUrl:
         return self.inner.download_url(key, expires)
+
+    # open_read and put_stream are the base class's: built on the calls below, each retried.
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self._call(f"get {key} (bytes {start}+{length})", lambda: self.inner.get_range(key, start, length))
+
+    def put_block(self, key: str, index: int, data: bytes) -> None:
+        self._call(f"upload block {index} of {key}", lambda: self.inner.put_block(key, index, data))
+
+    def commit_blocks(self, key: str, count: int) -> None:
+        self._call(f"commit {count} blocks of {key}", lambda: self.inner.commit_blocks(key, count))
+
+    def discard_blocks(self, key: str) -> None:
+        self._call(f"discard blocks of {key}", lambda: self.inner.discard_blocks(key))

@@ -3,11 +3,11 @@
 NOT RUN AGAINST A REAL SQL SERVER: none can run on these machines. Everything up to the
 SQL Server boundary is real here: the repository (a local directory), the staging places
 (a real Azurite container reached with a real SAS, and a real temp directory), the
-streaming, the cleanup. The one stand-in is `FakeSqlServer`, which takes the place of
-`SqlServerClient._run` (the call that hands one T-SQL batch to pyodbc): it answers the
-catalog queries, and when given BACKUP ... TO URL/DISK it writes a deterministic "bak" of
-a few MiB to the staging place (TO URL with the SAS it was given in CREATE CREDENTIAL),
-and when given RESTORE it reads the staged bytes back. Whether a real SQL Server accepts
+streaming, the cleanup. The one stand-in is `FakeSqlServer` (in stand_in.py, beside this
+file), which takes the place of `SqlServerClient._run` (the call that hands one T-SQL
+batch to pyodbc): it answers the catalog queries, and when given BACKUP ... TO URL/DISK it
+writes a deterministic "bak" of a few MiB to the staging place (TO URL with the SAS it was
+given in CREATE CREDENTIAL), and when given RESTORE it reads the staged bytes back. Whether a real SQL Server accepts
 these statements and writes/reads these places is NOT tested.
 """
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,148 +27,25 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE
+from tests.engines.sqlserver.stand_in import (
+    CONN,
+    SERVER_DIR,
+    FakeSqlServer,
+    client_factory,
+    fake_bak,
+    stand_in_engine,
+)
 from tests.object_servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 from vaultflow.engines import engine_from_url, server_from_url
-from vaultflow.engines.sqlserver import engine as ss
-from vaultflow.errors import InputError, TargetNotEmpty, ToolFailed, VaultflowError
+from vaultflow.engines.sqlserver.client import redact
+from vaultflow.engines.sqlserver.engine import NATIVE_FORMAT, SqlServerEngine
+from vaultflow.engines.sqlserver.sql import SERVER_INFO, database_exists_sql
+from vaultflow.engines.sqlserver.staging import BlobStaging, DiskStaging, Staging, _server_join, staging_name
+from vaultflow.errors import InputError, TargetNotEmpty, ToolFailed
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.storage import LocalStore
-
-SERVER_DIR = "/var/opt/mssql/backup/vaultflow"  # the staging directory as the (fake) server sees it
-BAK_SIZE = 3 * 1024 * 1024 + 12345  # a few MiB, not a multiple of any block size
-
-
-def fake_bak(database: str) -> bytes:
-    """Deterministic stand-in bytes for the .bak of `database` (not a real backup format)."""
-    return b"FAKE-BAK " + database.encode() + b"\n" + random.Random(database).randbytes(BAK_SIZE)
-
-
-@dataclass
-class FakeSqlServer:
-    """The server's side of the stand-in: its databases and what it was sent and received."""
-
-    databases: dict[str, bytes] = field(default_factory=lambda: {"sales": fake_bak("sales")})
-    disk_root: Path | None = None  # where SERVER_DIR really is (the shared directory)
-    azurite: AzuriteServer | None = None
-    credentials: dict[str, str] = field(default_factory=dict)  # container URL -> SAS (as CREATE CREDENTIAL got it)
-    statements: list[str] = field(default_factory=list)
-    received: list[bytes] = field(default_factory=list)  # the bytes RESTORE read from staging
-    fail_backup: bool = False  # write part of the .bak, then fail as a real BACKUP would
-    fail_restore: bool = False  # leave a RESTORING database behind, then fail
-
-    # -- staging, as the server reaches it ----------------------------------------------
-
-    def _blob(self, url: str) -> Any:
-        from azure.storage.blob import ContainerClient
-
-        assert self.azurite is not None
-        container_url, _, blob = url.partition("/vaultflow-staging/")
-        sas = self.credentials.get(container_url)
-        if sas is None:
-            raise ss.map_error(Exception("42000", "[SQL Server]Cannot open backup device. Operating system error "
-                                         "86(The specified network password is not correct.). (3201)"),
-                               "sql1:1433", "master")
-        container = container_url.rsplit("/", 1)[1]
-        client = ContainerClient(self.azurite.account_url, container, credential=sas)
-        return client.get_blob_client("vaultflow-staging/" + blob)
-
-    def _disk(self, path: str) -> Path:
-        assert self.disk_root is not None and path.startswith(SERVER_DIR + "/")
-        return self.disk_root / path[len(SERVER_DIR) + 1:]
-
-    def _write(self, target: tuple[str, str], data: bytes) -> None:
-        kind, where = target
-        if kind == "DISK":
-            self._disk(where).write_bytes(data)
-        else:
-            self._blob(where).upload_blob(data, overwrite=True)
-
-    def _read(self, target: tuple[str, str]) -> bytes:
-        kind, where = target
-        if kind == "DISK":
-            return self._disk(where).read_bytes()
-        return bytes(self._blob(where).download_blob().readall())
-
-    # -- T-SQL -------------------------------------------------------------------------
-
-    def run(self, statement: str, database: str) -> list[tuple[Any, ...]]:
-        self.statements.append(statement)
-        if statement == ss.LIST_DATABASES:
-            return [(n,) for n in sorted(self.databases)]
-        if statement == ss.SERVER_INFO:
-            return [("Microsoft SQL Server 2022 (RTM-CU15) (FAKE: not a real server)\n\tDeveloper Edition", 3)]
-        if statement == ss.DEFAULT_PATHS:
-            return [("/var/opt/mssql/data/", "/var/opt/mssql/log/")]
-        if m := re.fullmatch(r"SELECT DB_ID\(N'(.*)'\)", statement):
-            name = m.group(1).replace("''", "'")
-            return [(sorted(self.databases).index(name) + 5 if name in self.databases else None,)]
-        if statement == ss.PRIMARY_KEYS:
-            return [("dbo", "customers", "id"), ("dbo", "orders", "region"), ("dbo", "orders", "id")]
-        if statement == ss.TABLE_STATS:
-            return [("dbo", "customers", 3), ("dbo", "orders", 7)]
-        if m := re.fullmatch(r"SELECT COUNT_BIG\(\*\), CHECKSUM_AGG\(BINARY_CHECKSUM\(\*\)\) FROM \[dbo\]\.\[(\w+)\]",
-                             statement):
-            return [(3, -12345)] if m.group(1) == "customers" else [(7, None)]
-        if m := re.search(r"CREATE CREDENTIAL \[(.*?)\] WITH IDENTITY = 'SHARED ACCESS SIGNATURE', SECRET = N'(.*)'$",
-                          statement):
-            self.credentials[m.group(1)] = m.group(2).replace("''", "'")
-            return []
-        if m := re.match(r"BACKUP DATABASE \[(.*?)\] TO (DISK|URL) = N'(.*?)' WITH (.*)", statement):
-            database_name, kind, where, options = m.groups()
-            assert options.startswith("COPY_ONLY, CHECKSUM")
-            data = self.databases[database_name]
-            if self.fail_backup:  # a disk file half written, or blob blocks never committed
-                if kind == "DISK":
-                    self._write((kind, where), data[: len(data) // 2])
-                else:
-                    self._blob(where).stage_block("YmxvY2swMDAx", data[: len(data) // 2])
-                raise ss.map_error(Exception("42000", "[SQL Server]Write on backup device failed: operating system "
-                                             "error 112 (not enough space). (3202)"), "sql1:1433", database_name)
-            self._write((kind, where), data)
-            return []
-        if m := re.fullmatch(r"RESTORE FILELISTONLY FROM (DISK|URL) = N'(.*?)'", statement):
-            self.received.append(self._read((m.group(1), m.group(2))))
-            return [("sales", "/var/opt/mssql/data/sales.mdf", "D"), ("sales_log", "/var/opt/mssql/log/s.ldf", "L")]
-        if m := re.match(r"RESTORE DATABASE \[(.*?)\] FROM (DISK|URL) = N'(.*?)' WITH (.*)", statement):
-            name, kind, where, _ = m.groups()
-            assert "REPLACE" not in statement
-            data = self._read((kind, where))
-            self.received.append(data)
-            self.databases[name] = data if not self.fail_restore else b"RESTORING"
-            if self.fail_restore:
-                raise ss.map_error(Exception("42000", "[SQL Server]RESTORE detected an error on page (1:42). "
-                                             "(3183)"), "sql1:1433", name)
-            return []
-        if m := re.fullmatch(r"DROP DATABASE \[(.*?)\]", statement):
-            del self.databases[m.group(1)]
-            return []
-        raise AssertionError(f"the fake SQL Server does not know: {statement[:120]}")
-
-
-class FakeClient(ss.SqlServerClient):
-    """SqlServerClient with `_run` answered by FakeSqlServer instead of pyodbc (test stand-in)."""
-
-    server: FakeSqlServer
-
-    def _run(self, statement: str, database: str = "master", *, secret: SecretStr | None = None
-             ) -> list[tuple[Any, ...]]:
-        try:
-            return self.server.run(statement, database)
-        except VaultflowError as exc:
-            raise ss.redact(exc, secret) from None
-
-
-def client_factory(server: FakeSqlServer) -> Any:
-    def make(conn: ss.SqlServerConnection) -> ss.SqlServerClient:
-        client = FakeClient(conn)
-        client.server = server
-        return client
-    return make
-
-
-CONN = ss.SqlServerConnection(host="sql1", user="backup", password=SecretStr("pyodbc-only-pw"), database="sales")
+from vaultflow.storage import LocalStore, MemoryStore
 
 
 def container_sas(container: str) -> str:
@@ -191,7 +67,7 @@ def staged_blobs(azurite: AzuriteServer, container: str) -> list[str]:
 
 @dataclass
 class Setup:
-    engine: ss.SqlServerEngine
+    engine: SqlServerEngine
     server: FakeSqlServer
     leftovers: Any  # () -> list of staged objects
     sas: str | None = None
@@ -200,15 +76,17 @@ class Setup:
 @pytest.fixture(params=["url", "disk"])
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
     server = FakeSqlServer()
-    staging: ss.Staging
+    staging: Staging
     sas = None
     if request.param == "url":
+        from blocks.engines import blob_staging  # the staging store the block builds (AzureBlobStore, retried)
+
         azurite: AzuriteServer = request.getfixturevalue("azurite")
         container = azurite.new_container()
         sas = container_sas(container)
         server.azurite = azurite
-        staging = ss.BlobStaging(f"https://{AZURITE_ACCOUNT}.blob.core.windows.net/{container}", SecretStr("?" + sas),
-                                 client_url=f"{azurite.account_url}/{container}")
+        staging = blob_staging(f"https://{AZURITE_ACCOUNT}.blob.core.windows.net/{container}", SecretStr("?" + sas),
+                               client_url=f"{azurite.account_url}/{container}")
 
         def leftovers() -> list[str]:
             return staged_blobs(azurite, container)
@@ -216,11 +94,11 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
         shared = tmp_path / "shared"
         shared.mkdir()
         server.disk_root = shared
-        staging = ss.DiskStaging(server_path=SERVER_DIR, local_path=str(shared))
+        staging = DiskStaging(server_path=SERVER_DIR, local_path=str(shared))
 
         def leftovers() -> list[str]:
             return sorted(p.name for p in shared.iterdir())
-    engine = ss.SqlServerEngine(CONN, staging, client_factory=client_factory(server))
+    engine = SqlServerEngine(CONN, staging, client_factory=client_factory(server))
     return Setup(engine, server, leftovers, sas)
 
 
@@ -233,7 +111,7 @@ def test_native_backup_round_trip_not_run_against_a_real_sql_server(
     caplog.set_level(logging.DEBUG)
     sid = new_object_id()
     manifest = backup_database(setup.engine, open_repo(repo_path), snapshot_id=sid)
-    assert [(s.name, s.format, s.size) for s in manifest.streams] == [("bak", ss.NATIVE_FORMAT,
+    assert [(s.name, s.format, s.size) for s in manifest.streams] == [("bak", NATIVE_FORMAT,
                                                                        len(fake_bak("sales")))]
     assert len(manifest.streams[0].chunks) > 1  # chunked (and encrypted) like any other stream
     assert (manifest.engine, manifest.server, manifest.database) == ("sqlserver", "sql1:1433", "sales")
@@ -313,7 +191,7 @@ def test_restore_onto_an_existing_database_changes_nothing_not_run_against_a_rea
     with pytest.raises(TargetNotEmpty) as err:
         restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"))
     assert "'sales_copy' already exists" in str(err.value) and "new database name" in str(err.value)
-    assert setup.server.statements == [ss.database_exists_sql("sales_copy")]  # asked, did nothing else
+    assert setup.server.statements == [database_exists_sql("sales_copy")]  # asked, did nothing else
     assert setup.server.databases["sales_copy"] == b"existing"
     assert setup.leftovers() == []
     with pytest.raises(InputError, match="never replace"):
@@ -344,18 +222,18 @@ def test_engine_discovery_and_checks_not_run_against_a_real_sql_server(setup: Se
 def test_azure_sql_database_is_refused_with_one_line() -> None:
     class AzureSqlDatabase(FakeSqlServer):
         def run(self, statement: str, database: str) -> list[tuple[Any, ...]]:
-            if statement == ss.SERVER_INFO:
+            if statement == SERVER_INFO:
                 return [("Microsoft SQL Azure (RTM) - 12.0.2000.8", 5)]
             return super().run(statement, database)
 
-    engine = ss.SqlServerEngine(CONN, ss.DiskStaging(SERVER_DIR, "/tmp"), client_factory=client_factory(
+    engine = SqlServerEngine(CONN, DiskStaging(SERVER_DIR, "/tmp"), client_factory=client_factory(
         AzureSqlDatabase()))
     with pytest.raises(InputError, match="Azure SQL Database, which does not run a user's BACKUP DATABASE"):
         engine.versions()
 
 
 def test_without_staging_backup_and_restore_refuse(repo_path: Path) -> None:
-    engine = ss.SqlServerEngine(CONN, None, client_factory=client_factory(FakeSqlServer()))
+    engine = SqlServerEngine(CONN, None, client_factory=client_factory(FakeSqlServer()))
     assert engine.list_databases() == ["sales"]  # discovery needs no staging
     repo = open_repo(repo_path)
     with pytest.raises(InputError, match="needs a staging place") as err:
@@ -367,7 +245,7 @@ def test_without_staging_backup_and_restore_refuse(repo_path: Path) -> None:
 def test_missing_pyodbc_gives_the_clear_message(monkeypatch: pytest.MonkeyPatch, repo_path: Path,
                                                  tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "pyodbc", None)  # import fails as if not installed
-    engine = ss.SqlServerEngine(CONN, ss.DiskStaging(SERVER_DIR, str(tmp_path)))  # the real client
+    engine = SqlServerEngine(CONN, DiskStaging(SERVER_DIR, str(tmp_path)))  # the real client
     repo = open_repo(repo_path)
     with pytest.raises(ToolFailed) as err:
         backup_database(engine, repo, snapshot_id=new_object_id())
@@ -380,14 +258,69 @@ def test_missing_pyodbc_gives_the_clear_message(monkeypatch: pytest.MonkeyPatch,
 
 def test_staging_settings_are_checked() -> None:
     with pytest.raises(InputError, match="must be https://ACCOUNT.blob.core.windows.net/CONTAINER"):
-        ss.BlobStaging("https://acct.blob.core.windows.net/bak?sv=1", SecretStr("sig")).check()
+        BlobStaging("https://acct.blob.core.windows.net/bak?sv=1", SecretStr("sig"), MemoryStore()).check()
     with pytest.raises(InputError, match="does not exist or is not a directory"):
-        ss.DiskStaging(SERVER_DIR, "/nonexistent/staging").check()
-    assert re.fullmatch(r"vf-[0-9a-f]{16}-sa-les-db\.bak", ss.staging_name("Sa]les DB"))
+        DiskStaging(SERVER_DIR, "/nonexistent/staging").check()
+    assert re.fullmatch(r"vf-[0-9a-f]{16}-sa-les-db\.bak", staging_name("Sa]les DB"))
+
+
+def test_refusals_come_from_the_spec_not_run_against_a_real_sql_server(tmp_path: Path, repo_path: Path) -> None:
+    """What SQL Server lacks (declared in its EngineSpec) is refused with the spec's one line
+    before anything is sent to the (stand-in) server."""
+    from vaultflow.engines.capabilities import CapabilityMissing
+    from vaultflow.engines.sqlserver import SPEC
+
+    engine, server = stand_in_engine(tmp_path / "shared")
+    assert not any(SPEC.capabilities.has(n) for n in ("drills", "table_restore", "globals", "table_subsets"))
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support backing up a subset of tables"):
+        with engine.open_dump(include_tables=["dbo.orders"]):
+            pass
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support restoring chosen tables"):
+        engine.restore([], lambda stream, sink: None, tables=["dbo.orders"])
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support hosting restore drills"):
+        engine.drop_database()
+    with pytest.raises(CapabilityMissing, match="SQL Server does not support server-wide roles and users"):
+        engine.globals_source()
+    assert server.statements == [] and (tmp_path / "shared").is_dir()
+    sid = new_object_id()
+    backup_database(engine, open_repo(repo_path), snapshot_id=sid)  # the stand-in engine backs up as it is
+    restore_snapshot(open_repo(repo_path), sid, engine.with_database("sales_copy"))
+    assert server.databases["sales_copy"] == fake_bak("sales") and engine.staging is not None
+    assert isinstance(engine.staging, DiskStaging) and engine.staging.leftovers() == []
+
+
+def test_blob_staging_goes_through_a_retrying_store() -> None:
+    """vaultflow's side of blob staging is the storage interface, retried: transient
+    failures of ranged reads and block uploads pass, a failed fill leaves nothing."""
+    from vaultflow.storage import RetryingStore
+    from vaultflow.storage.faults import FaultInjectingStore
+
+    faulty = FaultInjectingStore(MemoryStore(), transient_rate=0.3, seed=7)
+    staging = BlobStaging("https://acct.blob.core.windows.net/stage", SecretStr("sv=1&sig=s"),
+                          RetryingStore(faulty, sleep=lambda seconds: None))
+    data = fake_bak("sales")
+    name = staging_name("sales")
+    staging.write(name, lambda sink: [sink.write(data[i:i + 999_999]) for i in range(0, len(data), 999_999)])
+    assert staging.leftovers() == [name]
+    with staging.open(name) as stream:
+        assert stream.read() == data
+    staging.remove(name)
+    assert staging.leftovers() == [] and faulty.counts.transient > 0
+
+    def failing(sink: Any) -> None:
+        sink.write(data)
+        raise OSError("raised by the test")
+
+    with pytest.raises(OSError, match="raised by the test"):
+        staging.write(name, failing)
+    assert staging.leftovers() == [] and list(staging.store.list()) == []
+    with pytest.raises(ToolFailed, match="does not exist"):
+        with staging.open(name):
+            pass
 
 
 def test_redact_cuts_the_secret_out_of_an_error() -> None:
-    err = ss.redact(ToolFailed("bad SECRET = N'sv=1&sig=abcd'", "fix sig=abcd"), SecretStr("?sv=1&sig=abcd"))
+    err = redact(ToolFailed("bad SECRET = N'sv=1&sig=abcd'", "fix sig=abcd"), SecretStr("?sv=1&sig=abcd"))
     assert "sig=abcd" not in err.line() and "***" in err.line() and type(err) is ToolFailed
 
 
@@ -397,15 +330,15 @@ def test_mssql_url_builds_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("SQLCMDPASSWORD", "from-env")
     engine = engine_from_url(f"mssql://backup@sql1:14330/sales?server_path=D:%5Cbak&local_path={tmp_path}"
                              "&trust_server_certificate=yes")
-    assert isinstance(engine, ss.SqlServerEngine)
+    assert isinstance(engine, SqlServerEngine)
     assert (engine.conn.host, engine.conn.port, engine.conn.user, engine.database) == ("sql1", 14330, "backup",
                                                                                         "sales")
     assert engine.conn.password is not None and engine.conn.password.get_secret_value() == "from-env"
     assert engine.conn.trust_server_certificate and engine.conn.encrypt
-    assert engine.staging == ss.DiskStaging("D:\\bak", str(tmp_path))
-    assert ss._server_join("D:\\bak", "x.bak") == "D:\\bak\\x.bak"
+    assert engine.staging == DiskStaging("D:\\bak", str(tmp_path))
+    assert _server_join("D:\\bak", "x.bak") == "D:\\bak\\x.bak"
     server = server_from_url("sqlserver://backup@sql1")
-    assert isinstance(server, ss.SqlServerEngine) and server.database == "master" and server.staging is None
+    assert isinstance(server, SqlServerEngine) and server.database == "master" and server.staging is None
     with pytest.raises(InputError, match="contains a password"):
         engine_from_url("mssql://backup:pw@sql1/sales")
     with pytest.raises(InputError, match="unsupported SQL Server URL parameter"):
@@ -419,15 +352,15 @@ def test_mssql_url_builds_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_block_builds_the_engine_with_typed_staging(tmp_path: Path) -> None:
     from blocks import SqlServer
 
-    block = SqlServer(host="sql1", password=SecretStr("x"), staging_container_url="https://a.blob.core.windows.net/b",
+    block = SqlServer(host="sql1", password=SecretStr("x"), staging_container_url="https://a.blob.core.windows.net/bak",
                       staging_sas=SecretStr("sv=1&sig=s"), data_dir="/data", log_dir="/log")
     engine = block.engine("sales")
-    assert isinstance(engine, ss.SqlServerEngine) and isinstance(engine.staging, ss.BlobStaging)
+    assert isinstance(engine, SqlServerEngine) and isinstance(engine.staging, BlobStaging)
     assert (engine.database, engine.data_dir, engine.log_dir) == ("sales", "/data", "/log")
     assert block.server_engine().database == "master"
     assert "sig=s" not in repr(block) and "sig=s" not in repr(engine.staging)
     disk = SqlServer(host="sql1", staging_server_path="/srv", staging_local_path=str(tmp_path)).engine("sales")
-    assert disk.staging == ss.DiskStaging("/srv", str(tmp_path))
+    assert disk.staging == DiskStaging("/srv", str(tmp_path))
     with pytest.raises(InputError, match="sets both Azure Blob and directory staging"):
         SqlServer(host="sql1", staging_sas=SecretStr("s"), staging_server_path="/srv").engine("sales")
     with pytest.raises(InputError, match="needs both staging_container_url and staging_sas"):

@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.engines.test_sqlserver_engine import FakeSqlServer, client_factory
-from vaultflow.engines.sqlserver import engine as ss
+from tests.engines.sqlserver.stand_in import FakeSqlServer, client_factory
+from vaultflow.engines.sqlserver.bcp import BCP_FORMAT, bcp_queryout_argv
+from vaultflow.engines.sqlserver.config import SqlServerConnection
+from vaultflow.engines.sqlserver.engine import SqlServerEngine
+from vaultflow.engines.sqlserver.sql import TABLE_STATS
 from vaultflow.errors import ConnectionFailed, InputError, ToolFailed
 
 STAND_IN_BCP = """#!/bin/sh
@@ -58,35 +61,35 @@ def bcp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return bindir
 
 
-KERBEROS = ss.SqlServerConnection(host="sql1", user="CORP\\svc-backup", database="sales")
+KERBEROS = SqlServerConnection(host="sql1", user="CORP\\svc-backup", database="sales")
 
 
 def test_bcp_argv_has_no_password_and_orders_by_the_key() -> None:
-    argv = ss.bcp_queryout_argv("/opt/mssql-tools18/bin/bcp", KERBEROS, "trusted", "dbo", "or]ders",
+    argv = bcp_queryout_argv("/opt/mssql-tools18/bin/bcp", KERBEROS, "trusted", "dbo", "or]ders",
                                 ["region", "id"], "/tmp/x/rows")
     assert argv == ["/opt/mssql-tools18/bin/bcp", "SELECT * FROM [sales].[dbo].[or]]ders] ORDER BY [region], [id]",
                     "queryout", "/tmp/x/rows", "-n", "-S", "tcp:sql1,1433", "-d", "sales", "-T"]
-    entra = ss.SqlServerConnection(host="mi1.database.windows.net", database="sales", trust_server_certificate=True)
-    argv = ss.bcp_queryout_argv("bcp", entra, "entra", "dbo", "t", [], "/f")
+    entra = SqlServerConnection(host="mi1.database.windows.net", database="sales", trust_server_certificate=True)
+    argv = bcp_queryout_argv("bcp", entra, "entra", "dbo", "t", [], "/f")
     assert argv[1] == "SELECT * FROM [sales].[dbo].[t]" and argv[-2:] == ["-G", "-u"]
     assert "-P" not in argv and "-U" not in argv
 
 
 @pytest.mark.parametrize("auth, password", [("trusted", "s3cret-pw"), (None, None), ("sql", None)])
 def test_bcp_refuses_sql_password_logins_with_one_line(auth: str | None, password: str | None) -> None:
-    conn = ss.SqlServerConnection(host="sql1", user="backup", password=SecretStr(password) if password else None,
+    conn = SqlServerConnection(host="sql1", user="backup", password=SecretStr(password) if password else None,
                                   database="sales")
     with pytest.raises(InputError) as err:
-        ss.bcp_queryout_argv("bcp", conn, auth, "dbo", "t", [], "/f")  # type: ignore[arg-type]
+        bcp_queryout_argv("bcp", conn, auth, "dbo", "t", [], "/f")  # type: ignore[arg-type]
     line = err.value.line()
     assert "\n" not in line and "(-P)" in line and "native path" in line and "Kerberos" in line
     assert "Entra ID" in line and "s3cret" not in line
 
 
-def engine(bcp_dir: Path, server: FakeSqlServer | None = None) -> ss.SqlServerEngine:
+def engine(bcp_dir: Path, server: FakeSqlServer | None = None) -> SqlServerEngine:
     from dataclasses import replace
 
-    return ss.SqlServerEngine(replace(KERBEROS, bin_dir=str(bcp_dir)), None,
+    return SqlServerEngine(replace(KERBEROS, bin_dir=str(bcp_dir)), None,
                               client_factory=client_factory(server or FakeSqlServer()))
 
 
@@ -94,7 +97,7 @@ def test_bcp_rows_stream_through_a_fifo_with_a_stand_in_bcp_not_run_against_a_re
         bcp_dir: Path, tmp_path: Path) -> None:
     sources = engine(bcp_dir).bcp_sources("trusted")
     assert [(s.name, s.format, s.meta["order"]) for s in sources] == [
-        ("dbo.customers", ss.BCP_FORMAT, "id"), ("dbo.orders", ss.BCP_FORMAT, "region,id")]
+        ("dbo.customers", BCP_FORMAT, "id"), ("dbo.orders", BCP_FORMAT, "region,id")]
     for source in sources:
         with source.open() as stream:
             assert not isinstance(stream, (bytes, str))
@@ -114,7 +117,7 @@ def test_bcp_that_never_opens_the_fifo_fails_at_once_not_run_against_a_real_sql_
         bcp_dir: Path, tmp_path: Path) -> None:
     class FailEarly(FakeSqlServer):
         def run(self, statement: str, database: str) -> list[tuple[object, ...]]:
-            if statement == ss.TABLE_STATS:
+            if statement == TABLE_STATS:
                 return [("dbo", "fail_early", 1)]
             return super().run(statement, database)
 
@@ -134,7 +137,7 @@ def test_bcp_failing_mid_table_fails_when_the_stream_is_closed_not_run_against_a
         bcp_dir: Path, tmp_path: Path) -> None:
     class FailLate(FakeSqlServer):
         def run(self, statement: str, database: str) -> list[tuple[object, ...]]:
-            if statement == ss.TABLE_STATS:
+            if statement == TABLE_STATS:
                 return [("dbo", "fail_late", 1)]
             return super().run(statement, database)
 
