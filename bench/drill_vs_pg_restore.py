@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from vaultflow.drill import run_drill
-    from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
+    from vaultflow.engines.postgres.config import PostgresConnection
+    from vaultflow.engines.postgres.engine import PostgresEngine
     from vaultflow.operations.backup import backup_database
     from vaultflow.operations.restore import restore_snapshot
     from vaultflow.repository import Repository, new_object_id

@@ -7,8 +7,10 @@ from abc import ABC
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
-from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
+from vaultflow.engines.mysql.config import MySQLConnection
+from vaultflow.engines.mysql.engine import MySQLEngine
+from vaultflow.engines.postgres.config import PostgresConnection
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.sqlite.engine import SqliteEngine
 from vaultflow.engines.sqlserver.client import SqlServerClient
 from vaultflow.engines.sqlserver.config import SqlServerConnection

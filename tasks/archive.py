@@ -10,11 +10,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.tasks import exponential_backoff
 
 from blocks.archive import ArchiveRule
 from blocks.resolve import resolve_engine, resolve_repository
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.archive import (
     ArchiveCatalog,
     ArchiveSource,
@@ -48,8 +47,7 @@ def load_policy(name: str) -> ArchiveRule:
     return cast(ArchiveRule, block.rule())  # type: ignore[union-attr]
 
 
-@task(name="archive-table", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+@task(name="archive-table", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def archive_policy_rows(rule: ArchiveRule, repository: str | None, dry_run: bool) -> dict[str, object]:
     """Archive one policy's table; a retry reconciles what the failed attempt left verified."""
     ref = resolve_repository(repository)
@@ -70,8 +68,7 @@ def archive_policy_rows(rule: ArchiveRule, repository: str | None, dry_run: bool
 BATCH_COLUMNS = ("id", "policy", "table", "rows", "age_min", "age_max", "stored_bytes", "created_at")
 
 
-@task(name="unarchive-batch", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+@task(name="unarchive-batch", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def unarchive_one(batch: str, repository: str | None, into: str | None, into_table: str | None) -> dict[str, object]:
     """Put one batch's rows back (skipping rows present); a retry inserts only what is missing."""
     ref = resolve_repository(repository)
@@ -92,8 +89,7 @@ def _source_of(engine: str, server: str, database: str) -> ArchiveSource:
     return source_from_url(f"{scheme}://{host}:{port}/{database}")
 
 
-@task(name="purge-archive-batches", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+@task(name="purge-archive-batches", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def purge_policy_batches(repository: str | None, delete_after_days: int, policy: str | None,
                          dry_run: bool) -> dict[str, object]:
     ref = resolve_repository(repository)

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.tasks import exponential_backoff
 
 from blocks.resolve import RepositoryRef, resolve_engine, resolve_repository
 from tasks.reporting import ProgressArtifact
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog, SnapshotStatus
 from vaultflow.engines import DatabaseEngine
 from vaultflow.operations.backup import BackupPlan, backup_database, plan_backup
@@ -55,8 +54,7 @@ def _flow_run_id() -> str | None:
     return str(run.flow_run_id) if run is not None and run.flow_run_id else None
 
 
-@task(name="open-backup-run", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False,
+@task(name="open-backup-run", **RETRIED, persist_result=False,
       cache_policy=NO_CACHE)
 def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> BackupRun:
     """Resolve source and repository, check the passphrase, pick chain and parent, record Running."""
@@ -80,9 +78,7 @@ def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> 
     return run
 
 
-@task(name="dump-to-repository", retries=2,
-      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
-      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE,
+@task(name="dump-to-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
 def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest:
     """Stream the dump into the repository. A retry reuses the chunks already stored."""

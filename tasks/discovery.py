@@ -6,17 +6,14 @@ from datetime import timedelta
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from blocks.resolve import resolve_server
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.discovery import DiscoveredServer, discover_server
 
 
-@task(name="discover-server", task_run_name="discover-{server}", retries=2,
-      retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.3,
-      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+@task(name="discover-server", task_run_name="discover-{server}", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def discover_databases(server: str, include: list[str], exclude: list[str], include_system: bool,
                        catalog_url: str | None) -> DiscoveredServer:
     """List `server` (block name or server URL); patterns that match nothing are logged as warnings."""

@@ -6,11 +6,10 @@ from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from blocks.resolve import resolve_repository, resolve_scratch
 from tasks.backup import _flow_run_id
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.drill import (
     DrillReport,
@@ -24,8 +23,7 @@ from vaultflow.errors import InputError
 from vaultflow.progress import ProgressMeter
 
 
-@task(name="plan-drills", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient,
-      persist_result=False, cache_policy=NO_CACHE)
+@task(name="plan-drills", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def plan_drills(repository: str | None, snapshot: str | None, databases: list[str]) -> list[str]:
     """The snapshot named, else the newest snapshot of each database (of the named ones)."""
     repo = resolve_repository(repository).open()
@@ -39,7 +37,7 @@ def plan_drills(repository: str | None, snapshot: str | None, databases: list[st
     return [m.id for m in manifests]
 
 
-@task(name="check-drill-suites", persist_result=False, cache_policy=NO_CACHE)
+@task(name="check-drill-suites", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str | None, suites: str | None) -> None:
     """Bind every user suite to every planned snapshot, so a suite naming a missing table or
     column stops all drills before any restore."""
@@ -51,9 +49,7 @@ def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str |
             plan_expectations(manifest, load_suites(suites_dir))
 
 
-@task(name="restore-drill", task_run_name="drill-{snapshot_id}", retries=2,
-      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
-      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+@task(name="restore-drill", task_run_name="drill-{snapshot_id}", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
                    timeout_seconds: float, jobs: int, scan_constraints: bool = False,
                    server_locale: bool = False) -> DrillReport:

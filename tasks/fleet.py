@@ -8,11 +8,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
-from prefect.tasks import exponential_backoff
 
 from tasks.backup import DumpOptions, dump_to_repository, open_backup_run, record_backup_failure, record_backup_success
 from tasks.reporting import publish_backup_failure, snapshot_row
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.engines import DatabaseEngine
 from vaultflow.errors import VaultflowError
 from vaultflow.repository.manifest import SnapshotKind
@@ -30,9 +29,7 @@ def ensure_server_limit(name: str, limit: int) -> None:
         client.upsert_global_concurrency_limit_by_name(name, limit)
 
 
-@task(name="backup-database", task_run_name="backup-{source}", retries=2,
-      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.3,
-      retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE,
+@task(name="backup-database", task_run_name="backup-{source}", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
 def backup_one(source: str, repository: str | None, kind: SnapshotKind, limit_name: str,
                options: DumpOptions) -> dict[str, object]:

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from blocks.resolve import resolve_repository
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.operations.copy import CopyResult, copy_snapshots
 from vaultflow.operations.prune import PrunePlan, prune
@@ -23,9 +22,7 @@ def _open(repository: str | None) -> tuple[Repository, str | None]:
     return ref.open(), ref.catalog_url
 
 
-@task(name="prune-repository", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=15),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient,
-      persist_result=False, cache_policy=NO_CACHE)
+@task(name="prune-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool
                      ) -> tuple[PrunePlan, str | None, str]:
     """Forget what the policy does not keep, collect garbage, drop forgotten catalog rows."""
@@ -40,9 +37,7 @@ def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: b
     return plan, catalog_url, repo.id
 
 
-@task(name="verify-snapshots", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=15),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient,
-      persist_result=False, cache_policy=NO_CACHE)
+@task(name="verify-snapshots", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def verify_repository(repository: str | None, snapshots: list[str] | None, deep: bool,
                       policy: RetentionPolicy | None) -> list[SnapshotVerdict]:
     repo, _ = _open(repository)
@@ -50,8 +45,7 @@ def verify_repository(repository: str | None, snapshots: list[str] | None, deep:
     return verify_snapshots(repo, ids, deep=deep, policy=policy)
 
 
-@task(name="copy-snapshots", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=15),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False, cache_policy=NO_CACHE)
+@task(name="copy-snapshots", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def copy_repository(source: str | None, destination: str, snapshots: list[str] | None) -> CopyResult:
     """Copy snapshots the destination lacks; a retry skips the ones already copied."""
     src, _ = _open(source)

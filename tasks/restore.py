@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from blocks.resolve import resolve_engine, resolve_repository
-from tasks.retry_policy import retry_transient
+from tasks.retry_policy import RETRIED
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.progress import ProgressMeter
 from vaultflow.repository import SnapshotManifest
 
 
-@task(name="restore-snapshot", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10),
-      retry_jitter_factor=0.3, retry_condition_fn=retry_transient, persist_result=False,
+@task(name="restore-snapshot", **RETRIED, persist_result=False,
       cache_policy=NO_CACHE, cache_result_in_memory=False)
 def restore_into_target(
     snapshot: str, target: str, repository: str | None, replace: bool, no_owner: bool,

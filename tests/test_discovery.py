@@ -11,7 +11,8 @@ from pydantic import SecretStr
 from tests.conftest import my_admin
 from vaultflow.discovery import discover_server
 from vaultflow.engines import server_from_url
-from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
+from vaultflow.engines.mysql.config import MySQLConnection
+from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.errors import InputError
 
 

@@ -29,9 +29,8 @@ def test_the_shipped_files_are_valid() -> None:
     assert {s.slug for s in backup.schedules} == {"weekly-full", "hourly-incremental"}
     assert all(s.timezone == "Europe/Berlin" for s in backup.schedules)
     assert "postgresql" in backup.tags and backup.parameters["repository"] == "vaultflow-repo"
-    assert {a.spec.name for a in load_automations()} == {
-        "vaultflow-flow-run-failed", "vaultflow-backup-overdue", "vaultflow-drill-failed",
-        "vaultflow-credentials-expiring"}
+    from tests.deployments.test_automations import SHIPPED
+    assert {a.spec.name for a in load_automations()} == set(SHIPPED)
 
 
 @pytest.mark.parametrize(("old", "new", "message", "at"), [

@@ -128,7 +128,8 @@ def test_strip_authentication(statement: str, expected: str) -> None:
 def test_a_refused_account_statement_does_not_show_its_password_hash(mariadb_available: None) -> None:
     """A MySQL 8 account (hash as a hex literal) restored into MariaDB is a syntax error whose
     message quotes the statement from the hash on; the error must not carry the hash."""
-    from vaultflow.engines.mysql.engine import GLOBALS_FORMAT, MySQLConnection, MySQLEngine
+    from vaultflow.engines.mysql.config import MySQLConnection
+    from vaultflow.engines.mysql.engine import GLOBALS_FORMAT, MySQLEngine
     from vaultflow.errors import ToolFailed
     from vaultflow.repository.manifest import StreamManifest
 

@@ -17,7 +17,8 @@ from tests.conftest import PASSPHRASE, my_admin
 from tests.engines.cases import MariaDBCase
 from vaultflow.engines import engine_from_url
 from vaultflow.engines.mysql import engine as mysql
-from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
+from vaultflow.engines.mysql.config import MySQLConnection
+from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.errors import (
     AuthenticationFailed,
     ConnectionFailed,

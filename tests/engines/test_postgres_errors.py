@@ -26,7 +26,8 @@ from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE, PG_HOST, PG_PORT, pg_admin
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.postgres.engine import PostgresConnection, PostgresEngine
+from vaultflow.engines.postgres.config import PostgresConnection
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, unquote
 
@@ -14,9 +15,22 @@ if TYPE_CHECKING:
     from vaultflow.engines.mysql.engine import MySQLEngine
 
 
+@dataclass(frozen=True)
+class MySQLConnection:
+    """Where a MySQL/MariaDB database is; the password travels only as a SecretStr."""
+
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    database: str = ""
+    password: SecretStr | None = None
+    bin_dir: str | None = None
+    connect_timeout: int = 10
+
+
 def engine_from_url(url: str, parts: SplitResult) -> MySQLEngine:
     """The password comes from MYSQL_PWD or a MySQLServer block, never the URL."""
-    from vaultflow.engines.mysql.engine import MySQLConnection, MySQLEngine
+    from vaultflow.engines.mysql.engine import MySQLEngine
 
     env_password = os.environ.get("MYSQL_PWD")
     if parts.query:

@@ -17,14 +17,12 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 from urllib.parse import quote
 
 import blake3
 import pymysql
-from pydantic import SecretStr
 
 from vaultflow.engines.base import (
     GLOBALS_STREAM,
@@ -36,6 +34,7 @@ from vaultflow.engines.base import (
     StreamSource,
     table_glob_match,
 )
+from vaultflow.engines.mysql.config import MySQLConnection
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import (
     AuthenticationFailed,
@@ -122,19 +121,6 @@ class MySQLClientConnection(pymysql.connections.Connection):  # type: ignore[mis
             ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
             MySQLClientConnection._default_tls = ctx
         return MySQLClientConnection._default_tls
-
-
-@dataclass(frozen=True)
-class MySQLConnection:
-    """Where a MySQL/MariaDB database is; the password travels only as a SecretStr."""
-
-    host: str = "127.0.0.1"
-    port: int = 3306
-    user: str = "root"
-    database: str = ""
-    password: SecretStr | None = None
-    bin_dir: str | None = None
-    connect_timeout: int = 10
 
 
 class MySQLEngine(ServerEngine[MySQLConnection]):

@@ -22,7 +22,6 @@ from urllib.parse import quote
 import numpy as np
 import psycopg
 from psycopg import sql
-from pydantic import SecretStr
 
 from vaultflow.engines.base import (
     GLOBALS_STREAM,
@@ -38,6 +37,7 @@ from vaultflow.engines.base import (
     segmented_table_stats,
     table_glob_match,
 )
+from vaultflow.engines.postgres.config import PostgresConnection
 from vaultflow.engines.postgres.database import READ_PROPERTIES, DatabaseProperties
 from vaultflow.engines.postgres.patches import (
     BaseIndex,
@@ -238,21 +238,6 @@ def _schema_inventory(c: psycopg.Connection[Any]) -> SchemaInventory:
                 for (schema, table), cols in sorted(columns.items())]
     return SchemaInventory(**{kind: sorted(names) for kind, names in found.items()},
                            constraints=sorted(constraints), profiles=profiles)
-
-
-@dataclass(frozen=True)
-class PostgresConnection:
-    """Where a PostgreSQL database is; the password travels only as a SecretStr."""
-
-    host: str = "127.0.0.1"
-    port: int = 5432
-    user: str = "postgres"
-    database: str = "postgres"
-    password: SecretStr | None = None
-    sslmode: str | None = None
-    bin_dir: str | None = None
-    maintenance_database: str = "postgres"
-    connect_timeout: int = 10
 
 
 class PostgresEngine(ServerEngine[PostgresConnection]):
