@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import PASSPHRASE, my_admin, pg_admin
 from tests.engines.cases import MariaDBCase, PostgresCase
 from vaultflow.engines.base import GLOBALS_STREAM
-from vaultflow.engines.mysql.engine import strip_authentication
+from vaultflow.engines.mysql.accounts import strip_authentication
 from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
@@ -128,8 +128,9 @@ def test_strip_authentication(statement: str, expected: str) -> None:
 def test_a_refused_account_statement_does_not_show_its_password_hash(mariadb_available: None) -> None:
     """A MySQL 8 account (hash as a hex literal) restored into MariaDB is a syntax error whose
     message quotes the statement from the hash on; the error must not carry the hash."""
+    from vaultflow.engines.mysql.accounts import GLOBALS_FORMAT
     from vaultflow.engines.mysql.config import MySQLConnection
-    from vaultflow.engines.mysql.engine import GLOBALS_FORMAT, MySQLEngine
+    from vaultflow.engines.mysql.engine import MySQLEngine
     from vaultflow.errors import ToolFailed
     from vaultflow.repository.manifest import StreamManifest
 

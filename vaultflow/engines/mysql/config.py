@@ -43,3 +43,8 @@ def engine_from_url(url: str, parts: SplitResult) -> MySQLEngine:
         user=unquote(parts.username) if parts.username else "root", database=database,
         password=SecretStr(env_password) if env_password else None,
     ))
+
+
+def quote_identifier(name: str) -> str:
+    """A backquoted MySQL identifier (a backquote in the name doubled)."""
+    return "`" + name.replace("`", "``") + "`"

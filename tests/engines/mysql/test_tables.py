@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import PASSPHRASE
 from tests.engines.cases import MariaDBCase
-from vaultflow.engines.mysql.engine import RowSectionFilter
+from vaultflow.engines.mysql.restore import RowSectionFilter
 from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot

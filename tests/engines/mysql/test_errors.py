@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from tests.conftest import PASSPHRASE, my_admin
 from tests.engines.cases import MariaDBCase
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.mysql import engine as mysql
+from vaultflow.engines.mysql import dump as mysql
+from vaultflow.engines.mysql import restore as mysql_restore
 from vaultflow.engines.mysql.config import MySQLConnection
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.errors import (
@@ -76,6 +77,7 @@ def test_password_reaches_the_tools_only_in_a_private_option_file(
         return real(argv, **kwargs)
 
     monkeypatch.setattr(mysql, "ToolProcess", recording)
+    monkeypatch.setattr(mysql_restore, "ToolProcess", recording)
     source = case.create_source(tmp_path)
     sid = new_object_id()
     manifest = backup_database(as_user(source, login_user, SECRET), repo_at(repo_path), snapshot_id=sid)
