@@ -1,0 +1,1 @@
+"""SQLite engine tests (no server: files under tmp_path)."""
