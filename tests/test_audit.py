@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vaultflow.audit import AUDIT_PREFIX, Actor, record, records
-from vaultflow.errors import IntegrityError
+from vaultflow.errors import InputError, IntegrityError
 from vaultflow.repository import Repository
 from vaultflow.storage import LocalStore
 
@@ -53,3 +53,34 @@ def test_the_catalog_index_comes_back_from_the_repository(tmp_path: Path) -> Non
                                                                ("restore", "failed", "ops@h2 (flow run r9)")]
     assert [r.action for r in catalog.audit_events(actor="ops")] == ["restore"]
     assert [r.action for r in catalog.audit_events(action="backup", database="app")] == ["backup"]
+
+
+def test_state_changing_operations_leave_a_record_with_their_outcome(tmp_path: Path) -> None:
+    from tests.test_forget import take
+    from vaultflow.audit import acting_as
+    from vaultflow.operations.copy import copy_snapshots
+    from vaultflow.operations.forget import forget
+    from vaultflow.operations.prune import prune
+    from vaultflow.operations.retention import RetentionPolicy
+    from vaultflow.sample_data import create
+
+    repo = Repository.init(LocalStore(tmp_path / "repo"), "pw")
+    db = create(tmp_path / "app.db", rows=300)
+    first, second, third = take(repo, db), take(repo, db), take(repo, db)
+    with pytest.raises(InputError):
+        forget(repo, ["nosuchsnapshot"])
+    forget(repo, [first.id], dry_run=True)  # a dry run changes nothing and records nothing
+    with acting_as(Actor.here(deployment="prune/daily", flow_run="run-7")):
+        forget(repo, [first.id])
+        prune(repo, RetentionPolicy(keep_last=1), datetime.now(UTC))
+    dest = Repository.init(LocalStore(tmp_path / "second"), "pw")
+    copy_snapshots(repo, dest)
+
+    trail = [(r.action, r.outcome) for r in records(repo)]
+    assert trail == [("forget", "failed"), ("forget", "succeeded"), ("prune", "succeeded")]
+    failed, forgot, pruned = records(repo)
+    assert "nosuchsnapshot" in failed.detail and failed.actor.deployment is None
+    assert forgot.object == first.id and forgot.actor.deployment == "prune/daily"
+    assert pruned.object == second.id and pruned.actor.flow_run == "run-7"
+    (copied,) = records(dest)
+    assert copied.action == "copy" and copied.object == third.id and "1 copied" in copied.detail

@@ -13,12 +13,15 @@ import getpass
 import os
 import secrets
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from vaultflow.errors import IntegrityError
+from vaultflow.errors import IntegrityError, VaultflowError
 from vaultflow.repository.crypto import SealError
 from vaultflow.repository.repository import Repository
 
@@ -89,6 +92,65 @@ def record(repo: Repository, action: AuditAction, outcome: AuditOutcome, actor: 
     repo.store.put(AUDIT_PREFIX + entry.id, repo.sealer.seal(entry.model_dump_json().encode(), _aad(entry.id)),
                    sync=True)
     return entry
+
+
+_acting: ContextVar[Actor | None] = ContextVar("vaultflow_audit_actor", default=None)
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[Actor]:
+    """Attribute the audit records written inside the block to `actor` (the flow layer sets the
+    deployment and flow run; the core cannot ask Prefect)."""
+    token = _acting.set(actor)
+    try:
+        yield actor
+    finally:
+        _acting.reset(token)
+
+
+def current_actor() -> Actor:
+    return _acting.get() or Actor.here()
+
+
+class AuditNote:
+    """What an `audited` block learned while it ran: the object and a detail to record."""
+
+    def __init__(self, object: str, database: str | None, detail: str) -> None:
+        self.object, self.database, self.detail = object, database, detail
+        self.extra: dict[str, str] = {}
+
+
+@contextmanager
+def audited(repo: Repository, action: AuditAction, *, object: str = "", database: str | None = None,
+            detail: str = "") -> Iterator[AuditNote]:
+    """Record one action when the block ends: succeeded, failed (with the error's line, which
+    never holds a secret) or cancelled (interrupted). The action's own error wins over a
+    failure to write the record."""
+    note = AuditNote(object, database, detail)
+    outcome: AuditOutcome = "succeeded"
+    try:
+        yield note
+    except (KeyboardInterrupt, SystemExit):
+        outcome = "cancelled"
+        raise
+    except BaseException as exc:
+        outcome = "cancelled" if type(exc).__name__ == "CancelledError" else "failed"
+        note.detail = _error_line(exc) or note.detail
+        raise
+    finally:
+        try:
+            record(repo, action, outcome, current_actor(), object=note.object, database=note.database,
+                   detail=note.detail, extra=note.extra)
+        except Exception:
+            if outcome == "succeeded":
+                raise
+            # the action's own error is already on its way out; it says more than this one
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, VaultflowError):
+        return exc.line()
+    return type(exc).__name__
 
 
 def records(repo: Repository, *, since: datetime | None = None) -> list[AuditRecord]:

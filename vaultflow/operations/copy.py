@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from vaultflow.audit import audited
 from vaultflow.repository import Repository, SnapshotManifest
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import ChunkRef, StreamManifest
@@ -36,7 +37,7 @@ class CopyResult:
 def copy_snapshots(source: Repository, dest: Repository, snapshot_ids: list[str] | None = None) -> CopyResult:
     """Copy the given snapshots (all if None) that `dest` does not hold, oldest first."""
     result = CopyResult()
-    with RepositoryLock(source, "shared", f"copy to {dest.store.describe()}", wait=60), \
+    with audited(dest, "copy", detail=f"from {source.store.describe()}") as note, RepositoryLock(source, "shared", f"copy to {dest.store.describe()}", wait=60), \
             RepositoryLock(dest, "shared", f"copy from {source.store.describe()}", wait=600) as dest_lock:
         present = set(dest.snapshot_ids())
         wanted = snapshot_ids if snapshot_ids is not None else source.snapshot_ids()
@@ -53,6 +54,8 @@ def copy_snapshots(source: Repository, dest: Repository, snapshot_ids: list[str]
             dest_lock.check_held()
             dest.save_manifest(manifest.model_copy(update={"streams": streams}))
             result.copied.append(manifest.id)
+        note.object = " ".join(result.copied)
+        note.detail += f": {len(result.copied)} copied, {len(result.already_there)} already there"
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vaultflow.audit import audited
 from vaultflow.errors import InputError
 from vaultflow.operations.prune import collect_garbage, garbage
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
@@ -74,11 +75,13 @@ def forget(repo: Repository, refs: list[str], *, with_dependents: bool = False, 
     A dry run takes no lock and changes nothing."""
     if dry_run:
         return plan_forget(repo, refs, with_dependents=with_dependents)
-    with RepositoryLock(repo, "exclusive", "forget"):
+    with audited(repo, "forget", object=" ".join(refs)) as note, RepositoryLock(repo, "exclusive", "forget"):
         remove_stale_locks(repo)
         plan = plan_forget(repo, refs, with_dependents=with_dependents)
         plan.dry_run = False
         for m in plan.forget:
             repo.store.delete(SNAPSHOT_PREFIX + m.id)
         collect_garbage(repo, plan.garbage)
+        note.object = " ".join(m.id for m in plan.forget)
+        note.detail = f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed"
     return plan

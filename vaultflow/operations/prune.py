@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from vaultflow.audit import audited
 from vaultflow.operations.retention import PolicyFor, RetentionPolicy, SnapshotFacts, decide
 from vaultflow.operations.share import expired_exports, remove_expired_exports
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
@@ -75,7 +76,7 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
     """Apply the policy. A dry run takes no lock and changes nothing."""
     if dry_run:
         return plan_prune(repo, policy, now, proven=proven)
-    with RepositoryLock(repo, "exclusive", "prune"):
+    with audited(repo, "prune") as note, RepositoryLock(repo, "exclusive", "prune"):
         remove_stale_locks(repo)
         plan = plan_prune(repo, policy, now, proven=proven)
         plan.dry_run = False
@@ -83,4 +84,7 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
             repo.store.delete(SNAPSHOT_PREFIX + m.id)
         collect_garbage(repo, plan.garbage)
         plan.expired_exports = remove_expired_exports(repo, now)
+        note.object = " ".join(m.id for m in plan.forget)
+        note.detail = (f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed, "
+                       f"{len(plan.expired_exports)} expired export(s) removed")
     return plan

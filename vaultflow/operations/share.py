@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from vaultflow.audit import audited
 from vaultflow.engines.registry import spec_for_format
 from vaultflow.errors import IntegrityError
 from vaultflow.operations.restore import export_snapshot
@@ -43,6 +44,15 @@ def export_download_link(repo: Repository, snapshot_id: str, expires: timedelta,
 
     The URL is signed first (that needs no upload and fails fast where the store cannot sign),
     then the dump is rebuilt into a 0600 spool file, verified and uploaded."""
+    with audited(repo, "link", object=snapshot_id) as note:
+        link = _export_download_link(repo, snapshot_id, expires, spool_dir=spool_dir)
+        note.database = link.manifest.database
+        note.detail = f"{link.key}, {link.size} bytes, expires {link.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+    return link
+
+
+def _export_download_link(repo: Repository, snapshot_id: str, expires: timedelta, *,
+                          spool_dir: str | None) -> DownloadLink:
     manifest = repo.load_manifest(snapshot_id)
     found = spec_for_format(manifest.streams[0].format)
     export = found.export_format(manifest.streams[0].format) if found is not None else None
