@@ -37,8 +37,9 @@ class CopyResult:
 def copy_snapshots(source: Repository, dest: Repository, snapshot_ids: list[str] | None = None) -> CopyResult:
     """Copy the given snapshots (all if None) that `dest` does not hold, oldest first."""
     result = CopyResult()
-    with audited(dest, "copy", detail=f"from {source.store.describe()}") as note, RepositoryLock(source, "shared", f"copy to {dest.store.describe()}", wait=60), \
-            RepositoryLock(dest, "shared", f"copy from {source.store.describe()}", wait=600) as dest_lock:
+    with (audited(dest, "copy", detail=f"from {source.store.describe()}") as note,
+          RepositoryLock(source, "shared", f"copy to {dest.store.describe()}", wait=60),
+          RepositoryLock(dest, "shared", f"copy from {source.store.describe()}", wait=600) as dest_lock):
         present = set(dest.snapshot_ids())
         wanted = snapshot_ids if snapshot_ids is not None else source.snapshot_ids()
         manifests = sorted((source.load_manifest(i) for i in wanted), key=lambda m: m.started_at)
