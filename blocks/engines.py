@@ -98,7 +98,7 @@ class MySQLServer(ServerBlock):
 class SqlServer(ServerBlock):
     """A SQL Server / Azure SQL Managed Instance and where its native backups are staged.
 
-    Not run against a real server yet (see README, SQL Server). A backup runs BACKUP
+    Not run against a real server yet (see docs/engines/sqlserver.md). A backup runs BACKUP
     DATABASE ... COPY_ONLY, CHECKSUM into the staging place, streams the .bak into the
     repository and deletes it; a restore does the reverse with RESTORE ... WITH MOVE.
     """

@@ -75,7 +75,7 @@ def embedded_server(host: str = "127.0.0.1", port: int = 4200, startup_timeout: 
     """A `prefect server start` child with every service (scheduler, triggers, UI); yields its
     API URL and stops it on exit. A server already answering there is reused, not stopped.
 
-    Its database is $PREFECT_HOME/prefect.db (SQLite); see README "Scaling out" for PostgreSQL.
+    Its database is $PREFECT_HOME/prefect.db (SQLite); see docs/deploying.md, "Scaling", for PostgreSQL.
     """
     api_url = f"http://{host}:{port}/api"
     if _healthy(api_url):

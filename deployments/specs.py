@@ -154,7 +154,7 @@ def load_project(path: Path | None = None, *, check_parameters: bool = True) -> 
         loc = tuple(p for i, p in enumerate(err["loc"]) if i == 0 or p != err["loc"][i - 1])
         field = next((p for p in reversed(loc) if isinstance(p, str) and p in _FIXES), "")
         raise InputError(f"{path}:{line_of(raw, loc)}: {_describe_loc(raw, loc)}: {_clean_message(err['msg'])}",
-                         _FIXES.get(field, "see the prefect.yaml section of README.md")) from None
+                         _FIXES.get(field, "see docs/deploying.md, prefect.yaml")) from None
     seen: set[tuple[str, str]] = set()
     for i, spec in enumerate(parsed.deployments):
         if (spec.entrypoint, spec.name) in seen:
