@@ -228,7 +228,7 @@ def _write_tar(entries: list[TreeEntry], out: IO[bytes], stats: TreeStats,
             with f:
                 reader = _HashingReader(f)
                 try:
-                    tar.addfile(info, reader)  # type: ignore[arg-type]
+                    tar.addfile(info, reader)
                 except OSError as exc:
                     if isinstance(exc, BrokenPipeError):
                         raise
