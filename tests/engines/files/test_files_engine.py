@@ -48,6 +48,11 @@ def nasty_tree(root: Path) -> Path:
     (root / "a" / "secret").write_text("0600\n")
     (root / "a" / "secret").chmod(0o600)
     os.utime(root / "a" / "b" / "c" / "deep.txt", ns=(MTIME_NS, MTIME_NS))
+    not_utf8 = os.path.join(os.fsencode(root), b"latin1-\xe9t\xe9")
+    os.mkdir(not_utf8)
+    Path(os.fsdecode(os.path.join(not_utf8, b"caf\xe9"))).write_text("latin-1 names\n")
+    if os.geteuid() == 0:
+        os.lchown(root / "a" / "secret", 1234, 5678)
     (root / "ro").chmod(0o555)
     return root
 
@@ -88,7 +93,8 @@ def test_round_trip_of_a_nasty_tree(repo: Repository, tmp_path: Path) -> None:
     src = nasty_tree(tmp_path / "src")
     manifest = backup(repo, f"file://{src}")
     assert [s.format for s in manifest.streams] == [DUMP_FORMAT]
-    assert {t.name for t in manifest.tables} == {".", "a", "empty dir", "emoji 😀𝄞", "ro"}
+    assert {t.name for t in manifest.tables} == {".", "a", "empty dir", "emoji 😀𝄞", "ro",
+                                                  "latin1-\\xe9t\\xe9"}
     a = next(t for t in manifest.tables if t.name == "a")
     assert a.rows == 8 and a.checksum and a.checksum.split(":")[1] == str(5 * 1024 * 1024 + 5 + 18 + 5)
 
@@ -186,6 +192,12 @@ def test_a_tar_escaping_the_target_is_refused(tmp_path: Path, evil: str) -> None
     assert not dest.exists() and not (tmp_path / "evil").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
+    dest.mkdir()
+    (dest / "old.txt").write_text("old\n")
+    with pytest.raises(UnsafeMember):
+        FileTreeEngine(dest).restore([stream], lambda _s, sink: sink.write(raw), replace=True)
+    assert [p.name for p in dest.iterdir()] == ["old.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+
 
 def test_an_unreadable_file_fails_the_backup_in_one_line(repo: Repository, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,3 +254,14 @@ def test_urls_and_capabilities_refuse_in_one_line(tmp_path: Path) -> None:
         engine.drop_database()
     with pytest.raises(CapabilityMissing, match="--globals"):
         engine.globals_source()
+
+
+def test_a_file_shrinking_during_the_backup_fails_it(repo: Repository, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "growing.log").write_text("0123456789")
+    monkeypatch.setattr(FileTreeEngine, "_open_file", lambda self, path: io.BytesIO(b"01234"))
+    with pytest.raises(SourceUnreadable, match="growing.log shrank while the backup read it; back up again"):
+        backup(repo, f"file://{src}")
+    assert repo.snapshot_ids() == []

@@ -33,6 +33,7 @@ from vaultflow.engines.files.tree import (
     TreeEntry,
     TreeStats,
     fingerprint,
+    printable,
     select_included,
     tree_stats,
     unreadable,
@@ -233,7 +234,7 @@ def _write_tar(entries: list[TreeEntry], out: IO[bytes], stats: TreeStats,
                     if isinstance(exc, BrokenPipeError):
                         raise
                     if reader.read_bytes < info.size:
-                        raise SourceUnreadable(f"{entry.path} shrank while the backup read it",
+                        raise SourceUnreadable(f"{printable(entry.path)} shrank while the backup read it",
                                                "back up again once the tree is quiet") from None
                     raise unreadable(entry.path, exc) from None
             stats.add(entry, reader.digest.hexdigest())
@@ -357,7 +358,7 @@ def _extract(src: IO[bytes], staging: Path, owners: bool) -> None:
                     raise UnsafeMember(f"the snapshot's tar holds {member.name!r} of a type vaultflow never writes",
                                        "this stream was not written by vaultflow; nothing was restored")
             except OSError as exc:
-                raise StorageUnwritable(f"cannot write {dest}: {exc.strerror or exc}",
+                raise StorageUnwritable(f"cannot write {printable(dest)}: {exc.strerror or exc}",
                                         "check the target's file system and permissions") from None
     for dest, member in reversed(dirs):
         if owners:

@@ -47,14 +47,19 @@ class TreeEntry:
         return head if sep or self.kind == "dir" else ROOT_GROUP
 
 
+def printable(name: str) -> str:
+    """A file name as text that can be stored in JSON: undecodable bytes as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def unreadable(path: str, exc: OSError) -> SourceUnreadable:
     if isinstance(exc, PermissionError):
-        return SourceUnreadable(f"cannot read {path}: permission denied",
+        return SourceUnreadable(f"cannot read {printable(path)}: permission denied",
                                 "grant the backup's user read access to it, or leave it out with --exclude-table")
     if isinstance(exc, FileNotFoundError):
-        return SourceUnreadable(f"{path} disappeared while the backup read the tree",
+        return SourceUnreadable(f"{printable(path)} disappeared while the backup read the tree",
                                 "back up again once the tree is quiet")
-    return SourceUnreadable(f"cannot read {path}: {exc.strerror or exc}", "check the file and back up again")
+    return SourceUnreadable(f"cannot read {printable(path)}: {exc.strerror or exc}", "check the file and back up again")
 
 
 def _matches(rel: str, patterns: list[str]) -> bool:
@@ -167,7 +172,8 @@ class TreeStats:
                             f"{entry.st.st_mtime_ns}\0{content}\n".encode("utf-8", "surrogateescape"))
 
     def table_stats(self) -> list[TableStats]:
-        return [TableStats(schema="", name=name, rows=g.entries,
+        """One entry per group; a name that is not UTF-8 shows its odd bytes as \\xNN."""
+        return [TableStats(schema="", name=printable(name), rows=g.entries,
                            checksum=f"{CHECKSUM_PREFIX}:{g.size}:{g.digest.hexdigest()}")
                 for name, g in sorted(self._groups.items())]
 
