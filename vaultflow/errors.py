@@ -96,3 +96,7 @@ class AmbiguousSnapshot(InputError):
 
 class TargetNotEmpty(InputError):
     """A restore target already holds data and --replace was not given."""
+
+
+class SourceUnreadable(VaultflowError):
+    """A file of a backed-up tree cannot be read (permissions, removed or changed mid-read)."""

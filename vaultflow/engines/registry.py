@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     Exporter = Callable[[list[StreamManifest], StreamReader, IO[bytes]], None]
 
-ENGINE_PACKAGES = ("postgres", "mysql", "sqlite", "sqlserver")
+ENGINE_PACKAGES = ("postgres", "mysql", "sqlite", "sqlserver", "files")
 """The engine packages under vaultflow/engines/, in the order they are listed to users."""
 
 
