@@ -19,9 +19,6 @@ from vaultflow.archive.batches import BatchRecord, BatchStatus, find_batch, list
 from vaultflow.archive.catalog import ArchiveBatchRow, ArchiveCatalog
 from vaultflow.archive.sources import (
     ArchiveSource,
-    MySQLSource,
-    PostgresSource,
-    SqliteSource,
     source_from_engine,
     source_from_url,
 )
@@ -34,10 +31,7 @@ __all__ = [
     "ArchiveSpec",
     "BatchRecord",
     "BatchStatus",
-    "MySQLSource",
-    "PostgresSource",
     "PurgeReport",
-    "SqliteSource",
     "archive_table",
     "cutoff_from",
     "default_policy",

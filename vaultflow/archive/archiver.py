@@ -48,13 +48,11 @@ from vaultflow.archive.parquet import (
     rows_to_parquet,
 )
 from vaultflow.archive.sources import (
-    DATE_KINDS,
     ArchiveSource,
     Column,
     Row,
     SourceConnection,
     TableShape,
-    sqlite_is_datetime,
 )
 from vaultflow.errors import InputError, IntegrityError
 from vaultflow.repository import Repository
@@ -156,8 +154,7 @@ def prepare_table(source: ArchiveSource, conn: SourceConnection, spec: ArchiveSp
     if age is None:
         raise InputError(f"{where} has no column {spec.age_column!r}",
                          f"choose one of: {', '.join(c.name for c in shape.columns)[:300]}")
-    is_time = age.kind in DATE_KINDS or (source.engine == "sqlite" and sqlite_is_datetime(age.source_type))
-    if not is_time:
+    if not source.is_age_column(age):
         raise InputError(f"column {spec.age_column!r} of {where} is {age.source_type or 'untyped'}, "
                          "not a date or timestamp", "choose a date/time column as the age column")
     if spec.key_columns:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import IO
 
+    from vaultflow.archive.sources import ArchiveSource
     from vaultflow.engines.base import DatabaseEngine, StreamReader
     from vaultflow.repository.manifest import StreamManifest
 
@@ -34,8 +35,9 @@ ENGINE_PACKAGES = ("postgres", "mysql", "sqlite", "sqlserver", "files")
 class EngineSpec:
     """Everything vaultflow needs to know about an engine before it imports it.
 
-    `name` is the engine's name in manifests, the catalog and events. `url_parser` and
-    `engine_class` are "module:attribute" references, imported on first use.
+    `name` is the engine's name in manifests, the catalog and events. `url_parser`,
+    `engine_class` and `archive_source` are "module:attribute" references, imported on
+    first use.
     """
 
     name: str
@@ -52,6 +54,7 @@ class EngineSpec:
     legacy_exports: dict[str, ExportFormat] = field(default_factory=dict)  # older stream formats' exports
     exporter: str | None = None  # "module:function(streams, read, out)" writing the export; None: the first stream
     exporter_formats: tuple[str, ...] = ()  # first-stream formats the exporter handles (default: all)
+    archive_source: str | None = None  # "module:class(engine)": its archival dialect, when capabilities.archival
 
     def export_format(self, first_stream_format: str) -> ExportFormat | None:
         """What an export of a snapshot whose first stream has this format writes."""
@@ -67,6 +70,16 @@ class EngineSpec:
     def require(self, name: CapabilityName, alternative: str) -> None:
         """Shorthand for `capabilities.require(name, title, alternative)`."""
         self.capabilities.require(name, self.title, alternative)
+
+    def archive_dialect(self, engine: DatabaseEngine) -> ArchiveSource:
+        """The archival dialect wrapping `engine` (of this spec); refused in one line when
+        the engine does not archive."""
+        self.require("archival", "archive from " + ", ".join(s.title for s in engines() if s.capabilities.archival))
+        if self.archive_source is None:
+            raise InputError(f"{self.title} declares archival but names no archive dialect",
+                             "set archive_source in its EngineSpec")
+        dialect = cast("Callable[[DatabaseEngine], ArchiveSource]", _resolve(self.archive_source))
+        return dialect(engine)
 
     def exporter_for(self, first_stream_format: str) -> Exporter | None:
         """The function that writes an export of a snapshot whose first stream has this

@@ -20,4 +20,5 @@ SPEC = EngineSpec(
     ),
     engine_class="vaultflow.engines.mysql.engine:MySQLEngine",
     url_parser="vaultflow.engines.mysql.config:engine_from_url",
+    archive_source="vaultflow.engines.mysql.archive:MySQLSource",
 )

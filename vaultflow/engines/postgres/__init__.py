@@ -25,4 +25,5 @@ SPEC = EngineSpec(
     exporter_formats=("pg_dump-custom-schema",),
     engine_class="vaultflow.engines.postgres.engine:PostgresEngine",
     url_parser="vaultflow.engines.postgres.config:engine_from_url",
+    archive_source="vaultflow.engines.postgres.archive:PostgresSource",
 )

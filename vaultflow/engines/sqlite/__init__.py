@@ -19,4 +19,5 @@ SPEC = EngineSpec(
     ),
     engine_class="vaultflow.engines.sqlite.engine:SqliteEngine",
     url_parser="vaultflow.engines.sqlite.config:engine_from_url",
+    archive_source="vaultflow.engines.sqlite.archive:SqliteSource",
 )
