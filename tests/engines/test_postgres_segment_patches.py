@@ -18,8 +18,8 @@ from tests.engines.test_postgres_segments import (
     sql,
 )
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.base import segment_width_of
 from vaultflow.engines.postgres import dump
+from vaultflow.engines.postgres.stats import segment_width_of
 from vaultflow.repository import Repository, SnapshotManifest
 from vaultflow.repository.manifest import StreamManifest
 from vaultflow.storage import LocalStore

@@ -13,9 +13,10 @@ import pytest
 
 from tests.conftest import PASSPHRASE, pg_url
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.base import DatabaseEngine, RestoreObserver, segment_width_of
+from vaultflow.engines.base import DatabaseEngine, RestoreObserver
 from vaultflow.engines.postgres import engine as postgres
 from vaultflow.engines.postgres import segments as pg_segments
+from vaultflow.engines.postgres.stats import segment_width_of
 from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id

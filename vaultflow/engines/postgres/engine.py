@@ -190,6 +190,9 @@ class PostgresEngine(ServerEngine[PostgresConnection]):
     def loaded_table_stats(self, table: str, streams: list[StreamManifest]) -> TableStats | None:
         return stats.loaded_table_stats(self, table, streams)
 
+    def combined_table_stats(self, streams: list[StreamManifest]) -> list[TableStats]:
+        return stats.combined_segment_stats(streams)
+
     # -- dump ------------------------------------------------------------------------
 
     @contextmanager

@@ -9,9 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import blake3
 import psycopg
 
-from vaultflow.engines.base import RowSplitter, RowTap, segment_width_of, segmented_table_stats
+from vaultflow.engines.base import RowTap
 from vaultflow.engines.postgres.segments import (
     ORDER_BY_PK_MAX_BYTES,
     TYPE_SIGNATURE,
@@ -31,6 +32,66 @@ from vaultflow.repository.manifest import (
 
 if TYPE_CHECKING:
     from vaultflow.engines.postgres.engine import PostgresEngine
+
+SEGMENTED_CHECKSUM = "copy-seg-b3"
+
+
+class RowSplitter:
+    """RowTaps over consecutive runs of rows: the first `counts[0]` rows, then the next
+    `counts[1]`, and so on; rows beyond them go to one more tap. No counts: one tap."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self._counts = counts
+        self.taps = [RowTap()]
+
+    def _left(self) -> int | None:
+        """Rows the current tap still takes; None for the last (unbounded) one."""
+        index = len(self.taps) - 1
+        return self._counts[index] - self.taps[-1].rows if index < len(self._counts) else None
+
+    def __call__(self, block: bytes) -> None:
+        while block:
+            left = self._left()
+            if left is None or block.count(b"\n") < left:
+                self.taps[-1](block)
+                return
+            cut = 0
+            for _ in range(left):
+                cut = block.index(b"\n", cut) + 1
+            self.taps[-1](block[:cut])
+            self.taps.append(RowTap())
+            block = block[cut:]
+
+
+def segmented_table_stats(schema: str, name: str, width: int, segments: list[tuple[int, int, str]]) -> TableStats:
+    """Statistics of a table stored as key-range segments of `width` keys each.
+
+    `segments`: (segment number, rows, the segment's RowTap checksum) of every non-empty
+    segment. The checksum is a BLAKE3 over those triples in key order, so it can be built
+    from segments carried over from a parent without reading them.
+    """
+    digest = blake3.blake3()
+    for number, rows, checksum in sorted(segments):
+        digest.update(f"{number}:{rows}:{checksum}\n".encode())
+    return TableStats(schema=schema, name=name, rows=sum(rows for _, rows, _ in segments),
+                      checksum=f"{SEGMENTED_CHECKSUM}:{width}:{digest.hexdigest()}")
+
+
+def segment_width_of(stats: TableStats) -> int | None:
+    """The key width of a segmented checksum, None for a whole-table one."""
+    if stats.checksum and stats.checksum.startswith(SEGMENTED_CHECKSUM + ":"):
+        return int(stats.checksum.split(":")[1])
+    return None
+
+
+def combined_segment_stats(streams: list[StreamManifest]) -> list[TableStats]:
+    """One TableStats per segmented table, from the rows and checksums of its segments."""
+    parts: dict[tuple[str, str, int], list[tuple[int, int, str]]] = {}
+    for s in streams:
+        if "segment" in s.meta:
+            key = (s.meta["schema"], s.meta["table"], int(s.meta["segment_width"]))
+            parts.setdefault(key, []).append((int(s.meta["segment"]), int(s.meta["rows"]), s.meta["checksum"]))
+    return [segmented_table_stats(schema, name, width, segs) for (schema, name, width), segs in parts.items()]
 
 _TABLE_COUNTERS = """
 SELECT s.schemaname, s.relname,
