@@ -49,7 +49,7 @@ def restore(
     tables: list[str] | None = None, observer: RestoreObserver | None = None, server_locale: bool = False,
 ) -> None:
     """See DatabaseEngine.restore. The database is created with the snapshot's encoding,
-    locale, settings, comment, connection limit and owner (postgres_database.py)."""
+    locale, settings, comment, connection limit and owner (database.py)."""
     formats = {s.format for s in streams}
     if not formats <= {LEGACY_FORMAT, SCHEMA_FORMAT, TABLE_FORMAT, DATA_EXTRA_FORMAT}:
         raise InputError(f"a snapshot with {', '.join(sorted(formats))} streams cannot be restored into "

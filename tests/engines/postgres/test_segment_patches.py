@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE, pg_url
-from tests.engines.test_postgres_segments import (
+from tests.engines.postgres.test_segments import (
     exported_equals,
     restored_equals,
     run,
