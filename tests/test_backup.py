@@ -154,3 +154,28 @@ def test_no_carry_over_across_different_table_subsets(pg_available: None, repo_p
         assert whole.reused_from is None and "customers" in {t.name for t in whole.tables}
     finally:
         case.cleanup()
+
+
+def test_operations_import_no_engine_package() -> None:
+    """vaultflow/operations/ works through the engine contract (engines/base.py) only: no
+    module there imports an engine's own package (vaultflow.engines.postgres, ...)."""
+    import ast
+
+    import vaultflow
+
+    engines_dir = Path(vaultflow.__file__).parent / "engines"
+    packages = {p.name for p in engines_dir.iterdir() if (p / "__init__.py").exists()}
+    assert "postgres" in packages
+    found = []
+    for path in sorted((engines_dir.parent / "operations").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                # `from vaultflow.engines import postgres` names the package as an imported name
+                modules = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            found += [f"{path.name}: {m}" for m in modules
+                      if m.startswith("vaultflow.engines.") and m.split(".")[2] in packages]
+    assert found == []

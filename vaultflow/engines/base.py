@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import IO, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 import blake3
 
@@ -17,13 +17,13 @@ from vaultflow.errors import InputError, ToolFailed, VaultflowError
 from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
-if TYPE_CHECKING:
-    from vaultflow.engines.postgres.patches import SegmentPatchPlan
-
 GLOBALS_STREAM = "globals"  # name of the stream holding server-wide objects, when backed up
 
 StreamReader = Callable[[StreamManifest, ByteSink], None]
 """Writes the whole plaintext of one stored stream into the sink it is given."""
+
+
+COPY_CHECKSUM = "copy-b3"  # RowTap's checksums: "copy-b3:<BLAKE3 hex of the rows>"
 
 
 class RowTap:
@@ -41,51 +41,8 @@ class RowTap:
         self.rows += block.count(b"\n")
 
     def stats(self, schema: str, name: str) -> TableStats:
-        return TableStats(schema=schema, name=name, rows=self.rows, checksum="copy-b3:" + self._hash.hexdigest())
-
-
-class RowSplitter:
-    """RowTaps over consecutive runs of rows: the first `counts[0]` rows, then the next
-    `counts[1]`, and so on; rows beyond them go to one more tap. No counts: one tap."""
-
-    def __init__(self, counts: list[int]) -> None:
-        self._counts = counts
-        self.taps = [RowTap()]
-
-    def _left(self) -> int | None:
-        """Rows the current tap still takes; None for the last (unbounded) one."""
-        index = len(self.taps) - 1
-        return self._counts[index] - self.taps[-1].rows if index < len(self._counts) else None
-
-    def __call__(self, block: bytes) -> None:
-        while block:
-            left = self._left()
-            if left is None or block.count(b"\n") < left:
-                self.taps[-1](block)
-                return
-            cut = 0
-            for _ in range(left):
-                cut = block.index(b"\n", cut) + 1
-            self.taps[-1](block[:cut])
-            self.taps.append(RowTap())
-            block = block[cut:]
-
-
-SEGMENTED_CHECKSUM = "copy-seg-b3"
-
-
-def segmented_table_stats(schema: str, name: str, width: int, segments: list[tuple[int, int, str]]) -> TableStats:
-    """Statistics of a table stored as key-range segments of `width` keys each.
-
-    `segments`: (segment number, rows, the segment's RowTap checksum) of every non-empty
-    segment. The checksum is a BLAKE3 over those triples in key order, so it can be built
-    from segments carried over from a parent without reading them.
-    """
-    digest = blake3.blake3()
-    for number, rows, checksum in sorted(segments):
-        digest.update(f"{number}:{rows}:{checksum}\n".encode())
-    return TableStats(schema=schema, name=name, rows=sum(rows for _, rows, _ in segments),
-                      checksum=f"{SEGMENTED_CHECKSUM}:{width}:{digest.hexdigest()}")
+        return TableStats(schema=schema, name=name, rows=self.rows,
+                          checksum=f"{COPY_CHECKSUM}:{self._hash.hexdigest()}")
 
 
 def table_glob_match(pattern: str, schema: str, name: str) -> bool:
@@ -94,11 +51,36 @@ def table_glob_match(pattern: str, schema: str, name: str) -> bool:
     return fnmatch.fnmatchcase(f"{schema}.{name}" if "." in pattern else name, pattern)
 
 
-def segment_width_of(stats: TableStats) -> int | None:
-    """The key width of a segmented checksum, None for a whole-table one."""
-    if stats.checksum and stats.checksum.startswith(SEGMENTED_CHECKSUM + ":"):
-        return int(stats.checksum.split(":")[1])
-    return None
+@dataclass(frozen=True)
+class BuiltPatch:
+    """A patch an engine built on a parent's stream: `patch` is stored before the base's
+    chunks (the stream reads as `patch || base`); `rows` and `checksum` are the statistics
+    of the patched rows, as a RowTap over a whole read of them would give."""
+
+    patch: bytes
+    rows: int
+    checksum: str
+    base_rows: int  # rows of the base
+    splices: int  # edits the patch makes on the base
+
+
+class PatchOffer(Protocol):
+    """An engine's offer to store a changed stream as a patch on the parent's stream of it
+    (PostgreSQL's segment patches, postgres/patches.py)."""
+
+    @property
+    def meta(self) -> dict[str, str]:
+        """Meta that overrides the source's in the patched stream."""
+        ...
+
+    def base_stream(self) -> StreamManifest | None:
+        """The part of the parent's stream the patch applies to, as a stream of its own;
+        None when it cannot be a base."""
+        ...
+
+    def patched(self, base: bytes | bytearray) -> BuiltPatch | None:
+        """The patch on `base` (the base stream's bytes), or None: read the source whole."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -107,10 +89,12 @@ class StreamSource:
 
     `open()` returns a context whose value is the stream; leaving the context after the
     last byte checks that the producer succeeded. `table` is set for a table's rows in
-    COPY text format, whose row count and checksum the backup takes from the bytes.
+    COPY text format, whose row count and checksum the backup takes from the bytes (a
+    RowTap); its meta then names it ("schema", "table"), and a table stored as several
+    streams numbers them ("segment"), each stream keeping its own statistics.
     `tap`, if set, is shown every byte of the stream in order, in blocks, before the
     context is left (the engine takes statistics from it). `patch`, if set, offers to
-    store the stream as a patch on a parent's stream (engines/segment_patch.py); `open()`
+    store the stream as a patch on a parent's stream (PatchOffer); `open()`
     is used when the patch cannot be built.
     """
 
@@ -120,7 +104,7 @@ class StreamSource:
     meta: dict[str, str] = field(default_factory=dict)
     table: tuple[str, str] | None = None
     tap: Callable[[bytes], None] | None = None
-    patch: SegmentPatchPlan | None = None  # store as a patch on the parent's segment when that works
+    patch: PatchOffer | None = None  # store as a patch on the parent's stream when that works
 
 
 @dataclass
@@ -206,7 +190,7 @@ class DatabaseEngine(ABC):
         """Row count and content checksum of every user table, now.
 
         `like`: statistics recorded by a snapshot; where a table's checksum there was taken
-        per key range (SEGMENTED_CHECKSUM), this one is taken the same way, so the two compare.
+        per key range (PostgreSQL segments), this one is taken the same way, so the two compare.
         """
 
     @abstractmethod
@@ -238,6 +222,12 @@ class DatabaseEngine(ABC):
         restore creates gets the snapshot's encoding and locale (character set and
         collation), or with `server_locale` the server's defaults.
         """
+
+    def combined_table_stats(self, streams: list[StreamManifest]) -> list[TableStats]:
+        """Statistics of the tables stored as several streams (key-range segments), combined
+        from the statistics each stream's meta records. Default: none (every table is one
+        stream, whose statistics the backup took from its bytes)."""
+        return []
 
     def check_configuration(self, action: Literal["backup", "restore"]) -> None:
         """Refuse, without connecting, a configuration that cannot `action` at all (so a CLI

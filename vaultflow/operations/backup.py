@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 import blake3
 
 from vaultflow import __version__
-from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, segmented_table_stats
-from vaultflow.engines.postgres.patches import base_part, patched_stats
+from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
@@ -141,7 +140,9 @@ def backup_database(
                 streams, tables = _store_sources(writer, sources, jobs, progress, read_parent)
             if parent is not None and (session.unchanged or session.carried):
                 streams, tables = _carry_over(parent, session.unchanged, session.carried, streams, tables)
-            tables = [t for t in tables if t.qualified not in _segmented(streams)] + _segment_stats(streams)
+            # Tables stored as several streams get statistics combined from those streams'.
+            combined = engine.combined_table_stats(streams)
+            tables = [t for t in tables if t.qualified not in {c.qualified for c in combined}] + combined
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
                                  tables=sorted(session.tables + tables, key=lambda t: t.qualified),
                                  versions=session.versions, fingerprint=fingerprint, table_filter=table_filter,
@@ -166,20 +167,6 @@ def _carry_over(parent: SnapshotManifest, unchanged: list[str], carried: list[st
 
 def _stream_order(stream: StreamManifest) -> tuple[str, int]:
     return _table_of(stream) or "", int(stream.meta.get("segment", "0"))
-
-
-def _segmented(streams: list[StreamManifest]) -> set[str]:
-    return {t for s in streams if "segment" in s.meta and (t := _table_of(s))}
-
-
-def _segment_stats(streams: list[StreamManifest]) -> list[TableStats]:
-    """One TableStats per segmented table, from the rows and checksums of its segments."""
-    parts: dict[tuple[str, str, int], list[tuple[int, int, str]]] = {}
-    for s in streams:
-        if "segment" in s.meta:
-            key = (s.meta["schema"], s.meta["table"], int(s.meta["segment_width"]))
-            parts.setdefault(key, []).append((int(s.meta["segment"]), int(s.meta["rows"]), s.meta["checksum"]))
-    return [segmented_table_stats(schema, name, width, segs) for (schema, name, width), segs in parts.items()]
 
 
 def _table_of(stream: StreamManifest) -> str | None:
@@ -274,11 +261,11 @@ class _BufferSink:
 
 def _store_patch(writer: ChunkWriter, source: StreamSource, read_parent: ParentReader,
                  progress: ProgressCallback | None) -> StreamManifest | None:
-    """Store `source` as a patch on its base (engines/segment_patch.py): only the patch's
+    """Store `source` as a patch on its base (the engine's PatchOffer): only the patch's
     chunks are new, the base's chunks are referred to as they are. The statistics are those
-    of the patched rows. None when the engine's builder declines; then the source is read."""
+    of the patched rows. None when the engine declines; then the source is read."""
     assert source.patch is not None
-    base = base_part(source.patch.base)
+    base = source.patch.base_stream()
     if base is None:
         return None
     collected = _BufferSink(base.size)
@@ -287,19 +274,14 @@ def _store_patch(writer: ChunkWriter, source: StreamSource, read_parent: ParentR
     finally:
         collected.close()
     rows = collected.data
-    built = source.patch.build(rows)
+    built = source.patch.patched(rows)
     if built is None:
-        return None
-    # The statistics a whole read would record: row count and BLAKE3 of the patched rows.
-    count, hexdigest = patched_stats(rows, built.base_rows, built.edits)
-    checksum = "copy-b3:" + hexdigest
-    if count != built.rows:
         return None
     patch = writer.write_stream(source.name, source.format, io.BytesIO(built.patch), progress)
     digest = blake3.blake3(built.patch, max_threads=blake3.blake3.AUTO)
     digest.update(rows)
-    meta = {**source.meta, **source.patch.meta, "rows": str(count),
-            "checksum": checksum, "patch_bytes": str(len(built.patch)),
+    meta = {**source.meta, **source.patch.meta, "rows": str(built.rows),
+            "checksum": built.checksum, "patch_bytes": str(len(built.patch)),
             "patch_chunks": str(len(patch.chunks)), "patch_splices": str(built.splices),
             "base_rows": str(built.base_rows),
             "base_bytes": str(base.size), "base_digest": base.digest}

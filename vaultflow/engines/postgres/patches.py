@@ -28,7 +28,7 @@ from typing import NamedTuple, Protocol
 import blake3
 import numpy as np
 
-from vaultflow.engines.base import StreamReader
+from vaultflow.engines.base import COPY_CHECKSUM, BuiltPatch, StreamReader
 from vaultflow.errors import IntegrityError
 from vaultflow.repository.manifest import StreamManifest
 from vaultflow.repository.repository import ByteSink
@@ -379,14 +379,29 @@ class PatchedSink:
 
 @dataclass(frozen=True)
 class SegmentPatchPlan:
-    """How an engine offers to store a changed segment as a patch on `base` (the parent's
-    stream of that segment): `build` gets the base's rows and returns the patch, or None
-    when the segment must be read whole after all; `meta` overrides the source's meta of
-    the patched stream."""
+    """How the engine offers to store a changed segment as a patch on `base` (the parent's
+    stream of that segment), a PatchOffer (engines/base.py): `build` gets the base's rows
+    and returns the patch, or None when the segment must be read whole after all; `meta`
+    overrides the source's meta of the patched stream."""
 
     base: StreamManifest
     build: Callable[[bytes | bytearray], SegmentPatch | None]
     meta: dict[str, str] = field(default_factory=dict)
+
+    def base_stream(self) -> StreamManifest | None:
+        return base_part(self.base)
+
+    def patched(self, base: bytes | bytearray) -> BuiltPatch | None:
+        """The patch and the statistics of the patched rows (those a whole read would
+        record), counted apart from the builder's count: None where the two differ."""
+        built = self.build(base)
+        if built is None:
+            return None
+        count, hexdigest = patched_stats(base, built.base_rows, built.edits)
+        if count != built.rows:
+            return None
+        return BuiltPatch(patch=built.patch, rows=count, checksum=f"{COPY_CHECKSUM}:{hexdigest}",
+                          base_rows=built.base_rows, splices=built.splices)
 
 
 def is_patched(meta: dict[str, str]) -> bool:

@@ -1,5 +1,5 @@
 """PostgreSQL segment patches: a key-range segment in which few rows changed since its
-base is stored as a patch on the base's chunks (vaultflow/engines/segment_patch.py)."""
+base is stored as a patch on the base's chunks (vaultflow/engines/postgres/patches.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE, pg_url
-from tests.engines.test_postgres_segments import (
+from tests.engines.postgres.test_segments import (
     exported_equals,
     restored_equals,
     run,
@@ -18,8 +18,8 @@ from tests.engines.test_postgres_segments import (
     sql,
 )
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.base import segment_width_of
-from vaultflow.engines.postgres import engine as postgres
+from vaultflow.engines.postgres import dump
+from vaultflow.engines.postgres.stats import segment_width_of
 from vaultflow.repository import Repository, SnapshotManifest
 from vaultflow.repository.manifest import StreamManifest
 from vaultflow.storage import LocalStore
@@ -110,7 +110,7 @@ def test_a_big_table_reads_its_changed_rows_with_a_second_scan(source: str, repo
                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """Above KEY_COLLECT_MAX_ROWS the changed rows come from a scan beside the segment
     scan instead of from collected keys; the patches are the same."""
-    monkeypatch.setattr(postgres, "KEY_COLLECT_MAX_ROWS", 0)
+    monkeypatch.setattr(dump, "KEY_COLLECT_MAX_ROWS", 0)
     repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
     full = run(repo, source, "full")
     sql(source, "UPDATE big SET body = 'second scan' WHERE id % 61 = 5", "DELETE FROM big WHERE id % 401 = 9")

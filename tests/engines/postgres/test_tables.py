@@ -132,7 +132,7 @@ INDEX_ERROR = ('pg_restore: error: could not execute query: ERROR:  could not cr
     ("pg_restore: error: connection to server lost", False),
 ])
 def test_restore_of_chosen_tables_forgives_only_foreign_keys(stderr: str, accepted: bool) -> None:
-    from vaultflow.engines.postgres.engine import _only_foreign_key_errors
+    from vaultflow.engines.postgres.restore import _only_foreign_key_errors
 
     assert _only_foreign_key_errors(stderr) is accepted
 
@@ -207,7 +207,7 @@ def test_restore_sweeps_staging_databases_of_killed_restores(case: PostgresCase,
 
 
 def test_side_databases_name_their_target_within_63_bytes() -> None:
-    from vaultflow.engines.postgres.engine import side_database_name
+    from vaultflow.engines.postgres.restore import side_database_name
 
     assert side_database_name("vf_restore_1_0123abcd", "app") == "vf_restore_1_0123abcd_app"
     cut = side_database_name("vf_old_0123456789ab", "é" * 40)
@@ -242,7 +242,7 @@ def test_an_unchanged_schema_dumps_to_the_same_bytes(case: PostgresCase, repo_pa
     """pg_dump stamps its archives with the time; vaultflow fixes it, so unchanged archives dedupe."""
     import time
 
-    from vaultflow.engines.postgres.engine import _with_fixed_time
+    from vaultflow.engines.postgres.archive_reader import _with_fixed_time
 
     url = case.create_source(tmp_path)
     repo = repo_at(repo_path)

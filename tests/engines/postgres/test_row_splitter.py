@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vaultflow.engines.base import RowSplitter, RowTap
+from vaultflow.engines.base import RowTap
+from vaultflow.engines.postgres.stats import RowSplitter
 
 ROWS = [f"{i}\tvalue {i}\n".encode() for i in range(50)]
 

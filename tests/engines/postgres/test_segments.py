@@ -13,8 +13,10 @@ import pytest
 
 from tests.conftest import PASSPHRASE, pg_url
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.base import DatabaseEngine, RestoreObserver, segment_width_of
+from vaultflow.engines.base import DatabaseEngine, RestoreObserver
 from vaultflow.engines.postgres import engine as postgres
+from vaultflow.engines.postgres import segments as pg_segments
+from vaultflow.engines.postgres.stats import segment_width_of
 from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
@@ -28,8 +30,8 @@ ROWS = 20_000  # keys -2000 .. 17999; about 2.6 MB of heap
 
 @pytest.fixture(autouse=True)
 def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres, "SEGMENT_BYTES", 256 * 1024)
-    monkeypatch.setattr(postgres, "SEGMENT_MIN_BYTES", 512 * 1024)
+    monkeypatch.setattr(pg_segments, "SEGMENT_BYTES", 256 * 1024)
+    monkeypatch.setattr(pg_segments, "SEGMENT_MIN_BYTES", 512 * 1024)
 
 
 @pytest.fixture
