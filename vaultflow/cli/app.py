@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vaultflow.cli.output import error
 from vaultflow.errors import InputError, VaultflowError
@@ -139,3 +139,13 @@ def prepare_flow_run(repo: str | None, verbose: bool) -> str:
         ask_passphrase()
     quiet_prefect(verbose)
     return ref
+
+
+def request_option(model: type[BaseModel], field: str, *param_decls: str) -> Any:
+    """A typer option for one field of a request model, with the field's default and its
+    description as help (declared once, in vaultflow/requests.py). A list field's option
+    repeats and defaults to None (read it as `value or []`). Bounds are checked when the
+    CLI builds the request, so a bad value is one `invalid <field>` line, exit 2."""
+    info = model.model_fields[field]
+    default = None if info.default_factory is not None else info.default
+    return typer.Option(default, *param_decls, help=info.description, show_default=default is not None)

@@ -13,9 +13,11 @@ from vaultflow.cli.app import (
     check_database_url,
     handles_errors,
     prepare_flow_run,
+    request_option,
 )
 from vaultflow.cli.output import human_bytes, print_json, progress_bar, stderr, stdout
 from vaultflow.errors import InputError
+from vaultflow.requests import BackupRequest
 
 
 @handles_errors
@@ -28,21 +30,23 @@ def backup(
     include: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of database names.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of names to skip.")] = None,
     max_per_server: Annotated[int, typer.Option(help="With --all-databases: dumps at once on the server.")] = 2,
-    no_table_checksums: Annotated[bool, typer.Option(help="Skip per-table content checksums.")] = False,
-    timeout_minutes: Annotated[int, typer.Option(help="Kill the dump after this long.")] = 360,
-    jobs: Annotated[int, typer.Option(help="Tables dumped at once (PostgreSQL).")] = 1,
-    include_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to back up.")] = None,
-    exclude_table: Annotated[list[str] | None, typer.Option(help="Glob of tables whose rows to skip.")] = None,
-    repair: Annotated[bool, typer.Option(help="Rewrite every chunk, healing ones verify found damaged.")] = False,
-    globals_: Annotated[bool, typer.Option("--globals", help="Also store the server roles/users, grants.")] = False,
-    globals_passwords: Annotated[bool, typer.Option(help="Keep password hashes in --globals.")] = False,
+    table_checksums: bool = request_option(BackupRequest, "table_checksums"),
+    timeout_minutes: int = request_option(BackupRequest, "timeout_minutes"),
+    jobs: int = request_option(BackupRequest, "jobs"),
+    include_table: list[str] | None = request_option(BackupRequest, "include_tables", "--include-table"),
+    exclude_table: list[str] | None = request_option(BackupRequest, "exclude_tables", "--exclude-table"),
+    repair: bool = request_option(BackupRequest, "repair"),
+    globals_: bool = request_option(BackupRequest, "include_globals", "--globals/--no-globals"),
+    globals_passwords: bool = request_option(BackupRequest, "globals_passwords"),
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Back up one database (runs the `backup` flow), or all of a server's (`backup-fleet`)."""
+    options = BackupRequest(table_checksums=table_checksums, timeout_minutes=timeout_minutes, jobs=jobs,
+                            include_tables=include_table or [], exclude_tables=exclude_table or [], repair=repair,
+                            include_globals=globals_, globals_passwords=globals_passwords)
     if all_databases:
-        _fleet_backup(source, repo, kind, include or [], exclude or [], max_per_server, timeout_minutes, globals_,
-                      json_out, verbose)
+        _fleet_backup(source, repo, kind, include or [], exclude or [], max_per_server, options, json_out, verbose)
         return
     if include or exclude:
         raise InputError("--include/--exclude choose databases and need --all-databases",
@@ -53,11 +57,7 @@ def backup(
 
     with progress_bar(not json_out):
         # The flow validates `kind` itself (one list of kinds, shown in the UI form too).
-        result = backup_flow(source=source, repository=ref, kind=cast(Any, kind),
-                             table_checksums=not no_table_checksums,
-                             timeout_minutes=timeout_minutes, jobs=jobs, include_tables=include_table or [],
-                             exclude_tables=exclude_table or [], repair=repair, include_globals=globals_,
-                             globals_passwords=globals_passwords)
+        result = backup_flow(source=source, repository=ref, kind=cast(Any, kind), options=options)
     if json_out:
         print_json(result)
         return
@@ -75,8 +75,7 @@ def backup(
 
 
 def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], exclude: list[str],
-                  max_per_server: int, timeout_minutes: int, include_globals: bool, json_out: bool,
-                  verbose: bool) -> None:
+                  max_per_server: int, options: BackupRequest, json_out: bool, verbose: bool) -> None:
     from vaultflow.engines import is_database_url, server_from_url
 
     if is_database_url(server):
@@ -85,8 +84,7 @@ def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], 
     from flows.fleet import backup_fleet
 
     state = backup_fleet(servers=[server], repository=ref, kind=cast(Any, kind), include=include, exclude=exclude,
-                         max_per_server=max_per_server, timeout_minutes=timeout_minutes,
-                         include_globals=include_globals, return_state=True)
+                         max_per_server=max_per_server, options=options, return_state=True)
     rows = state.result(raise_on_failure=False)
     if isinstance(rows, BaseException):
         raise rows

@@ -12,9 +12,11 @@ from vaultflow.cli.app import (
     VerboseOpt,
     handles_errors,
     prepare_flow_run,
+    request_option,
 )
 from vaultflow.cli.output import print_json, progress_bar, stdout
 from vaultflow.errors import InputError
+from vaultflow.requests import DrillRequest
 
 
 @handles_errors
@@ -27,18 +29,18 @@ def drill(
     suites: Annotated[str | None, typer.Option(help="Directory of expectation suites (JSON/YAML).")] = None,
     repo: RepoOpt = None,
     max_concurrent: Annotated[int, typer.Option(help="Drills at once when drilling every database.")] = 2,
-    timeout_minutes: Annotated[int, typer.Option(help="Kill each restore after this long.")] = 360,
-    jobs: Annotated[int, typer.Option(help="Tables loaded and checked at once (PostgreSQL).")] = 1,
-    scan_constraints: Annotated[bool, typer.Option(
-        help="Also scan for default expectations the restored schema enforces (NOT NULL, unique).")] = False,
-    server_locale: Annotated[bool, typer.Option(
-        help="Create scratch databases with the server's default encoding and locale, not the snapshot's.")] = False,
+    timeout_minutes: int = request_option(DrillRequest, "timeout_minutes"),
+    jobs: int = request_option(DrillRequest, "jobs"),
+    scan_constraints: bool = request_option(DrillRequest, "scan_constraints"),
+    server_locale: bool = request_option(DrillRequest, "server_locale"),
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Prove snapshots restore: restore into a scratch database, check rows, checksums, schema
     objects and expectation suites, drop it. Without --database/--snapshot: the newest snapshot
     of every database (runs `validate-restore` / `drill-latest`). Exit 1 naming failed checks."""
+    options = DrillRequest(timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints,
+                           server_locale=server_locale)
     if database and snapshot:
         raise InputError("--database and --snapshot are exclusive", "give one of them, or neither to drill all")
     if scratch and "://" in scratch:
@@ -55,12 +57,10 @@ def drill(
     with progress_bar(not json_out):
         if database or snapshot:
             rows = [validate_restore(snapshot=snapshot, database=database, repository=ref, scratch=scratch,
-                                     suites=suites, timeout_minutes=timeout_minutes, jobs=jobs,
-                                     scan_constraints=scan_constraints, server_locale=server_locale)]
+                                     suites=suites, options=options)]
         else:
             rows = drill_latest(repository=ref, scratch=scratch, suites=suites, max_concurrent=max_concurrent,
-                                timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints,
-                                server_locale=server_locale)
+                                options=options)
     if json_out:
         print_json(rows)
         return
