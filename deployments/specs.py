@@ -203,10 +203,11 @@ def _check_parameters(project: Project, index: int, spec: DeploymentSpec) -> Non
         error = errors[0]
         field = str(error.path[0]) if error.path else ""
         loc: list[str | int] = ["deployments", index, "parameters"]
+        path = [p for p in error.path if isinstance(p, str | int)]  # into nested ones, such as options.jobs
         if schedule is not None and field in spec.schedules[schedule].parameters:
-            loc = ["deployments", index, "schedules", schedule, "parameters", field]
+            loc = ["deployments", index, "schedules", schedule, "parameters", *path]
         elif field in spec.parameters:
-            loc.append(field)
+            loc.extend(path)
         context = "" if schedule is None else f" (schedule {spec.schedules[schedule].slug or schedule + 1})"
         what = f"parameter {'.'.join(map(str, error.path))!r}: {error.message}" if field else error.message
         raise InputError(f"{project.path}:{line_of(project.raw, loc)}: deployment {spec.name!r}{context}: {what}",

@@ -8,7 +8,6 @@ from prefect import flow
 from pydantic import Field
 
 from tasks.backup import (
-    DumpOptions,
     dump_to_repository,
     open_backup_run,
     record_backup_failure,
@@ -22,6 +21,7 @@ from tasks.reporting import (
     publish_stats,
     snapshot_row,
 )
+from vaultflow.requests import BackupRequest
 
 
 def _run_name() -> str:
@@ -44,20 +44,7 @@ def backup(
     kind: Annotated[Literal["full", "incremental", "differential"], Field(
         description="full starts a new chain; incremental stores what changed since the newest snapshot; "
                     "differential what changed since the chain's full")] = "full",
-    table_checksums: Annotated[bool, Field(description="Record a content checksum per table "
-                                                       "(costs one extra read of each table)")] = True,
-    timeout_minutes: Annotated[int, Field(ge=1, description="Kill the dump after this long")] = 360,
-    jobs: Annotated[int, Field(ge=1, le=64, description="Tables dumped at once (PostgreSQL)")] = 1,
-    include_tables: Annotated[list[str], Field(description="Globs (schema.table or table) whose rows are "
-                                                           "backed up; all if empty")] = [],  # noqa: B006
-    exclude_tables: Annotated[list[str], Field(description="Globs of tables whose rows are skipped; the "
-                                                           "schema is always complete")] = [],  # noqa: B006
-    repair: Annotated[bool, Field(description="Dump everything and rewrite every chunk, replacing ones "
-                                              "verify found missing or damaged in the chain")] = False,
-    include_globals: Annotated[bool, Field(description="Also store the server's roles/users and grants "
-                                                       "(pg_dumpall --globals-only; MySQL SHOW GRANTS)")] = False,
-    globals_passwords: Annotated[bool, Field(description="Keep password hashes in those (off: roles are "
-                                                         "restored without passwords)")] = False,
+    options: Annotated[BackupRequest, Field(description="How to back up")] = BackupRequest(),  # noqa: B008
 ) -> dict[str, object]:
     """Take a consistent backup of one database; the snapshot exists only if it completed."""
     try:
@@ -66,9 +53,7 @@ def backup(
         publish_source_failure(source, error_line(exc))
         raise
     try:
-        manifest = dump_to_repository(run, DumpOptions(table_checksums, timeout_minutes * 60.0, jobs,
-                                                       include_tables, exclude_tables, repair, include_globals,
-                                                       globals_passwords))
+        manifest = dump_to_repository(run, options)
     except BaseException as exc:
         line = error_line(exc)
         record_backup_failure(run, line)

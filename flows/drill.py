@@ -15,16 +15,14 @@ from tasks.drill import check_suites, drill_error_report, drill_snapshot, plan_d
 from tasks.reporting import drill_row, publish_drill_report
 from vaultflow.drill import DrillFailed, DrillReport
 from vaultflow.errors import InputError, VaultflowError
+from vaultflow.requests import DrillRequest
 
 ScratchParam = Annotated[str | None, Field(
     description="Scratch server: engine block name or server URL (postgresql://user@host:port, "
                 "sqlite:///directory/); SQLite drills default to $VAULTFLOW_HOME/drills")]
 SuitesParam = Annotated[str | None, Field(
     description="Directory of expectation suites (JSON/YAML); default: the scratch block's drill_suites")]
-ScanParam = Annotated[bool, Field(
-    description="Also scan for default expectations the restored schema enforces (NOT NULL, unique indexes)")]
-ServerLocaleParam = Annotated[bool, Field(
-    description="Create the scratch database with the server's default encoding and locale, not the snapshot's")]
+OptionsParam = Annotated[DrillRequest, Field(description="How to drill each snapshot")]
 RepositoryParam = Annotated[str | None, Field(description="BackupRepository block name or a local path; "
                                                           "VAULTFLOW_REPO if empty")]
 
@@ -42,12 +40,10 @@ def _error_line(exc: BaseException) -> str:
 
 
 def drill_and_report(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                     timeout_seconds: float, jobs: int, scan_constraints: bool,
-                     server_locale: bool = False) -> DrillReport:
+                     options: DrillRequest) -> DrillReport:
     """Run one drill and record and publish it, also when it could not run at all."""
     try:
-        report = drill_snapshot(repository, snapshot_id, scratch, suites, timeout_seconds, jobs, scan_constraints,
-                                server_locale)
+        report = drill_snapshot(repository, snapshot_id, scratch, suites, options)
     except VaultflowError as exc:
         report = drill_error_report(repository, snapshot_id, scratch, exc.line())
         record_drill(repository, report)
@@ -65,10 +61,7 @@ def validate_restore(
     repository: RepositoryParam = None,
     scratch: ScratchParam = None,
     suites: SuitesParam = None,
-    timeout_minutes: Annotated[int, Field(ge=1, description="Kill the restore after this long")] = 360,
-    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded and checked at once (PostgreSQL)")] = 1,
-    scan_constraints: ScanParam = False,
-    server_locale: ServerLocaleParam = False,
+    options: OptionsParam = DrillRequest(),  # noqa: B008
 ) -> dict[str, object]:
     """Restore a snapshot into a scratch database, check rows, checksums, schema objects and
     expectation suites, drop the scratch database; the run fails naming the failed checks."""
@@ -76,8 +69,7 @@ def validate_restore(
         raise InputError("give either a snapshot or a database to drill",
                          "set snapshot (an id) or database (its newest snapshot); drill-latest drills all")
     (snapshot_id,) = plan_drills(repository, snapshot, [database] if database else [])
-    report = drill_and_report(repository, snapshot_id, scratch, suites, timeout_minutes * 60.0, jobs,
-                              scan_constraints, server_locale)
+    report = drill_and_report(repository, snapshot_id, scratch, suites, options)
     if not report.passed:
         raise DrillFailed.from_report(report)
     return drill_row(report) | {"snapshot_id": report.snapshot_id}
@@ -90,10 +82,7 @@ def drill_latest(
     suites: SuitesParam = None,
     databases: Annotated[list[str], Field(description="Only these databases; all if empty")] = [],  # noqa: B006
     max_concurrent: Annotated[int, Field(ge=1, le=16, description="Drills running at once")] = 2,
-    timeout_minutes: Annotated[int, Field(ge=1, description="Kill each restore after this long")] = 360,
-    jobs: Annotated[int, Field(ge=1, le=64, description="Tables loaded and checked at once per drill")] = 1,
-    scan_constraints: ScanParam = False,
-    server_locale: ServerLocaleParam = False,
+    options: OptionsParam = DrillRequest(),  # noqa: B008
 ) -> list[dict[str, object]]:
     """Drill the newest snapshot of every database, `max_concurrent` at a time (each one a
     `validate-restore` subflow run); fails if any drill failed, naming them."""
@@ -103,8 +92,7 @@ def drill_latest(
     def one(snapshot_id: str) -> dict[str, object]:
         try:
             return validate_restore(snapshot=snapshot_id, repository=repository, scratch=scratch, suites=suites,
-                                    timeout_minutes=timeout_minutes, jobs=jobs, scan_constraints=scan_constraints,
-                                    server_locale=server_locale)
+                                    options=options)
         except Exception as exc:  # noqa: BLE001 - one failed drill must not stop the others
             return {"snapshot": snapshot_id[:8], "passed": False, "summary": _error_line(exc)}
 

@@ -14,11 +14,11 @@ from pydantic import Field
 
 from blocks.resolve import database_ref, resolve_server
 from flows.discovery import servers_or_saved
-from tasks.backup import DumpOptions
 from tasks.discovery import discover_databases
 from tasks.fleet import backup_one, ensure_server_limit, server_limit_name
 from vaultflow.catalog import catalog_url_for_parameters
 from vaultflow.errors import VaultflowError
+from vaultflow.requests import BackupRequest
 
 
 @flow(name="backup-fleet", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=32))  # type: ignore[arg-type]
@@ -33,9 +33,7 @@ def backup_fleet(
     include_system: Annotated[bool, Field(description="Back up postgres/mysql/sys... too")] = False,
     max_per_server: Annotated[int, Field(ge=1, le=64, description="Dumps at once on one server (sets the "
                                                                   "server's global concurrency limit)")] = 2,
-    timeout_minutes: Annotated[int, Field(ge=1, description="Kill one dump after this long")] = 360,
-    include_globals: Annotated[bool, Field(description="Store each server's roles/users with its "
-                                                       "databases' snapshots")] = False,
+    options: Annotated[BackupRequest, Field(description="How to back up each database")] = BackupRequest(),  # noqa: B008
     catalog_url: Annotated[str | None, Field(description="Catalog URL for discovery")] = None,
 ) -> list[dict[str, object]]:
     """Discover, then back up each database; a server never runs more than `max_per_server`
@@ -44,7 +42,6 @@ def backup_fleet(
     logger = get_run_logger()
     catalog_url = catalog_url_for_parameters(catalog_url)
     names = servers_or_saved(servers)
-    options = DumpOptions(timeout_seconds=timeout_minutes * 60.0, include_globals=include_globals)
     futures: dict[str, PrefectFuture[dict[str, object]]] = {}
     failed: list[str] = []
     # A server's databases wait here, not in the limit: a task denied a slot polls for it

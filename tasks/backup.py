@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -17,6 +17,7 @@ from vaultflow.operations.backup import BackupPlan, backup_database, plan_backup
 from vaultflow.progress import ProgressMeter, add_listener, remove_listener
 from vaultflow.repository import SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
+from vaultflow.requests import BackupRequest
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,6 @@ class BackupRun:
 
     def catalog(self) -> Catalog:
         return Catalog(self.repository.catalog_url)
-
-
-@dataclass(frozen=True)
-class DumpOptions:
-    table_checksums: bool = True
-    timeout_seconds: float = 6 * 3600
-    jobs: int = 1
-    include_tables: list[str] = field(default_factory=list)
-    exclude_tables: list[str] = field(default_factory=list)
-    repair: bool = False
-    include_globals: bool = False
-    globals_passwords: bool = False
 
 
 def _flow_run_id() -> str | None:
@@ -80,7 +69,7 @@ def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> 
 
 @task(name="dump-to-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
-def dump_to_repository(run: BackupRun, options: DumpOptions) -> SnapshotManifest:
+def dump_to_repository(run: BackupRun, options: BackupRequest) -> SnapshotManifest:
     """Stream the dump into the repository. A retry reuses the chunks already stored."""
     repo = run.repository.open()
     meter = ProgressMeter("backup", run.engine.describe())

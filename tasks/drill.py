@@ -21,6 +21,7 @@ from vaultflow.drill import (
 )
 from vaultflow.errors import InputError
 from vaultflow.progress import ProgressMeter
+from vaultflow.requests import DrillRequest
 
 
 @task(name="plan-drills", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
@@ -51,8 +52,7 @@ def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str |
 
 @task(name="restore-drill", task_run_name="drill-{snapshot_id}", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                   timeout_seconds: float, jobs: int, scan_constraints: bool = False,
-                   server_locale: bool = False) -> DrillReport:
+                   options: DrillRequest) -> DrillReport:
     """Restore into a scratch database, check, drop; user suites are checked first."""
     repo = resolve_repository(repository).open()
     manifest = repo.load_manifest(snapshot_id)
@@ -63,8 +63,9 @@ def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None
     logger.info("drill of snapshot %s (%s) on %s with %d user suite(s)", manifest.short_id, manifest.database,
                 server.engine.server_label(), len(user_suites))
     meter = ProgressMeter("drill", manifest.database)
-    report = run_drill(repo, snapshot_id, server.engine, suites=user_suites, timeout=timeout_seconds,
-                       jobs=jobs, progress=meter, scan_constraints=scan_constraints, server_locale=server_locale)
+    report = run_drill(repo, snapshot_id, server.engine, suites=user_suites, timeout=options.timeout_seconds,
+                       jobs=options.jobs, progress=meter, scan_constraints=options.scan_constraints,
+                       server_locale=options.server_locale)
     meter.finish()
     (logger.info if report.passed else logger.error)(report.summary())
     return report

@@ -9,12 +9,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
-from tasks.backup import DumpOptions, dump_to_repository, open_backup_run, record_backup_failure, record_backup_success
+from tasks.backup import dump_to_repository, open_backup_run, record_backup_failure, record_backup_success
 from tasks.reporting import publish_backup_failure, snapshot_row
 from tasks.retry_policy import RETRIED
 from vaultflow.engines import DatabaseEngine
 from vaultflow.errors import VaultflowError
 from vaultflow.repository.manifest import SnapshotKind
+from vaultflow.requests import BackupRequest
 
 
 def server_limit_name(engine: DatabaseEngine) -> str:
@@ -32,7 +33,7 @@ def ensure_server_limit(name: str, limit: int) -> None:
 @task(name="backup-database", task_run_name="backup-{source}", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
 def backup_one(source: str, repository: str | None, kind: SnapshotKind, limit_name: str,
-               options: DumpOptions) -> dict[str, object]:
+               options: BackupRequest) -> dict[str, object]:
     """Back up one database while holding one slot of its server's limit."""
     with concurrency(limit_name, occupy=1, strict=True):
         run = open_backup_run.fn(source, repository, kind)

@@ -61,11 +61,14 @@ def test_deploy_all_then_a_worker_runs_a_backup(prefect_server: PrefectServer, b
     # A parameter the form would refuse is refused by the server when the run is created.
     bad = _run(prefect_server, sqlite_app["id"], {"kind": "weekly"})
     assert bad.status_code in (409, 422) and "kind" in bad.text and "weekly" in bad.text, bad.text
+    bad_option = _run(prefect_server, sqlite_app["id"], {"options": {"jobs": 0}})
+    assert bad_option.status_code in (409, 422) and "jobs" in bad_option.text, bad_option.text
 
     # One good run (an SQLite sample into a local repository) and one naming a missing block.
     db = create(tmp_path / "app.db", rows=500)
     good = _run(prefect_server, sqlite_app["id"],
-                {"source": f"sqlite:///{db}", "repository": str(repo_path), "kind": "full"}).json()
+                {"source": f"sqlite:///{db}", "repository": str(repo_path), "kind": "full",
+                 "options": {"jobs": 2, "table_checksums": False}}).json()
     missing = _run(prefect_server, sqlite_app["id"], {"repository": str(repo_path)}).json()
     background(*PREFECT, "worker", "start", "--pool", "vaultflow", "--limit", "2", log=tmp_path / "worker.log",
                PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5")

@@ -36,9 +36,10 @@ def test_the_shipped_files_are_valid() -> None:
 @pytest.mark.parametrize(("old", "new", "message", "at"), [
     ('cron: "15 * * * *"', 'cron: "61 * * * *"', "Invalid cron string", 'cron: "61 * * * *"'),
     ("slug: daily-prune", "slug: daily-prune\n      timezone: Mars/Olympus", None, None),
-    ("      kind: incremental\n      jobs: 2", "      kind: weekly\n      jobs: 2", "'weekly' is not one of",
+    ("      kind: incremental\n      options:", "      kind: weekly\n      options:", "'weekly' is not one of",
      "kind: weekly"),
-    ("      jobs: 2", "      jobs: 0", "less than the minimum of 1", "jobs: 0"),
+    ("        jobs: 2", "        jobs: 0", "less than the minimum of 1", "jobs: 0"),
+    ("        jobs: 2", "        jobz: 2", "'jobz' was unexpected", "options:  "),
     ("rules: {preset: default}", "rules: {preset: bogus}", "'rules.preset'", "preset: bogus"),
     ("    tags: [vaultflow, restore]", "    tagz: [vaultflow, restore]", "tagz", "tagz:"),
     ("entrypoint: flows/restore.py:restore", "entrypoint: flows/nowhere.py:restore", "cannot be imported",

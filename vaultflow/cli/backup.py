@@ -1,0 +1,96 @@
+"""`backup`: one database (the `backup` flow) or every database of a server (`backup-fleet`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+import typer
+
+from vaultflow.cli.app import (
+    JsonOpt,
+    RepoOpt,
+    VerboseOpt,
+    check_database_url,
+    handles_errors,
+    prepare_flow_run,
+    request_option,
+)
+from vaultflow.cli.output import human_bytes, print_json, progress_bar, stderr, stdout
+from vaultflow.errors import InputError
+from vaultflow.requests import BackupRequest
+
+
+@handles_errors
+def backup(
+    source: Annotated[str, typer.Argument(help="Engine block name or database URL (with --all-databases: "
+                                               "a server URL such as mysql://user@host:port).")],
+    repo: RepoOpt = None,
+    kind: Annotated[str, typer.Option(help="Backup kind.")] = "full",
+    all_databases: Annotated[bool, typer.Option(help="Back up every database of the server (backup-fleet).")] = False,
+    include: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of database names.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="With --all-databases: glob of names to skip.")] = None,
+    max_per_server: Annotated[int, typer.Option(help="With --all-databases: dumps at once on the server.")] = 2,
+    table_checksums: bool = request_option(BackupRequest, "table_checksums"),
+    timeout_minutes: int = request_option(BackupRequest, "timeout_minutes"),
+    jobs: int = request_option(BackupRequest, "jobs"),
+    include_table: list[str] | None = request_option(BackupRequest, "include_tables", "--include-table"),
+    exclude_table: list[str] | None = request_option(BackupRequest, "exclude_tables", "--exclude-table"),
+    repair: bool = request_option(BackupRequest, "repair"),
+    globals_: bool = request_option(BackupRequest, "include_globals", "--globals/--no-globals"),
+    globals_passwords: bool = request_option(BackupRequest, "globals_passwords"),
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Back up one database (runs the `backup` flow), or all of a server's (`backup-fleet`)."""
+    options = BackupRequest(table_checksums=table_checksums, timeout_minutes=timeout_minutes, jobs=jobs,
+                            include_tables=include_table or [], exclude_tables=exclude_table or [], repair=repair,
+                            include_globals=globals_, globals_passwords=globals_passwords)
+    if all_databases:
+        _fleet_backup(source, repo, kind, include or [], exclude or [], max_per_server, options, json_out, verbose)
+        return
+    if include or exclude:
+        raise InputError("--include/--exclude choose databases and need --all-databases",
+                         "add --all-databases, or use --include-table/--exclude-table for tables")
+    check_database_url(source, "backup")
+    ref = prepare_flow_run(repo, verbose)
+    from flows.backup import backup as backup_flow
+
+    with progress_bar(not json_out):
+        # The flow validates `kind` itself (one list of kinds, shown in the UI form too).
+        result = backup_flow(source=source, repository=ref, kind=cast(Any, kind), options=options)
+    if json_out:
+        print_json(result)
+        return
+    if result.get("note"):
+        stderr.print(f"note: {result['note']}", highlight=False)
+    if result.get("reused_from"):
+        stdout.print(f"snapshot {result['snapshot']} saved: nothing changed in {result['database']} since "
+                     f"{str(result['reused_from'])[:8]}, so nothing was dumped or stored", highlight=False)
+    else:
+        stdout.print(
+            f"{result['kind']} snapshot {result['snapshot']} saved: {result['engine']} database "
+            f"{result['database']} on {result['server']}, {human_bytes(int(str(result['logical_bytes'])))} "
+            f"read, {human_bytes(int(str(result['stored_bytes'])))} stored, {result['duration_s']} s",
+            highlight=False)
+
+
+def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], exclude: list[str],
+                  max_per_server: int, options: BackupRequest, json_out: bool, verbose: bool) -> None:
+    from vaultflow.engines import is_database_url, server_from_url
+
+    if is_database_url(server):
+        server_from_url(server)
+    ref = prepare_flow_run(repo, verbose)
+    from flows.fleet import backup_fleet
+
+    state = backup_fleet(servers=[server], repository=ref, kind=cast(Any, kind), include=include, exclude=exclude,
+                         max_per_server=max_per_server, options=options, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):
+        raise rows
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        stdout.print(f"{row['kind']} snapshot {row['snapshot']} saved: {row['database']} on {row['server']}",
+                     highlight=False)

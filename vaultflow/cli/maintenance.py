@@ -1,0 +1,123 @@
+"""Repository maintenance flows: `prune`, `verify`, `copy`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+import typer
+
+from vaultflow.cli.app import (
+    JsonOpt,
+    RepoOpt,
+    VerboseOpt,
+    handles_errors,
+    is_location,
+    prepare_flow_run,
+)
+from vaultflow.cli.output import human_bytes, print_json, print_table, stdout
+from vaultflow.errors import InputError
+from vaultflow.repository import Repository
+from vaultflow.storage import open_store
+
+
+@handles_errors
+def prune(
+    repo: RepoOpt = None,
+    policy: Annotated[str, typer.Option(help="Preset: default, aggressive, conservative, compliance.")] = "default",
+    keep_last: Annotated[int | None, typer.Option(help="Keep the N newest per database.")] = None,
+    keep_within: Annotated[str | None, typer.Option(help="Keep everything younger than this (30d, 36h).")] = None,
+    keep_hourly: Annotated[int | None, typer.Option()] = None,
+    keep_daily: Annotated[int | None, typer.Option()] = None,
+    keep_weekly: Annotated[int | None, typer.Option()] = None,
+    keep_monthly: Annotated[int | None, typer.Option()] = None,
+    keep_yearly: Annotated[int | None, typer.Option()] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only show what would go and the bytes it frees.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Apply a retention policy, then delete chunks no snapshot needs (runs the `retention` flow).
+
+    Explicit --keep-* rules replace the preset. The newest snapshot of every database is kept.
+    """
+    from vaultflow.operations.retention import PRESETS
+
+    if policy not in PRESETS:
+        raise InputError(f"unknown retention preset {policy!r}", f"choose one of {', '.join(sorted(PRESETS))}")
+    ref = prepare_flow_run(repo, verbose)
+    from flows.maintenance import RetentionRules, retention
+
+    rules = RetentionRules(preset=cast(Any, policy), keep_last=keep_last, keep_within=keep_within,
+                           keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly,
+                           keep_monthly=keep_monthly, keep_yearly=keep_yearly)
+    rules.policy()  # a malformed policy fails here, before any run starts
+    result = retention(repository=ref, rules=rules, dry_run=dry_run)
+    if json_out:
+        print_json(result)
+        return
+    forgotten = cast(list[str], result["forgotten"])
+    verb = "would forget" if dry_run else "forgot"
+    stdout.print(f"{verb} {len(forgotten)} snapshot(s) ({', '.join(i[:8] for i in forgotten) or 'none'}), "
+                 f"kept {len(cast(list[str], result['kept']))}; "
+                 f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
+                 f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+
+
+@handles_errors
+def verify(
+    snapshot: Annotated[list[str] | None, typer.Argument(help="Snapshot ids; all if none.")] = None,
+    repo: RepoOpt = None,
+    deep: Annotated[bool, typer.Option(help="Download, decrypt and re-hash every chunk.")] = False,
+    policy: Annotated[str | None, typer.Option(help="Also report not_expired against this preset.")] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check snapshots (runs the `verify` flow); exit 1 naming every damaged chunk."""
+    ref = prepare_flow_run(repo, verbose)
+    from flows.maintenance import RetentionRules
+    from flows.maintenance import verify as verify_flow
+    from vaultflow.operations.retention import preset
+
+    rules = None
+    if policy is not None:
+        preset(policy)  # an unknown preset fails here, before any run starts
+        rules = RetentionRules(preset=cast(Any, policy))
+    rows = verify_flow(repository=ref, snapshots=snapshot or None, deep=deep, rules=rules)
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(None, ["snapshot", "database", "exists", "size", "checksum", "not expired", "valid"], [
+            (str(r["snapshot"])[:8], r["database"], r["exists"], r["size_match"],
+             "-" if r["checksum_match"] is None else r["checksum_match"], r["not_expired"], r["valid"])
+            for r in rows])
+
+
+@handles_errors
+def copy(
+    snapshot: Annotated[list[str] | None, typer.Argument(help="Snapshot ids; all if none.")] = None,
+    repo: RepoOpt = None,
+    to: Annotated[str, typer.Option("--to", help="Destination repository: BackupRepository block or location.")] = "",
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Copy snapshots to a second repository, sending only chunks it lacks (runs the `copy` flow).
+
+    A destination given as a location uses VAULTFLOW_PASSPHRASE too; for another passphrase
+    name a BackupRepository block.
+    """
+    if not to:
+        raise InputError("no destination repository", "pass --to BLOCK or --to LOCATION (initialised with "
+                         "vaultflow init)")
+    ref = prepare_flow_run(repo, verbose)
+    if is_location(to):
+        Repository.read_config(open_store(to))
+    from flows.maintenance import copy as copy_flow
+
+    result = copy_flow(destination=to, repository=ref, snapshots=snapshot or None)
+    if json_out:
+        print_json(result)
+        return
+    copied = cast(list[str], result["copied"])
+    stdout.print(f"copied {len(copied)} snapshot(s) ({', '.join(i[:8] for i in copied) or 'none'}) to {to}, "
+                 f"{len(cast(list[str], result['already_there']))} already there; {result['chunks_written']} "
+                 f"chunk(s) written ({human_bytes(int(str(result['bytes_written'])))}), {result['chunks_reused']} "
+                 "already present", highlight=False)
