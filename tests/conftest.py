@@ -142,6 +142,8 @@ def cli(prefect_api: str, isolated_home: Path) -> Callable[..., subprocess.Compl
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
+        if CLI_IN_PROCESS:
+            return _run_cli_in_process(list(args), {"PREFECT_API_URL": prefect_api, **(env or {})}, input)
         full_env = dict(os.environ)
         full_env["PREFECT_API_URL"] = prefect_api
         full_env.update(env or {})
@@ -151,6 +153,38 @@ def cli(prefect_api: str, isolated_home: Path) -> Callable[..., subprocess.Compl
         )
 
     return run
+
+
+# The `cli` fixture runs the command in this process (typer's runner): a new interpreter
+# per call costs ~2-3 s of imports, most of the suite's time. VAULTFLOW_TEST_CLI=subprocess
+# runs each call as its own process instead, exactly as a user would.
+CLI_IN_PROCESS = os.environ.get("VAULTFLOW_TEST_CLI", "in-process") != "subprocess"
+
+
+def _run_cli_in_process(args: list[str], env: dict[str, str], input: str | None
+                        ) -> subprocess.CompletedProcess[str]:
+    """One CLI call with the environment it would get as a process, restored afterwards (the
+    CLI sets variables for the flows it runs); an uncaught exception prints its traceback to
+    stderr and exits 1, as the interpreter would."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from vaultflow.cli.main import app
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        result = CliRunner().invoke(app, args, input=input, catch_exceptions=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    stderr = result.stderr
+    code = result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+        code = 1
+    return subprocess.CompletedProcess(["vaultflow", *args], code, result.stdout, stderr)
 
 
 @pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
