@@ -28,6 +28,7 @@ test: $(STAMP) $(AZURITE)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench
 	$(VENV)/bin/mypy vaultflow blocks tasks flows deployments
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/backup_vs_pg_dump.py
