@@ -55,6 +55,11 @@ class EngineSubject(ABC):
 
     engine_name: str  # the registry's name (EngineSpec.name)
     service_fixture: str | None = None  # the conftest fixture that checks the server is up
+    tables: frozenset[str] = frozenset({NASTY_TABLE, "plain"})  # the source's tables, by name
+
+    def expected_content(self) -> object:
+        """What content() of the source must read (the fixture as the engine stores it)."""
+        return NASTY_ROWS, PLAIN_ROWS
 
     @abstractmethod
     def create_source(self, tmp_path: Path) -> DatabaseEngine:
@@ -135,6 +140,17 @@ class PostgresSubject(_ServerSubject):
 
     def new_target(self, tmp_path: Path) -> DatabaseEngine:
         return engine_from_url(pg_url(self._new_name()))
+
+    def unchanged_fingerprints_agree(self, before: str, after: str) -> bool:
+        """The same sequences digest; the transaction snapshot is cluster-wide, so other
+        databases' transactions on the shared server move it forward: a false alarm the
+        contract allows (the next incremental dumps again)."""
+        def parts(fingerprint: str) -> tuple[int, str]:
+            snapshot, _, sequences = fingerprint.removeprefix("pg:snapshot=").partition(":seq=")
+            return int(snapshot.split(":")[1]), sequences  # xmax, the sequences digest
+
+        (xmax_before, seq_before), (xmax_after, seq_after) = parts(before), parts(after)
+        return seq_before == seq_after and xmax_after >= xmax_before
 
     def content(self, engine: DatabaseEngine) -> object:
         with self._connect(engine.database) as c:
@@ -221,6 +237,9 @@ class SqliteSubject(EngineSubject):
 
     engine_name = "sqlite"
 
+    def expected_content(self) -> object:
+        return [(i, n, b, None if d is None else str(d)) for i, n, b, d in NASTY_ROWS], PLAIN_ROWS
+
     def create_source(self, tmp_path: Path) -> DatabaseEngine:
         path = tmp_path / f"src-{uuid.uuid4().hex[:6]}.db"
         with closing(sqlite3.connect(path)) as con:
@@ -285,6 +304,12 @@ class SqlServerStandInSubject(EngineSubject):
     """SQL Server through its stand-in: NOT A REAL SQL SERVER (see the module doc)."""
 
     engine_name = "sqlserver"
+    tables = frozenset({"customers", "orders"})
+
+    def expected_content(self) -> object:
+        from tests.engines.sqlserver.stand_in import fake_bak
+
+        return fake_bak("sales")
 
     def __init__(self) -> None:
         self.server: FakeSqlServer | None = None
