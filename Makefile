@@ -1,7 +1,8 @@
 # The two commands of README.md: `make demo` and `make test`. Both create .venv/ and
 # install what they need when it is missing, so they work on a fresh clone.
 # `make check`: the quick tier, no services (no PostgreSQL, MariaDB, S3, Azurite or Prefect API):
-# ruff, the import-layer contracts and the tests not marked `services` (tests/conftest.py marks them).
+# ruff, the import-layer contracts and the tests not marked `services` or `slow` (tests/conftest.py
+# marks them).
 # mypy is left to `make lint` (two minutes cold on two cores).
 PYTHON ?= python3
 VENV := .venv
@@ -31,7 +32,7 @@ test: $(STAMP) $(AZURITE)
 check: $(STAMP)
 	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench
 	$(VENV)/bin/lint-imports
-	VAULTFLOW_TESTS_NO_SERVICES=1 $(PY) -m pytest -q -n 2 -m "not services" -p no:cacheprovider tests
+	VAULTFLOW_TESTS_NO_SERVICES=1 $(PY) -m pytest -q -n 2 -m "not services and not slow" -p no:cacheprovider tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench

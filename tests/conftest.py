@@ -51,6 +51,21 @@ fixture with request.getfixturevalue, which collection cannot see)."""
 SERVICE_FIXTURE_PARAMS = frozenset({("setup", "url")})
 """(fixture, parameter) pairs that pick a server under a name too general for SERVICE_PARAMS
 (SQL Server staging TO URL goes through Azurite)."""
+SLOW_TESTS = frozenset({
+    "tests/deployments/test_specs.py::test_automations_compare_equal_whatever_the_hash_seed",
+    "tests/deployments/test_specs.py::test_deploy_check_refuses_with_exit_2",
+    "tests/test_backup.py::test_chain_of_kinds",
+    "tests/catalog/test_catalog.py::test_drills_are_recorded_and_stats_show_last_proven_restorable",
+    "tests/repository/test_repository.py::test_memory_is_bounded_by_chunk_size",
+    "tests/engines/test_roundtrip.py::test_backup_during_concurrent_writes_is_consistent",
+    "tests/archive/test_crash_safety.py::test_row_changed_after_verify_stays_in_source",
+    "tests/archive/test_crash_safety.py::test_killed_run_then_rerun_holds_every_row_once",
+    "tests/test_prune.py::test_backup_running_during_prune_loses_nothing",
+    "tests/archive/test_roundtrip.py::test_archive_read_unarchive_roundtrip",
+    "tests/storage/test_faults.py::test_backup_and_restore_round_trip_under_ten_percent_transient_failures",
+})
+"""Service-free tests that took over 4 s each on two busy cores: marked `slow`, left out of
+`make check` (which stays near a minute) and run by `make test`."""
 NO_SERVICES_ENV = "VAULTFLOW_TESTS_NO_SERVICES"
 """Set by `make check`: a service fixture then fails, so a test that needs a server but is not
 marked `services` shows up instead of quietly using one."""
@@ -58,12 +73,16 @@ marked `services` shows up instead of quietly using one."""
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "services: needs PostgreSQL, MariaDB, a Prefect API, S3 or Azurite "
-                                       "(set automatically; `make check` runs -m 'not services')")
+                                       "(set automatically; `make check` runs -m 'not services and not slow')")
+    config.addinivalue_line("markers", "slow: service-free but takes seconds (SLOW_TESTS); only `make test` runs it")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `services` every test that uses a service fixture or a server-picking parameter."""
+    """Mark `services` every test that uses a service fixture or a server-picking parameter,
+    and `slow` the tests of SLOW_TESTS."""
     for item in items:
+        if item.nodeid.split("[", 1)[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
         callspec = getattr(item, "callspec", None)
         params = callspec.params.items() if callspec is not None else ()
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or any(
