@@ -1,5 +1,9 @@
 # The two commands of README.md: `make demo` and `make test`. Both create .venv/ and
 # install what they need when it is missing, so they work on a fresh clone.
+# `make check`: the quick tier, no services (no PostgreSQL, MariaDB, S3, Azurite or Prefect API):
+# ruff, the import-layer contracts and the tests not marked `services` or `slow` (tests/conftest.py
+# marks them).
+# mypy is left to `make lint` (two minutes cold on two cores).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +11,7 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator the storage tests start (moto's S3 server is a dev dependency).
 AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test check lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,9 +29,15 @@ demo: $(STAMP)
 test: $(STAMP) $(AZURITE)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
+check: $(STAMP)
+	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench
+	$(VENV)/bin/lint-imports
+	VAULTFLOW_TESTS_NO_SERVICES=1 $(PY) -m pytest -q -n 2 -m "not services and not slow" -p no:cacheprovider tests
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench
 	$(VENV)/bin/mypy vaultflow blocks tasks flows deployments
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/backup_vs_pg_dump.py

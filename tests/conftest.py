@@ -39,8 +39,68 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+SERVICE_FIXTURES = frozenset({
+    "pg_available", "mariadb_available", "mysql_available", "prefect_api", "prefect_server", "s3_server", "azurite",
+    "private_cluster", "s3_with_auth",  # a PostgreSQL cluster / moto server of the test's own
+})
+"""Fixtures that reach a server (PostgreSQL, MariaDB, a Prefect API, moto's S3, Azurite): a test that
+uses one, directly or through another fixture, is marked `services`."""
+SERVICE_PARAMS = frozenset({"postgresql", "mariadb", "mysql", "s3", "azure"})
+"""Parameter values that pick a server (the `case`, `acase`, `store`, `remote` fixtures ask for its
+fixture with request.getfixturevalue, which collection cannot see)."""
+SERVICE_FIXTURE_PARAMS = frozenset({("setup", "url")})
+"""(fixture, parameter) pairs that pick a server under a name too general for SERVICE_PARAMS
+(SQL Server staging TO URL goes through Azurite)."""
+SLOW_TESTS = frozenset({
+    "tests/deployments/test_specs.py::test_automations_compare_equal_whatever_the_hash_seed",
+    "tests/deployments/test_specs.py::test_deploy_check_refuses_with_exit_2",
+    "tests/test_backup.py::test_chain_of_kinds",
+    "tests/catalog/test_catalog.py::test_drills_are_recorded_and_stats_show_last_proven_restorable",
+    "tests/repository/test_repository.py::test_memory_is_bounded_by_chunk_size",
+    "tests/engines/test_roundtrip.py::test_backup_during_concurrent_writes_is_consistent",
+    "tests/archive/test_crash_safety.py::test_row_changed_after_verify_stays_in_source",
+    "tests/archive/test_crash_safety.py::test_killed_run_then_rerun_holds_every_row_once",
+    "tests/test_prune.py::test_backup_running_during_prune_loses_nothing",
+    "tests/archive/test_roundtrip.py::test_archive_read_unarchive_roundtrip",
+    "tests/storage/test_faults.py::test_backup_and_restore_round_trip_under_ten_percent_transient_failures",
+})
+"""Service-free tests that took over 4 s each on two busy cores: marked `slow`, left out of
+`make check` (which stays near a minute) and run by `make test`."""
+NO_SERVICES_ENV = "VAULTFLOW_TESTS_NO_SERVICES"
+"""Set by `make check`: a service fixture then fails, so a test that needs a server but is not
+marked `services` shows up instead of quietly using one."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "services: needs PostgreSQL, MariaDB, a Prefect API, S3 or Azurite "
+                                       "(set automatically; `make check` runs -m 'not services and not slow')")
+    config.addinivalue_line("markers", "slow: service-free but takes seconds (SLOW_TESTS); only `make test` runs it")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `services` every test that uses a service fixture or a server-picking parameter,
+    and `slow` the tests of SLOW_TESTS."""
+    for item in items:
+        if item.nodeid.split("[", 1)[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.items() if callspec is not None else ()
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or any(
+                isinstance(value, str) and (value in SERVICE_PARAMS or (name, value) in SERVICE_FIXTURE_PARAMS)
+                for name, value in params):
+            item.add_marker(pytest.mark.services)
+
+
+def refuse_without_services(service: str) -> None:
+    """Fail when `make check` (no services) reaches a fixture that needs `service`."""
+    if os.environ.get(NO_SERVICES_ENV):
+        pytest.fail(f"{service} is needed by a test not marked `services` ({NO_SERVICES_ENV} is set): add the "
+                    "fixture to SERVICE_FIXTURES or the parameter to SERVICE_PARAMS in tests/conftest.py")
+
+
 @pytest.fixture(scope="session")
 def pg_available() -> None:
+    refuse_without_services("PostgreSQL")
     if not port_open(PG_HOST, PG_PORT):
         pytest.fail(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}; start it "
                     "(pg_ctlcluster --skip-systemctl-redirect 15 main start)")
@@ -48,6 +108,7 @@ def pg_available() -> None:
 
 @pytest.fixture(scope="session")
 def mariadb_available() -> None:
+    refuse_without_services("MariaDB")
     if not port_open(MY_HOST, MY_PORT):
         pytest.fail(f"MariaDB is not reachable on {MY_HOST}:{MY_PORT}; start it (service mariadb start)")
 
@@ -126,6 +187,7 @@ def repo_path(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """One Prefect test harness for the session; yields its API URL (for subprocesses too)."""
+    refuse_without_services("a Prefect API")
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
@@ -205,6 +267,7 @@ def case(request: pytest.FixtureRequest) -> Iterator[EngineCase]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on a free loopback port for the session."""
+    refuse_without_services("moto's S3 server")
     from tests.object_servers import moto_server
 
     with moto_server() as server:
@@ -214,6 +277,7 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[AzuriteServer]:
     """Azurite's blob service on a free loopback port for the session."""
+    refuse_without_services("Azurite")
     from tests.object_servers import azurite_server
 
     with azurite_server() as server:

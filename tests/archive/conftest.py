@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.archive.cases import MYSQL_HOST, MYSQL_PORT, ArchiveCase, make_case
-from tests.conftest import PASSPHRASE, port_open
+from tests.conftest import PASSPHRASE, port_open, refuse_without_services
 from vaultflow.repository import Repository
 from vaultflow.storage import LocalStore
 
@@ -17,6 +17,7 @@ ENGINES = ["postgresql", "mysql", "sqlite"]
 
 @pytest.fixture(scope="session")
 def mysql_available() -> None:
+    refuse_without_services("MariaDB")
     if not port_open(MYSQL_HOST, MYSQL_PORT):
         pytest.fail(f"MariaDB is not reachable on {MYSQL_HOST}:{MYSQL_PORT}; start it (service mariadb start)")
 

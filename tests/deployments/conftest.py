@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from deployments.specs import DeploymentSpec
-from tests.conftest import PASSPHRASE, ROOT
+from tests.conftest import PASSPHRASE, ROOT, refuse_without_services
 
 PREFECT = [sys.executable, "-m", "prefect"]
 
@@ -72,6 +72,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    refuse_without_services("a Prefect server")
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"

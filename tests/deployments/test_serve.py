@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from deployments.specs import load_project
 from tests.conftest import PASSPHRASE
@@ -62,6 +63,7 @@ def test_serve_runs_a_deployment_triggered_through_the_api(prefect_server: Prefe
     assert len(Repository.open(LocalStore(repo_path), PASSPHRASE).snapshot_ids()) == 1
 
 
+@pytest.mark.services  # starts a Prefect server of its own
 def test_serve_without_an_api_url_starts_and_stops_its_own_server(tmp_path: Path) -> None:
     import os
     import signal

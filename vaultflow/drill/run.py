@@ -24,6 +24,7 @@ from vaultflow.drill.suites import (
     user_expectations,
 )
 from vaultflow.engines.base import DatabaseEngine, RestoreObserver
+from vaultflow.engines.registry import spec
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.operations.restore import check_target_engine
 from vaultflow.repository.locks import RepositoryLock
@@ -98,6 +99,11 @@ def run_drill(
     `server_locale` creates the scratch database with the server's default encoding and
     locale instead of the snapshot's (a scratch server that lacks the source's locale).
     """
+    scratch_engine = spec(scratch_server.engine)
+    scratch_engine.require("drills", "drill on a scratch server of an engine that hosts drills, or restore the "
+                                     "snapshot by hand")
+    if server_locale:
+        scratch_engine.require("server_locale", "drop --server-locale")
     manifest = repo.load_manifest(snapshot_id)
     scratch = scratch_server.with_database(scratch_name(manifest))
     check_target_engine(manifest, scratch)

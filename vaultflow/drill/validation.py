@@ -19,6 +19,7 @@ def run_expectations(target: SqlAlchemyTarget, specs: list[ExpectationSpec],
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from sqlalchemy import quoted_name
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -34,7 +35,9 @@ def run_expectations(target: SqlAlchemyTarget, specs: list[ExpectationSpec],
         schema, _, name = table.rpartition(".")
         schema_name = None if target.schemaless or not schema or schema in database_names else schema
         try:
-            asset = source.add_table_asset(name=f"t{i}", table_name=name, schema_name=schema_name)
+            # Always quoted: names are exactly as the server stores them ("Mixed Case", "Orders").
+            asset = source.add_table_asset(name=f"t{i}", table_name=quoted_name(name, quote=True),
+                                           schema_name=schema_name)
             batch = asset.add_batch_definition_whole_table("all").get_batch()
             expectations = []
             for n, spec in enumerate(table_specs):

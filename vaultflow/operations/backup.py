@@ -25,6 +25,7 @@ import blake3
 
 from vaultflow import __version__
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource
+from vaultflow.engines.registry import spec
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
@@ -97,7 +98,15 @@ def backup_database(
 
     `include_globals` adds the server's roles/users and grants as a "globals" stream
     (password hashes only with `globals_passwords`); it is taken fresh every time.
+
+    Table subsets or globals on an engine that lacks them (Capabilities) are refused before
+    the repository is touched.
     """
+    if include_tables or exclude_tables:
+        spec(engine.engine).require("table_subsets", "drop --include-table/--exclude-table: back up the whole "
+                                                     "database")
+    if include_globals:
+        spec(engine.engine).require("globals", "drop --globals: this server's users are not backed up with it")
     plan = plan or BackupPlan("full", chain=snapshot_id)
     started = datetime.now(UTC)
     # The shared lock keeps prune from collecting this backup's chunks before the manifest

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine
-from vaultflow.engines.registry import spec_for_format
+from vaultflow.engines.registry import spec, spec_for_format
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
@@ -36,8 +36,11 @@ def restore_snapshot(
     `include_globals` first creates the roles/users of the snapshot's globals stream that
     the target server lacks (so ownership and grants in the dump find them).
     `server_locale` creates the database with the server's default encoding and locale
-    instead of the snapshot's.
+    instead of the snapshot's. An option the target's engine lacks (Capabilities) is
+    refused before the repository or the target is touched.
     """
+    refuse_missing_restore_capabilities(target, jobs=jobs, tables=tables, include_globals=include_globals,
+                                        server_locale=server_locale)
     with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
         manifest = repo.load_manifest(snapshot_id)
         check_target_engine(manifest, target)
@@ -60,6 +63,23 @@ def restore_snapshot(
         target.restore(data, read, replace=replace, no_owner=no_owner, timeout=timeout, jobs=jobs, tables=tables,
                        server_locale=server_locale)
     return manifest
+
+
+def refuse_missing_restore_capabilities(target: DatabaseEngine, *, jobs: int = 1, tables: list[str] | None = None,
+                                        include_globals: bool = False, server_locale: bool = False) -> None:
+    """Raise CapabilityMissing (one line: the engine, the alternative) for a restore option
+    the target's engine does not declare."""
+    if not (tables or jobs > 1 or include_globals or server_locale):
+        return
+    engine = spec(target.engine)
+    if tables:
+        engine.require("table_restore", "drop --table: restore the whole snapshot, then copy the tables you need")
+    if jobs > 1:
+        engine.require("parallel_restore", "drop --jobs: the tables load one at a time")
+    if include_globals:
+        engine.require("globals", "drop --globals: create the server's users and roles by hand")
+    if server_locale:
+        engine.require("server_locale", "drop --server-locale: the database gets the snapshot's encoding")
 
 
 def _reader(repo: Repository, manifest: SnapshotManifest, progress: ProgressCallback | None
