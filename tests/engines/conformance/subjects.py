@@ -358,3 +358,62 @@ SUBJECTS: dict[str, type[EngineSubject]] = {
     "sqlserver-stand-in-not-a-real-server": SqlServerStandInSubject,
 }
 """Test id -> subject. Every engine of the registry must be here (test_every_engine_is_covered)."""
+
+
+class FileTreeSubject(EngineSubject):
+    """A directory tree: its "tables" are its top-level directories, its rows their entries.
+    The nasty fixture as files: a directory "Mixed Case" whose file names need quoting in any
+    shell and whose contents are the nasty rows' bytes, and a directory `plain`."""
+
+    engine_name = "files"
+
+    def expected_content(self) -> object:
+        return self._files_of(NASTY_ROWS), {f"plain/row {i}": v.encode() for i, v in PLAIN_ROWS}
+
+    @staticmethod
+    def _files_of(rows: list[tuple[int, str | None, bytes | None, Decimal | None]]) -> dict[str, bytes]:
+        def name(i: int, note: str | None) -> str:  # quotes, spaces, emoji; no control characters
+            return f"{i} {str(note)[:20]}".replace("\n", " ").replace("\t", " ")
+
+        return {f"{NASTY_TABLE}/{name(i, note)}.bin": (raw or b"") + str(number).encode()
+                for i, note, raw, number in rows}
+
+    def create_source(self, tmp_path: Path) -> DatabaseEngine:
+        root = tmp_path / f"src-{uuid.uuid4().hex[:6]}"
+        for name, data in {**self._files_of(NASTY_ROWS),
+                           **{f"plain/row {i}": v.encode() for i, v in PLAIN_ROWS}}.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return engine_from_url(f"file://{root}")
+
+    def new_target(self, tmp_path: Path) -> DatabaseEngine:
+        return engine_from_url(f"file://{tmp_path / ('dst-' + uuid.uuid4().hex[:6])}")
+
+    def _root(self, engine: DatabaseEngine) -> Path:
+        return Path(str(engine.path))
+
+    def content(self, engine: DatabaseEngine) -> object:
+        root = self._root(engine)
+        files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        nasty = {k: v for k, v in files.items() if k.startswith(NASTY_TABLE + "/")}
+        plain = {k: v for k, v in files.items() if k.startswith("plain/")}
+        return nasty, plain
+
+    def write(self, engine: DatabaseEngine) -> None:
+        target = self._root(engine) / "plain" / "row 1"
+        target.write_bytes(target.read_bytes() + b"!")
+
+    def exists(self, engine: DatabaseEngine) -> bool:
+        return self._root(engine).exists()
+
+    def failures(self, tmp_path: Path) -> dict[str, Failure]:
+        a_file = tmp_path / "a-file"
+        a_file.write_bytes(b"not a directory")
+        return {
+            "directory missing": (engine_from_url(f"file://{tmp_path / 'missing'}"), DatabaseNotFound),
+            "a file, not a directory": (engine_from_url(f"file://{a_file}"), DatabaseNotFound),
+        }
+
+
+SUBJECTS["files"] = FileTreeSubject

@@ -40,6 +40,7 @@ from vaultflow.engines.files.tree import (
     walk_tree,
 )
 from vaultflow.errors import (
+    DatabaseNotFound,
     InputError,
     IntegrityError,
     SourceUnreadable,
@@ -81,6 +82,9 @@ class FileTreeEngine(DatabaseEngine):
         return {"python-tarfile": platform.python_version(), "tar-format": "pax"}
 
     def check_configuration(self, action: Literal["backup", "restore"]) -> None:
+        if action == "backup" and not self.path.exists():
+            raise DatabaseNotFound(f"directory {self.path} does not exist",
+                                   "check the path in the file:// URL (it must be absolute)")
         if action == "backup" and not self.path.is_dir():
             raise InputError(f"{self.path} is not a directory", "give the directory to back up in the file:// URL")
         if action == "restore" and self.path.exists() and not self.path.is_dir():
@@ -104,6 +108,7 @@ class FileTreeEngine(DatabaseEngine):
         """One source: the tar of the tree's entries selected by the include/exclude path
         globs (relative to the root). Statistics come from the bytes put in the tar, and
         are in the session's `tables` once the source's context was left."""
+        self.check_configuration("backup")
         entries = select_included(list(walk_tree(str(self.path), exclude_tables)), include_tables)
         tables: list[TableStats] = []
 
