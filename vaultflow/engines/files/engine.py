@@ -83,7 +83,7 @@ class FileTreeEngine(DatabaseEngine):
 
     def check_configuration(self, action: Literal["backup", "restore"]) -> None:
         if action == "backup" and not self.path.exists():
-            raise DatabaseNotFound(f"directory {self.path} does not exist",
+            raise DatabaseNotFound(f"{self.path} is not a directory: it does not exist",
                                    "check the path in the file:// URL (it must be absolute)")
         if action == "backup" and not self.path.is_dir():
             raise InputError(f"{self.path} is not a directory", "give the directory to back up in the file:// URL")
