@@ -112,8 +112,13 @@ def _batches(f: Fixture, policy: str) -> list[str]:
     return [r.id for r in records if r.policy == policy]
 
 
-def _api(server: PrefectServer, method: str, path: str, **body: Any) -> Any:
-    response = httpx.request(method, f"{server.url}{path}", json=body or None, timeout=30)
+def _api(server: PrefectServer, method: str, path: str, body: Any = None, **fields: Any) -> Any:
+    """One API call; a 503 (the SQLite-backed server busy under the worker's writes) is retried."""
+    for _ in range(5):
+        response = httpx.request(method, f"{server.url}{path}", json=body if body is not None else fields or None, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(2)
     assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text[:500]}"
     return response.json() if response.content else None
 
@@ -128,7 +133,7 @@ def _artifacts(server: PrefectServer, flow_run_id: str) -> dict[str, Any]:
 @pytest.fixture
 def made(tmp_path: Path, pg_available: None, mariadb_available: None) -> Iterator[Fixture]:
     suffix = uuid.uuid4().hex[:8]
-    f = Fixture(pg_db=f"vft_all_{suffix}", pg_restored=f"vft_all_{suffix}_r", my_db=f"vft_all_{suffix}",
+    f = Fixture(pg_db=f"vft_all_{suffix}", pg_restored=f"vft_all_{suffix}_r", my_db=f"vft_my_{suffix}",
                 sqlite_db=create(tmp_path / "app.db", rows=300), archive=SqliteCase(_mkdir(tmp_path / "archive")),
                 repo=tmp_path / "repo", offsite=tmp_path / "offsite")
     for path in (f.repo, f.offsite):
@@ -268,7 +273,7 @@ def test_every_deployment_works_as_deployed(prefect_server: PrefectServer, backg
         credentials = deployments["check-credentials/credentials-daily"]
         anchor = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
         _api(prefect_server, "POST", f"/deployments/{credentials['id']}/schedules",
-             schedules=[{"schedule": {"interval": 20, "anchor_date": anchor, "timezone": "UTC"}, "active": True}])
+             [{"schedule": {"interval": 20, "anchor_date": anchor, "timezone": "UTC"}, "active": True}])
         _api(prefect_server, "POST", f"/deployments/{credentials['id']}/resume_deployment")
         scheduled = _first_scheduled_run(prefect_server, credentials["id"], timeout=120)
         _api(prefect_server, "POST", f"/deployments/{credentials['id']}/pause_deployment")
