@@ -114,8 +114,9 @@ def _batches(f: Fixture, policy: str) -> list[str]:
 
 def _api(server: PrefectServer, method: str, path: str, body: Any = None, **fields: Any) -> Any:
     """One API call; a 503 (the SQLite-backed server busy under the worker's writes) is retried."""
+    payload = body if body is not None else fields or None
     for _ in range(5):
-        response = httpx.request(method, f"{server.url}{path}", json=body if body is not None else fields or None, timeout=30)
+        response = httpx.request(method, f"{server.url}{path}", json=payload, timeout=30)
         if response.status_code != 503:
             break
         time.sleep(2)
