@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import cast
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 
 from blocks.archive import ArchiveRule
@@ -38,9 +40,24 @@ def resolve_source(ref: str) -> ArchiveSource:
     return source_from_engine(resolve_engine(ref))
 
 
+POLICY_SLUG = "vaultflow-archive-policy"
+
+
+def saved_policy_names() -> list[str]:
+    """Names of every saved ArchivePolicy block, sorted; empty if the block type was never registered."""
+    try:
+        with get_client(sync_client=True) as client:
+            docs = client.read_block_documents_by_type(block_type_slug=POLICY_SLUG, include_secrets=False)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return []
+        raise
+    return sorted(d.name for d in docs if d.name and not d.is_anonymous)
+
+
 def load_policy(name: str) -> ArchiveRule:
     try:
-        block = Block.load(f"vaultflow-archive-policy/{name}")
+        block = Block.load(f"{POLICY_SLUG}/{name}")
     except ValueError:
         raise InputError(f"no ArchivePolicy block named {name!r}",
                          "create it in the Prefect UI (Blocks) or pass the policy as parameters") from None
@@ -104,10 +121,12 @@ def archive_resource(source: str, table: str) -> dict[str, str]:
 
 
 @task(name="publish-archive-summary", persist_result=False, cache_policy=NO_CACHE)
-def publish_archive_summary(kind: str, rows: list[dict[str, object]], failures: list[dict[str, str]]) -> None:
-    """A table artifact of the run and one event per policy: vaultflow.archive.succeeded / failed."""
+def publish_archive_summary(kind: str, rows: list[dict[str, object]], failures: list[dict[str, str]],
+                            notes: list[dict[str, str]] | None = None) -> None:
+    """A table artifact of the run and one event per policy: vaultflow.archive.succeeded / failed.
+    `notes` ({"policy", "note"}: a policy skipped, or none at all) are table rows without events."""
     table = [{k: v for k, v in r.items() if k != "batch_rows"} for r in rows] + [
-        {"policy": f["policy"], "error": f["error"]} for f in failures]
+        {"policy": f["policy"], "error": f["error"]} for f in failures] + list(notes or [])
     create_table_artifact(key=f"vaultflow-{kind}-summary", table=table or [{"policy": "-", "rows": 0}],
                           description=f"vaultflow {kind}: one row per policy or batch")
     for r in rows:

@@ -144,3 +144,68 @@ def test_failing_policy_does_not_stop_the_others_and_emits_events(
     assert names == ["vaultflow.archive.succeeded", "vaultflow.archive.failed"]
     assert events[0][1]["rows"] == 50
     assert "does not exist" in str(events[1][1]["error"])
+
+
+def _delete_saved_policies() -> None:
+    """The harness is shared by the session: policies other tests saved would be 'every saved policy'."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.archive import POLICY_SLUG, saved_policy_names
+
+    with get_client(sync_client=True) as client:
+        for name in saved_policy_names():
+            client.delete_block_document(client.read_block_document_by_name(name, POLICY_SLUG).id)  # type: ignore[arg-type]
+
+
+def _summary(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read() -> str:
+        async with get_client() as client:
+            (newest,) = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC,
+                limit=1)
+            return str(newest.data)
+
+    return asyncio.run(read())
+
+
+def test_no_policy_named_acts_on_every_saved_policy_block(prefect_api: str, sqlite_case: SqliteCase,
+                                                          repo_path: Path) -> None:
+    from blocks.archive import ArchivePolicy
+    from flows.archive import archive_rows, purge_archives
+
+    _delete_saved_policies()
+    # No ArchivePolicy block at all: both complete, saying so in their artifact.
+    assert archive_rows(repository=str(repo_path)) == []
+    assert "no saved ArchivePolicy blocks: nothing to archive" in _summary("vaultflow-archive-summary")
+    assert purge_archives(repository=str(repo_path)) == []
+    assert "no saved ArchivePolicy blocks: nothing to purge" in _summary("vaultflow-purge-summary")
+
+    sqlite_case.create_table("audit")
+    sqlite_case.insert(sample_rows(30, 4), name="audit")
+    ArchivePolicy(source=sqlite_case.url, table="events", age_column="created_at", archive_after_days=30,
+                  batch_size=20, delete_after_days=0).save("events-purged", overwrite=True)
+    ArchivePolicy(source=sqlite_case.url, table="audit", age_column="created_at", archive_after_days=30,
+                  batch_size=20).save("audit-kept", overwrite=True)
+    try:
+        done = archive_rows(repository=str(repo_path))
+        assert sorted((r["policy"], r["rows"]) for r in done) == [("audit-kept", 30), ("events-purged", 50)]
+        assert len(sqlite_case.rows()) == 10 and len(sqlite_case.rows("audit")) == 4
+
+        # Each policy's own delete_after_days: events' batches go, audit (none set) keeps its archives.
+        (purged,) = purge_archives(repository=str(repo_path))
+        assert purged["policy"] == "events-purged" and len(purged["purged"]) == 3  # type: ignore[arg-type]
+        assert "policy 'audit-kept' has no delete_after_days" in _summary("vaultflow-purge-summary")
+        from tests.conftest import PASSPHRASE
+        from vaultflow.archive import list_batches
+        from vaultflow.storage import LocalStore
+
+        records, _ = list_batches(Repository.open(LocalStore(repo_path), PASSPHRASE))
+        assert sorted((r.policy, r.status.value) for r in records) == [
+            ("audit-kept", "archived"), ("audit-kept", "archived"),
+            ("events-purged", "purged"), ("events-purged", "purged"), ("events-purged", "purged")]
+    finally:
+        _delete_saved_policies()

@@ -71,7 +71,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+def prefect_server(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A module that sets `PREFECT_SCHEDULER = True` gets the scheduler on (a 5 s loop); it
+    must pause the deployments whose schedules it does not want run."""
+    scheduler = bool(getattr(request.module, "PREFECT_SCHEDULER", False))
     refuse_without_services("a Prefect server")
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
@@ -79,8 +83,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
         PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-        # No scheduled runs: a schedule coming due mid-test would start runs nobody asked for.
-        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        # No scheduled runs by default: a schedule coming due mid-test would start runs nobody asked for.
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=str(scheduler).lower(),
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
         PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
         PREFECT_UI_URL=f"http://127.0.0.1:{port}",
     )

@@ -26,7 +26,7 @@ def test_the_shipped_files_are_valid() -> None:
     names = {d.name for d in project.deployments}
     assert {"postgres-app", "sqlite-app", "restore", "prune-daily", "verify-daily"} <= names
     backup = next(d for d in project.deployments if d.name == "postgres-app")
-    assert {s.slug for s in backup.schedules} == {"weekly-full", "hourly-incremental"}
+    assert {s.slug for s in backup.schedules} == {"monthly-full", "weekly-full", "hourly-incremental"}
     assert all(s.timezone == "Europe/Berlin" for s in backup.schedules)
     assert "postgresql" in backup.tags and backup.parameters["repository"] == "vaultflow-repo"
     from tests.deployments.test_automations import SHIPPED
