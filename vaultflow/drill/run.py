@@ -23,7 +23,7 @@ from vaultflow.drill.suites import (
     default_expectations,
     user_expectations,
 )
-from vaultflow.engines.base import DatabaseEngine, RestoreObserver
+from vaultflow.engines.base import DatabaseEngine, RestoreObserver, droppable
 from vaultflow.engines.registry import spec
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.operations.restore import check_target_engine
@@ -180,7 +180,7 @@ class TableReadBack(RestoreObserver):
 
 def _drop(scratch: DatabaseEngine, report: DrillReport) -> bool:
     try:
-        scratch.drop_database()
+        droppable(scratch).drop_database()
     except VaultflowError as exc:
         line = f"could not drop scratch database {scratch.database!r}: {exc.line()}"
         _log.error(line)

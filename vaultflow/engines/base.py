@@ -9,11 +9,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import IO, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import IO, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import blake3
 
-from vaultflow.errors import InputError, ToolFailed, VaultflowError
+from vaultflow.errors import ToolFailed, VaultflowError
 from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
@@ -264,33 +264,48 @@ class DatabaseEngine(ABC):
         """Whether this database exists on the server (connects)."""
         return self.database in self.list_databases()
 
-    def drop_database(self) -> None:
-        """Remove this database and everything in it; no error if it does not exist.
-
-        Used only on scratch databases that a drill created itself.
-        """
-        raise InputError(f"the {self.engine} engine cannot drop databases, so it cannot host a restore drill",
-                         "choose a scratch server of an engine that supports drills")
-
     def sqlalchemy_target(self) -> SqlAlchemyTarget | None:
         """SQLAlchemy access to this database for expectation suites; None if unsupported."""
         return None
-
-    def globals_source(self, *, passwords: bool = False) -> StreamSource:
-        """The server's own objects (roles, users, grants) as a stream named "globals".
-
-        Password hashes only if `passwords`. Engines without such objects refuse.
-        """
-        raise InputError(f"{self.engine} has no server-wide objects to back up", "drop --globals")
-
-    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
-        """Create the roles/users of a globals stream that the server lacks, and their grants."""
-        raise InputError(f"{self.engine} has no server-wide objects to restore", "drop --globals")
 
     def describe(self) -> str:
         return f"{self.engine} database {self.database!r} on {self.server_label()}"
 
 
+
+
+@runtime_checkable
+class DroppableDatabase(Protocol):
+    """An engine that can host restore drills (Capabilities.drills): it drops its database."""
+
+    def drop_database(self) -> None:
+        """Remove this database and everything in it; no error if it does not exist.
+        Used only on scratch databases that a drill created itself."""
+
+
+@runtime_checkable
+class ServerWideObjects(Protocol):
+    """An engine with server-wide objects (Capabilities.globals): roles, users, grants."""
+
+    def globals_source(self, *, passwords: bool = False) -> StreamSource:
+        """The server's roles/users and grants as a stream named "globals"; password hashes
+        only if `passwords`."""
+
+    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
+        """Create the roles/users of a globals stream that the server lacks, and their grants."""
+
+
+def server_wide_objects(engine: DatabaseEngine) -> ServerWideObjects:
+    """`engine` as ServerWideObjects. Callers first refuse an engine whose spec lacks
+    `globals` (one line for the user); the conformance suite checks spec and class agree."""
+    assert isinstance(engine, ServerWideObjects), f"{engine.engine} declares globals but has none"
+    return engine
+
+
+def droppable(engine: DatabaseEngine) -> DroppableDatabase:
+    """`engine` as DroppableDatabase, after its spec's `drills` was required."""
+    assert isinstance(engine, DroppableDatabase), f"{engine.engine} declares drills but cannot drop a database"
+    return engine
 
 
 class ServerConnection(Protocol):

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import blake3
 
 from vaultflow import __version__
-from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource
+from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, server_wide_objects
 from vaultflow.engines.registry import spec
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
@@ -121,7 +121,8 @@ def backup_database(
         parent = plan.parent
         if parent is not None and parent.table_filter != table_filter:
             parent = None  # a parent with other table subsets has other rows: nothing carries over
-        globals_source = engine.globals_source(passwords=globals_passwords) if include_globals else None
+        globals_source = (server_wide_objects(engine).globals_source(passwords=globals_passwords)
+                          if include_globals else None)
         if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
             carried = [s for s in parent.streams if s.name != GLOBALS_STREAM]
             if globals_source is not None:

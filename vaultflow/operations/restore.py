@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine
+from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, server_wide_objects
 from vaultflow.engines.registry import spec, spec_for_format
 from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
@@ -59,7 +59,7 @@ def restore_snapshot(
             if not found:
                 raise InputError(f"snapshot {manifest.short_id} holds no server-wide objects",
                                  "back up with --globals first, or restore without --globals")
-            target.restore_globals(found[0], read)
+            server_wide_objects(target).restore_globals(found[0], read)
         target.restore(data, read, replace=replace, no_owner=no_owner, timeout=timeout, jobs=jobs, tables=tables,
                        server_locale=server_locale)
     return manifest

@@ -19,6 +19,7 @@ from tests.conftest import PASSPHRASE
 from tests.engines.conformance.subjects import SUBJECTS, EngineSubject
 from vaultflow.drill.run import run_drill
 from vaultflow.engines import DatabaseEngine
+from vaultflow.engines.base import DroppableDatabase, ServerWideObjects
 from vaultflow.engines.capabilities import Capabilities, CapabilityMissing
 from vaultflow.engines.registry import EngineSpec, engines, server_from_url, spec
 from vaultflow.errors import InputError, TransientError, VaultflowError
@@ -66,6 +67,15 @@ def assert_refused(exc: pytest.ExceptionInfo[VaultflowError], subject: EngineSub
 def test_every_registered_engine_is_a_subject() -> None:
     assert sorted(s.engine_name for s in (c() for c in SUBJECTS.values())) == sorted(e.name for e in engines()), (
         "a registered engine has no conformance subject: add one to tests/engines/conformance/subjects.py")
+
+
+@pytest.mark.parametrize("declared", engines(), ids=lambda e: e.name)
+def test_optional_parts_are_there_exactly_when_declared(declared: EngineSpec) -> None:
+    """An engine class has drop_database / globals_source+restore_globals exactly when its
+    spec declares drills / globals: no hook that only refuses, none missing."""
+    engine_class = declared.load()
+    assert issubclass(engine_class, DroppableDatabase) == declared.capabilities.drills, declared.name
+    assert issubclass(engine_class, ServerWideObjects) == declared.capabilities.globals, declared.name
 
 
 # -- the base contract -------------------------------------------------------------------

@@ -163,20 +163,6 @@ class FileTreeEngine(DatabaseEngine):
             _remove_tree(staging)
             raise
 
-    # -- what a file tree does not do (declared in SPEC.capabilities) --------------------
-
-    def drop_database(self) -> None:
-        SPEC.require("drills", "choose a scratch server of an engine that supports drills")
-        raise AssertionError("SPEC declares drills, but FileTreeEngine cannot host them")
-
-    def globals_source(self, *, passwords: bool = False) -> StreamSource:
-        SPEC.require("globals", "drop --globals for file trees")
-        raise AssertionError("SPEC declares globals, but FileTreeEngine has none")
-
-    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
-        SPEC.require("globals", "drop --globals for file trees")
-        raise AssertionError("SPEC declares globals, but FileTreeEngine has none")
-
 
 # -- producing the tar ---------------------------------------------------------------
 

@@ -236,23 +236,6 @@ class SqlServerEngine(ServerEngine[SqlServerConnection]):
 
         return bcp_sources(self, auth, timeout)
 
-    # -- what SQL Server does not do (declared in SPEC.capabilities) ----------------------
-
-    def drop_database(self) -> None:
-        """Refused: SQL Server hosts no restore drills (the spec declares no `drills`)."""
-        SPEC.require("drills", "choose a scratch server of an engine that supports drills")
-        raise AssertionError("SPEC declares drills, but SqlServerEngine cannot drop a drill's database")
-
-    def globals_source(self, *, passwords: bool = False) -> StreamSource:
-        """Refused: logins are not backed up (the spec declares no `globals`)."""
-        SPEC.require("globals", "drop --globals; script SQL Server logins by hand (sp_help_revlogin)")
-        raise AssertionError("SPEC declares globals, but SqlServerEngine has no globals stream")
-
-    def restore_globals(self, stream: StreamManifest, read: StreamReader) -> None:
-        """Refused: see `globals_source`."""
-        SPEC.require("globals", "drop --globals; create SQL Server logins by hand")
-        raise AssertionError("SPEC declares globals, but SqlServerEngine cannot restore globals")
-
     def _drop_partial(self, client: SqlServerClient, target: str) -> None:
         """Drop what a failed RESTORE left under `target` (it did not exist before)."""
         try:
