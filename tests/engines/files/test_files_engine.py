@@ -14,8 +14,10 @@ import pytest
 
 from tests.conftest import PASSPHRASE
 from vaultflow.engines import engine_from_url
+from vaultflow.engines.base import DroppableDatabase, ServerWideObjects
 from vaultflow.engines.capabilities import CapabilityMissing
 from vaultflow.engines.files.engine import DUMP_FORMAT, FileTreeEngine, UnsafeMember
+from vaultflow.engines.registry import spec
 from vaultflow.errors import InputError, SourceUnreadable, TargetNotEmpty
 from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import restore_snapshot
@@ -250,10 +252,11 @@ def test_urls_and_capabilities_refuse_in_one_line(tmp_path: Path) -> None:
         engine.fingerprint()
     with pytest.raises(CapabilityMissing, match="restoring chosen tables"):
         engine.restore([], lambda _s, _k: None, tables=["a"])
+    assert not isinstance(engine, DroppableDatabase | ServerWideObjects)  # refused by the spec, not by hooks
     with pytest.raises(CapabilityMissing, match="drills"):
-        engine.drop_database()
+        spec("files").require("drills", "choose another scratch server")
     with pytest.raises(CapabilityMissing, match="--globals"):
-        engine.globals_source()
+        spec("files").require("globals", "drop --globals for file trees")
 
 
 def test_a_file_shrinking_during_the_backup_fails_it(repo: Repository, tmp_path: Path,

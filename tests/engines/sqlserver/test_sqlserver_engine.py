@@ -267,6 +267,7 @@ def test_staging_settings_are_checked() -> None:
 def test_refusals_come_from_the_spec_not_run_against_a_real_sql_server(tmp_path: Path, repo_path: Path) -> None:
     """What SQL Server lacks (declared in its EngineSpec) is refused with the spec's one line
     before anything is sent to the (stand-in) server."""
+    from vaultflow.engines.base import DroppableDatabase, ServerWideObjects
     from vaultflow.engines.capabilities import CapabilityMissing
     from vaultflow.engines.sqlserver import SPEC
 
@@ -277,10 +278,11 @@ def test_refusals_come_from_the_spec_not_run_against_a_real_sql_server(tmp_path:
             pass
     with pytest.raises(CapabilityMissing, match="SQL Server does not support restoring chosen tables"):
         engine.restore([], lambda stream, sink: None, tables=["dbo.orders"])
+    assert not isinstance(engine, DroppableDatabase | ServerWideObjects)  # no hook that only refuses
     with pytest.raises(CapabilityMissing, match="SQL Server does not support hosting restore drills"):
-        engine.drop_database()
+        SPEC.require("drills", "choose another scratch server")
     with pytest.raises(CapabilityMissing, match="SQL Server does not support server-wide roles and users"):
-        engine.globals_source()
+        backup_database(engine, open_repo(repo_path), snapshot_id=new_object_id(), include_globals=True)
     assert server.statements == [] and (tmp_path / "shared").is_dir()
     sid = new_object_id()
     backup_database(engine, open_repo(repo_path), snapshot_id=sid)  # the stand-in engine backs up as it is
