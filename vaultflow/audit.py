@@ -13,7 +13,7 @@ import getpass
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -108,8 +108,21 @@ def acting_as(actor: Actor) -> Iterator[Actor]:
         _acting.reset(token)
 
 
+RunActor = Callable[[], "Actor | None"]
+_run_actor: RunActor | None = None
+
+
+def attribute_runs_with(source: RunActor | None) -> None:
+    """Set how to tell the actor of the orchestrated run in progress (None outside one).
+    The tasks layer registers a reader of Prefect's run context: the core cannot ask Prefect,
+    and it holds in every thread a task runs in."""
+    global _run_actor
+    _run_actor = source
+
+
 def current_actor() -> Actor:
-    return _acting.get() or Actor.here()
+    """The actor of `acting_as`, else the run in progress, else this process's user and host."""
+    return _acting.get() or (_run_actor() if _run_actor is not None else None) or Actor.here()
 
 
 class AuditNote:
@@ -118,6 +131,7 @@ class AuditNote:
     def __init__(self, object: str, database: str | None, detail: str) -> None:
         self.object, self.database, self.detail = object, database, detail
         self.extra: dict[str, str] = {}
+        self.failed = False  # an action that reports its failure rather than raising it (a drill)
 
 
 @contextmanager
@@ -130,6 +144,8 @@ def audited(repo: Repository, action: AuditAction, *, object: str = "", database
     outcome: AuditOutcome = "succeeded"
     try:
         yield note
+        if note.failed:
+            outcome = "failed"
     except (KeyboardInterrupt, SystemExit):
         outcome = "cancelled"
         raise
