@@ -7,12 +7,14 @@ from datetime import UTC
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from vaultflow.audit import check_action, matching, parse_since, records
 from vaultflow.cli.app import JsonOpt, RepoOpt, handles_errors, open_repo
-from vaultflow.cli.output import print_json, print_table, stdout
+from vaultflow.cli.output import print_json, stdout
 
 _OBJECT_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{24}\b")
+_RUN_ID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 
 @handles_errors
@@ -36,6 +38,17 @@ def audit(
     if not found:
         stdout.print("no audit records match")
         return
-    print_table(None, ["time (UTC)", "action", "outcome", "actor", "object", "database", "detail"],
-                [(f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}", e.action, e.outcome, e.actor.label(),
-                  _OBJECT_ID.sub(r"\1", e.object), e.database, e.detail) for e in found])
+    # Off a terminal the table is 160 columns wide: the detail folds, the rest stays on one line.
+    table = Table(show_lines=False)
+    for column in ("time (UTC)", "action", "outcome", "actor", "object", "database"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="fold", min_width=20)
+    for e in found:
+        table.add_row(f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}", e.action, e.outcome, _short_ids(e.actor.label()),
+                      _short_ids(e.object), e.database or "-", e.detail)
+    stdout.print(table)
+
+
+def _short_ids(text: str) -> str:
+    """Object ids and flow run ids as their first 8 hex digits, as `snapshots` shows them."""
+    return _RUN_ID.sub(r"\1", _OBJECT_ID.sub(r"\1", text))
