@@ -57,12 +57,12 @@ def test_the_catalog_index_comes_back_from_the_repository(tmp_path: Path) -> Non
 
 def test_state_changing_operations_leave_a_record_with_their_outcome(tmp_path: Path) -> None:
     from tests.test_forget import take
-    from vaultflow.audit import acting_as
     from vaultflow.archive import purge_batches
+    from vaultflow.audit import acting_as
     from vaultflow.operations.copy import copy_snapshots
-    from vaultflow.operations.restore import export_snapshot
     from vaultflow.operations.forget import forget
     from vaultflow.operations.prune import prune
+    from vaultflow.operations.restore import export_snapshot
     from vaultflow.operations.retention import RetentionPolicy
     from vaultflow.sample_data import create
 
