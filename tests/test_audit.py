@@ -57,10 +57,12 @@ def test_the_catalog_index_comes_back_from_the_repository(tmp_path: Path) -> Non
 
 def test_state_changing_operations_leave_a_record_with_their_outcome(tmp_path: Path) -> None:
     from tests.test_forget import take
+    from vaultflow.archive import purge_batches
     from vaultflow.audit import acting_as
     from vaultflow.operations.copy import copy_snapshots
     from vaultflow.operations.forget import forget
     from vaultflow.operations.prune import prune
+    from vaultflow.operations.restore import export_snapshot
     from vaultflow.operations.retention import RetentionPolicy
     from vaultflow.sample_data import create
 
@@ -76,11 +78,36 @@ def test_state_changing_operations_leave_a_record_with_their_outcome(tmp_path: P
     dest = Repository.init(LocalStore(tmp_path / "second"), "pw")
     copy_snapshots(repo, dest)
 
+    export_snapshot(repo, third.id, tmp_path / "exported.db")
+    purge_batches(repo, delete_after_days=0, dry_run=True)  # a dry run records nothing
+    purge_batches(repo, delete_after_days=0)
+
     trail = [(r.action, r.outcome) for r in records(repo)]
-    assert trail == [("forget", "failed"), ("forget", "succeeded"), ("prune", "succeeded")]
-    failed, forgot, pruned = records(repo)
+    assert trail == [("backup", "succeeded")] * 3 + [
+        ("forget", "failed"), ("forget", "succeeded"), ("prune", "succeeded"), ("export", "succeeded"),
+        ("purge", "succeeded")]
+    backed_up, *_, failed, forgot, pruned, exported, purged = records(repo)
+    assert backed_up.object == first.id and backed_up.database == "app.db" and "full" in backed_up.detail
+    assert exported.object == third.id and exported.database == "app.db" and "exported.db" in exported.detail
+    assert purged.detail.startswith("purged 0 batch(es)")
     assert "nosuchsnapshot" in failed.detail and failed.actor.deployment is None
     assert forgot.object == first.id and forgot.actor.deployment == "prune/daily"
     assert pruned.object == second.id and pruned.actor.flow_run == "run-7"
     (copied,) = records(dest)
     assert copied.action == "copy" and copied.object == third.id and "1 copied" in copied.detail
+
+
+def test_since_takes_a_duration_or_a_date_and_actions_are_checked() -> None:
+    from vaultflow.audit import check_action, parse_since
+
+    now = datetime(2026, 12, 8, 12, tzinfo=UTC)
+    assert parse_since("7d", now) == datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert parse_since("36h", now) == now - timedelta(hours=36)
+    assert parse_since("2026-12-01") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_since("2026-12-01T08:00+01:00") == datetime(2026, 12, 1, 7, tzinfo=UTC)
+    for bad in ("yesterday", "-7d", "7y", ""):
+        with pytest.raises(InputError, match="neither a duration nor a date"):
+            parse_since(bad, now)
+    assert check_action("backup") == "backup"
+    with pytest.raises(InputError, match="unknown action 'delete'.*backup"):
+        check_action("delete")

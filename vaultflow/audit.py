@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from vaultflow.errors import IntegrityError, VaultflowError
+from vaultflow.errors import InputError, IntegrityError, VaultflowError
 from vaultflow.repository.crypto import SealError
 from vaultflow.repository.repository import Repository
 
@@ -108,8 +109,21 @@ def acting_as(actor: Actor) -> Iterator[Actor]:
         _acting.reset(token)
 
 
+RunActor = Callable[[], "Actor | None"]
+_run_actor: RunActor | None = None
+
+
+def attribute_runs_with(source: RunActor | None) -> None:
+    """Set how to tell the actor of the orchestrated run in progress (None outside one).
+    The tasks layer registers a reader of Prefect's run context: the core cannot ask Prefect,
+    and it holds in every thread a task runs in."""
+    global _run_actor
+    _run_actor = source
+
+
 def current_actor() -> Actor:
-    return _acting.get() or Actor.here()
+    """The actor of `acting_as`, else the run in progress, else this process's user and host."""
+    return _acting.get() or (_run_actor() if _run_actor is not None else None) or Actor.here()
 
 
 class AuditNote:
@@ -118,6 +132,7 @@ class AuditNote:
     def __init__(self, object: str, database: str | None, detail: str) -> None:
         self.object, self.database, self.detail = object, database, detail
         self.extra: dict[str, str] = {}
+        self.failed = False  # an action that reports its failure rather than raising it (a drill)
 
 
 @contextmanager
@@ -130,6 +145,8 @@ def audited(repo: Repository, action: AuditAction, *, object: str = "", database
     outcome: AuditOutcome = "succeeded"
     try:
         yield note
+        if note.failed:
+            outcome = "failed"
     except (KeyboardInterrupt, SystemExit):
         outcome = "cancelled"
         raise
@@ -169,3 +186,41 @@ def records(repo: Repository, *, since: datetime | None = None) -> list[AuditRec
         if since is None or entry.at >= since:
             out.append(entry)
     return sorted(out, key=lambda r: (r.at, r.id))
+
+
+_SINCE_AGO = re.compile(r"^(\d+)([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`7d`, `36h`, `30m`, `2w` ago, or an ISO date or time (UTC unless it says otherwise);
+    InputError otherwise."""
+    value = text.strip()
+    ago = _SINCE_AGO.match(value)
+    if ago:
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--since {text!r} is neither a duration nor a date",
+                         "write it like 7d, 36h, 30m, 2w, 2026-12-01 or 2026-12-01T08:00") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def check_action(action: str) -> AuditAction:
+    """`action` as an AuditAction; InputError naming the known ones otherwise."""
+    known: tuple[AuditAction, ...] = get_args(AuditAction)
+    for a in known:
+        if a == action:
+            return a
+    raise InputError(f"unknown action {action!r}", "choose one of " + ", ".join(known))
+
+
+def matching(entries: list[AuditRecord], *, action: str | None = None, database: str | None = None,
+             actor: str | None = None) -> list[AuditRecord]:
+    """The records of `action`, whose database and actor label contain `database` and `actor`
+    (as the catalog's `audit_events` matches them)."""
+    return [e for e in entries
+            if (action is None or e.action == action)
+            and (database is None or database in (e.database or ""))
+            and (actor is None or actor in e.actor.label())]

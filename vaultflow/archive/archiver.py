@@ -54,6 +54,7 @@ from vaultflow.archive.sources import (
     SourceConnection,
     TableShape,
 )
+from vaultflow.audit import audited
 from vaultflow.errors import InputError, IntegrityError
 from vaultflow.repository import Repository
 
@@ -230,7 +231,19 @@ def archive_table(
     repo: Repository, source: ArchiveSource, spec: ArchiveSpec, *, dry_run: bool = False,
     catalog: ArchiveCatalog | None = None, fault: Fault | None = None,
 ) -> ArchiveReport:
-    """Archive `spec.table`'s aged rows in batches; see the module docstring for the protocol."""
+    """Archive `spec.table`'s aged rows in batches; see the module docstring for the protocol.
+    A run (not a dry run) leaves one audit record."""
+    if dry_run:
+        return _archive_table(repo, source, spec, dry_run=True, catalog=catalog, fault=fault)
+    with audited(repo, "archive", object=spec.table, database=source.database) as note:
+        report = _archive_table(repo, source, spec, dry_run=False, catalog=catalog, fault=fault)
+        note.detail = (f"{report.rows} row(s) in {len(report.batches)} batch(es) older than {spec.cutoff:%Y-%m-%d}, "
+                       f"policy {report.policy}")
+    return report
+
+
+def _archive_table(repo: Repository, source: ArchiveSource, spec: ArchiveSpec, *, dry_run: bool,
+                   catalog: ArchiveCatalog | None, fault: Fault | None) -> ArchiveReport:
     fault = fault or _no_fault
     policy = policy_slug(spec.policy) if spec.policy else default_policy(source, spec.table)
     report = ArchiveReport(policy=policy, engine=source.engine, server=source.server_label(),
@@ -405,7 +418,17 @@ def read_batch(repo: Repository, rec: BatchRecord) -> pa.Table:
 def unarchive_batch(repo: Repository, rec: BatchRecord, target: ArchiveSource, *, table: str | None = None,
                     catalog: ArchiveCatalog | None = None) -> Restore:
     """Insert the batch's rows into `table` (default: the archived table) of `target`, skipping
-    rows whose key is already present; one transaction; the restore is added to the record."""
+    rows whose key is already present; one transaction; the restore is added to the record
+    and the audit trail."""
+    with audited(repo, "unarchive", object=rec.id, database=target.database) as note:
+        restore = _unarchive_batch(repo, rec, target, table=table, catalog=catalog)
+        note.detail = (f"{restore.inserted} row(s) into {restore.table} of {restore.into}, "
+                       f"{restore.skipped} already present")
+    return restore
+
+
+def _unarchive_batch(repo: Repository, rec: BatchRecord, target: ArchiveSource, *, table: str | None,
+                     catalog: ArchiveCatalog | None) -> Restore:
     arrow = read_batch(repo, rec)
     cols = columns_of(arrow)
     rows = parquet_rows(arrow)
@@ -468,6 +491,19 @@ def purge_batches(repo: Repository, *, delete_after_days: int, policy: str | Non
     """Delete the Parquet objects of archived batches created more than `delete_after_days` ago;
     their records stay, marked `purged`. Also deletes Parquet objects without a record (left by
     a run that died before step 3) once they are a day old."""
+    if dry_run:
+        return _purge_batches(repo, delete_after_days=delete_after_days, policy=policy, now=now, dry_run=True,
+                              catalog=catalog)
+    with audited(repo, "purge", object=policy or "") as note:
+        report = _purge_batches(repo, delete_after_days=delete_after_days, policy=policy, now=now, dry_run=False,
+                                catalog=catalog)
+        note.detail = (f"purged {len(report.purged)} batch(es), {sum(b.rows for b in report.purged)} row(s), "
+                       f"{len(report.orphans)} orphan(s), {report.bytes_freed} bytes freed")
+    return report
+
+
+def _purge_batches(repo: Repository, *, delete_after_days: int, policy: str | None, now: datetime | None,
+                   dry_run: bool, catalog: ArchiveCatalog | None) -> PurgeReport:
     if delete_after_days < 0:
         raise InputError(f"delete_after_days {delete_after_days} is negative", "give 0 or more days")
     now = now or datetime.now(UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vaultflow.cli import (
     archive,
+    audit,
     automations,
     backup,
     catalog,
@@ -35,6 +36,7 @@ app.command()(maintenance.prune)
 app.command()(maintenance.verify)
 app.command()(drill.drill)
 app.command()(maintenance.copy)
+app.command()(audit.audit)
 app.command("check-credentials")(repository.check_credentials)
 app.command()(snapshots.stats)
 app.add_typer(catalog.catalog_app, name="catalog")

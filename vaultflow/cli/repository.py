@@ -17,7 +17,7 @@ from vaultflow.cli.app import (
     require_repo,
 )
 from vaultflow.cli.output import error, print_json, print_table, stdout
-from vaultflow.repository import Repository
+from vaultflow.operations.init import init_repository
 from vaultflow.storage import open_store
 
 
@@ -27,13 +27,13 @@ def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
     BackupRepository block points (with the block's passphrase)."""
     location = require_repo(repo)
     if is_location(location):
-        created = Repository.init(open_store(location), ask_passphrase(confirm=True))
+        created = init_repository(open_store(location), ask_passphrase(confirm=True))
     else:
         from blocks.resolve import resolve_repository
 
         resolved = resolve_repository(location)
         assert resolved.passphrase is not None
-        created = Repository.init(resolved.store(), resolved.passphrase.get_secret_value())
+        created = init_repository(resolved.store(), resolved.passphrase.get_secret_value())
     if json_out:
         print_json({"repository_id": created.id, "location": created.store.describe()})
     else:

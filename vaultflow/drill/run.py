@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from vaultflow.audit import audited
 from vaultflow.drill.report import CheckResult, DrillReport
 from vaultflow.drill.suites import (
     DEFAULT_SUITE,
@@ -81,6 +82,28 @@ def run_drill(
     after_restore: AfterRestore | None = None,
     scan_constraints: bool = False,
     server_locale: bool = False,
+) -> DrillReport:
+    """`_drill`, recorded in the audit trail: failed unless the report passed."""
+    with audited(repo, "drill", object=snapshot_id) as note:
+        report = _drill(repo, snapshot_id, scratch_server, suites=suites, timeout=timeout, jobs=jobs,
+                        progress=progress, after_restore=after_restore, scan_constraints=scan_constraints,
+                        server_locale=server_locale)
+        note.database, note.detail, note.failed = report.database, report.summary(), not report.passed
+    return report
+
+
+def _drill(
+    repo: Repository,
+    snapshot_id: str,
+    scratch_server: DatabaseEngine,
+    *,
+    suites: list[UserSuite] | None,
+    timeout: float | None,
+    jobs: int,
+    progress: ProgressCallback | None,
+    after_restore: AfterRestore | None,
+    scan_constraints: bool,
+    server_locale: bool,
 ) -> DrillReport:
     """Restore `snapshot_id` into a new scratch database on `scratch_server`'s server, run
     every check, drop the scratch database, and return the report.

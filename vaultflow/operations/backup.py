@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import blake3
 
 from vaultflow import __version__
+from vaultflow.audit import audited
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, server_wide_objects
 from vaultflow.engines.registry import spec
 from vaultflow.repository.locks import RepositoryLock
@@ -112,7 +113,8 @@ def backup_database(
     # The shared lock keeps prune from collecting this backup's chunks before the manifest
     # names them; it waits for a running prune rather than failing.
     table_filter = [f"include:{p}" for p in include_tables or []] + [f"exclude:{p}" for p in exclude_tables or []]
-    with RepositoryLock(repo, "shared", f"backup of {engine.describe()}", wait=lock_wait) as lock:
+    with (audited(repo, "backup", object=snapshot_id, database=engine.database) as note,
+          RepositoryLock(repo, "shared", f"backup of {engine.describe()}", wait=lock_wait) as lock):
         if plan.parent is not None and plan.parent.id not in repo.snapshot_ids():
             # Planned before the lock was taken; a prune has forgotten the parent since.
             plan = plan_backup(repo, engine, plan.kind, snapshot_id)
@@ -159,6 +161,7 @@ def backup_database(
                                  schema_inventory=session.inventory)
         lock.check_held()
         repo.save_manifest(manifest)
+        note.detail = f"{manifest.kind} of {engine.describe()}, {manifest.logical_size} bytes"
     return manifest
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from vaultflow.audit import audited
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, server_wide_objects
 from vaultflow.engines.registry import spec, spec_for_format
 from vaultflow.errors import InputError, StorageUnwritable
@@ -41,7 +42,9 @@ def restore_snapshot(
     """
     refuse_missing_restore_capabilities(target, jobs=jobs, tables=tables, include_globals=include_globals,
                                         server_locale=server_locale)
-    with RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60):
+    with (audited(repo, "restore", object=snapshot_id, database=target.database,
+                  detail=f"into {target.describe()}"),
+          RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60)):
         manifest = repo.load_manifest(snapshot_id)
         check_target_engine(manifest, target)
         if tables is not None:
@@ -125,8 +128,11 @@ def export_snapshot(
     snapshots) or a plain SQL script for `psql -f` (per-table snapshots). MySQL: the
     mariadb-dump SQL script, for `mariadb DBNAME < file`.
     """
-    with RepositoryLock(repo, "shared", "export", wait=60):
-        return _export(repo, snapshot_id, destination, progress)
+    with (audited(repo, "export", object=snapshot_id, detail=f"to {destination}") as note,
+          RepositoryLock(repo, "shared", "export", wait=60)):
+        manifest = _export(repo, snapshot_id, destination, progress)
+        note.database = manifest.database
+        return manifest
 
 
 def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[str],
