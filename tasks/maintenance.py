@@ -12,7 +12,7 @@ from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.operations.copy import CopyResult, copy_snapshots
 from vaultflow.operations.prune import PrunePlan, prune
-from vaultflow.operations.retention import RetentionPolicy
+from vaultflow.operations.retention import PolicyMap, RetentionPolicy
 from vaultflow.operations.verify import SnapshotVerdict, verify_snapshots
 from vaultflow.repository import Repository
 
@@ -23,7 +23,7 @@ def _open(repository: str | None) -> tuple[Repository, str | None]:
 
 
 @task(name="prune-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool
+def prune_repository(repository: str | None, policy: RetentionPolicy | PolicyMap, dry_run: bool
                      ) -> tuple[PrunePlan, str | None, str]:
     """Forget what the policy does not keep, collect garbage, drop forgotten catalog rows."""
     repo, catalog_url = _open(repository)
