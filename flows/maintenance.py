@@ -9,13 +9,16 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field, model_validator
 
+from blocks.parameters import RepositoryChoice
+from blocks.resolve import block_label
 from tasks.maintenance import copy_repository, prune_repository, verify_repository
 from tasks.reporting import error_line, publish_repository_event, publish_stats
 from vaultflow.errors import IntegrityError
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy, parse_duration, preset
 from vaultflow.operations.verify import broken_by_chunk
 
-
+RepositoryParam = Annotated[RepositoryChoice | None, Field(description="BackupRepository block (or its name) "
+                                                                             "or path")]
 DURATION_PATTERN = r"^\d+[hdwyHDWY]$"
 
 
@@ -72,7 +75,7 @@ def retention_policy(rules: RetentionRules, policy_for: list[DatabaseRetention])
 
 @flow(name="retention", validate_parameters=True)
 def retention(
-    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    repository: RepositoryParam = None,
     rules: RetentionRules = RetentionRules(),  # noqa: B008 - pydantic default shown in the UI form
     policy_for: Annotated[list[DatabaseRetention], Field(
         description="Per-database rules, first matching glob wins; `rules` is for the rest")] = [],  # noqa: B006
@@ -106,7 +109,7 @@ def retention(
 
 @flow(name="verify", validate_parameters=True)
 def verify(
-    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    repository: RepositoryParam = None,
     snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
     deep: Annotated[bool, Field(description="Download and re-hash every chunk")] = False,
     rules: Annotated[RetentionRules | None, Field(description="Report not_expired against this policy")] = None,
@@ -144,9 +147,10 @@ def verify(
 
 @flow(name="copy", validate_parameters=True)
 def copy(
-    destination: Annotated[str, Field(description="BackupRepository block name or path to copy into "
-                                                  "(initialised with `vaultflow init`)")],
-    repository: Annotated[str | None, Field(description="BackupRepository block name or path to copy from")] = None,
+    destination: Annotated[RepositoryChoice, Field(description="BackupRepository block (or its name) or path to "
+                                                               "copy into (initialised with `vaultflow init`)")],
+    repository: Annotated[RepositoryChoice | None, Field(
+        description="BackupRepository block (or its name) or path to copy from")] = None,
     snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
 ) -> dict[str, object]:
     """Copy snapshots to a second repository, transferring only the chunks it does not hold."""
@@ -154,9 +158,9 @@ def copy(
     create_table_artifact(key="vaultflow-copy", table=[
         {"copied": len(result.copied), "already_there": len(result.already_there),
          "chunks_written": result.chunks_written, "chunks_reused": result.chunks_reused,
-         "bytes_written": result.bytes_written}], description=f"Copy to {destination}")
+         "bytes_written": result.bytes_written}], description=f"Copy to {block_label(destination)}")
     return result.as_dict()
 
 
-def _repository_ref(repository: str | None) -> str:
-    return repository or os.environ.get("VAULTFLOW_REPO") or "unset"
+def _repository_ref(repository: RepositoryChoice | None) -> str:
+    return block_label(repository) or os.environ.get("VAULTFLOW_REPO") or "unset"
