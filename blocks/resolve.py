@@ -39,11 +39,21 @@ def _load_block(slug: str, name: str) -> Block | None:
         return None
 
 
-def resolve_engine(ref: str) -> DatabaseEngine:
-    """A database URL, or the name of a saved PostgresServer/MySQLServer/SqliteDatabase block.
+def block_label(ref: Block | str | None) -> str | None:
+    """What names a parameter in run names, events and messages: a block's saved name, else the text."""
+    if isinstance(ref, Block):
+        return ref._block_document_name or type(ref).get_block_type_slug()
+    return ref
+
+
+def resolve_engine(ref: str | Block) -> DatabaseEngine:
+    """A database URL, a saved PostgresServer/MySQLServer/SqliteDatabase block (as a flow
+    parameter gets it from a block picker) or its name.
 
     `name/database` picks another database on a saved server.
     """
+    if isinstance(ref, Block):
+        return _engine_block(ref).engine(None)  # type: ignore[attr-defined, no-any-return]
     if is_database_url(ref):
         return engine_from_url(ref)
     name, _, database = ref.partition("/")
@@ -113,7 +123,14 @@ class ScratchServer:
     suites_dir: str | None = None
 
 
-def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
+def _engine_block(block: Block) -> Block:
+    if not callable(getattr(block, "engine", None)):
+        raise InputError(f"a {type(block).__name__} block is not a database server or file",
+                         "pick a vaultflow PostgreSQL Server, MySQL Server, SQL Server or SQLite Database block")
+    return block
+
+
+def resolve_scratch(ref: str | Block | None, source_engine: str) -> ScratchServer:
     """A server URL (a database in it is ignored: drills name their own), or the name of a
     saved engine block. Without `ref`, SQLite snapshots drill in $VAULTFLOW_HOME/drills;
     other engines need a server named."""
@@ -123,16 +140,22 @@ def resolve_scratch(ref: str | None, source_engine: str) -> ScratchServer:
         raise InputError(f"no scratch server given for a {source_engine} drill",
                          "pass --scratch with an engine block name or a server URL such as "
                          "postgresql://postgres@scratch-host:5432")
+    if isinstance(ref, Block):
+        return _scratch_of(_engine_block(ref))
     if is_database_url(ref):
         return ScratchServer(scratch_from_url(ref))
     name = ref.partition("/")[0]
     for slug in ENGINE_BLOCK_SLUGS:
         block = _load_block(slug, name)
         if block is not None:
-            engine = block.engine(getattr(block, "database", None) or "postgres")  # type: ignore[attr-defined]
-            return ScratchServer(engine, getattr(block, "drill_suites", None))
+            return _scratch_of(block)
     raise InputError(f"no server URL and no saved engine block named {name!r} for drills",
                      "give postgresql://user@host:port or sqlite:///directory/, or create the block")
+
+
+def _scratch_of(block: Block) -> ScratchServer:
+    engine = block.engine(getattr(block, "database", None) or "postgres")  # type: ignore[attr-defined]
+    return ScratchServer(engine, getattr(block, "drill_suites", None))
 
 
 def _sqlite_file(path: str | os.PathLike[str]) -> DatabaseEngine:
@@ -185,11 +208,14 @@ def is_location(ref: str) -> bool:
     return "/" in ref or "://" in ref or ref.startswith((".", "~"))
 
 
-def resolve_repository(ref: str | None) -> RepositoryRef:
-    """A path or URL (passphrase from VAULTFLOW_PASSPHRASE), or a BackupRepository block name.
+def resolve_repository(ref: str | Block | None) -> RepositoryRef:
+    """A path or URL (passphrase from VAULTFLOW_PASSPHRASE), a BackupRepository block (as a
+    flow parameter gets it from a block picker) or its name.
 
     Without `ref`, VAULTFLOW_REPO is used.
     """
+    if isinstance(ref, Block):
+        return _repository_of(ref, ref._block_document_name)
     ref = ref or os.environ.get("VAULTFLOW_REPO")
     if not ref:
         raise InputError("no repository given", "pass --repo PATH or set VAULTFLOW_REPO")
@@ -203,10 +229,16 @@ def resolve_repository(ref: str | None) -> RepositoryRef:
             f"create it: `prefect block register -m blocks`, then Prefect UI > Blocks > + > vaultflow Backup "
             f"Repository named {ref!r} (in Python: BackupRepository(...).save({ref!r})); or give a path such as ./repo",
         )
+    return _repository_of(block, ref)
+
+
+def _repository_of(block: Block, name: str | None) -> RepositoryRef:
     from blocks.repository import BackupRepository
 
-    assert isinstance(block, BackupRepository)
+    if not isinstance(block, BackupRepository):
+        raise InputError(f"a {type(block).__name__} block is not a repository",
+                         "pick a vaultflow Backup Repository block, or give its name or a path")
     settings = block.storage_settings()
     location = settings.location() if settings is not None else str(block.location)
     catalog_url = block.catalog_url.get_secret_value() if block.catalog_url else None
-    return RepositoryRef(location, block.passphrase, catalog_url, settings, block_name=ref)
+    return RepositoryRef(location, block.passphrase, catalog_url, settings, block_name=name)

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from prefect import flow
 from pydantic import Field
 
+from blocks.parameters import EngineChoice, RepositoryChoice
+from blocks.resolve import block_label
 from tasks.backup import (
     dump_to_repository,
     open_backup_run,
@@ -30,16 +32,16 @@ def _run_name() -> str:
 
     from prefect.runtime import flow_run
 
-    source = str(flow_run.parameters.get("source", "source"))
+    source = str(block_label(flow_run.parameters.get("source")) or "source")
     database = source.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or source
     return f"backup-{database}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
 
 
 @flow(name="backup", flow_run_name=_run_name, validate_parameters=True)
 def backup(
-    source: Annotated[str, Field(description="Engine block name, or postgresql://user@host:port/db, "
+    source: Annotated[EngineChoice, Field(description="Engine block (or its name), or postgresql://user@host:port/db, "
                                              "mysql://user@host:port/db or sqlite:///path/to/file.db")],
-    repository: Annotated[str | None, Field(description="BackupRepository block name or a local "
+    repository: Annotated[RepositoryChoice | None, Field(description="BackupRepository block (or its name) or a local "
                                                         "path; VAULTFLOW_REPO if empty")] = None,
     kind: Annotated[Literal["full", "incremental", "differential"], Field(
         description="full starts a new chain; incremental stores what changed since the newest snapshot; "
@@ -50,7 +52,7 @@ def backup(
     try:
         run = open_backup_run(source, repository, kind)
     except BaseException as exc:
-        publish_source_failure(source, error_line(exc))
+        publish_source_failure(str(block_label(source)), error_line(exc))
         raise
     try:
         manifest = dump_to_repository(run, options)

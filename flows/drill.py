@@ -11,20 +11,21 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
+from blocks.parameters import EngineChoice, RepositoryChoice
 from tasks.drill import check_suites, drill_error_report, drill_snapshot, plan_drills, record_drill
 from tasks.reporting import drill_row, publish_drill_report
 from vaultflow.drill import DrillFailed, DrillReport
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.requests import DrillRequest
 
-ScratchParam = Annotated[str | None, Field(
-    description="Scratch server: engine block name or server URL (postgresql://user@host:port, "
+ScratchParam = Annotated[EngineChoice | None, Field(
+    description="Scratch server: engine block (or its name) or server URL (postgresql://user@host:port, "
                 "sqlite:///directory/); SQLite drills default to $VAULTFLOW_HOME/drills")]
 SuitesParam = Annotated[str | None, Field(
     description="Directory of expectation suites (JSON/YAML); default: the scratch block's drill_suites")]
 OptionsParam = Annotated[DrillRequest, Field(description="How to drill each snapshot")]
-RepositoryParam = Annotated[str | None, Field(description="BackupRepository block name or a local path; "
-                                                          "VAULTFLOW_REPO if empty")]
+RepositoryParam = Annotated[RepositoryChoice | None, Field(
+    description="BackupRepository block (or its name) or a local path; VAULTFLOW_REPO if empty")]
 
 
 def _run_name() -> str:
@@ -39,8 +40,8 @@ def _error_line(exc: BaseException) -> str:
     return exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
 
 
-def drill_and_report(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                     options: DrillRequest) -> DrillReport:
+def drill_and_report(repository: RepositoryChoice | None, snapshot_id: str, scratch: EngineChoice | None,
+                     suites: str | None, options: DrillRequest) -> DrillReport:
     """Run one drill and record and publish it, also when it could not run at all."""
     try:
         report = drill_snapshot(repository, snapshot_id, scratch, suites, options)

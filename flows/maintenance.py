@@ -3,43 +3,82 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from blocks.parameters import RepositoryChoice
+from blocks.resolve import block_label
 from tasks.maintenance import copy_repository, prune_repository, verify_repository
 from tasks.reporting import error_line, publish_repository_event, publish_stats
 from vaultflow.errors import IntegrityError
-from vaultflow.operations.retention import RetentionPolicy, parse_duration, preset
+from vaultflow.operations.retention import PolicyMap, RetentionPolicy, parse_duration, preset
 from vaultflow.operations.verify import broken_by_chunk
+
+RepositoryParam = Annotated[RepositoryChoice | None, Field(description="BackupRepository block (or its name) "
+                                                                             "or path")]
+DURATION_PATTERN = r"^\d+[hdwyHDWY]$"
 
 
 class RetentionRules(BaseModel):
-    """A named preset, or explicit rules: any rule set here replaces the preset entirely."""
+    """A named preset, or explicit rules: any rule set here replaces the preset entirely.
+
+    Building one checks it (through RetentionPolicy): a rule set that keeps nothing, a cap of
+    zero or a bad duration raises InputError, before any run touches a repository."""
 
     preset: Literal["default", "aggressive", "conservative", "compliance"] = "default"
     keep_last: int | None = Field(default=None, ge=0)
-    keep_within: str | None = Field(default=None, description="e.g. 30d, 36h, 8w, 1y")
+    keep_within: str | None = Field(default=None, description="e.g. 30d, 36h, 8w, 1y",
+                                    json_schema_extra={"pattern": DURATION_PATTERN})
     keep_hourly: int | None = Field(default=None, ge=0)
     keep_daily: int | None = Field(default=None, ge=0)
     keep_weekly: int | None = Field(default=None, ge=0)
     keep_monthly: int | None = Field(default=None, ge=0)
     keep_yearly: int | None = Field(default=None, ge=0)
+    max_count: int | None = Field(default=None, description="Cap: at most this many snapshots per database",
+                                  json_schema_extra={"minimum": 1})
+    max_age: str | None = Field(default=None, description="Cap: nothing older than this (e.g. 30d)",
+                                json_schema_extra={"pattern": DURATION_PATTERN})
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Self:
+        self.policy()  # raises InputError, which pydantic passes through unchanged
+        return self
 
     def policy(self) -> RetentionPolicy:
-        counts = {k: v for k, v in self.model_dump(exclude={"preset", "keep_within"}).items() if v is not None}
-        if not counts and not self.keep_within:
+        counts = {name: getattr(self, name) for name in _COUNT_RULES if getattr(self, name) is not None}
+        if not counts and not self.keep_within and not self.max_age:
             return preset(self.preset)
         within = parse_duration(self.keep_within) if self.keep_within else None
-        return RetentionPolicy(keep_within=within, **counts)
+        max_age = parse_duration(self.max_age) if self.max_age else None
+        return RetentionPolicy(keep_within=within, max_age=max_age, **counts)
+
+
+_COUNT_RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "max_count")
+
+
+class DatabaseRetention(RetentionRules):
+    """The rules of the databases a glob matches: on the database key (engine://server/db) or
+    its name, e.g. `shop*` or `*.db`. The first matching entry wins."""
+
+    match: str = Field(min_length=1, description="Glob on engine://server/db or the database name, e.g. shop*")
+
+
+def retention_policy(rules: RetentionRules, policy_for: list[DatabaseRetention]) -> RetentionPolicy | PolicyMap:
+    """One policy, or per-database policies with `rules` for databases no glob matches."""
+    if not policy_for:
+        return rules.policy()
+    return PolicyMap(rules.policy(), tuple((entry.match, entry.policy()) for entry in policy_for))
 
 
 @flow(name="retention", validate_parameters=True)
 def retention(
-    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    repository: RepositoryParam = None,
     rules: RetentionRules = RetentionRules(),  # noqa: B008 - pydantic default shown in the UI form
+    policy_for: Annotated[list[DatabaseRetention], Field(
+        description="Per-database rules, first matching glob wins; `rules` is for the rest")] = [],  # noqa: B006
     dry_run: Annotated[bool, Field(description="Only report what would be deleted")] = False,
 ) -> dict[str, object]:
     """Apply a retention policy: forget snapshots, then delete chunks nothing references.
@@ -49,7 +88,7 @@ def retention(
     """
     ref = _repository_ref(repository)
     try:
-        plan, catalog_url, repository_id = prune_repository(repository, rules.policy(), dry_run)
+        plan, catalog_url, repository_id = prune_repository(repository, retention_policy(rules, policy_for), dry_run)
     except BaseException as exc:
         publish_repository_event("prune", "failed", ref, {"error": error_line(exc)})
         raise
@@ -61,14 +100,16 @@ def retention(
              "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
             for m in plan.forget]
     create_table_artifact(key="vaultflow-retention", table=rows or [{"snapshot": "-", "action": "nothing to forget"}],
-                          description=f"Retention ({rules.preset}{', dry run' if dry_run else ''})")
+                          description=f"Retention ({rules.preset}"
+                          f"{f', {len(policy_for)} per-database rule(s)' if policy_for else ''}"
+                          f"{', dry run' if dry_run else ''})")
     return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget], "kept": sorted(plan.keep),
             "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed}
 
 
 @flow(name="verify", validate_parameters=True)
 def verify(
-    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    repository: RepositoryParam = None,
     snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
     deep: Annotated[bool, Field(description="Download and re-hash every chunk")] = False,
     rules: Annotated[RetentionRules | None, Field(description="Report not_expired against this policy")] = None,
@@ -106,9 +147,10 @@ def verify(
 
 @flow(name="copy", validate_parameters=True)
 def copy(
-    destination: Annotated[str, Field(description="BackupRepository block name or path to copy into "
-                                                  "(initialised with `vaultflow init`)")],
-    repository: Annotated[str | None, Field(description="BackupRepository block name or path to copy from")] = None,
+    destination: Annotated[RepositoryChoice, Field(description="BackupRepository block (or its name) or path to "
+                                                               "copy into (initialised with `vaultflow init`)")],
+    repository: Annotated[RepositoryChoice | None, Field(
+        description="BackupRepository block (or its name) or path to copy from")] = None,
     snapshots: Annotated[list[str] | None, Field(description="Snapshot ids; all if empty")] = None,
 ) -> dict[str, object]:
     """Copy snapshots to a second repository, transferring only the chunks it does not hold."""
@@ -116,9 +158,9 @@ def copy(
     create_table_artifact(key="vaultflow-copy", table=[
         {"copied": len(result.copied), "already_there": len(result.already_there),
          "chunks_written": result.chunks_written, "chunks_reused": result.chunks_reused,
-         "bytes_written": result.bytes_written}], description=f"Copy to {destination}")
+         "bytes_written": result.bytes_written}], description=f"Copy to {block_label(destination)}")
     return result.as_dict()
 
 
-def _repository_ref(repository: str | None) -> str:
-    return repository or os.environ.get("VAULTFLOW_REPO") or "unset"
+def _repository_ref(repository: RepositoryChoice | None) -> str:
+    return block_label(repository) or os.environ.get("VAULTFLOW_REPO") or "unset"

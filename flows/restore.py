@@ -7,6 +7,8 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
+from blocks.parameters import EngineChoice, RepositoryChoice
+from blocks.resolve import block_label
 from tasks.reporting import publish_restore_summary, snapshot_row
 from tasks.restore import restore_into_target
 from vaultflow.requests import RestoreRequest
@@ -16,19 +18,19 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    target = str(params.get("target", "target")).rstrip("/").rsplit("/", 1)[-1]
+    target = str(block_label(params.get("target")) or "target").rstrip("/").rsplit("/", 1)[-1]
     return f"restore-{params.get('snapshot', '')}-into-{target}"
 
 
 @flow(name="restore", flow_run_name=_run_name, validate_parameters=True)
 def restore(
     snapshot: Annotated[str, Field(description="Snapshot id or unique prefix (vaultflow snapshots)")],
-    target: Annotated[str, Field(description="Engine block name (name/database) or database URL")],
-    repository: Annotated[str | None, Field(description="BackupRepository block name or a local "
+    target: Annotated[EngineChoice, Field(description="Engine block, its name (name/database) or database URL")],
+    repository: Annotated[RepositoryChoice | None, Field(description="BackupRepository block (or its name) or a local "
                                                         "path; VAULTFLOW_REPO if empty")] = None,
     options: Annotated[RestoreRequest, Field(description="How to restore")] = RestoreRequest(),  # noqa: B008
 ) -> dict[str, object]:
     """Restore a snapshot; the target is changed only once every chunk has been verified."""
     manifest = restore_into_target(snapshot, target, repository, options)
-    publish_restore_summary(manifest, target)
-    return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": target}
+    publish_restore_summary(manifest, str(block_label(target)))
+    return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": block_label(target)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +19,9 @@ from vaultflow.progress import ProgressMeter, add_listener, remove_listener
 from vaultflow.repository import SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
 from vaultflow.requests import BackupRequest
+
+if TYPE_CHECKING:
+    from blocks.parameters import EngineChoice, RepositoryChoice
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def _flow_run_id() -> str | None:
 
 @task(name="open-backup-run", **RETRIED, persist_result=False,
       cache_policy=NO_CACHE)
-def open_backup_run(source: str, repository: str | None, kind: SnapshotKind) -> BackupRun:
+def open_backup_run(source: EngineChoice, repository: RepositoryChoice | None, kind: SnapshotKind) -> BackupRun:
     """Resolve source and repository, check the passphrase, pick chain and parent, record Running."""
     engine = resolve_engine(source)
     ref = resolve_repository(repository)

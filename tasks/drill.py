@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.resolve import resolve_repository, resolve_scratch
+from blocks.resolve import block_label, resolve_repository, resolve_scratch
 from tasks.backup import _flow_run_id
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
@@ -23,9 +24,12 @@ from vaultflow.errors import InputError
 from vaultflow.progress import ProgressMeter
 from vaultflow.requests import DrillRequest
 
+if TYPE_CHECKING:
+    from blocks.parameters import EngineChoice, RepositoryChoice
+
 
 @task(name="plan-drills", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def plan_drills(repository: str | None, snapshot: str | None, databases: list[str]) -> list[str]:
+def plan_drills(repository: RepositoryChoice | None, snapshot: str | None, databases: list[str]) -> list[str]:
     """The snapshot named, else the newest snapshot of each database (of the named ones)."""
     repo = resolve_repository(repository).open()
     if snapshot:
@@ -39,7 +43,8 @@ def plan_drills(repository: str | None, snapshot: str | None, databases: list[st
 
 
 @task(name="check-drill-suites", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str | None, suites: str | None) -> None:
+def check_suites(repository: RepositoryChoice | None, snapshot_ids: list[str], scratch: EngineChoice | None,
+                 suites: str | None) -> None:
     """Bind every user suite to every planned snapshot, so a suite naming a missing table or
     column stops all drills before any restore."""
     repo = resolve_repository(repository).open()
@@ -51,8 +56,8 @@ def check_suites(repository: str | None, snapshot_ids: list[str], scratch: str |
 
 
 @task(name="restore-drill", task_run_name="drill-{snapshot_id}", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None, suites: str | None,
-                   options: DrillRequest) -> DrillReport:
+def drill_snapshot(repository: RepositoryChoice | None, snapshot_id: str, scratch: EngineChoice | None,
+                   suites: str | None, options: DrillRequest) -> DrillReport:
     """Restore into a scratch database, check, drop; user suites are checked first."""
     repo = resolve_repository(repository).open()
     manifest = repo.load_manifest(snapshot_id)
@@ -72,18 +77,19 @@ def drill_snapshot(repository: str | None, snapshot_id: str, scratch: str | None
 
 
 @task(name="record-drill", persist_result=False, cache_policy=NO_CACHE)
-def record_drill(repository: str | None, report: DrillReport) -> None:
+def record_drill(repository: RepositoryChoice | None, report: DrillReport) -> None:
     ref = resolve_repository(repository)
     Catalog(ref.catalog_url).record_drill(report, repository_id=ref.open().id, flow_run_id=_flow_run_id())
 
 
 @task(name="record-drill-error", persist_result=False, cache_policy=NO_CACHE)
-def drill_error_report(repository: str | None, snapshot_id: str, scratch: str | None, error: str) -> DrillReport:
+def drill_error_report(repository: RepositoryChoice | None, snapshot_id: str, scratch: EngineChoice | None,
+                       error: str) -> DrillReport:
     """A failed drill that could not run (bad suite, scratch unreachable or taken)."""
     repo = resolve_repository(repository).open()
     manifest = repo.load_manifest(snapshot_id)
     now = datetime.now(UTC)
     return DrillReport(snapshot_id=manifest.id, snapshot_taken=manifest.started_at, engine=manifest.engine,
-                       server=manifest.server, database=manifest.database, scratch_server=scratch or "-",
+                       server=manifest.server, database=manifest.database, scratch_server=block_label(scratch) or "-",
                        scratch_database=scratch_name(manifest), started_at=now, finished_at=now, error=error,
                        scratch_dropped=True)

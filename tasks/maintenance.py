@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -12,18 +13,21 @@ from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.operations.copy import CopyResult, copy_snapshots
 from vaultflow.operations.prune import PrunePlan, prune
-from vaultflow.operations.retention import RetentionPolicy
+from vaultflow.operations.retention import PolicyMap, RetentionPolicy
 from vaultflow.operations.verify import SnapshotVerdict, verify_snapshots
 from vaultflow.repository import Repository
 
+if TYPE_CHECKING:
+    from blocks.parameters import RepositoryChoice
 
-def _open(repository: str | None) -> tuple[Repository, str | None]:
+
+def _open(repository: RepositoryChoice | None) -> tuple[Repository, str | None]:
     ref = resolve_repository(repository)
     return ref.open(), ref.catalog_url
 
 
 @task(name="prune-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: bool
+def prune_repository(repository: RepositoryChoice | None, policy: RetentionPolicy | PolicyMap, dry_run: bool
                      ) -> tuple[PrunePlan, str | None, str]:
     """Forget what the policy does not keep, collect garbage, drop forgotten catalog rows."""
     repo, catalog_url = _open(repository)
@@ -38,7 +42,7 @@ def prune_repository(repository: str | None, policy: RetentionPolicy, dry_run: b
 
 
 @task(name="verify-snapshots", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def verify_repository(repository: str | None, snapshots: list[str] | None, deep: bool,
+def verify_repository(repository: RepositoryChoice | None, snapshots: list[str] | None, deep: bool,
                       policy: RetentionPolicy | None) -> list[SnapshotVerdict]:
     repo, _ = _open(repository)
     ids = [repo.resolve_snapshot(s) for s in snapshots] if snapshots else None
@@ -46,7 +50,8 @@ def verify_repository(repository: str | None, snapshots: list[str] | None, deep:
 
 
 @task(name="copy-snapshots", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def copy_repository(source: str | None, destination: str, snapshots: list[str] | None) -> CopyResult:
+def copy_repository(source: RepositoryChoice | None, destination: RepositoryChoice,
+                    snapshots: list[str] | None) -> CopyResult:
     """Copy snapshots the destination lacks; a retry skips the ones already copied."""
     src, _ = _open(source)
     dest, _ = _open(destination)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,10 +14,13 @@ from vaultflow.progress import ProgressMeter
 from vaultflow.repository import SnapshotManifest
 from vaultflow.requests import RestoreRequest
 
+if TYPE_CHECKING:
+    from blocks.parameters import EngineChoice, RepositoryChoice
+
 
 @task(name="restore-snapshot", **RETRIED, persist_result=False,
       cache_policy=NO_CACHE, cache_result_in_memory=False)
-def restore_into_target(snapshot: str, target: str, repository: str | None,
+def restore_into_target(snapshot: str, target: EngineChoice, repository: RepositoryChoice | None,
                         options: RestoreRequest) -> SnapshotManifest:
     """Restore a snapshot; the target changes only when the whole snapshot loaded and checked."""
     repo = resolve_repository(repository).open()

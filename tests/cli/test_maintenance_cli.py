@@ -70,3 +70,54 @@ def test_malformed_policies(cli: Cli, tmp_path: Path) -> None:
     assert zero.returncode == 2 and "keeps nothing" in one_error_line(zero)
     bad_within = cli("prune", "--repo", str(repo), "--keep-within", "soon")
     assert bad_within.returncode == 2 and "duration" in one_error_line(bad_within)
+
+
+def test_prune_caps_and_per_database_presets(cli: Cli, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shop = create(tmp_path / "shop.db", rows=300)
+    other = create(tmp_path / "t.db", rows=200)
+    assert cli("init", "--repo", str(repo)).returncode == 0
+    for db in (shop, shop, shop, other, other, other):
+        assert cli("backup", f"sqlite:///{db}", "--repo", str(repo)).returncode == 0, "backup failed"
+
+    young = cli("prune", "--repo", str(repo), "--max-age", "30d", "--dry-run", "--json")
+    assert young.returncode == 0, young.stderr
+    assert json.loads(young.stdout)["forgotten"] == []  # all taken just now: no cap reached
+
+    capped = cli("prune", "--repo", str(repo), "--max-count", "2", "--dry-run", "--json")
+    assert capped.returncode == 0, capped.stderr
+    assert len(json.loads(capped.stdout)["forgotten"]) == 2  # one per database
+
+    done = cli("prune", "--repo", str(repo), "--max-count", "1", "--max-age", "30d",
+               "--policy-for", "shop*=compliance", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["forgotten"]) == 2
+    remaining = [r["database"] for r in snapshots(cli, repo) if r["status"] == "Succeeded"]
+    assert sorted(remaining) == ["shop.db", "shop.db", "shop.db", "t.db"]
+
+    glob_on_key = cli("prune", "--repo", str(repo), "--policy", "aggressive", "--max-count", "1",
+                      "--policy-for", "sqlite://*=default", "--policy-for", "shop*=aggressive", "--json")
+    assert glob_on_key.returncode == 0, glob_on_key.stderr
+    assert json.loads(glob_on_key.stdout)["forgotten"] == []  # the first match (default, 10 newest) wins
+
+
+def test_bad_retention_input_deletes_nothing(cli: Cli, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    db = create(tmp_path / "s.db", rows=100)
+    assert cli("init", "--repo", str(repo)).returncode == 0
+    for _ in range(2):
+        assert cli("backup", f"sqlite:///{db}", "--repo", str(repo)).returncode == 0
+    cases = {
+        ("--max-count", "0"): "would delete every backup",
+        ("--max-age", "0d"): "max_age must be a positive duration",
+        ("--max-age", "month"): "cannot read duration 'month'",
+        ("--policy-for", "shop*"): "cannot read --policy-for 'shop*'",
+        ("--policy-for", "=compliance"): "cannot read --policy-for",
+        ("--policy-for", "shop*=forever"): "unknown retention preset 'forever' in --policy-for",
+        ("--policy", "forever"): "unknown retention preset 'forever'",
+        ("--keep-last", "0", "--keep-daily", "0"): "keeps nothing",
+    }
+    for args, message in cases.items():
+        bad = cli("prune", "--repo", str(repo), *args)
+        assert bad.returncode == 2 and message in one_error_line(bad), (args, bad.stdout, bad.stderr)
+    assert len([r for r in snapshots(cli, repo) if r["status"] == "Succeeded"]) == 2

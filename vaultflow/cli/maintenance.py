@@ -31,26 +31,36 @@ def prune(
     keep_weekly: Annotated[int | None, typer.Option()] = None,
     keep_monthly: Annotated[int | None, typer.Option()] = None,
     keep_yearly: Annotated[int | None, typer.Option()] = None,
+    max_count: Annotated[int | None, typer.Option(help="Cap: keep at most N per database.")] = None,
+    max_age: Annotated[str | None, typer.Option(help="Cap: forget anything older than this (30d, 8w).")] = None,
+    policy_for: Annotated[list[str] | None, typer.Option(
+        "--policy-for", metavar="GLOB=PRESET",
+        help="Preset for the databases a glob matches (engine://server/db or the name), e.g. 'shop*=compliance'; "
+             "repeatable, first match wins; the other options are for the rest.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only show what would go and the bytes it frees.")] = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Apply a retention policy, then delete chunks no snapshot needs (runs the `retention` flow).
 
-    Explicit --keep-* rules replace the preset. The newest snapshot of every database is kept.
+    Explicit --keep-* / --max-* rules replace the preset. Never forgotten: the newest snapshot of
+    every database, the newest a drill proved, the full a kept snapshot depends on.
     """
     from vaultflow.operations.retention import PRESETS
 
     if policy not in PRESETS:
         raise InputError(f"unknown retention preset {policy!r}", f"choose one of {', '.join(sorted(PRESETS))}")
-    ref = prepare_flow_run(repo, verbose)
-    from flows.maintenance import RetentionRules, retention
+    from flows.maintenance import DatabaseRetention, RetentionRules, retention
 
+    # Every rule is checked here, before any run starts or anything is deleted.
     rules = RetentionRules(preset=cast(Any, policy), keep_last=keep_last, keep_within=keep_within,
                            keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly,
-                           keep_monthly=keep_monthly, keep_yearly=keep_yearly)
-    rules.policy()  # a malformed policy fails here, before any run starts
-    result = retention(repository=ref, rules=rules, dry_run=dry_run)
+                           keep_monthly=keep_monthly, keep_yearly=keep_yearly, max_count=max_count,
+                           max_age=max_age)
+    per_database = [DatabaseRetention(match=glob, preset=cast(Any, name))
+                    for glob, name in (_glob_and_preset(text) for text in policy_for or [])]
+    ref = prepare_flow_run(repo, verbose)
+    result = retention(repository=ref, rules=rules, policy_for=per_database, dry_run=dry_run)
     if json_out:
         print_json(result)
         return
@@ -60,6 +70,20 @@ def prune(
                  f"kept {len(cast(list[str], result['kept']))}; "
                  f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
                  f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+
+
+def _glob_and_preset(text: str) -> tuple[str, str]:
+    """'shop*=compliance' -> ('shop*', 'compliance'); refuses a missing part or an unknown preset."""
+    from vaultflow.operations.retention import PRESETS
+
+    glob, sep, name = text.rpartition("=")
+    if not sep or not glob.strip() or not name.strip():
+        raise InputError(f"cannot read --policy-for {text!r}",
+                         "write it as GLOB=PRESET, e.g. --policy-for 'shop*=compliance'")
+    if name.strip() not in PRESETS:
+        raise InputError(f"unknown retention preset {name.strip()!r} in --policy-for {text!r}",
+                         f"choose one of {', '.join(sorted(PRESETS))}")
+    return glob.strip(), name.strip()
 
 
 @handles_errors
