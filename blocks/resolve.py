@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -138,8 +139,8 @@ def resolve_scratch(ref: str | Block | None, source_engine: str) -> ScratchServe
         if source_engine == "sqlite":  # a file engine drills beside the catalog, needing no server
             return ScratchServer(_sqlite_file(vaultflow_home() / "drills" / "scratch.db"))
         raise InputError(f"no scratch server given for a {source_engine} drill",
-                         "pass --scratch with an engine block name or a server URL such as "
-                         "postgresql://postgres@scratch-host:5432")
+                         f"pass --scratch {source_engine}=TARGET (or --scratch TARGET) with an engine block name "
+                         "or a server URL such as postgresql://postgres@scratch-host:5432")
     if isinstance(ref, Block):
         return _scratch_of(_engine_block(ref))
     if is_database_url(ref):
@@ -156,6 +157,30 @@ def resolve_scratch(ref: str | Block | None, source_engine: str) -> ScratchServe
 def _scratch_of(block: Block) -> ScratchServer:
     engine = block.engine(getattr(block, "database", None) or "postgres")  # type: ignore[attr-defined]
     return ScratchServer(engine, getattr(block, "drill_suites", None))
+
+
+def scratch_engine_name(ref: str | Block) -> str:
+    """The engine of a scratch server given as URL (by its scheme), block or block name (loaded)."""
+    if isinstance(ref, Block):
+        return _scratch_of(_engine_block(ref)).engine.engine
+    if is_database_url(ref):
+        return spec_for_scheme(ref.partition("://")[0]).name
+    return resolve_scratch(ref, "").engine.engine
+
+
+def scratch_for_engine(source_engine: str, scratch: str | Block | None, scratch_per_engine: Mapping[str, str]
+                       ) -> str | Block | None:
+    """The scratch a drill of a `source_engine` snapshot uses: its entry in `scratch_per_engine`,
+    else `scratch`; a `scratch` of another engine is not used for SQLite snapshots (they drill
+    in $VAULTFLOW_HOME/drills, None) and is kept for others (the drill then names the mismatch).
+    Unknown engine names in `scratch_per_engine` are refused."""
+    for name in scratch_per_engine:
+        spec(name)
+    if source_engine in scratch_per_engine:
+        return scratch_per_engine[source_engine]
+    if scratch and source_engine == "sqlite" and scratch_engine_name(scratch) != "sqlite":
+        return None
+    return scratch
 
 
 def _sqlite_file(path: str | os.PathLike[str]) -> DatabaseEngine:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 from pydantic import Field
 
 from blocks.parameters import EngineChoice, RepositoryChoice
 from blocks.resolve import block_label
+from flows.run_states import backup_cancelled, backup_crashed
 from tasks.backup import (
     dump_to_repository,
     open_backup_run,
@@ -37,7 +39,8 @@ def _run_name() -> str:
     return f"backup-{database}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
 
 
-@flow(name="backup", flow_run_name=_run_name, validate_parameters=True)
+@flow(name="backup", flow_run_name=_run_name, validate_parameters=True,
+      on_cancellation=[backup_cancelled], on_crashed=[backup_crashed])
 def backup(
     source: Annotated[EngineChoice, Field(description="Engine block (or its name), or postgresql://user@host:port/db, "
                                              "mysql://user@host:port/db or sqlite:///path/to/file.db")],
@@ -56,6 +59,8 @@ def backup(
         raise
     try:
         manifest = dump_to_repository(run, options)
+    except TerminationSignal:
+        raise  # cancelled or killed: the state hooks record Cancelled or Failed
     except BaseException as exc:
         line = error_line(exc)
         record_backup_failure(run, line)

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from blocks.resolve import database_ref, resolve_server
 from flows.discovery import servers_or_saved
+from flows.run_states import backup_cancelled, backup_crashed
 from tasks.discovery import discover_databases
 from tasks.fleet import backup_one, ensure_server_limit, server_limit_name
 from vaultflow.catalog import catalog_url_for_parameters
@@ -21,7 +22,8 @@ from vaultflow.errors import VaultflowError
 from vaultflow.requests import BackupRequest
 
 
-@flow(name="backup-fleet", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=32))  # type: ignore[arg-type]
+@flow(name="backup-fleet", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=32),  # type: ignore[arg-type]
+      on_cancellation=[backup_cancelled], on_crashed=[backup_crashed])
 def backup_fleet(
     servers: Annotated[list[str], Field(description="Engine block names or server URLs; every saved "
                                                     "vaultflow engine block if empty")] = [],  # noqa: B006

@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 from pydantic import Field
 
 from blocks.parameters import EngineChoice, RepositoryChoice
 from blocks.resolve import block_label
-from tasks.reporting import publish_restore_summary, snapshot_row
+from tasks.reporting import (
+    error_line,
+    publish_restore_failure,
+    publish_restore_summary,
+    snapshot_row,
+    without_password,
+)
 from tasks.restore import restore_into_target
 from vaultflow.requests import RestoreRequest
 
@@ -31,6 +38,12 @@ def restore(
     options: Annotated[RestoreRequest, Field(description="How to restore")] = RestoreRequest(),  # noqa: B008
 ) -> dict[str, object]:
     """Restore a snapshot; the target is changed only once every chunk has been verified."""
-    manifest = restore_into_target(snapshot, target, repository, options)
+    try:
+        manifest = restore_into_target(snapshot, target, repository, options)
+    except TerminationSignal:
+        raise
+    except BaseException as exc:
+        publish_restore_failure(snapshot, str(block_label(target)), without_password(error_line(exc)))
+        raise
     publish_restore_summary(manifest, str(block_label(target)))
     return snapshot_row(manifest) | {"snapshot_id": manifest.id, "restored_into": block_label(target)}

@@ -50,7 +50,7 @@ def _flow_run_id() -> str | None:
 @task(name="open-backup-run", **RETRIED, persist_result=False,
       cache_policy=NO_CACHE)
 def open_backup_run(source: EngineChoice, repository: RepositoryChoice | None, kind: SnapshotKind) -> BackupRun:
-    """Resolve source and repository, check the passphrase, pick chain and parent, record Running."""
+    """Resolve source and repository, check the passphrase, pick chain and parent, record Pending."""
     engine = resolve_engine(source)
     ref = resolve_repository(repository)
     repo = ref.open()
@@ -61,6 +61,7 @@ def open_backup_run(source: EngineChoice, repository: RepositoryChoice | None, k
         snapshot_id=snapshot_id, chain=plan.chain, repository_id=repo.id,
         repository=repo.store.describe(), engine=engine.engine, server=engine.server_label(),
         database=engine.database, kind=plan.kind, parent=plan.parent_id, flow_run_id=_flow_run_id(),
+        status=SnapshotStatus.PENDING,
     )
     logger = get_run_logger()
     if plan.note:
@@ -76,6 +77,7 @@ def open_backup_run(source: EngineChoice, repository: RepositoryChoice | None, k
 def dump_to_repository(run: BackupRun, options: BackupRequest) -> SnapshotManifest:
     """Stream the dump into the repository. A retry reuses the chunks already stored."""
     repo = run.repository.open()
+    run.catalog().mark_running(run.snapshot_id)
     meter = ProgressMeter("backup", run.engine.describe())
     estimate = _size_estimate(run)
     artifact = ProgressArtifact("backup", run.engine.describe(), estimate) if estimate else None

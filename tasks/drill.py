@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.resolve import block_label, resolve_repository, resolve_scratch
+from blocks.resolve import block_label, resolve_repository, resolve_scratch, scratch_for_engine
 from tasks.backup import _flow_run_id
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
@@ -20,6 +21,7 @@ from vaultflow.drill import (
     run_drill,
     scratch_name,
 )
+from vaultflow.engines.registry import spec
 from vaultflow.errors import InputError
 from vaultflow.progress import ProgressMeter
 from vaultflow.requests import DrillRequest
@@ -42,15 +44,54 @@ def plan_drills(repository: RepositoryChoice | None, snapshot: str | None, datab
     return [m.id for m in manifests]
 
 
+@dataclass(frozen=True)
+class DrillTarget:
+    """One planned drill: the snapshot, the scratch it drills on (None: the engine's
+    default), or why it is skipped."""
+
+    snapshot_id: str
+    database: str
+    engine: str
+    scratch: EngineChoice | None
+    skipped: str | None = None
+
+    def skip_row(self) -> dict[str, object]:
+        """The drill report's row of a skipped snapshot (not a failure)."""
+        return {"database": self.database, "snapshot": self.snapshot_id[:8], "passed": None, "skipped": True,
+                "summary": f"drill of snapshot {self.snapshot_id[:8]} ({self.engine} database {self.database!r}) "
+                           f"skipped: {self.skipped}"}
+
+
+@task(name="plan-drill-targets", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def plan_drill_targets(repository: RepositoryChoice | None, snapshot_ids: list[str], scratch: EngineChoice | None,
+                       scratch_per_engine: dict[str, str]) -> list[DrillTarget]:
+    """The scratch of each snapshot's engine (`scratch_for_engine`); snapshots of engines
+    that cannot host drills are skipped."""
+    repo = resolve_repository(repository).open()
+    targets = []
+    for snapshot_id in snapshot_ids:
+        manifest = repo.load_manifest(snapshot_id)
+        engine = spec(manifest.engine)
+        if not engine.capabilities.drills:
+            targets.append(DrillTarget(manifest.id, manifest.database, manifest.engine, None,
+                                       f"{engine.title} cannot host restore drills"))
+            continue
+        targets.append(DrillTarget(manifest.id, manifest.database, manifest.engine,
+                                   cast("EngineChoice | None", scratch_for_engine(manifest.engine, scratch,
+                                                                          scratch_per_engine))))
+    return targets
+
+
 @task(name="check-drill-suites", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
-def check_suites(repository: RepositoryChoice | None, snapshot_ids: list[str], scratch: EngineChoice | None,
-                 suites: str | None) -> None:
+def check_suites(repository: RepositoryChoice | None, targets: list[DrillTarget], suites: str | None) -> None:
     """Bind every user suite to every planned snapshot, so a suite naming a missing table or
     column stops all drills before any restore."""
     repo = resolve_repository(repository).open()
-    for snapshot_id in snapshot_ids:
-        manifest = repo.load_manifest(snapshot_id)
-        suites_dir = suites or resolve_scratch(scratch, manifest.engine).suites_dir
+    for target in targets:
+        if target.skipped:
+            continue
+        manifest = repo.load_manifest(target.snapshot_id)
+        suites_dir = suites or resolve_scratch(target.scratch, manifest.engine).suites_dir
         if suites_dir:
             plan_expectations(manifest, load_suites(suites_dir))
 

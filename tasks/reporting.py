@@ -120,6 +120,31 @@ def publish_restore_summary(manifest: SnapshotManifest, target: str) -> None:
                payload={"snapshot": manifest.id, "target": target})
 
 
+def without_password(ref: str) -> str:
+    """A target as typed, with any password in a URL replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in ref:
+        return ref
+    try:
+        parts = urlsplit(ref)
+        if parts.password is None:
+            return ref
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return ref.split("://", 1)[0] + "://***"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@task(name="publish-restore-failure", persist_result=False, cache_policy=NO_CACHE)
+def publish_restore_failure(snapshot: str, target: str, error: str) -> None:
+    """vaultflow.restore.failed naming the target (password-free) and the error line."""
+    label = without_password(target)
+    emit_event(event="vaultflow.restore.failed",
+               resource={"prefect.resource.id": f"vaultflow.target.{label}", "prefect.resource.name": label},
+               payload={"snapshot": snapshot, "target": label, "error": error})
+
+
 @task(name="publish-stats", persist_result=False, cache_policy=NO_CACHE)
 def publish_stats(catalog_url: str | None, repository_id: str) -> None:
     """The `vaultflow stats` table, per database, as an artifact."""

@@ -45,6 +45,13 @@ def test_drill_bad_usage(cli: Cli, tmp_path: Path) -> None:
     secret = cli("drill", "--database", "a", "--repo", str(tmp_path), "--scratch",
                  "postgresql://postgres:hunter2@127.0.0.1:5432")
     assert secret.returncode == 2 and "hunter2" not in secret.stderr + secret.stdout
+    per_engine_secret = cli("drill", "--repo", str(tmp_path), "--scratch",
+                            "postgresql=postgresql://postgres:hunter2@127.0.0.1:5432")
+    assert per_engine_secret.returncode == 2 and "hunter2" not in per_engine_secret.stderr + per_engine_secret.stdout
+    unknown = cli("drill", "--repo", str(tmp_path), "--scratch", "oracle=oracle-scratch")
+    assert unknown.returncode == 2 and "unknown engine 'oracle'" in one_error_line(unknown)
+    twice = cli("drill", "--repo", str(tmp_path), "--scratch", "mysql=a", "--scratch", "mysql=b")
+    assert twice.returncode == 2 and "once" in one_error_line(twice)
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "broken.yaml").write_text("expectations: [unclosed\n")
     broken = cli("drill", "--repo", str(tmp_path), "--suites", str(tmp_path / "suites"))

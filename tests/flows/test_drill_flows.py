@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from flows.drill import drill_latest, validate_restore
@@ -140,3 +143,40 @@ def test_cancelled_drill_run_drops_the_scratch_database(prefect_api: str, repo_p
     restored = marker.read_text()
     assert restored.startswith(str(tmp_path / "scratch" / "vaultflow_drill_cancelled_db_")), restored
     assert not Path(restored).exists(), "the cancelled drill left its scratch database behind"
+
+
+def test_drill_latest_uses_a_scratch_per_engine_and_skips_file_trees(
+        repo_path: Path, tmp_path: Path, pg_database: Callable[..., str], mariadb_available: None) -> None:
+    """One repository holding PostgreSQL, MariaDB, SQLite and file-tree snapshots: each database
+    drills on its engine's scratch (SQLite on its default), the file tree is skipped, not failed."""
+    from tests.conftest import PG_HOST, PG_PORT, drop_my_database, my_admin, my_url, pg_url
+    from vaultflow.engines import engine_from_url
+
+    pg_name = pg_database()
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=pg_name, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
+        c.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g")
+    my_name = f"vft_{uuid.uuid4().hex[:10]}"
+    with my_admin() as c, c.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{my_name}`")
+        cur.execute(f"CREATE TABLE `{my_name}`.items (id int PRIMARY KEY, name varchar(40) NOT NULL)")
+        cur.execute(f"INSERT INTO `{my_name}`.items VALUES " + ",".join(f"({i}, 'item {i}')" for i in range(200)))
+    tree = tmp_path / "uploads"
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "file.txt").write_text("hello")
+    try:
+        repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+        sources = (pg_url(pg_name), my_url(my_name), f"sqlite:///{create(tmp_path / 'lite.db', rows=200)}",
+                   f"file://{tree}")
+        backed_up = {backup_database(engine_from_url(url), repo, snapshot_id=new_object_id()).database
+                     for url in sources}
+        assert backed_up == {pg_name, my_name, "lite.db", "uploads"}
+        rows = drill_latest(repository=str(repo_path), scratch="postgresql://postgres@127.0.0.1:5432",
+                            scratch_per_engine={"mysql": "mysql://root@127.0.0.1:3306"})
+    finally:
+        drop_my_database(my_name)
+    by_db = {str(r["database"]): r for r in rows}
+    assert {by_db[d]["passed"] for d in (pg_name, my_name, "lite.db")} == {True}, rows
+    assert by_db["uploads"]["passed"] is None and by_db["uploads"]["skipped"] is True
+    assert "skipped: File trees cannot host restore drills" in str(by_db["uploads"]["summary"])
+    assert {d.database for d in Catalog().drills() if d.status == DrillStatus.PASSED} == {pg_name, my_name, "lite.db"}

@@ -80,3 +80,24 @@ def test_backup_with_a_previous_snapshot_keeps_a_progress_artifact(prefect_api: 
     progress = [a for a in asyncio.run(read()) if a.type == "progress"]
     assert [a.key for a in progress] == ["vaultflow-backup-progress"]
     assert float(progress[0].data) == 100.0
+
+
+def test_a_failed_restore_emits_failed_with_the_error_line_and_no_password(
+        prefect_api: str, tmp_path: Path, repo_path: Path) -> None:
+    from flows.restore import restore
+    from vaultflow.errors import SnapshotNotFound
+
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    with pytest.raises(SnapshotNotFound):
+        restore(snapshot="deadbeef", target=target, repository=str(repo_path))
+    (failed,) = _events(prefect_api, f"vaultflow.target.{target}", {"vaultflow.restore.failed"})
+    assert failed["payload"]["snapshot"] == "deadbeef" and "deadbeef" in failed["payload"]["error"]
+
+    db = create(tmp_path / "pw.db", rows=50)
+    sid = str(backup(source=f"sqlite:///{db}", repository=str(repo_path))["snapshot_id"])
+    secret_target = f"postgresql://postgres:hunter2@127.0.0.1:5432/vft_{uuid.uuid4().hex[:6]}"
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whichever refusal; the event is what is checked
+        restore(snapshot=sid, target=secret_target, repository=str(repo_path))
+    label = "postgresql://postgres:***@127.0.0.1:5432/" + secret_target.rsplit("/", 1)[1]
+    (refused,) = _events(prefect_api, f"vaultflow.target.{label}", {"vaultflow.restore.failed"})
+    assert "hunter2" not in str(refused) and refused["payload"]["error"]

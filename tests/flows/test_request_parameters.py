@@ -19,8 +19,8 @@ FLOWS: list[tuple[Any, type[BaseModel], set[str]]] = [
     (backup, BackupRequest, {"source", "repository", "kind"}),
     (backup_fleet, BackupRequest, {"servers", "repository", "kind"}),
     (restore, RestoreRequest, {"snapshot", "target", "repository"}),
-    (validate_restore, DrillRequest, {"snapshot", "database", "repository", "scratch", "suites"}),
-    (drill_latest, DrillRequest, {"repository", "scratch", "suites", "max_concurrent"}),
+    (validate_restore, DrillRequest, {"snapshot", "database", "repository", "scratch", "scratch_per_engine", "suites"}),
+    (drill_latest, DrillRequest, {"repository", "scratch", "scratch_per_engine", "suites", "max_concurrent"}),
 ]
 
 

@@ -147,19 +147,20 @@ class Catalog:
     def start_snapshot(
         self, *, snapshot_id: str, chain: str, repository_id: str, repository: str, engine: str,
         server: str, database: str, kind: str, parent: str | None = None,
-        flow_run_id: str | None = None,
+        flow_run_id: str | None = None, status: SnapshotStatus = SnapshotStatus.RUNNING,
     ) -> SnapshotRecord:
+        """Record a backup run: Pending when its run is opened, Running once it dumps."""
         db_id = self.upsert_database(engine, server, database)
         rec = SnapshotRecord(
             id=snapshot_id, repository_id=repository_id, repository=repository, engine=engine,
             server=server, database=database, database_id=db_id, kind=kind, chain=chain,
-            parent=parent, status=SnapshotStatus.RUNNING, started_at=_now(),
+            parent=parent, status=status, started_at=_now(),
             hostname=socket.gethostname(), pid=os.getpid(), flow_run_id=flow_run_id,
         )
         with Session(self.engine) as s:
             existing = s.get(SnapshotRecord, snapshot_id)
             if existing is not None:  # a retry of the same run
-                existing.status = SnapshotStatus.RUNNING
+                existing.status = status
                 existing.error = None
                 existing.pid = os.getpid()
                 existing.hostname = socket.gethostname()
@@ -184,7 +185,7 @@ class Catalog:
     def fail_snapshot(self, snapshot_id: str, error: str) -> None:
         with Session(self.engine) as s:
             rec = s.get(SnapshotRecord, snapshot_id)
-            if rec is None or rec.status == SnapshotStatus.SUCCEEDED:
+            if rec is None or rec.status in (SnapshotStatus.SUCCEEDED, SnapshotStatus.CANCELLED):
                 return
             rec.status = SnapshotStatus.FAILED
             rec.error = error[:2000]
@@ -192,6 +193,36 @@ class Catalog:
             rec.duration_seconds = (rec.finished_at - _aware(rec.started_at)).total_seconds()
             s.add(rec)
             s.commit()
+
+    def mark_running(self, snapshot_id: str) -> None:
+        """The dump of a Pending (or retried) run started."""
+        with Session(self.engine) as s:
+            rec = s.get(SnapshotRecord, snapshot_id)
+            if rec is None or rec.status == SnapshotStatus.SUCCEEDED:
+                return
+            rec.status, rec.error = SnapshotStatus.RUNNING, None
+            rec.pid, rec.hostname = os.getpid(), socket.gethostname()
+            s.add(rec)
+            s.commit()
+
+    def end_flow_run(self, flow_run_id: str, status: SnapshotStatus, error: str) -> list[SnapshotRecord]:
+        """Every Pending or Running row of a flow run gets the final `status` (Cancelled,
+        Failed) and `error`; returns those rows. Rows that finished keep their status."""
+        ended = []
+        with Session(self.engine) as s:
+            rows = s.exec(select(SnapshotRecord).where(
+                SnapshotRecord.flow_run_id == flow_run_id,
+                col(SnapshotRecord.status).in_([SnapshotStatus.RUNNING, SnapshotStatus.PENDING]))).all()
+            for rec in rows:
+                rec.status, rec.error, rec.finished_at = status, error[:2000], _now()
+                rec.duration_seconds = (rec.finished_at - _aware(rec.started_at)).total_seconds()
+                s.add(rec)
+                ended.append(rec)
+            s.commit()
+            for rec in ended:
+                s.refresh(rec)
+                s.expunge(rec)
+        return ended
 
     def mark_interrupted(self) -> int:
         """Runs left Running by a process on this host that no longer exists become Failed."""
@@ -387,10 +418,22 @@ def _create_tables(url: str, engine: Engine) -> None:
         for attempt in range(3):
             try:
                 SQLModel.metadata.create_all(engine)
+                _add_enum_values(engine)
                 return
             except OperationalError as exc:
                 if "already exists" not in str(exc) or attempt == 2:
                     raise
+
+
+def _add_enum_values(engine: Engine) -> None:
+    """PostgreSQL catalogs store statuses as a native enum type: catalogs created before a
+    status existed get it added (SQLite stores the names as text)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        for member in SnapshotStatus:
+            conn.exec_driver_sql(f"ALTER TYPE snapshotstatus ADD VALUE IF NOT EXISTS '{member.name}'")
 
 
 def _touch(s: Session, model: type[ServerRecord] | type[DatabaseRecord], key: str, now: datetime,

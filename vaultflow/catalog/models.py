@@ -13,6 +13,7 @@ class SnapshotStatus(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
 
 
 class ServerRecord(SQLModel, table=True):
