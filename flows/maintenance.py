@@ -1,4 +1,4 @@
-"""The `retention` (prune), `verify` and `copy` flows."""
+"""The `retention` (prune), `forget`, `verify` and `copy` flows."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from blocks.parameters import RepositoryChoice
 from blocks.resolve import block_label
-from tasks.maintenance import copy_repository, prune_repository, verify_repository
-from tasks.reporting import error_line, publish_repository_event, publish_stats
+from tasks.maintenance import copy_repository, forget_snapshots, prune_repository, verify_repository
+from tasks.reporting import error_line, publish_repository_event, publish_snapshots_deleted, publish_stats
 from vaultflow.errors import IntegrityError
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy, parse_duration, preset
 from vaultflow.operations.verify import broken_by_chunk
@@ -84,7 +84,7 @@ def retention(
     """Apply a retention policy: forget snapshots, then delete chunks nothing references.
 
     Emits vaultflow.prune.succeeded (databases that lost snapshots as related resources) or
-    vaultflow.prune.failed.
+    vaultflow.prune.failed, and one vaultflow.snapshot.deleted per forgotten snapshot.
     """
     ref = _repository_ref(repository)
     try:
@@ -95,6 +95,8 @@ def retention(
     publish_repository_event("prune", "succeeded", ref, {
         "dry_run": dry_run, "forgotten": len(plan.forget), "chunk_objects": len(plan.garbage),
         "bytes_freed": plan.bytes_freed}, [(m.engine, m.server, m.database) for m in plan.forget])
+    if not dry_run:
+        publish_snapshots_deleted(ref, plan.forget, "retention")
     publish_stats(catalog_url, repository_id)
     rows = [{"snapshot": m.short_id, "database": m.database, "taken": m.started_at.isoformat(timespec="seconds"),
              "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
@@ -104,6 +106,39 @@ def retention(
                           f"{f', {len(policy_for)} per-database rule(s)' if policy_for else ''}"
                           f"{', dry run' if dry_run else ''})")
     return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget], "kept": sorted(plan.keep),
+            "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed}
+
+
+@flow(name="forget", validate_parameters=True)
+def forget(
+    snapshots: Annotated[list[str], Field(description="Snapshot ids or unique prefixes to forget", min_length=1)],
+    repository: Annotated[str | None, Field(description="BackupRepository block name or path")] = None,
+    with_dependents: Annotated[bool, Field(description="Also forget the snapshots taken on top of them")] = False,
+    dry_run: Annotated[bool, Field(description="Only report what would be deleted")] = False,
+) -> dict[str, object]:
+    """Forget chosen snapshots, then delete chunks nothing references. A snapshot others were
+    taken on top of is refused (the run fails, nothing is deleted) unless `with_dependents`.
+
+    Emits one vaultflow.snapshot.deleted per forgotten snapshot, or vaultflow.forget.failed.
+    """
+    ref = _repository_ref(repository)
+    try:
+        plan, catalog_url, repository_id = forget_snapshots(repository, snapshots, with_dependents, dry_run)
+    except BaseException as exc:
+        publish_repository_event("forget", "failed", ref, {"error": error_line(exc), "snapshots": snapshots})
+        raise
+    if not dry_run:
+        publish_snapshots_deleted(ref, plan.forget, "forget")
+        publish_stats(catalog_url, repository_id)
+    rows = [{"snapshot": m.short_id, "database": m.database, "kind": m.kind,
+             "taken": m.started_at.isoformat(timespec="seconds"), "stored_bytes": m.stored_size,
+             "action": "would forget" if dry_run else "forgotten"} for m in plan.forget]
+    create_table_artifact(key="vaultflow-forget", table=rows,
+                          description=f"Forget{' (dry run)' if dry_run else ''}: {plan.bytes_freed} bytes "
+                                      f"in {len(plan.garbage)} chunk object(s)")
+    return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget],
+            "snapshots": [{"id": m.id, "database": m.database, "kind": m.kind,
+                           "taken": m.started_at.isoformat(timespec="seconds")} for m in plan.forget],
             "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed}
 
 

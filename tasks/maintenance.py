@@ -1,4 +1,4 @@
-"""Retention and integrity tasks."""
+"""Retention, forget and integrity tasks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from blocks.resolve import resolve_repository
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.operations.copy import CopyResult, copy_snapshots
+from vaultflow.operations.forget import ForgetPlan, forget
 from vaultflow.operations.prune import PrunePlan, prune
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy
 from vaultflow.operations.verify import SnapshotVerdict, verify_snapshots
@@ -33,6 +34,22 @@ def prune_repository(repository: RepositoryChoice | None, policy: RetentionPolic
     repo, catalog_url = _open(repository)
     proven = Catalog(catalog_url).proven_snapshots(repository_id=repo.id)
     plan = prune(repo, policy, datetime.now(UTC), dry_run=dry_run, proven=proven)
+    if not dry_run:
+        Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
+    get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
+                          "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
+                          plan.bytes_freed)
+    return plan, catalog_url, repo.id
+
+
+@task(name="forget-snapshots", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def forget_snapshots(repository: str | None, snapshots: list[str], with_dependents: bool, dry_run: bool
+                     ) -> tuple[ForgetPlan, str | None, str]:
+    """Forget the chosen snapshots (refused, deleting nothing, if others depend on them and
+    `with_dependents` is off), collect garbage, drop the forgotten catalog rows.
+    A retry after the manifests went reports their ids as unknown: the run fails, nothing more is lost."""
+    repo, catalog_url = _open(repository)
+    plan = forget(repo, snapshots, with_dependents=with_dependents, dry_run=dry_run)
     if not dry_run:
         Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
     get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",

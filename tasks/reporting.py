@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import cast
 from uuid import UUID
 
@@ -107,6 +108,29 @@ def publish_repository_event(thing: str, outcome: str, repository: str, payload:
     """vaultflow.<thing>.<outcome> about a repository (prune, verify), naming the databases concerned."""
     emit_event(event=f"vaultflow.{thing}.{outcome}", resource=repository_resource(repository),
                related=related_resources(databases or []), payload=payload)
+
+
+@task(name="publish-snapshots-deleted", persist_result=False, cache_policy=NO_CACHE)
+def publish_snapshots_deleted(repository: str, manifests: list[SnapshotManifest], deleted_by: str) -> None:
+    """One vaultflow.snapshot.deleted per snapshot whose manifest `deleted_by` (forget, retention)
+    removed: about the repository, naming the snapshot's database and server."""
+    for m in manifests:
+        emit_event(event="vaultflow.snapshot.deleted", resource=repository_resource(repository),
+                   related=related_resources([(m.engine, m.server, m.database)]),
+                   payload={"snapshot": m.id, "engine": m.engine, "server": m.server, "database": m.database,
+                            "kind": m.kind, "taken": m.started_at.isoformat(timespec="seconds"),
+                            "deleted_by": deleted_by})
+
+
+@task(name="publish-export-created", persist_result=False, cache_policy=NO_CACHE)
+def publish_export_created(repository: str, manifest: SnapshotManifest, object_key: str, location: str,
+                           size: int, expires_at: datetime) -> None:
+    """vaultflow.export.created about the repository: what was uploaded and until when its link
+    works. Takes no URL: the signature is a bearer credential."""
+    emit_event(event="vaultflow.export.created", resource=repository_resource(repository),
+               related=related_resources([(manifest.engine, manifest.server, manifest.database)]),
+               payload={"snapshot": manifest.id, "database": manifest.database, "object_key": object_key,
+                        "object": location, "size": size, "expires_at": expires_at.isoformat()})
 
 
 @task(name="publish-restore-summary", persist_result=False, cache_policy=NO_CACHE)

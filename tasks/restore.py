@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
@@ -9,6 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.resolve import resolve_engine, resolve_repository
 from tasks.retry_policy import RETRIED
+from vaultflow.catalog import Catalog
+from vaultflow.operations import share
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.progress import ProgressMeter
 from vaultflow.repository import SnapshotManifest
@@ -34,3 +37,19 @@ def restore_into_target(snapshot: str, target: EngineChoice, repository: Reposit
                                 server_locale=options.server_locale)
     meter.finish()
     return manifest
+
+
+@task(name="export-download-link", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def export_download_link(snapshot: str, repository: str | None, expires: timedelta) -> share.DownloadLink:
+    """Upload the snapshot's native dump under exports/ and sign a URL valid for `expires`;
+    the catalog records where and until when, never the URL. Not persisted: the result holds the URL."""
+    resolved = resolve_repository(repository)
+    repo = resolved.open()
+    snapshot_id = repo.resolve_snapshot(snapshot)
+    link = share.export_download_link(repo, snapshot_id, expires)
+    Catalog(resolved.catalog_url).record_download_link(snapshot_id=snapshot_id, repository_id=repo.id,
+                                                       location=link.location, size=link.size,
+                                                       expires_at=link.expires_at)
+    get_run_logger().info("exported snapshot %s as %s (%d bytes), link valid until %s", snapshot_id[:8],
+                          link.location, link.size, link.expires_at.isoformat(timespec="seconds"))
+    return link

@@ -1,4 +1,5 @@
-"""`export` a snapshot as its native dump, to a file or as a download link."""
+"""`export` a snapshot as its native dump, to a file or as a download link (the `export`
+flow); `links` lists the download links handed out."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from typing import Annotated
 
 import typer
 
-from vaultflow.catalog import Catalog
 from vaultflow.cli.app import (
     JsonOpt,
     RepoOpt,
+    VerboseOpt,
     handles_errors,
     open_repo,
+    prepare_flow_run,
 )
-from vaultflow.cli.output import human_bytes, print_json, stderr, stdout
+from vaultflow.cli.output import human_bytes, print_json, print_table, stderr, stdout
 from vaultflow.errors import InputError
 
 
@@ -27,34 +29,37 @@ def export(
     expires: Annotated[str, typer.Option(help="How long the --url link works (36h, 7d; S3 at most 7d).")] = "24h",
     repo: RepoOpt = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Rebuild the native dump (pg_dump archive or SQL script, SQLite file) to a file, or as a
-    download link with --url; no Prefect server needed."""
+    """Rebuild the native dump (pg_dump archive or SQL script, SQLite file) to a file (no
+    Prefect server needed), or as a download link with --url (runs the `export` flow)."""
     from vaultflow.operations.restore import export_snapshot
 
     if (to is None) == (not url):
         raise InputError("give exactly one of --to FILE and --url", "e.g. vaultflow export 1a2b --to app.sql")
-    opened, catalog_url = open_repo(repo)
-    snapshot_id = opened.resolve_snapshot(snapshot)
     if url:
         from vaultflow.operations.retention import parse_duration
-        from vaultflow.operations.share import export_download_link
 
-        link = export_download_link(opened, snapshot_id, parse_duration(expires))
-        # The catalog keeps where and until when, never the signed URL.
-        Catalog(catalog_url).record_download_link(snapshot_id=snapshot_id, repository_id=opened.id,
-                                                  location=link.location, size=link.size,
-                                                  expires_at=link.expires_at)
-        kind, hint = _export_kind(link.manifest.streams[0].format)
+        parse_duration(expires)  # a malformed duration fails before any run starts
+        ref = prepare_flow_run(repo, verbose)
+        opened, _ = open_repo(ref)
+        opened.resolve_snapshot(snapshot)  # an unknown snapshot too
+        from flows.export import export as export_flow
+
+        result = export_flow(snapshot=snapshot, repository=ref, expires=expires)
+        kind, hint = _export_kind(str(result["format"]))
         if json_out:
-            print_json({"snapshot": snapshot_id, "object": link.location, "format": kind, "size": link.size,
-                        "url": link.url, "expires_at": link.expires_at.isoformat()})
+            print_json({k: v for k, v in result.items() if k not in ("format", "object_key", "database")}
+                       | {"format": kind})
         else:
-            stderr.print(f"uploaded {kind} of {link.manifest.database} ({human_bytes(link.size)}) to {link.location}"
-                         f" (not encrypted); the link works until {link.expires_at:%Y-%m-%d %H:%M} UTC; restore "
-                         f"the download with {hint}", highlight=False)
-            print(link.url)
+            stderr.print(f"uploaded {kind} of {result['database']} ({human_bytes(int(str(result['size'])))}) to "
+                         f"{result['object']} (not encrypted); the link works until "
+                         f"{str(result['expires_at'])[:16].replace('T', ' ')} UTC; restore the download with {hint}",
+                         highlight=False)
+            print(result["url"])  # asked for on the command line: the one place the URL goes
         return
+    opened, _ = open_repo(repo)
+    snapshot_id = opened.resolve_snapshot(snapshot)
     assert to is not None
     manifest = export_snapshot(opened, snapshot_id, to)
     kind, hint = _export_kind(manifest.streams[0].format)
@@ -73,3 +78,30 @@ def _export_kind(stream_format: str) -> tuple[str, str]:
     found = spec_for_format(stream_format)
     export = found.export_format(stream_format) if found is not None else None
     return (export.kind, export.hint) if export is not None else ("dump", "the engine's own tools")
+
+
+@handles_errors
+def links(
+    repo: RepoOpt = None,
+    all_links: Annotated[bool, typer.Option("--all", help="Also list expired links.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the download links `export --url` handed out (never their URLs); active ones unless --all."""
+    from datetime import UTC, datetime
+
+    from vaultflow.operations.share import list_links
+
+    opened, _ = open_repo(repo)
+    now = datetime.now(UTC)
+    records = [r for r in list_links(opened) if all_links or r.status(now) == "active"]
+    rows = [{"id": r.id, "snapshot": r.snapshot, "object": r.location, "size": r.size,
+             "created": r.created_at.isoformat(timespec="seconds"),
+             "expires": r.expires_at.isoformat(timespec="seconds"),
+             "status": r.status(now)} for r in records]
+    if json_out:
+        print_json(rows)
+        return
+    print_table(None, ["id", "snapshot", "object", "size", "created", "expires", "status"], [
+        (r["id"], str(r["snapshot"])[:8], r["object"], human_bytes(int(str(r["size"]))),
+         str(r["created"])[:16].replace("T", " "), str(r["expires"])[:16].replace("T", " "), r["status"])
+        for r in rows])

@@ -1,8 +1,8 @@
 """vaultflow CLI entry point: registers every command module on the typer app.
 
-Listing and reading commands (snapshots, show, export, catalog rebuild) use the core directly
-and need no Prefect server; backup, restore, drill and the maintenance commands run the
-Prefect flows in this process. pyproject's [project.scripts] points at `app` here.
+Listing and reading commands (snapshots, show, links, export --to, catalog rebuild) use the
+core directly and need no Prefect server; backup, restore, drill, export --url and the
+maintenance commands run the Prefect flows in this process. pyproject's [project.scripts] points at `app` here.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ app.command()(discovery.coverage)
 app.command()(restore.restore)
 app.command()(snapshots.snapshots)
 app.command()(export.export)
+app.command()(export.links)
 app.command()(snapshots.show)
 app.command()(maintenance.prune)
+app.command()(maintenance.forget)
 app.command()(maintenance.verify)
 app.command()(drill.drill)
 app.command()(maintenance.copy)

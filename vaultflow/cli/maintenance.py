@@ -1,4 +1,4 @@
-"""Repository maintenance flows: `prune`, `verify`, `copy`."""
+"""Repository maintenance flows: `prune`, `forget`, `verify`, `copy`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from vaultflow.cli.app import (
     VerboseOpt,
     handles_errors,
     is_location,
+    open_repo,
     prepare_flow_run,
 )
 from vaultflow.cli.output import human_bytes, print_json, print_table, stdout
@@ -84,6 +85,38 @@ def _glob_and_preset(text: str) -> tuple[str, str]:
         raise InputError(f"unknown retention preset {name.strip()!r} in --policy-for {text!r}",
                          f"choose one of {', '.join(sorted(PRESETS))}")
     return glob.strip(), name.strip()
+
+
+@handles_errors
+def forget(
+    snapshot: Annotated[list[str], typer.Argument(help="Snapshot ids or unique prefixes.")],
+    repo: RepoOpt = None,
+    with_dependents: Annotated[bool, typer.Option("--with-dependents",
+                                                  help="Also forget the snapshots taken on top of them.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Only show what would go and the bytes it frees.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Delete chosen snapshots, then chunks no snapshot needs (runs the `forget` flow).
+
+    A snapshot others were taken on top of is refused, naming them, unless --with-dependents.
+    """
+    ref = prepare_flow_run(repo, verbose)
+    from vaultflow.operations.forget import plan_forget
+
+    opened, _ = open_repo(ref)
+    plan_forget(opened, snapshot, with_dependents=with_dependents)  # unknown ids, dependents: refused before a run
+    from flows.maintenance import forget as forget_flow
+
+    result = forget_flow(snapshots=snapshot, repository=ref, with_dependents=with_dependents, dry_run=dry_run)
+    if json_out:
+        print_json(result)
+        return
+    forgotten = cast(list[dict[str, str]], result["snapshots"])
+    listed = ", ".join(f"{s['id'][:8]} ({s['database']}, {s['kind']})" for s in forgotten)
+    stdout.print(f"{'would forget' if dry_run else 'forgot'} {len(forgotten)} snapshot(s): {listed}; "
+                 f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
+                 f"in {result['chunk_objects']} chunk object(s)", highlight=False)
 
 
 @handles_errors
