@@ -171,11 +171,13 @@ def publish_restore_failure(snapshot: str, target: str, error: str) -> None:
 
 @task(name="publish-stats", persist_result=False, cache_policy=NO_CACHE)
 def publish_stats(catalog_url: str | None, repository_id: str) -> None:
-    """The `vaultflow stats` table, per database, as an artifact."""
-    rows = [{k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
-             for k, v in st.as_dict().items()} for st in Catalog(catalog_url).stats(repository_id=repository_id)]
+    """The per-database backup report (vaultflow.catalog.report, pandas) as an artifact."""
+    from vaultflow.catalog.report import backup_report, report_records
+
+    rows = report_records(backup_report(Catalog(catalog_url), repository_id=repository_id))
     create_table_artifact(key="vaultflow-stats", table=rows or [{"database": "-"}],
-                          description="Backups per database: runs, outcomes, sizes, last backup")
+                          description="Backups per database: outcomes, sizes, last backup, last proven "
+                                      "restorable, RPO met, size and duration trend")
 
 
 def drill_markdown(report: DrillReport) -> str:

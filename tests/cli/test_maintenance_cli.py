@@ -26,6 +26,7 @@ def test_prune_verify_stats(cli: Cli, tmp_path: Path) -> None:
     by_db = {s["database"]: s for s in stats}
     assert by_db["s.db"]["succeeded"] == 3 and by_db["t.db"]["succeeded"] == 1
     assert by_db["s.db"]["dedup_ratio"] > 1 and by_db["s.db"]["last_status"] == "Succeeded"
+    _check_csv_report(cli, repo)
 
     dry = cli("prune", "--repo", str(repo), "--keep-last", "1", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
@@ -121,3 +122,22 @@ def test_bad_retention_input_deletes_nothing(cli: Cli, tmp_path: Path) -> None:
         bad = cli("prune", "--repo", str(repo), *args)
         assert bad.returncode == 2 and message in one_error_line(bad), (args, bad.stdout, bad.stderr)
     assert len([r for r in snapshots(cli, repo) if r["status"] == "Succeeded"]) == 2
+
+
+def _check_csv_report(cli: Cli, repo: Path) -> None:
+    """`stats --csv` is the pandas backup report: one row per database, RPO and trends."""
+    import io
+
+    import pandas as pd
+
+    from vaultflow.catalog.report import REPORT_COLUMNS
+
+    out = cli("stats", "--repo", str(repo), "--csv")
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_csv(io.StringIO(out.stdout))
+    assert list(frame.columns) == REPORT_COLUMNS and sorted(frame["database"]) == ["s.db", "t.db"]
+    s_db = frame.set_index("database").loc["s.db"]
+    assert s_db["runs"] == 3 and bool(s_db["rpo_met"]) and s_db["size_trend"] > 0
+    assert pd.isna(frame.set_index("database").loc["t.db", "size_trend"])  # one backup: no trend yet
+    missed = pd.read_csv(io.StringIO(cli("stats", "--repo", str(repo), "--csv", "--rpo-hours", "0.0001").stdout))
+    assert not missed["rpo_met"].any()

@@ -114,6 +114,9 @@ def stats(
     repo: RepoOpt = None,
     database: Annotated[str | None, typer.Option(help="Only this database.")] = None,
     json_out: JsonOpt = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="The backup report as CSV: outcomes, sizes, last "
+                                                        "backup, last proven restorable, RPO met, trends.")] = False,
+    rpo_hours: Annotated[float, typer.Option(help="With --csv: a backup older than this misses the RPO.")] = 26,
 ) -> None:
     """Per database: runs, outcomes, sizes, dedup ratio, last backup, last proven restorable (catalog)."""
     ref = require_repo(repo)
@@ -123,6 +126,13 @@ def stats(
     else:
         opened, catalog_url = open_repo(ref)
         repository_id = opened.id
+    if csv_out:
+        from vaultflow.catalog.report import backup_report
+
+        frame = backup_report(Catalog(catalog_url), repository_id=repository_id, database=database,
+                              rpo_hours=rpo_hours)
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
     rows = Catalog(catalog_url).stats(repository_id=repository_id, database=database)
     if json_out:
         print_json([r.as_dict() for r in rows])
