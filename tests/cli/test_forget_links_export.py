@@ -128,15 +128,17 @@ def test_export_flow_on_s3_and_links(cli: Cli, prefect_api: str, s3_repo: str, t
     assert created["payload"]["size"] == result["size"] and created["payload"]["expires_at"] == result["expires_at"]
     assert "url" not in created["payload"] and signature not in json.dumps(created)
 
-    async def read_run() -> str:  # what the API (and so the UI) holds of the run
+    async def read_run() -> tuple[str, object]:  # what the API (and so the UI) holds of the run
         async with get_client() as client:
             run = await client.read_flow_run(state.state_details.flow_run_id)
-            return run.model_dump_json()
+            assert run.state is not None
+            return run.model_dump_json(), run.state.data
 
     import asyncio
 
-    stored = asyncio.run(read_run())
-    assert sid in stored and signature not in stored and "X-Amz-Signature" not in stored
+    stored, result_reference = asyncio.run(read_run())
+    assert sid[:8] in stored and signature not in stored and "X-Amz-Signature" not in stored
+    assert result_reference is None  # the return value (with the URL) went to no result storage
 
     # a link handed out yesterday, expired an hour ago
     past = LinkRecord(id=f"{sid[:8]}-000000000000", snapshot=sid, object_key=f"exports/{sid}.db",
@@ -152,9 +154,11 @@ def test_export_flow_on_s3_and_links(cli: Cli, prefect_api: str, s3_repo: str, t
     everything = cli("links", "--all", "--repo", s3_repo, "--json")
     rows = json.loads(everything.stdout)
     assert [(r["id"], r["status"]) for r in rows] == [(past.id, "expired"), (rows[1]["id"], "active")]
-    assert set(rows[0]) == {"id", "snapshot", "object", "size", "created", "expires", "status"}
+    assert set(rows[0]) == {"id", "snapshot", "object", "object_key", "size", "created", "expires",
+                            "status"}
     table = cli("links", "--all", "--repo", s3_repo)
     assert table.returncode == 0 and "expired" in table.stdout and "active" in table.stdout
+    assert past.id in table.stdout and f"exports/{sid}.db" in table.stdout
     for proc in (active, everything, table):
         assert signature not in proc.stdout + proc.stderr
 
