@@ -94,7 +94,7 @@ def links(
     opened, _ = open_repo(repo)
     now = datetime.now(UTC)
     records = [r for r in list_links(opened) if all_links or r.status(now) == "active"]
-    rows = [{"id": r.id, "snapshot": r.snapshot, "object": r.location, "size": r.size,
+    rows = [{"id": r.id, "snapshot": r.snapshot, "object": r.location, "object_key": r.object_key, "size": r.size,
              "created": r.created_at.isoformat(timespec="seconds"),
              "expires": r.expires_at.isoformat(timespec="seconds"),
              "status": r.status(now)} for r in records]
@@ -102,6 +102,6 @@ def links(
         print_json(rows)
         return
     print_table(None, ["id", "snapshot", "object", "size", "created", "expires", "status"], [
-        (r["id"], str(r["snapshot"])[:8], r["object"], human_bytes(int(str(r["size"]))),
+        (r["id"], str(r["snapshot"])[:8], r["object_key"], human_bytes(int(str(r["size"]))),
          str(r["created"])[:16].replace("T", " "), str(r["expires"])[:16].replace("T", " "), r["status"])
         for r in rows])
