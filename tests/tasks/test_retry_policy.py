@@ -19,7 +19,8 @@ NOT_RETRIED = {
     "record-backup-failure", "record-backup-success", "record-drill", "record-drill-error",
     "find-coverage-gaps", "check-repository-credentials",
     "publish-backup-summary", "publish-backup-failure", "publish-source-failure", "publish-repository-event",
-    "publish-restore-summary", "publish-snapshots-deleted", "publish-stats", "publish-drill-report",
+    "publish-restore-summary", "publish-restore-failure", "publish-snapshots-deleted", "publish-stats",
+    "publish-drill-report",
     "publish-archive-summary", "publish-export-created",
 }
 
