@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.archive.cases import MYSQL_HOST, MYSQL_PORT, mysql_admin
-from tests.engines.test_postgres_errors import (  # noqa: F401 - private_cluster is a fixture
+from tests.engines.postgres.test_errors import (  # noqa: F401 - private_cluster is a fixture
     WRONG_PASSWORD,
     PrivateCluster,
     assert_clean_error,
