@@ -27,6 +27,15 @@ def _open(repository: RepositoryChoice | None) -> tuple[Repository, str | None]:
     return ref.open(), ref.catalog_url
 
 
+def _drop_forgotten(plan: PrunePlan | ForgetPlan, catalog_url: str | None, dry_run: bool) -> None:
+    """Drop the forgotten snapshots' catalog rows (not on a dry run) and log what went."""
+    if not dry_run:
+        Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
+    get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
+                          "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
+                          plan.bytes_freed)
+
+
 @task(name="prune-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def prune_repository(repository: RepositoryChoice | None, policy: RetentionPolicy | PolicyMap, dry_run: bool
                      ) -> tuple[PrunePlan, str | None, str]:
@@ -34,11 +43,7 @@ def prune_repository(repository: RepositoryChoice | None, policy: RetentionPolic
     repo, catalog_url = _open(repository)
     proven = Catalog(catalog_url).proven_snapshots(repository_id=repo.id)
     plan = prune(repo, policy, datetime.now(UTC), dry_run=dry_run, proven=proven)
-    if not dry_run:
-        Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
-    get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
-                          "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
-                          plan.bytes_freed)
+    _drop_forgotten(plan, catalog_url, dry_run)
     return plan, catalog_url, repo.id
 
 
@@ -50,11 +55,7 @@ def forget_snapshots(repository: str | None, snapshots: list[str], with_dependen
     A retry after the manifests went reports their ids as unknown: the run fails, nothing more is lost."""
     repo, catalog_url = _open(repository)
     plan = forget(repo, snapshots, with_dependents=with_dependents, dry_run=dry_run)
-    if not dry_run:
-        Catalog(catalog_url).forget_snapshots([m.id for m in plan.forget])
-    get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
-                          "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
-                          plan.bytes_freed)
+    _drop_forgotten(plan, catalog_url, dry_run)
     return plan, catalog_url, repo.id
 
 

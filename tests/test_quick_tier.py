@@ -25,6 +25,6 @@ def test_tests_using_a_server_are_marked_services() -> None:
                         for engine in ("postgresql", "mysql")}
     quick = collected(module, "tests/engines/sqlserver/test_sqlserver_engine.py", "-m", "not services",
                       "-k", "round_trip")
-    assert quick == {"test_round_trip_of_the_nasty_fixture[sqlite]",
+    assert quick == {"test_round_trip_of_the_nasty_fixture[sqlite]", "test_round_trip_of_the_nasty_fixture[files]",
                      "test_round_trip_of_the_nasty_fixture[sqlserver-stand-in-not-a-real-server]",
                      "test_native_backup_round_trip_not_run_against_a_real_sql_server[disk]"}

@@ -9,6 +9,7 @@ reads them back. The catalog's `audit_events` table is an index of them.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
@@ -151,7 +152,7 @@ def audited(repo: Repository, action: AuditAction, *, object: str = "", database
         outcome = "cancelled"
         raise
     except BaseException as exc:
-        outcome = "cancelled" if type(exc).__name__ == "CancelledError" else "failed"
+        outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
         note.detail = _error_line(exc) or note.detail
         raise
     finally:
