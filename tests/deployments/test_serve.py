@@ -42,7 +42,7 @@ def test_serve_runs_a_deployment_triggered_through_the_api(prefect_server: Prefe
         time.sleep(1)
     # Same schedules as the work-pool route: both come from prefect.yaml.
     slugs = sorted(s["slug"] for s in served["backup/postgres-app"]["schedules"])
-    assert slugs == ["hourly-incremental", "weekly-full"]
+    assert slugs == ["hourly-incremental", "monthly-full", "weekly-full"]
     assert served["backup/postgres-app"]["work_pool_name"] is None
 
     db = create(tmp_path / "served.db", rows=300)
