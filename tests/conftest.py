@@ -66,6 +66,11 @@ SLOW_TESTS = frozenset({
 })
 """Service-free tests that took over 4 s each on two busy cores: marked `slow`, left out of
 `make check` (which stays near a minute) and run by `make test`."""
+LONGEST_FILES = ("tests/deployments/test_deploy_all.py", "tests/deployments/test_serve.py",
+                 "tests/deployments/test_automations.py", "tests/flows/test_discovery_fleet.py",
+                 "tests/cli/test_cli.py")
+"""Collected first, in this order: `make test` hands out whole files (`--dist loadfile`) in
+collection order, so the files that take minutes start at once instead of last."""
 NO_SERVICES_ENV = "VAULTFLOW_TESTS_NO_SERVICES"
 """Set by `make check`: a service fixture then fails, so a test that needs a server but is not
 marked `services` shows up instead of quietly using one."""
@@ -89,6 +94,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 isinstance(value, str) and (value in SERVICE_PARAMS or (name, value) in SERVICE_FIXTURE_PARAMS)
                 for name, value in params):
             item.add_marker(pytest.mark.services)
+    first = {path: rank for rank, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: first.get(item.nodeid.split("::", 1)[0], len(first)))
 
 
 def refuse_without_services(service: str) -> None:

@@ -1,6 +1,8 @@
-"""Works as deployed: every deployment of prefect.yaml, deployed to a real `prefect server start`
-(scheduler on), run once through one process worker with the blocks its parameters name, ends
-Completed having done what its description says; one schedule is fired by the scheduler itself.
+"""Works as deployed: `vaultflow deploy` of prefect.yaml to a real `prefect server start`
+(scheduler on) creates every deployment as written (warning about blocks not saved yet);
+each one, run once through one process worker with the blocks its parameters name, ends
+Completed having done what its description says, its actions audited under its name; a run
+naming a missing block fails once, not retried; one schedule is fired by the scheduler itself.
 
 Slow (minutes): each flow run is a worker subprocess. Deselect with `-m "not slow"`.
 """
@@ -35,8 +37,9 @@ from tests.conftest import (
     pg_admin,
     pg_url,
 )
-from tests.deployments.conftest import PREFECT, PrefectServer, wait_for_flow_run
+from tests.deployments.conftest import PREFECT, PrefectServer, flow_key, wait_for_flow_run
 from vaultflow.archive import list_batches
+from vaultflow.audit import records
 from vaultflow.repository import Repository
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
@@ -85,7 +88,7 @@ Overrides = Callable[[Fixture], dict[str, Any]]
 PHASES: list[list[tuple[str, Overrides]]] = [
     [  # 1: backups, archival, discovery, credentials
         ("backup/postgres-app", lambda f: {"source": f"pg-prod/{f.pg_db}", "kind": "full"}),
-        ("backup/sqlite-app", lambda f: {"kind": "full"}),
+        ("backup/sqlite-app", lambda f: {"kind": "full", "options": {"jobs": 2, "table_checksums": False}}),
         ("backup-fleet/mysql-fleet", lambda f: {"include": [f.my_db], "kind": "full"}),
         ("archive-rows/archive-nightly", lambda f: {}),
         ("discover/discover-hourly", lambda f: {}),
@@ -243,18 +246,24 @@ def _check(key: str, f: Fixture, run: dict[str, Any], artifacts: dict[str, Any])
 
 def test_every_deployment_works_as_deployed(prefect_server: PrefectServer, background: Any, tmp_path: Path,
                                             made: Fixture) -> None:
-    project = load_project(check_parameters=False)
-    assert named_blocks(project.deployments) <= _save_blocks(prefect_server, made)
+    # `vaultflow deploy` = check prefect.yaml, create the process pool, `prefect --no-prompt deploy --all`;
+    # a block not saved yet is a warning, not a refusal.
     deployed = prefect_server.run(sys.executable, "-m", "vaultflow.cli.main", "deploy", timeout=300)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    assert "warning" not in deployed.stderr.lower(), deployed.stderr[-2000:]
+    assert "created process work pool vaultflow" in deployed.stdout
+    assert "warning: deployment 'postgres-app' parameter source: no database URL and no saved engine block " \
+        "named 'pg-prod'" in deployed.stderr
+    assert _api(prefect_server, "GET", "/work_pools/vaultflow")["type"] == "process"
+    project = load_project(check_parameters=False)
+    assert named_blocks(project.deployments) <= _save_blocks(prefect_server, made)
 
-    flows = {f["id"]: f["name"] for f in _api(prefect_server, "POST", "/flows/filter")}
-    deployments = {f"{flows[d['flow_id']]}/{d['name']}": d for d in _api(prefect_server, "POST", "/deployments/filter")}
-    assert sorted(deployments) == sorted(k for phase in PHASES for k, _ in phase)
+    deployments = _deployments_as_written(prefect_server, project)
     # The scheduler is on: pause every deployment (deleting the runs it scheduled) but the test's own.
     for d in deployments.values():
         _api(prefect_server, "POST", f"/deployments/{d['id']}/pause_deployment")
+    sqlite_app = deployments["backup/sqlite-app"]
+    missing = _api(prefect_server, "POST", f"/deployments/{sqlite_app['id']}/create_flow_run",
+                   parameters={"source": "no-such-sqlite"})["id"]
 
     background(*PREFECT, "worker", "start", "--pool", "vaultflow", "--limit", "4", log=tmp_path / "worker.log",
                PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5")
@@ -269,6 +278,8 @@ def test_every_deployment_works_as_deployed(prefect_server: PrefectServer, backg
             if phase is PHASES[0]:
                 for manifest in (made.open().load_manifest(s) for s in made.open().snapshot_ids()):
                     made.snapshots[manifest.engine] = manifest.id
+                _check_audited_as(made, "backup/postgres-app", started["backup/postgres-app"])
+                _check_missing_block_failed_once(prefect_server, missing)
 
         # One schedule fired by the scheduler itself: every 20 s on the credentials check.
         credentials = deployments["check-credentials/credentials-daily"]
@@ -284,6 +295,49 @@ def test_every_deployment_works_as_deployed(prefect_server: PrefectServer, backg
     except AssertionError:
         print((tmp_path / "worker.log").read_text()[-6000:], file=sys.stderr)
         raise
+
+
+def _deployments_as_written(server: PrefectServer, project: Any) -> dict[str, dict[str, Any]]:
+    """Every deployment read back from the API (flow/name -> deployment) equals prefect.yaml's:
+    schedules, parameters, tags, pool; the server refuses a parameter the form would refuse."""
+    flows = {f["id"]: f["name"] for f in _api(server, "POST", "/flows/filter")}
+    found = {f"{flows[d['flow_id']]}/{d['name']}": d for d in _api(server, "POST", "/deployments/filter")}
+    assert sorted(found) == sorted(k for phase in PHASES for k, _ in phase)
+    assert set(found) == {flow_key(s) for s in project.deployments}
+    for spec in project.deployments:
+        d = found[flow_key(spec)]
+        assert d["parameters"] == spec.parameters
+        assert d["work_pool_name"] == "vaultflow" and set(d["tags"]) == set(spec.tags)
+        assert d["enforce_parameter_schema"] is True
+        got = sorted((s["slug"], s["schedule"]["cron"], s["schedule"]["timezone"], s["parameters"])
+                     for s in d["schedules"])
+        assert got == sorted((s.slug, s.cron, s.timezone, s.parameters) for s in spec.schedules)
+    sqlite_app = found["backup/sqlite-app"]
+    assert sqlite_app["parameter_openapi_schema"]["properties"]["kind"]["enum"] == \
+        ["full", "incremental", "differential"]
+    assert sqlite_app["global_concurrency_limit"]["limit"] == 1
+    for parameters, named in (({"kind": "weekly"}, ("kind", "weekly")), ({"options": {"jobs": 0}}, ("jobs",))):
+        bad = httpx.post(f"{server.url}/deployments/{sqlite_app['id']}/create_flow_run",
+                         json={"parameters": parameters}, timeout=30)
+        assert bad.status_code in (409, 422) and all(n in bad.text for n in named), bad.text
+    return found
+
+
+def _check_audited_as(f: Fixture, deployment: str, flow_run_id: str) -> None:
+    """The deployment's backup is in the audit trail under the deployment's name and its flow run."""
+    backups = [r for r in records(f.open()) if r.action == "backup" and r.database == f.pg_db]
+    assert [(r.outcome, r.actor.deployment, r.actor.flow_run) for r in backups] == \
+        [("succeeded", deployment, flow_run_id)], backups
+
+
+def _check_missing_block_failed_once(server: PrefectServer, run_id: str) -> None:
+    """A run naming a block that does not exist fails in one line naming it, not retried."""
+    failed = wait_for_flow_run(server, run_id, timeout=120)
+    message = str(failed["state"]["message"])  # type: ignore[index]
+    assert failed["state"]["type"] == "FAILED", failed["state"]  # type: ignore[index]
+    assert "no-such-sqlite" in message and "block" in message, message
+    tasks = _api(server, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [run_id]}})
+    assert [t["run_count"] for t in tasks if t["name"].startswith("open-backup-run")] == [1], json.dumps(tasks)[:500]
 
 
 def _first_scheduled_run(server: PrefectServer, deployment_id: str, timeout: float) -> str:
