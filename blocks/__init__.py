@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blocks.archive import ArchivePolicy
-    from blocks.engines import MySQLServer, PostgresServer, SqliteDatabase, SqlServer
+    from blocks.engines import FileTree, MySQLServer, PostgresServer, SqliteDatabase, SqlServer
     from blocks.repository import BackupRepository
     from blocks.resolve import resolve_engine, resolve_repository
 
 _WHERE = {
     "ArchivePolicy": "blocks.archive",
     "BackupRepository": "blocks.repository",
+    "FileTree": "blocks.engines",
     "MySQLServer": "blocks.engines",
     "PostgresServer": "blocks.engines",
     "SqliteDatabase": "blocks.engines",
@@ -31,6 +32,7 @@ _WHERE = {
 __all__ = [
     "ArchivePolicy",
     "BackupRepository",
+    "FileTree",
     "MySQLServer",
     "PostgresServer",
     "SqliteDatabase",

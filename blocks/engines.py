@@ -7,6 +7,7 @@ from abc import ABC
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from vaultflow.engines.files.engine import FileTreeEngine
 from vaultflow.engines.mysql.config import MySQLConnection
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.postgres.config import PostgresConnection
@@ -209,3 +210,20 @@ class SqliteDatabase(Block):
 
     def server_engine(self) -> SqliteEngine:
         return SqliteEngine(self.path)
+
+
+class FileTree(Block):
+    """A directory tree (uploads, configuration) on the machine that runs the flow."""
+
+    _block_type_name = "vaultflow File Tree"
+    _block_type_slug = "vaultflow-file-tree"
+    _description = "Absolute path of a directory that vaultflow backs up as one tar stream (file:///dir)."
+
+    path: str = Field(description="Absolute path of the directory.")
+
+    def engine(self, database: str | None = None) -> FileTreeEngine:
+        """The directory's engine; `database` is ignored (a tree is one "database")."""
+        if not self.path.startswith("/"):
+            raise InputError(f"FileTree block {self._block_document_name!r} has the relative path {self.path!r}",
+                             "set its path to an absolute directory")
+        return FileTreeEngine(self.path)

@@ -70,6 +70,30 @@ def resolve_engine(ref: str | Block) -> DatabaseEngine:
     )
 
 
+FILE_TREE_SLUG = "vaultflow-file-tree"
+
+
+def resolve_file_tree(ref: str | Block) -> DatabaseEngine:
+    """A file:///dir URL, a saved FileTree block or its name; anything else is refused in
+    one line (a backup set's trees and restore targets are directories)."""
+    if isinstance(ref, Block):
+        if type(ref).get_block_type_slug() != FILE_TREE_SLUG:
+            raise InputError(f"a {type(ref).__name__} block is not a file tree",
+                             "pick a vaultflow File Tree block, or give file:///dir")
+        return _engine_block(ref).engine(None)  # type: ignore[attr-defined, no-any-return]
+    if is_database_url(ref):
+        engine = engine_from_url(ref)
+        if engine.engine != "files":
+            raise InputError(f"{engine.describe()} is not a file tree", "give file trees as file:///dir or the name "
+                                                                         "of a FileTree block")
+        return engine
+    block = _load_block(FILE_TREE_SLUG, ref)
+    if block is None:
+        raise InputError(f"no file:// URL and no saved FileTree block named {ref!r}",
+                         "give file:///absolute/dir, or create the block (FileTree(path=...).save(name))")
+    return block.engine(None)  # type: ignore[attr-defined, no-any-return]
+
+
 ENGINE_SLUG_PREFIX = "vaultflow-"
 
 

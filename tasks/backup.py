@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
-from blocks.resolve import RepositoryRef, resolve_engine, resolve_repository
+from blocks.resolve import RepositoryRef, resolve_engine, resolve_file_tree, resolve_repository
 from tasks.reporting import ProgressArtifact
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog, SnapshotStatus
 from vaultflow.engines import DatabaseEngine
+from vaultflow.engines.registry import spec
 from vaultflow.operations.backup import BackupPlan, backup_database, plan_backup
 from vaultflow.progress import ProgressMeter, add_listener, remove_listener
 from vaultflow.repository import SnapshotManifest, new_object_id
@@ -21,7 +22,7 @@ from vaultflow.repository.manifest import SnapshotKind
 from vaultflow.requests import BackupRequest
 
 if TYPE_CHECKING:
-    from blocks.parameters import EngineChoice, RepositoryChoice
+    from blocks.parameters import EngineChoice, FileTreeChoice, RepositoryChoice
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class BackupRun:
     def catalog(self) -> Catalog:
         return Catalog(self.repository.catalog_url)
 
+    def in_set(self, members: list[str]) -> BackupRun:
+        """This run as a member of the set of snapshots `members` (ids, the database's first)."""
+        return replace(self, plan=replace(self.plan, set_members=tuple(members)))
+
 
 def _flow_run_id() -> str | None:
     try:
@@ -51,7 +56,19 @@ def _flow_run_id() -> str | None:
       cache_policy=NO_CACHE)
 def open_backup_run(source: EngineChoice, repository: RepositoryChoice | None, kind: SnapshotKind) -> BackupRun:
     """Resolve source and repository, check the passphrase, pick chain and parent, record Pending."""
-    engine = resolve_engine(source)
+    return _open_run(resolve_engine(source), repository, kind)
+
+
+@task(name="open-file-tree-run", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def open_file_tree_run(tree: FileTreeChoice, repository: RepositoryChoice | None, kind: SnapshotKind) -> BackupRun:
+    """Like open-backup-run for one file tree of a backup set: refuses a source that is not a
+    file tree, or a directory that is missing, before anything is dumped."""
+    engine = resolve_file_tree(tree)
+    engine.check_configuration("backup")
+    return _open_run(engine, repository, kind)
+
+
+def _open_run(engine: DatabaseEngine, repository: RepositoryChoice | None, kind: SnapshotKind) -> BackupRun:
     ref = resolve_repository(repository)
     repo = ref.open()
     snapshot_id = new_object_id()
@@ -90,6 +107,7 @@ def dump_to_repository(run: BackupRun, options: BackupRequest) -> SnapshotManife
             jobs=options.jobs, include_tables=options.include_tables or None,
             exclude_tables=options.exclude_tables or None, repair=options.repair,
             include_globals=options.include_globals, globals_passwords=options.globals_passwords,
+            skip_unreadable=options.skip_unreadable,
         )
         meter.finish()
     finally:
@@ -109,6 +127,20 @@ def _size_estimate(run: BackupRun) -> int | None:
                                                status=SnapshotStatus.SUCCEEDED)
             if r.server == run.engine.server_label() and r.logical_size]
     return rows[-1].logical_size if rows else None
+
+
+def file_tree_request(options: BackupRequest) -> BackupRequest:
+    """The options of a backup set's file trees: the run's timeout and --skip-unreadable
+    (table globs, checksums and globals are the database's)."""
+    return BackupRequest(timeout_minutes=options.timeout_minutes, skip_unreadable=options.skip_unreadable)
+
+
+def source_request(run: BackupRun, options: BackupRequest, with_trees: bool) -> BackupRequest:
+    """The options of the run's source: with file trees, --skip-unreadable is theirs unless
+    the source can skip too, so a database source does not refuse it."""
+    if with_trees and options.skip_unreadable and not spec(run.engine.engine).capabilities.skip_unreadable:
+        return options.model_copy(update={"skip_unreadable": False})
+    return options
 
 
 @task(name="record-backup-failure", persist_result=False, cache_policy=NO_CACHE)

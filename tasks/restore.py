@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.resolve import resolve_engine, resolve_repository
+from blocks.resolve import resolve_engine, resolve_file_tree, resolve_repository
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.operations import share
-from vaultflow.operations.restore import restore_snapshot
+from vaultflow.operations.restore import check_set_restore, restore_snapshot
 from vaultflow.progress import ProgressMeter
 from vaultflow.repository import SnapshotManifest
 from vaultflow.requests import RestoreRequest
 
 if TYPE_CHECKING:
-    from blocks.parameters import EngineChoice, RepositoryChoice
+    from blocks.parameters import EngineChoice, FileTreeChoice, RepositoryChoice
 
 
 @task(name="restore-snapshot", **RETRIED, persist_result=False,
@@ -37,6 +37,24 @@ def restore_into_target(snapshot: str, target: EngineChoice, repository: Reposit
                                 server_locale=options.server_locale)
     meter.finish()
     return manifest
+
+
+@task(name="check-backup-set-restore", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def check_backup_set_restore(snapshot: str, files_to: list[FileTreeChoice], repository: RepositoryChoice | None,
+                             replace: bool) -> list[str]:
+    """The file tree snapshot ids of the set to restore into `files_to`, in order; refuses
+    (one line) a snapshot without a set, an incomplete set, a count that does not match or
+    a non-empty target without `replace`, before anything is restored."""
+    repo = resolve_repository(repository).open()
+    trees = check_set_restore(repo, repo.resolve_snapshot(snapshot), [resolve_file_tree(t) for t in files_to],
+                              replace=replace)
+    get_run_logger().info("backup set of %s: %d file tree(s) to restore after the database", snapshot, len(trees))
+    return trees
+
+
+def file_tree_restore_request(options: RestoreRequest) -> RestoreRequest:
+    """The options of a set's file tree restores: the run's --replace, owner and timeout."""
+    return RestoreRequest(replace=options.replace, owner=options.owner, timeout_minutes=options.timeout_minutes)
 
 
 @task(name="export-download-link", **RETRIED, persist_result=False, cache_policy=NO_CACHE)

@@ -100,3 +100,8 @@ class TargetNotEmpty(InputError):
 
 class SourceUnreadable(VaultflowError):
     """A file of a backed-up tree cannot be read (permissions, removed or changed mid-read)."""
+
+
+class BackupSetIncomplete(VaultflowError):
+    """A file tree of a backup set failed after other members were written: each written
+    snapshot is whole, the set is not (`vaultflow show` says which member is missing)."""

@@ -42,6 +42,8 @@ class BackupRequest(_Request):
                                                      "(pg_dumpall --globals-only; MySQL SHOW GRANTS).")
     globals_passwords: bool = Field(default=False, description="Keep password hashes in the stored roles/users (off: "
                                                        "they are restored without passwords).")
+    skip_unreadable: bool = Field(default=False, description="Files: leave out entries that cannot be read, "
+                                                     "listing them in the log and the snapshot, instead of failing.")
 
 
 class RestoreRequest(_Request):

@@ -23,7 +23,7 @@ from vaultflow.errors import InputError
 from vaultflow.sample_data import create
 
 ENGINE_SLUGS = {"vaultflow-postgres-server", "vaultflow-mysql-server", "vaultflow-sqlserver",
-                "vaultflow-sqlite-database"}
+                "vaultflow-sqlite-database", "vaultflow-file-tree"}
 REPOSITORY_SLUGS = {"vaultflow-backup-repository"}
 BLOCK_PARAMETERS: list[tuple[Any, dict[str, set[str]]]] = [
     (backup, {"repository": REPOSITORY_SLUGS, "source": ENGINE_SLUGS}),

@@ -131,6 +131,28 @@ def check_database_url(ref: str, action: Literal["backup", "restore"]) -> None:
         engine_from_url(ref).check_configuration(action)
 
 
+def check_file_tree_url(ref: str, action: Literal["backup", "restore"]) -> None:
+    """Refuse a file:// URL of a backup set that is bad, or names no directory to back up,
+    or a URL of another engine, before a flow run starts (block names are checked by the run)."""
+    from vaultflow.engines import engine_from_url, is_database_url
+
+    if not is_database_url(ref):
+        return
+    engine = engine_from_url(ref)
+    if engine.engine != "files":
+        raise InputError(f"{engine.describe()} is not a file tree",
+                         "give file trees as file:///dir or the name of a FileTree block")
+    engine.check_configuration(action)
+
+
+FilesOpt = Annotated[list[str] | None, typer.Option(
+    "--files", help="A file tree (file:///dir or FileTree block name) backed up after the database in the same "
+                    "run, as one backup set; repeat for several.")]
+FilesToOpt = Annotated[list[str] | None, typer.Option(
+    "--files-to", help="Where each file tree of the snapshot's backup set goes (file:///dir or FileTree block "
+                       "name), in the order `vaultflow show` lists them; repeat once per tree.")]
+
+
 def prepare_flow_run(repo: str | None, verbose: bool) -> str:
     """Check a path repository and get its passphrase before Prefect starts, then quiet Prefect."""
     ref = require_repo(repo)

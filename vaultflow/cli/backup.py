@@ -7,10 +7,12 @@ from typing import Annotated, Any, cast
 import typer
 
 from vaultflow.cli.app import (
+    FilesOpt,
     JsonOpt,
     RepoOpt,
     VerboseOpt,
     check_database_url,
+    check_file_tree_url,
     handles_errors,
     prepare_flow_run,
     request_option,
@@ -38,13 +40,19 @@ def backup(
     repair: bool = request_option(BackupRequest, "repair"),
     globals_: bool = request_option(BackupRequest, "include_globals", "--globals/--no-globals"),
     globals_passwords: bool = request_option(BackupRequest, "globals_passwords"),
+    skip_unreadable: bool = request_option(BackupRequest, "skip_unreadable"),
+    files: FilesOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Back up one database (runs the `backup` flow), or all of a server's (`backup-fleet`)."""
     options = BackupRequest(table_checksums=table_checksums, timeout_minutes=timeout_minutes, jobs=jobs,
                             include_tables=include_table or [], exclude_tables=exclude_table or [], repair=repair,
-                            include_globals=globals_, globals_passwords=globals_passwords)
+                            include_globals=globals_, globals_passwords=globals_passwords,
+                            skip_unreadable=skip_unreadable)
+    if all_databases and files:
+        raise InputError("--files backs up file trees with one database and cannot go with --all-databases",
+                         "back up the file trees in a run of their own")
     if all_databases:
         _fleet_backup(source, repo, kind, include or [], exclude or [], max_per_server, options, json_out, verbose)
         return
@@ -52,17 +60,30 @@ def backup(
         raise InputError("--include/--exclude choose databases and need --all-databases",
                          "add --all-databases, or use --include-table/--exclude-table for tables")
     check_database_url(source, "backup")
+    for tree in files or []:
+        check_file_tree_url(tree, "backup")
     ref = prepare_flow_run(repo, verbose)
     from flows.backup import backup as backup_flow
 
     with progress_bar(not json_out):
         # The flow validates `kind` itself (one list of kinds, shown in the UI form too).
-        result = backup_flow(source=source, repository=ref, kind=cast(Any, kind), options=options)
+        result = backup_flow(source=source, repository=ref, kind=cast(Any, kind), options=options,
+                             files=list(files or []))
     if json_out:
         print_json(result)
         return
     if result.get("note"):
         stderr.print(f"note: {result['note']}", highlight=False)
+    trees = cast(list[dict[str, Any]], result.get("files") or [])
+    for row in [result, *trees]:
+        _print_saved(row)
+    if trees:
+        stdout.print(f"backup set {result['snapshot']} complete: the database and {len(trees)} file "
+                     f"tree(s); restore together with vaultflow restore {result['snapshot']} TARGET --files-to DIR",
+                     highlight=False)
+
+
+def _print_saved(result: dict[str, Any]) -> None:
     if result.get("reused_from"):
         stdout.print(f"snapshot {result['snapshot']} saved: nothing changed in {result['database']} since "
                      f"{str(result['reused_from'])[:8]}, so nothing was dumped or stored", highlight=False)
@@ -72,6 +93,10 @@ def backup(
             f"{result['database']} on {result['server']}, {human_bytes(int(str(result['logical_bytes'])))} "
             f"read, {human_bytes(int(str(result['stored_bytes'])))} stored, {result['duration_s']} s",
             highlight=False)
+    if result.get("skipped"):
+        stderr.print(f"warning: snapshot {result['snapshot']} left out {result['skipped']} unreadable "
+                     f"entr{'y' if result['skipped'] == 1 else 'ies'} (--skip-unreadable); vaultflow show "
+                     f"{result['snapshot']} lists them", highlight=False)
 
 
 def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], exclude: list[str],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
 from vaultflow.cli.app import (
+    FilesToOpt,
     JsonOpt,
     RepoOpt,
     VerboseOpt,
     check_database_url,
+    check_file_tree_url,
     handles_errors,
     prepare_flow_run,
     request_option,
@@ -31,6 +33,7 @@ def restore(
     table: list[str] | None = request_option(RestoreRequest, "tables", "--table"),
     globals_: bool = request_option(RestoreRequest, "include_globals", "--globals/--no-globals"),
     server_locale: bool = request_option(RestoreRequest, "server_locale"),
+    files_to: FilesToOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -38,13 +41,18 @@ def restore(
     options = RestoreRequest(replace=replace, owner=owner, timeout_minutes=timeout_minutes, jobs=jobs,
                              tables=table or [], include_globals=globals_, server_locale=server_locale)
     check_database_url(target, "restore")
+    for dest in files_to or []:
+        check_file_tree_url(dest, "restore")
     ref = prepare_flow_run(repo, verbose)
     from flows.restore import restore as restore_flow
 
     with progress_bar(not json_out):
-        result = restore_flow(snapshot=snapshot, target=target, repository=ref, options=options)
+        result = restore_flow(snapshot=snapshot, target=target, repository=ref, options=options,
+                              files_to=list(files_to or []))
     if json_out:
         print_json(result)
-    else:
-        stdout.print(f"restored snapshot {result['snapshot']} ({result['database']}) into {target}",
+        return
+    stdout.print(f"restored snapshot {result['snapshot']} ({result['database']}) into {target}", highlight=False)
+    for row in cast(list[dict[str, Any]], result.get("files") or []):
+        stdout.print(f"restored file tree snapshot {row['snapshot']} ({row['database']}) into {row['restored_into']}",
                      highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -18,7 +18,7 @@ from vaultflow.cli.app import (
     require_repo,
 )
 from vaultflow.cli.output import human_bytes, print_json, print_table, stdout
-from vaultflow.repository import Repository
+from vaultflow.repository import Repository, SnapshotManifest
 from vaultflow.storage import open_store
 
 
@@ -88,6 +88,8 @@ def show(
         "vaultflow_version": manifest.vaultflow_version, "tool_versions": manifest.tool_versions,
         "database_properties": database, "streams": len(manifest.streams),
         "tables": [{"table": t.qualified, "rows": t.rows, "checksum": t.checksum} for t in manifest.tables],
+        "skipped": manifest.skipped.model_dump() if manifest.skipped else None,
+        "backup_set": _backup_set(opened, manifest),
     }
     if json_out:
         print_json(summary)
@@ -105,8 +107,34 @@ def show(
     for key, value in database.items():
         if value not in (None, [], -1):
             stdout.print(f"database {key}: {value}", highlight=False)
+    if manifest.skipped:
+        more = manifest.skipped.count - len(manifest.skipped.paths)
+        stdout.print(f"left out as unreadable (--skip-unreadable): {manifest.skipped.count} entries: "
+                     f"{', '.join(manifest.skipped.paths)}" + (f" and {more} more" if more else ""), highlight=False)
+    backup_set = summary["backup_set"]
+    if isinstance(backup_set, dict):
+        state = "complete" if backup_set["complete"] else "INCOMPLETE (a member was never written: its backup failed)"
+        stdout.print(f"backup set {str(backup_set['id'])[:8]}: {state}", highlight=False)
+        for member in cast(list[dict[str, Any]], backup_set["members"]):
+            stdout.print(f"  {member['role']} {str(member['id'])[:8]}: "
+                         f"{member.get('source') or 'missing'}", highlight=False)
     print_table(None, ["table", "rows", "checksum"],
                 [(t.qualified, t.rows, (t.checksum or "")[:24]) for t in manifest.tables])
+
+
+def _backup_set(repo: Repository, manifest: SnapshotManifest) -> dict[str, object] | None:
+    """The snapshot's backup set as its members' manifests tell it: each member's role
+    (database, then file tree n in the order given), id and source, or missing."""
+    if not manifest.set_members:
+        return None
+    present = set(repo.snapshot_ids())
+    members: list[dict[str, object]] = []
+    for n, member in enumerate(manifest.set_members):
+        role = "database" if n == 0 else f"file tree {n}"
+        found = repo.load_manifest(member) if member in present else None
+        members.append({"role": role, "id": member, "present": found is not None,
+                        "source": f"{found.engine} {found.server}/{found.database}" if found else None})
+    return {"id": manifest.set_members[0], "complete": all(m["present"] for m in members), "members": members}
 
 
 @handles_errors

@@ -121,6 +121,7 @@ class DumpSession:
     unchanged: list[str] = field(default_factory=list)  # schema.table carried over from the parent
     carried: list[str] = field(default_factory=list)  # names of single parent streams carried over
     inventory: SchemaInventory | None = None  # the schema objects as of the dump's snapshot
+    unreadable: list[str] = field(default_factory=list)  # entries left out, permission denied (files)
 
 
 class RestoreObserver:
@@ -259,6 +260,11 @@ class DatabaseEngine(ABC):
         """The user schema objects (tables, views, indexes, constraints, sequences) and the
         tables' column profiles, now; None if the engine cannot list them."""
         return None
+
+    def check_restore_target(self, replace: bool) -> None:
+        """Raise TargetNotEmpty if a restore without `replace` would refuse this target, so
+        a caller restoring several snapshots can refuse before touching any. The default
+        checks nothing: `restore` itself refuses before it writes."""
 
     def database_exists(self) -> bool:
         """Whether this database exists on the server (connects)."""

@@ -15,6 +15,7 @@ from vaultflow.errors import InputError
 CapabilityName = Literal[
     "change_fingerprint", "table_subsets", "table_restore", "parallel_restore", "globals", "drills",
     "expectations", "segment_patches", "archival", "server_locale", "discovery", "export", "pitr",
+    "skip_unreadable",
 ]
 
 
@@ -53,6 +54,7 @@ class Capabilities:
     discovery: bool = False  # lists the databases of a server
     export: ExportFormat | None = None  # vaultflow export of a snapshot
     pitr: str | None = None  # point-in-time recovery method ("wal", "binlog"); None: not built
+    skip_unreadable: bool = False  # backup --skip-unreadable: entries it may not read are left out, listed
 
     def has(self, name: CapabilityName) -> bool:
         return bool(getattr(self, name))
@@ -81,4 +83,5 @@ _WHAT: dict[str, str] = {
     "discovery": "listing a server's databases",
     "export": "export of a snapshot to a file",
     "pitr": "point-in-time recovery",
+    "skip_unreadable": "leaving out unreadable entries (--skip-unreadable)",
 }

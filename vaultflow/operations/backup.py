@@ -13,12 +13,13 @@ snapshot restores on its own.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import blake3
@@ -27,22 +28,34 @@ from vaultflow import __version__
 from vaultflow.audit import audited
 from vaultflow.engines.base import GLOBALS_STREAM, DatabaseEngine, RowTap, StreamSource, server_wide_objects
 from vaultflow.engines.registry import spec
+from vaultflow.errors import SourceUnreadable
 from vaultflow.repository.locks import RepositoryLock
-from vaultflow.repository.manifest import SnapshotKind, SnapshotManifest, StreamManifest, TableStats
+from vaultflow.repository.manifest import (
+    SKIPPED_PATHS_KEPT,
+    SkippedEntries,
+    SnapshotKind,
+    SnapshotManifest,
+    StreamManifest,
+    TableStats,
+)
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
 
 ParentReader = Callable[[StreamManifest, ByteSink], None]
 PATCH_WORKERS = min(4, os.cpu_count() or 1)
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BackupPlan:
-    """What a backup run joins: its effective kind, its chain and its parent."""
+    """What a backup run joins: its effective kind, its chain, its parent, and the set of
+    snapshots one run takes of a database and its file trees (`set_members`, see the
+    manifest field; empty for a snapshot taken alone)."""
 
     kind: SnapshotKind
     chain: str
     parent: SnapshotManifest | None = None
     note: str | None = None
+    set_members: tuple[str, ...] = ()
 
     @property
     def parent_id(self) -> str | None:
@@ -86,6 +99,7 @@ def backup_database(
     repair: bool = False,
     include_globals: bool = False,
     globals_passwords: bool = False,
+    skip_unreadable: bool = False,
 ) -> SnapshotManifest:
     """Stream a consistent dump into `repo`; return the manifest once it is durable.
 
@@ -100,14 +114,19 @@ def backup_database(
     `include_globals` adds the server's roles/users and grants as a "globals" stream
     (password hashes only with `globals_passwords`); it is taken fresh every time.
 
-    Table subsets or globals on an engine that lacks them (Capabilities) are refused before
-    the repository is touched.
+    Entries the engine may not read (files) fail the backup, listed, before any stream is
+    stored; with `skip_unreadable` they are left out, logged and listed in the manifest.
+
+    Table subsets, globals or skip_unreadable on an engine that lacks them (Capabilities)
+    are refused before the repository is touched.
     """
     if include_tables or exclude_tables:
         spec(engine.engine).require("table_subsets", "drop --include-table/--exclude-table: back up the whole "
                                                      "database")
     if include_globals:
         spec(engine.engine).require("globals", "drop --globals: this server's users are not backed up with it")
+    if skip_unreadable:
+        spec(engine.engine).require("skip_unreadable", "drop --skip-unreadable: the database is read whole")
     plan = plan or BackupPlan("full", chain=snapshot_id)
     started = datetime.now(UTC)
     # The shared lock keeps prune from collecting this backup's chunks before the manifest
@@ -117,7 +136,7 @@ def backup_database(
           RepositoryLock(repo, "shared", f"backup of {engine.describe()}", wait=lock_wait) as lock):
         if plan.parent is not None and plan.parent.id not in repo.snapshot_ids():
             # Planned before the lock was taken; a prune has forgotten the parent since.
-            plan = plan_backup(repo, engine, plan.kind, snapshot_id)
+            plan = replace(plan_backup(repo, engine, plan.kind, snapshot_id), set_members=plan.set_members)
         # Taken before the dump: a change racing the dump makes the next fingerprint differ.
         fingerprint = engine.fingerprint()
         parent = plan.parent
@@ -126,13 +145,15 @@ def backup_database(
         globals_source = (server_wide_objects(engine).globals_source(passwords=globals_passwords)
                           if include_globals else None)
         if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
+            if parent.skipped is not None:
+                _check_unreadable(engine, parent.skipped.paths, parent.skipped.count, skip_unreadable)
             carried = [s for s in parent.streams if s.name != GLOBALS_STREAM]
             if globals_source is not None:
                 carried += _store_sources(repo.writer(plan.chain), [globals_source], 1, progress)[0]
             manifest = _manifest(engine, snapshot_id, plan, started, streams=carried,
                                  tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
                                  reused_from=parent.id, table_filter=table_filter,
-                                 schema_inventory=parent.schema_inventory)
+                                 schema_inventory=parent.schema_inventory, skipped=parent.skipped)
         else:
             known: dict[str, int] | None = None
             if repair:
@@ -143,6 +164,7 @@ def backup_database(
             previous = parent.streams if parent is not None and not repair else None
             with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
                                   exclude_tables=exclude_tables, parent_streams=previous) as session:
+                _check_unreadable(engine, session.unreadable, len(session.unreadable), skip_unreadable)
                 sources = session.sources + ([globals_source] if globals_source is not None else [])
                 read_parent = None
                 if previous is not None and parent is not None:
@@ -158,11 +180,36 @@ def backup_database(
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
                                  tables=sorted(session.tables + tables, key=lambda t: t.qualified),
                                  versions=session.versions, fingerprint=fingerprint, table_filter=table_filter,
-                                 schema_inventory=session.inventory)
+                                 schema_inventory=session.inventory, skipped=_skipped(session.unreadable))
         lock.check_held()
         repo.save_manifest(manifest)
         note.detail = f"{manifest.kind} of {engine.describe()}, {manifest.logical_size} bytes"
     return manifest
+
+
+_PATHS_SHOWN = 5  # unreadable paths named in the error line
+
+
+def _check_unreadable(engine: DatabaseEngine, paths: list[str], count: int, skip: bool) -> None:
+    """Fail on unreadable entries (one line: how many, the first few, the fixes) unless
+    told to skip them; then name each in a warning."""
+    if not count:
+        return
+    if not skip:
+        shown = ", ".join(paths[:_PATHS_SHOWN]) + (f" and {count - _PATHS_SHOWN} more" if count > _PATHS_SHOWN
+                                                    else "")
+        raise SourceUnreadable(f"{count} entr{'y' if count == 1 else 'ies'} of {engine.describe()} cannot be read "
+                               f"(permission denied): {shown}",
+                               "grant the backup's user read access, leave them out with --exclude-table, or "
+                               "pass --skip-unreadable to back up the rest and list them in the snapshot")
+    for path in paths[:SKIPPED_PATHS_KEPT]:
+        _log.warning("left out %s of %s: permission denied (--skip-unreadable)", path, engine.describe())
+    if count > SKIPPED_PATHS_KEPT:
+        _log.warning("left out %d more unreadable entries of %s", count - SKIPPED_PATHS_KEPT, engine.describe())
+
+
+def _skipped(paths: list[str]) -> SkippedEntries | None:
+    return SkippedEntries(count=len(paths), paths=paths[:SKIPPED_PATHS_KEPT]) if paths else None
 
 
 def _carry_over(parent: SnapshotManifest, unchanged: list[str], carried: list[str], streams: list[StreamManifest],
@@ -312,4 +359,5 @@ def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, starte
         "streams": fields["streams"], "tables": fields["tables"], "tool_versions": fields["versions"],
         "fingerprint": fields["fingerprint"], "reused_from": fields.get("reused_from"),
         "table_filter": fields["table_filter"], "schema_inventory": fields.get("schema_inventory"),
+        "skipped": fields.get("skipped"), "set_members": list(plan.set_members),
     })

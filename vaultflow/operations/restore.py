@@ -68,6 +68,39 @@ def restore_snapshot(
     return manifest
 
 
+def check_set_restore(repo: Repository, snapshot_id: str, file_targets: list[DatabaseEngine], *,
+                      replace: bool = False) -> list[str]:
+    """The ids of the file tree snapshots of `snapshot_id`'s backup set, in the order of
+    `file_targets`, once the set is known to be restorable there: the snapshot is a set's
+    database member, every member exists, there is one target per tree, each a file tree
+    that is new, empty or `replace`d. Raises InputError (one line) before anything is touched."""
+    manifest = repo.load_manifest(snapshot_id)
+    members = manifest.set_members
+    if not members:
+        raise InputError(f"snapshot {manifest.short_id} was backed up alone, without file trees",
+                         "drop --files-to, or give the database snapshot of a backup set")
+    if members[0] != manifest.id:
+        raise InputError(f"snapshot {manifest.short_id} is a file tree of backup set {members[0][:8]}",
+                         f"restore the set through its database snapshot: vaultflow restore {members[0][:8]} ...")
+    trees = members[1:]
+    if len(file_targets) != len(trees):
+        raise InputError(f"backup set {manifest.short_id} holds {len(trees)} file tree(s) but {len(file_targets)} "
+                         "--files-to target(s) were given",
+                         "give one --files-to per file tree, in the order vaultflow show lists them")
+    present = set(repo.snapshot_ids())
+    missing = [t[:8] for t in trees if t not in present]
+    if missing:
+        raise InputError(f"backup set {manifest.short_id} is incomplete: file tree snapshot(s) "
+                         f"{', '.join(missing)} were never written (their backup failed)",
+                         "restore the database alone (drop --files-to), or a complete set")
+    if len({t.describe() for t in file_targets}) != len(file_targets):
+        raise InputError("two --files-to targets name the same directory", "give each file tree its own directory")
+    for tree_id, target in zip(trees, file_targets, strict=True):
+        check_target_engine(repo.load_manifest(tree_id), target)
+        target.check_restore_target(replace)
+    return trees
+
+
 def refuse_missing_restore_capabilities(target: DatabaseEngine, *, jobs: int = 1, tables: list[str] | None = None,
                                         include_globals: bool = False, server_locale: bool = False) -> None:
     """Raise CapabilityMissing (one line: the engine, the alternative) for a restore option

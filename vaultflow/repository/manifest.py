@@ -128,6 +128,17 @@ class SchemaInventory(BaseModel):
         return None
 
 
+SKIPPED_PATHS_KEPT = 1000  # paths a manifest lists of the entries a backup left out
+
+
+class SkippedEntries(BaseModel):
+    """Entries a backup was told to leave out because it could not read them (files:
+    --skip-unreadable): how many, and the first SKIPPED_PATHS_KEPT of their paths."""
+
+    count: int
+    paths: list[str]
+
+
 class SnapshotManifest(BaseModel):
     """Written as the last object of a backup; its presence is what makes a snapshot exist."""
 
@@ -152,6 +163,12 @@ class SnapshotManifest(BaseModel):
                                                             "so its streams were carried over without a dump")
     schema_inventory: SchemaInventory | None = Field(
         default=None, description="user schema objects at backup time; absent in older manifests")
+    skipped: SkippedEntries | None = Field(
+        default=None, description="entries left out as unreadable (files, --skip-unreadable); None: none")
+    set_members: list[str] = Field(
+        default_factory=list, description="ids of the snapshots of one backup run of a database and its file "
+                                          "trees: the database's first, then each tree's in the order given; "
+                                          "empty for a snapshot taken alone")
 
     @property
     def short_id(self) -> str:

@@ -263,6 +263,18 @@ def check_export(subject: EngineSubject, repo: Repository, tmp_path: Path, decla
     assert not out.exists()
 
 
+def check_skip_unreadable(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
+    source = subject.create_source(tmp_path)
+    if declared:  # nothing is unreadable in the fixture; tests/engines/files leaves real entries out
+        manifest = backup_database(source, repo, snapshot_id=new_object_id(), skip_unreadable=True)
+        assert manifest.skipped is None
+        return
+    with pytest.raises(CapabilityMissing) as exc:
+        backup_database(source, repo, snapshot_id=new_object_id(), skip_unreadable=True)
+    assert_refused(exc, subject)
+    assert repo.snapshot_ids() == []
+
+
 def check_pitr(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
     assert not declared, "an engine declares point-in-time recovery: add a check that exercises it"
 
@@ -279,6 +291,7 @@ CAPABILITY_CHECKS: dict[str, CapabilityCheck] = {
     "discovery": check_discovery,
     "export": check_export,
     "pitr": check_pitr,
+    "skip_unreadable": check_skip_unreadable,
 }
 NOT_CHECKED_HERE = {
     "segment_patches": "PostgreSQL only, with its own tests (tests/engines/*postgres*segment*)",

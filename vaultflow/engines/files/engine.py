@@ -32,11 +32,13 @@ from vaultflow.engines.files.tree import (
     ROOT,
     TreeEntry,
     TreeStats,
+    drop_unopenable,
     fingerprint,
+    included_path,
     printable,
     select_included,
     tree_stats,
-    unreadable,
+    unreadable_error,
     walk_tree,
 )
 from vaultflow.errors import (
@@ -92,7 +94,7 @@ class FileTreeEngine(DatabaseEngine):
                              "give a new or existing directory as the file:// target")
 
     def fingerprint(self) -> str:
-        return fingerprint(walk_tree(str(self.path)))
+        return fingerprint(str(self.path))
 
     def table_stats(self, *, like: list[TableStats] | None = None) -> list[TableStats]:
         return tree_stats(str(self.path))
@@ -107,9 +109,14 @@ class FileTreeEngine(DatabaseEngine):
     ) -> Iterator[DumpSession]:
         """One source: the tar of the tree's entries selected by the include/exclude path
         globs (relative to the root). Statistics come from the bytes put in the tar, and
-        are in the session's `tables` once the source's context was left."""
+        are in the session's `tables` once the source's context was left. Entries that
+        permission keeps from being read are left out and listed in the session's
+        `unreadable`, found before the tar starts (the backup decides whether that fails)."""
         self.check_configuration("backup")
-        entries = select_included(list(walk_tree(str(self.path), exclude_tables)), include_tables)
+        refused: list[str] = []
+        walked = list(walk_tree(str(self.path), exclude_tables, refused))
+        unreadable = [rel for rel in refused if included_path(rel, include_tables)]
+        entries = drop_unopenable(select_included(walked, include_tables), unreadable)
         tables: list[TableStats] = []
 
         @contextmanager
@@ -120,13 +127,24 @@ class FileTreeEngine(DatabaseEngine):
             tables[:] = stats.table_stats()
 
         yield DumpSession(sources=[StreamSource(STREAM_NAME, DUMP_FORMAT, tar_stream)], tables=tables,
-                          versions=self.versions())
+                          versions=self.versions(), unreadable=sorted(unreadable))
 
     def _open_file(self, path: str) -> BinaryIO:
         """Open a file of the tree for reading (a seam for tests: root reads anything)."""
         return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
     # -- restore -----------------------------------------------------------------------
+
+    def check_restore_target(self, replace: bool) -> None:
+        """Refuse a target that is not a directory, or a non-empty one without `replace`."""
+        target = self.path
+        if target.exists() and not target.is_dir():
+            raise InputError(f"restore target {target} exists and is not a directory",
+                             "give a new or existing directory as the file:// target")
+        occupied = target.is_dir() and any(target.iterdir())
+        if occupied and not replace:
+            raise TargetNotEmpty(f"directory {target} is not empty",
+                                 "restore to a new directory, or pass --replace to swap it out")
 
     def restore(
         self, streams: list[StreamManifest], read: StreamReader, *, replace: bool = False,
@@ -142,13 +160,8 @@ class FileTreeEngine(DatabaseEngine):
             raise InputError(f"a snapshot with {', '.join(s.format for s in streams)} streams cannot be restored "
                              "into a directory", "restore it into an engine of its own kind")
         target = self.path
-        if target.exists() and not target.is_dir():
-            raise InputError(f"restore target {target} exists and is not a directory",
-                             "give a new or existing directory as the file:// target")
+        self.check_restore_target(replace)
         occupied = target.is_dir() and any(target.iterdir())
-        if occupied and not replace:
-            raise TargetNotEmpty(f"directory {target} is not empty",
-                                 "restore to a new directory, or pass --replace to swap it out")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.vf-restore-", dir=target.parent))
@@ -216,7 +229,7 @@ def _write_tar(entries: list[TreeEntry], out: IO[bytes], stats: TreeStats,
             try:
                 f = open_file(entry.path)
             except OSError as exc:
-                raise unreadable(entry.path, exc) from None
+                raise unreadable_error(entry.path, exc) from None
             with f:
                 reader = _HashingReader(f)
                 try:
@@ -227,7 +240,7 @@ def _write_tar(entries: list[TreeEntry], out: IO[bytes], stats: TreeStats,
                     if reader.read_bytes < info.size:
                         raise SourceUnreadable(f"{printable(entry.path)} shrank while the backup read it",
                                                "back up again once the tree is quiet") from None
-                    raise unreadable(entry.path, exc) from None
+                    raise unreadable_error(entry.path, exc) from None
             stats.add(entry, reader.digest.hexdigest())
 
 

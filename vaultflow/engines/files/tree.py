@@ -52,10 +52,11 @@ def printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def unreadable(path: str, exc: OSError) -> SourceUnreadable:
+def unreadable_error(path: str, exc: OSError) -> SourceUnreadable:
     if isinstance(exc, PermissionError):
         return SourceUnreadable(f"cannot read {printable(path)}: permission denied",
-                                "grant the backup's user read access to it, or leave it out with --exclude-table")
+                                "grant the backup's user read access to it, leave it out with --exclude-table, "
+                                "or pass --skip-unreadable")
     if isinstance(exc, FileNotFoundError):
         return SourceUnreadable(f"{printable(path)} disappeared while the backup read the tree",
                                 "back up again once the tree is quiet")
@@ -69,28 +70,44 @@ def _matches(rel: str, patterns: list[str]) -> bool:
                for p in patterns)
 
 
-def walk_tree(root: str, exclude: list[str] | None = None) -> Iterator[TreeEntry]:
+def walk_tree(root: str, exclude: list[str] | None = None, unreadable: list[str] | None = None
+              ) -> Iterator[TreeEntry]:
     """Every entry under `root`, the root first, each directory's names in sorted order;
     an excluded directory is not entered. Raises DatabaseNotFound for a missing root and
-    SourceUnreadable for a directory that cannot be listed."""
+    SourceUnreadable for a root that cannot be read. Below the root, an entry refused with
+    permission denied (a directory that cannot be listed, a name that cannot be looked up)
+    is left out and its path appended to `unreadable`; without that list it raises
+    SourceUnreadable."""
     try:
         st = os.lstat(root)
     except FileNotFoundError:
         raise DatabaseNotFound(f"directory {root} does not exist", "check the path in the file:// URL") from None
     except OSError as exc:
-        raise unreadable(root, exc) from None
+        raise unreadable_error(root, exc) from None
     if not stat.S_ISDIR(st.st_mode):
         raise DatabaseNotFound(f"{root} is not a directory", "give the directory to back up in the file:// URL")
-    yield TreeEntry(ROOT, root, "dir", st)
-    yield from _walk_dir(root, "", exclude or [])
-
-
-def _walk_dir(path: str, prefix: str, exclude: list[str]) -> Iterator[TreeEntry]:
     try:
-        with os.scandir(path) as listing:
-            names = sorted(e.name for e in listing)
+        names = _listing(root)
     except OSError as exc:
-        raise unreadable(path, exc) from None
+        raise unreadable_error(root, exc) from None
+    yield TreeEntry(ROOT, root, "dir", st)
+    yield from _walk_dir(root, "", names, exclude or [], unreadable)
+
+
+def _listing(path: str) -> list[str]:
+    with os.scandir(path) as listing:
+        return sorted(e.name for e in listing)
+
+
+def _refused(full: str, rel: str, exc: OSError, unreadable: list[str] | None) -> None:
+    """Note `rel` as unreadable when permission was denied and a list is kept, else raise."""
+    if not isinstance(exc, PermissionError) or unreadable is None:
+        raise unreadable_error(full, exc) from None
+    unreadable.append(printable(rel))
+
+
+def _walk_dir(path: str, prefix: str, names: list[str], exclude: list[str], unreadable: list[str] | None
+              ) -> Iterator[TreeEntry]:
     for name in names:
         rel = prefix + name
         if exclude and _matches(rel, exclude):
@@ -99,11 +116,13 @@ def _walk_dir(path: str, prefix: str, exclude: list[str]) -> Iterator[TreeEntry]
         try:
             st = os.lstat(full)
             link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
+            below = _listing(full) if stat.S_ISDIR(st.st_mode) else []
         except OSError as exc:
-            raise unreadable(full, exc) from None
+            _refused(full, rel, exc, unreadable)
+            continue
         if stat.S_ISDIR(st.st_mode):
             yield TreeEntry(rel, full, "dir", st)
-            yield from _walk_dir(full, rel + "/", exclude)
+            yield from _walk_dir(full, rel + "/", below, exclude, unreadable)
         elif stat.S_ISREG(st.st_mode):
             yield TreeEntry(rel, full, "file", st)
         elif stat.S_ISLNK(st.st_mode):
@@ -133,15 +152,43 @@ def select_included(entries: list[TreeEntry], include: list[str] | None) -> list
     return [e for e in entries if e.rel in kept]
 
 
-def fingerprint(entries: Iterator[TreeEntry]) -> str:
-    """BLAKE3 over path, size, mtime, ctime, mode and owner of every entry: equal only if no
-    entry was added, removed, written or changed (writing a file moves its ctime)."""
+def included_path(rel: str, include: list[str] | None) -> bool:
+    """Whether select_included keeps the entry `rel` (or everything, without globs)."""
+    if not include:
+        return True
+    parts = rel.split("/")
+    return any(_matches("/".join(parts[:n]), include) for n in range(1, len(parts) + 1))
+
+
+def fingerprint(root: str) -> str:
+    """BLAKE3 over path, size, mtime, ctime, mode and owner of every entry, and the paths
+    that could not be read: equal only if no entry was added, removed, written or changed
+    (writing a file or changing its permissions moves its ctime)."""
     digest = blake3.blake3()
-    for e in entries:
+    refused: list[str] = []
+    for e in walk_tree(root, unreadable=refused):
         s = e.st
         digest.update(f"{e.rel}\0{s.st_size}\0{s.st_mtime_ns}\0{s.st_ctime_ns}\0{s.st_mode:o}\0"
                       f"{s.st_uid}:{s.st_gid}\0{e.link}\n".encode("utf-8", "surrogateescape"))
+    for rel in refused:
+        digest.update(f"unreadable\0{rel}\n".encode())
     return "files:" + digest.hexdigest()[:32]
+
+
+def drop_unopenable(entries: list[TreeEntry], unreadable: list[str]) -> list[TreeEntry]:
+    """`entries` without the regular files this process may not open for reading (their
+    paths appended to `unreadable`): checked by opening each, so modes, ACLs and mandatory
+    access controls all count. Other failures raise SourceUnreadable."""
+    kept: list[TreeEntry] = []
+    for entry in entries:
+        if entry.kind == "file":
+            try:
+                os.close(os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+            except OSError as exc:
+                _refused(entry.path, entry.rel, exc, unreadable)
+                continue
+        kept.append(entry)
+    return kept
 
 
 @dataclass
@@ -186,7 +233,7 @@ def file_digest(path: str) -> str:
             while block := f.read(1 << 20):
                 digest.update(block)
     except OSError as exc:
-        raise unreadable(path, exc) from None
+        raise unreadable_error(path, exc) from None
     return digest.hexdigest()
 
 
