@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections import deque
 from typing import Annotated, Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from blocks.resolve import database_ref, resolve_server
 from flows.discovery import servers_or_saved
-from flows.run_states import backup_cancelled, backup_crashed
+from flows.run_states import backup_cancelled, backup_crashed, end_backup_rows
 from tasks.discovery import discover_databases
 from tasks.fleet import backup_one, ensure_server_limit, server_limit_name
-from vaultflow.catalog import catalog_url_for_parameters
+from vaultflow.catalog import SnapshotStatus, catalog_url_for_parameters
 from vaultflow.errors import VaultflowError
 from vaultflow.requests import BackupRequest
 
@@ -52,31 +54,40 @@ def backup_fleet(
     waiting: dict[str, deque[str]] = {}
     active: dict[str, int] = {}
     finished: queue.SimpleQueue[str] = queue.SimpleQueue()
+    stop = threading.Event()
 
     def submit(limit: str) -> None:
         source = waiting[limit].popleft()
-        future = backup_one.submit(source, repository, kind, limit, options)
+        future = backup_one.submit(source, repository, kind, limit, options, stop)
         future.add_done_callback(lambda _: finished.put(limit))
         futures[source] = future
         active[limit] += 1
 
-    for name in names:
-        try:
-            found = discover_databases(name, include, exclude, include_system, catalog_url)
-        except VaultflowError as exc:
-            failed.append(f"{name}: {exc.line()}")
-            continue
-        limit = server_limit_name(resolve_server(name))
-        ensure_server_limit(limit, max_per_server)
-        waiting.setdefault(limit, deque()).extend(database_ref(name, database) for database in found.databases)
-        active.setdefault(limit, 0)
-        while waiting[limit] and active[limit] < max_per_server:
-            submit(limit)
-    while any(active.values()):
-        limit = finished.get()
-        active[limit] -= 1
-        if waiting[limit]:
-            submit(limit)
+    try:
+        for name in names:
+            try:
+                found = discover_databases(name, include, exclude, include_system, catalog_url)
+            except VaultflowError as exc:
+                failed.append(f"{name}: {exc.line()}")
+                continue
+            limit = server_limit_name(resolve_server(name))
+            ensure_server_limit(limit, max_per_server)
+            waiting.setdefault(limit, deque()).extend(database_ref(name, database) for database in found.databases)
+            active.setdefault(limit, 0)
+            while waiting[limit] and active[limit] < max_per_server:
+                submit(limit)
+        while any(active.values()):
+            limit = finished.get()
+            active[limit] -= 1
+            if waiting[limit]:
+                submit(limit)
+    except TerminationSignal:
+        # Cancelled (the runner's SIGTERM reached this thread): the dumps in task threads stop at
+        # their next progress report and the databases still waiting never start. The rows end
+        # Cancelled now, since the process may be killed before the cancellation hook runs.
+        stop.set()
+        end_backup_rows(str(runtime.flow_run.id), repository, SnapshotStatus.CANCELLED, "cancelled")
+        raise
     rows = []
     for source, future in futures.items():
         try:

@@ -25,17 +25,16 @@ if TYPE_CHECKING:
 _OUTCOMES = {SnapshotStatus.CANCELLED: "cancelled", SnapshotStatus.FAILED: "failed"}
 
 
-def end_backup_rows(flow_run: FlowRun, status: SnapshotStatus, error: str) -> int:
-    """Give the run's unfinished catalog rows `status` and emit vaultflow.backup.<outcome>
-    for each; returns how many rows ended."""
-    repository = flow_run.parameters.get("repository")
+def end_backup_rows(flow_run_id: str, repository: object, status: SnapshotStatus, error: str) -> int:
+    """Give the unfinished catalog rows of a flow run (in the catalog of its `repository`
+    parameter) `status` and emit vaultflow.backup.<outcome> for each; returns how many ended."""
     ref = resolve_repository(str(repository) if repository else None)
-    ended = Catalog(ref.catalog_url).end_flow_run(str(flow_run.id), status, error)
+    ended = Catalog(ref.catalog_url).end_flow_run(flow_run_id, status, error)
     for rec in ended:
         emit_event(event=f"vaultflow.backup.{_OUTCOMES[status]}",
                    resource=database_resource(rec.engine, rec.server, rec.database),
                    related=related_resources([(rec.engine, rec.server, rec.database)]),
-                   payload={"snapshot": rec.id, "error": error, "flow_run": str(flow_run.id)})
+                   payload={"snapshot": rec.id, "error": error, "flow_run": flow_run_id})
     if ended:  # a crashing or cancelled process ends right after its hooks: send the events now
         from prefect.events.worker import EventsWorker
 
@@ -46,7 +45,7 @@ def end_backup_rows(flow_run: FlowRun, status: SnapshotStatus, error: str) -> in
 def _end(flow_run: FlowRun, state: State, status: SnapshotStatus, what: str) -> None:
     error = f"{what}: {state.message}" if state.message else what
     try:
-        n = end_backup_rows(flow_run, status, error)
+        n = end_backup_rows(str(flow_run.id), flow_run.parameters.get("repository"), status, error)
     except VaultflowError as exc:  # a bad repository parameter: the run failed before any row
         get_logger("vaultflow").warning("backup run %s %s; catalog not updated: %s", flow_run.id, what, exc.line())
         return

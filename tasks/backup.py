@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -91,11 +92,13 @@ def _open_run(engine: DatabaseEngine, repository: RepositoryChoice | None, kind:
 
 @task(name="dump-to-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
-def dump_to_repository(run: BackupRun, options: BackupRequest) -> SnapshotManifest:
-    """Stream the dump into the repository. A retry reuses the chunks already stored."""
+def dump_to_repository(run: BackupRun, options: BackupRequest, stop: threading.Event | None = None
+                       ) -> SnapshotManifest:
+    """Stream the dump into the repository. A retry reuses the chunks already stored. Once
+    `stop` is set the dump ends at its next progress report (OperationStopped)."""
     repo = run.repository.open()
     run.catalog().mark_running(run.snapshot_id)
-    meter = ProgressMeter("backup", run.engine.describe())
+    meter = ProgressMeter("backup", run.engine.describe(), stop=stop)
     estimate = _size_estimate(run)
     artifact = ProgressArtifact("backup", run.engine.describe(), estimate) if estimate else None
     if artifact:

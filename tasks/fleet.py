@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -13,7 +14,7 @@ from tasks.backup import dump_to_repository, open_backup_run, record_backup_fail
 from tasks.reporting import publish_backup_failure, snapshot_row
 from tasks.retry_policy import RETRIED
 from vaultflow.engines import DatabaseEngine
-from vaultflow.errors import VaultflowError
+from vaultflow.errors import OperationStopped, VaultflowError
 from vaultflow.repository.manifest import SnapshotKind
 from vaultflow.requests import BackupRequest
 
@@ -33,12 +34,15 @@ def ensure_server_limit(name: str, limit: int) -> None:
 @task(name="backup-database", task_run_name="backup-{source}", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
 def backup_one(source: str, repository: str | None, kind: SnapshotKind, limit_name: str,
-               options: BackupRequest) -> dict[str, object]:
-    """Back up one database while holding one slot of its server's limit."""
+               options: BackupRequest, stop: threading.Event | None = None) -> dict[str, object]:
+    """Back up one database while holding one slot of its server's limit; `stop` set (the
+    fleet run cancelled) ends the dump with OperationStopped, the row left to the flow."""
     with concurrency(limit_name, occupy=1, strict=True):
         run = open_backup_run.fn(source, repository, kind)
         try:
-            manifest = dump_to_repository.fn(run, options)
+            manifest = dump_to_repository.fn(run, options, stop)
+        except OperationStopped:
+            raise
         except BaseException as exc:
             line = exc.line() if isinstance(exc, VaultflowError) else f"{type(exc).__name__}: {exc}"
             record_backup_failure.fn(run, line)

@@ -98,6 +98,11 @@ class TargetNotEmpty(InputError):
     """A restore target already holds data and --replace was not given."""
 
 
+class OperationStopped(VaultflowError):
+    """The run this operation belongs to was cancelled: it stopped at its next progress
+    report, before anything became visible (no manifest was written)."""
+
+
 class SourceUnreadable(VaultflowError):
     """A file of a backed-up tree cannot be read (permissions, removed or changed mid-read)."""
 

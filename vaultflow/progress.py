@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vaultflow.errors import OperationStopped
+
 
 @dataclass(frozen=True)
 class ProgressReport:
@@ -43,8 +45,11 @@ class ProgressMeter:
     """Turns (read, stored) callbacks into throttled reports to all listeners."""
 
     def __init__(self, operation: str, subject: str, total: int | None = None,
-                 every: float = 0.2) -> None:
+                 every: float = 0.2, stop: threading.Event | None = None) -> None:
+        """`stop`, once set, makes the next report raise OperationStopped, which ends the
+        operation reporting to this meter (a cancelled fleet run stops its dumps this way)."""
         self.operation = operation
+        self.stop = stop
         self.subject = subject
         self.total = total
         self.every = every
@@ -54,6 +59,9 @@ class ProgressMeter:
         self.stored = 0
 
     def __call__(self, bytes_read: int, bytes_stored: int) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise OperationStopped(f"{self.operation} of {self.subject} stopped: its run was cancelled",
+                                   "nothing of it was kept; run it again")
         self.read, self.stored = bytes_read, bytes_stored
         now = time.monotonic()
         if now - self._last >= self.every:

@@ -96,3 +96,42 @@ def test_a_crashed_backup_run_ends_failed_not_running(prefect_api: str, repo_pat
     assert run["state"]["type"] == "CRASHED"
     (event,) = _backup_events(prefect_api, rec.id)
     assert event["event"] == "vaultflow.backup.failed" and "crashed" in str(event["payload"]["error"])
+
+
+# backup-fleet: the runner's SIGTERM reaches the flow's main thread while a database's dump
+# runs in a task thread; the dump here commits the cancel intent and sends that signal itself.
+_CANCELLED_FLEET = """
+import os, signal, sys, time
+from prefect._internal import control_listener
+import tasks.backup
+from flows.fleet import backup_fleet
+
+def cancelled_dump(*args, progress, **kwargs):
+    control_listener._set_intent("cancel")
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(600):  # a dump reports progress as it goes
+        progress(1, 1)
+        time.sleep(0.1)
+    print("the dump was not stopped", flush=True)
+
+tasks.backup.backup_database = cancelled_dump
+backup_fleet(servers=[sys.argv[1]], repository=sys.argv[2], include=sys.argv[3:], max_per_server=1)
+"""
+
+
+def test_a_cancelled_fleet_run_leaves_no_row_pending_or_running(
+        prefect_api: str, repo_path: Path, pg_database: Callable[..., str]) -> None:
+    from tests.conftest import PG_HOST, PG_PORT
+
+    names = [pg_database(), pg_database()]
+    proc = subprocess.run([sys.executable, "-c", _CANCELLED_FLEET, f"postgresql://postgres@{PG_HOST}:{PG_PORT}",
+                           str(repo_path), *names], env=dict(os.environ, PREFECT_API_URL=prefect_api), cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0 and "not stopped" not in proc.stdout, proc.stdout
+    rows = Catalog().snapshots()
+    assert len(rows) == 1 and rows[0].database in names, rows  # the second database never started
+    assert {r.status for r in rows} == {SnapshotStatus.CANCELLED}, ([(r.database, r.status, r.error) for r in rows],
+                                                                     proc.stderr[-3000:])
+    run = httpx.get(f"{prefect_api}/flow_runs/{rows[0].flow_run_id}", timeout=10).json()
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    assert {e["event"] for r in rows for e in _backup_events(prefect_api, r.id)} == {"vaultflow.backup.cancelled"}
