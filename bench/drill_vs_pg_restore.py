@@ -48,6 +48,7 @@ from bench.backup_vs_pg_dump import (  # noqa: E402 - the repository root is put
     marker_scale,
     nice_prefix,
 )
+from vaultflow.requests import BackupRequest
 
 PASSPHRASE = "vaultflow bench passphrase"  # a throwaway repository, benchmark only
 TARGET_CHECKS_SHARE = 0.30
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(["pg_dump", *CONN, "-Fc", "-Z0", "-f", str(dump), db], check=True)
     log("vaultflow backup (not timed)")
     repo = Repository.init(LocalStore(work / "repo"), PASSPHRASE)
-    manifest = backup_database(source, repo, snapshot_id=new_object_id(), jobs=args.jobs)
+    manifest = backup_database(source, repo, BackupRequest(jobs=args.jobs), snapshot_id=new_object_id())
 
     began = time.perf_counter()
     import great_expectations  # noqa: F401 - paid once per process, kept out of the drill's time

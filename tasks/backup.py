@@ -75,7 +75,8 @@ def open_backup_run(source: EngineChoice, repository: RepositoryChoice | None, k
 @task(name="dump-to-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE,
       cache_result_in_memory=False)
 def dump_to_repository(run: BackupRun, options: BackupRequest) -> SnapshotManifest:
-    """Stream the dump into the repository. A retry reuses the chunks already stored."""
+    """Stream the dump into the repository as `options` says (handed to the core as it is).
+    A retry reuses the chunks already stored."""
     repo = run.repository.open()
     run.catalog().mark_running(run.snapshot_id)
     meter = ProgressMeter("backup", run.engine.describe())
@@ -84,13 +85,8 @@ def dump_to_repository(run: BackupRun, options: BackupRequest) -> SnapshotManife
     if artifact:
         add_listener(artifact)
     try:
-        manifest = backup_database(
-            run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
-            table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
-            jobs=options.jobs, include_tables=options.include_tables or None,
-            exclude_tables=options.exclude_tables or None, repair=options.repair,
-            include_globals=options.include_globals, globals_passwords=options.globals_passwords,
-        )
+        manifest = backup_database(run.engine, repo, options, snapshot_id=run.snapshot_id, plan=run.plan,
+                                   progress=meter)
         meter.finish()
     finally:
         if artifact:

@@ -17,6 +17,7 @@ from vaultflow.errors import ConnectionFailed, InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
+from vaultflow.requests import BackupRequest
 from vaultflow.storage import LocalStore
 
 
@@ -241,7 +242,8 @@ def test_drill_of_a_table_subset_snapshot_checks_the_tables_it_kept(tmp_path: Pa
     try:
         repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
         source = case.engine(case.create_source(tmp_path))
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=["public.events_*"])
+        manifest = backup_database(source, repo, BackupRequest(exclude_tables=["public.events_*"]),
+                                   snapshot_id=new_object_id())
         report = run_drill(repo, manifest.id, _scratch_server(case, tmp_path))
         assert report.passed, report.summary()
         assert not any("events_2025" in c.object for c in report.checks if c.check in ("rows", "checksum"))

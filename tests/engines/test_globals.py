@@ -15,6 +15,7 @@ from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
+from vaultflow.requests import BackupRequest
 from vaultflow.storage import LocalStore
 
 
@@ -47,12 +48,13 @@ def test_mysql_users_and_grants_round_trip(mariadb_available: None, repo_path: P
             cur.execute(f"GRANT SELECT, INSERT ON `{db}`.* TO '{user}'@'10.%'")
         repo = repo_at(repo_path)
         sid = new_object_id()
-        backup_database(case.engine(source), repo, snapshot_id=sid, include_globals=True)
+        backup_database(case.engine(source), repo, BackupRequest(include_globals=True), snapshot_id=sid)
         text = globals_text(repo, sid)
         assert f"CREATE USER IF NOT EXISTS `{user}`@`10.%`" in text and f"ON `{db}`.* TO `{user}`@`10.%`" in text
         assert "IDENTIFIED" not in text and "PASSWORD '" not in text, "password hashes stored without asking"
         with_pw = new_object_id()
-        backup_database(case.engine(source), repo, snapshot_id=with_pw, include_globals=True, globals_passwords=True)
+        backup_database(case.engine(source), repo, BackupRequest(include_globals=True, globals_passwords=True),
+                        snapshot_id=with_pw)
         assert "IDENTIFIED BY PASSWORD '*" in globals_text(repo, with_pw)
 
         with my_admin() as c, c.cursor() as cur:  # a "fresh server": the user is gone
@@ -80,7 +82,7 @@ def test_postgres_roles_round_trip_without_passwords(pg_available: None, repo_pa
             c.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pg-secret' CONNECTION LIMIT 7")
         repo = repo_at(repo_path)
         sid = new_object_id()
-        backup_database(case.engine(source), repo, snapshot_id=sid, include_globals=True)
+        backup_database(case.engine(source), repo, BackupRequest(include_globals=True), snapshot_id=sid)
         text = globals_text(repo, sid)
         assert f"CREATE ROLE {role};" in text and "CONNECTION LIMIT 7" in text and "SCRAM" not in text
         with pg_admin() as c:

@@ -27,6 +27,7 @@ from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.manifest import SnapshotManifest
+from vaultflow.requests import BackupRequest
 from vaultflow.storage import LocalStore
 
 
@@ -142,11 +143,11 @@ def check_table_subsets(subject: EngineSubject, repo: Repository, tmp_path: Path
     source = subject.create_source(tmp_path)
     table = subject.nasty_table(source)
     if declared:
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=[table])
+        manifest = backup_database(source, repo, BackupRequest(exclude_tables=[table]), snapshot_id=new_object_id())
         assert manifest.table_filter == [f"exclude:{table}"]
         return
     with pytest.raises(CapabilityMissing) as exc:
-        backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=[table])
+        backup_database(source, repo, BackupRequest(exclude_tables=[table]), snapshot_id=new_object_id())
     assert_refused(exc, subject)
     assert repo.snapshot_ids() == []
 
@@ -186,14 +187,14 @@ def _nasty_table_only(source: DatabaseEngine, target: DatabaseEngine) -> None:
 def check_globals(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
     source = subject.create_source(tmp_path)
     if declared:
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), include_globals=True)
+        manifest = backup_database(source, repo, BackupRequest(include_globals=True), snapshot_id=new_object_id())
         assert "globals" in {s.name for s in manifest.streams}
         target = subject.new_target(tmp_path)
         restore_snapshot(repo, manifest.id, target, include_globals=True)
         assert target.table_stats() == source.table_stats()
         return
     with pytest.raises(CapabilityMissing) as exc:
-        backup_database(source, repo, snapshot_id=new_object_id(), include_globals=True)
+        backup_database(source, repo, BackupRequest(include_globals=True), snapshot_id=new_object_id())
     assert_refused(exc, subject)
     assert repo.snapshot_ids() == []
     manifest = backup_database(source, repo, snapshot_id=new_object_id())

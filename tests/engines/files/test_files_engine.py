@@ -23,6 +23,7 @@ from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind, StreamManifest
+from vaultflow.requests import BackupRequest
 from vaultflow.storage import LocalStore
 
 MTIME_NS = 1_700_000_000_123_456_789
@@ -79,7 +80,8 @@ def describe_tree(root: Path) -> dict[str, tuple[object, ...]]:
 def backup(repo: Repository, url: str, kind: SnapshotKind = "full", **kw: list[str]) -> SnapshotManifest:
     engine = engine_from_url(url)
     sid = new_object_id()
-    return backup_database(engine, repo, snapshot_id=sid, plan=plan_backup(repo, engine, kind, sid), **kw)
+    return backup_database(engine, repo, BackupRequest(**kw),
+                           snapshot_id=sid, plan=plan_backup(repo, engine, kind, sid))
 
 
 def stored_bytes(repo_path: Path) -> int:
