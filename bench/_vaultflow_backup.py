@@ -38,7 +38,7 @@ from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import new_object_id, open_repository
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
-from vaultflow.requests import BackupRequest
+from vaultflow.requests import BackupRequest, RestoreRequest
 
 _T_IMPORTED = time.perf_counter()
 
@@ -197,7 +197,7 @@ def do_restore(args: argparse.Namespace) -> dict[str, Any]:
     repo = open_repository(str(args.repo), _passphrase())
     target = engine_from_url(args.url)
     t1 = time.perf_counter()
-    manifest = restore_snapshot(repo, args.snapshot, target, jobs=args.jobs)
+    manifest = restore_snapshot(repo, args.snapshot, target, RestoreRequest(jobs=args.jobs))
     t2 = time.perf_counter()
     return {"snapshot_id": manifest.id, "open_s": round(t1 - t0, 3), "core_s": round(t2 - t1, 3)}
 

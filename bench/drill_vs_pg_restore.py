@@ -48,7 +48,7 @@ from bench.backup_vs_pg_dump import (  # noqa: E402 - the repository root is put
     marker_scale,
     nice_prefix,
 )
-from vaultflow.requests import BackupRequest
+from vaultflow.requests import BackupRequest, RestoreRequest
 
 PASSPHRASE = "vaultflow bench passphrase"  # a throwaway repository, benchmark only
 TARGET_CHECKS_SHARE = 0.30
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_target = f"vaultflow_bench_vfrestore_{os.getpid()}"
         drop_database(plain_target)
         began = time.perf_counter()
-        restore_snapshot(repo, manifest.id, source.with_database(plain_target), jobs=args.jobs)
+        restore_snapshot(repo, manifest.id, source.with_database(plain_target), RestoreRequest(jobs=args.jobs))
         plain = time.perf_counter() - began
         drop_database(plain_target)
         log(f"run {run}: drill")

@@ -17,7 +17,7 @@ from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.requests import BackupRequest
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 
@@ -74,7 +74,7 @@ def test_restore_chosen_tables_only(case: MariaDBCase, repo_path: Path, tmp_path
     assert want["audit"].rows and want["nokey"].rows
 
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, m.id, case.engine(target), tables=["customers", "orders"])
+    restore_snapshot(repo, m.id, case.engine(target), RestoreRequest(tables=["customers", "orders"]))
     got = {t.name: t for t in case.engine(target).table_stats()}
     assert got["orders"] == want["orders"] and got["customers"] == want["customers"]
     assert all(n not in got or not got[n].rows for n in want if n not in ("customers", "orders"))
@@ -82,7 +82,7 @@ def test_restore_chosen_tables_only(case: MariaDBCase, repo_path: Path, tmp_path
 
     untouched = case.new_target(tmp_path)
     with pytest.raises(InputError, match=r"has no table nope \(it has .*orders"):
-        restore_snapshot(repo, m.id, case.engine(untouched), tables=["orders", "nope"])
+        restore_snapshot(repo, m.id, case.engine(untouched), RestoreRequest(tables=["orders", "nope"]))
     assert case.engine(untouched)._schema_info(untouched.rsplit("/", 1)[1]) is None, \
         "a refused restore created its target"
 

@@ -15,7 +15,7 @@ from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.requests import BackupRequest
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("pg_available")
@@ -41,7 +41,7 @@ def test_parallel_dump_and_restore_equal_serial(case: PostgresCase, repo_path: P
     assert [(s.name, s.digest) for s in parallel.streams if "table" in s.meta] == \
         [(s.name, s.digest) for s in serial.streams if "table" in s.meta]
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, parallel.id, case.engine(target), jobs=3)
+    restore_snapshot(repo, parallel.id, case.engine(target), RestoreRequest(jobs=3))
     assert case.engine(target).table_stats() == serial.tables
     assert case.schema(target) == case.schema(url)
 
@@ -78,7 +78,7 @@ def test_restore_chosen_tables_only(case: PostgresCase, repo_path: Path, tmp_pat
     repo = repo_at(repo_path)
     m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, m.id, case.engine(target), tables=["public.customers", "public.orders"])
+    restore_snapshot(repo, m.id, case.engine(target), RestoreRequest(tables=["public.customers", "public.orders"]))
     got = {t.qualified: t for t in case.engine(target).table_stats()}
     want = {t.qualified: t for t in m.tables}
     assert got["public.orders"] == want["public.orders"] and got["public.customers"] == want["public.customers"]
@@ -86,7 +86,7 @@ def test_restore_chosen_tables_only(case: PostgresCase, repo_path: Path, tmp_pat
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.rsplit("/", 1)[1]) as c:
         assert c.execute("SELECT count(*) FROM order_totals").fetchone() == (3000,)
     with pytest.raises(InputError, match="has no table public.nope"):
-        restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), tables=["public.nope"])
+        restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), RestoreRequest(tables=["public.nope"]))
 
 
 def test_export_restores_with_psql_alone(case: PostgresCase, repo_path: Path, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_restoring_a_child_table_without_its_parent(case: PostgresCase, repo_pat
     repo = repo_at(repo_path)
     m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, m.id, case.engine(target), tables=["public.orders"])  # customers stay empty
+    restore_snapshot(repo, m.id, case.engine(target), RestoreRequest(tables=["public.orders"]))  # customers stay empty
     got = {t.qualified: t for t in case.engine(target).table_stats()}
     assert got["public.orders"] == {t.qualified: t for t in m.tables}["public.orders"]
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.rsplit("/", 1)[1]) as c:
@@ -235,7 +235,7 @@ def test_restore_progress_counts_all_streams_with_jobs(case: PostgresCase, repo_
     repo = repo_at(repo_path)
     m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     seen: list[int] = []
-    restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), jobs=3,
+    restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), RestoreRequest(jobs=3),
                      progress=lambda read, _: seen.append(read))
     assert seen == sorted(seen) and seen[-1] == m.logical_size
 

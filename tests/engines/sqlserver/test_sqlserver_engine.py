@@ -45,7 +45,7 @@ from vaultflow.errors import InputError, TargetNotEmpty, ToolFailed
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
-from vaultflow.requests import BackupRequest
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore, MemoryStore
 
 
@@ -196,7 +196,8 @@ def test_restore_onto_an_existing_database_changes_nothing_not_run_against_a_rea
     assert setup.server.databases["sales_copy"] == b"existing"
     assert setup.leftovers() == []
     with pytest.raises(InputError, match="never replace"):
-        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"), replace=True)
+        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"),
+                         RestoreRequest(replace=True))
 
 
 def test_failed_restore_drops_the_partial_database_and_staging_not_run_against_a_real_sql_server(
