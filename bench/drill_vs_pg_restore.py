@@ -48,7 +48,7 @@ from bench.backup_vs_pg_dump import (  # noqa: E402 - the repository root is put
     marker_scale,
     nice_prefix,
 )
-from vaultflow.requests import BackupRequest, RestoreRequest
+from vaultflow.requests import BackupRequest, DrillRequest, RestoreRequest
 
 PASSPHRASE = "vaultflow bench passphrase"  # a throwaway repository, benchmark only
 TARGET_CHECKS_SHARE = 0.30
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         drop_database(plain_target)
         log(f"run {run}: drill")
         began = time.perf_counter()
-        report = run_drill(repo, manifest.id, source.with_database("postgres"), jobs=args.jobs,
-                           scan_constraints=args.scan_constraints)
+        report = run_drill(repo, manifest.id, source.with_database("postgres"),
+                           DrillRequest(jobs=args.jobs, scan_constraints=args.scan_constraints))
         wall = time.perf_counter() - began
         if not report.passed:
             log(f"drill failed: {report.summary()}")

@@ -17,7 +17,7 @@ from vaultflow.errors import ConnectionFailed, InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
-from vaultflow.requests import BackupRequest
+from vaultflow.requests import BackupRequest, DrillRequest
 from vaultflow.storage import LocalStore
 
 
@@ -209,7 +209,7 @@ def test_scan_constraints_has_great_expectations_scan_enforced_expectations(tmp_
     from tests.engines.cases import SqliteCase
 
     repo, manifest = _backup(SqliteCase(), tmp_path, repo_path)
-    report = run_drill(repo, manifest.id, _scratch_server(SqliteCase(), tmp_path), scan_constraints=True)
+    report = run_drill(repo, manifest.id, _scratch_server(SqliteCase(), tmp_path), DrillRequest(scan_constraints=True))
     assert report.passed
     unique = [c for c in report.checks if c.name.startswith("expect_column_values_to_be_unique")]
     assert unique and not any((c.observed or "").startswith("enforced:") for c in unique)
