@@ -38,6 +38,7 @@ from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import new_object_id, open_repository
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
+from vaultflow.requests import BackupRequest, RestoreRequest
 
 _T_IMPORTED = time.perf_counter()
 
@@ -82,8 +83,8 @@ def do_backup(args: argparse.Namespace) -> dict[str, Any]:
     engine = engine_from_url(args.url)
     t1 = time.perf_counter()
     snapshot_id = new_object_id()
-    manifest = backup_database(engine, repo, snapshot_id=snapshot_id,
-                               table_checksums=not args.no_table_checksums)
+    manifest = backup_database(engine, repo, BackupRequest(table_checksums=not args.no_table_checksums),
+                               snapshot_id=snapshot_id)
     t2 = time.perf_counter()
     return {
         "snapshot_id": manifest.id,
@@ -148,8 +149,8 @@ def do_incremental(args: argparse.Namespace) -> dict[str, Any]:
         engine._table_counters = settled_counters  # type: ignore[attr-defined]
 
     t3 = time.perf_counter()
-    manifest = backup_database(engine, repo, snapshot_id=snapshot_id, plan=plan,
-                               table_checksums=not args.no_table_checksums, jobs=args.jobs)
+    manifest = backup_database(engine, repo, BackupRequest(table_checksums=not args.no_table_checksums, jobs=args.jobs),
+                               snapshot_id=snapshot_id, plan=plan)
     t4 = time.perf_counter()
 
     parent = plan.parent
@@ -196,7 +197,7 @@ def do_restore(args: argparse.Namespace) -> dict[str, Any]:
     repo = open_repository(str(args.repo), _passphrase())
     target = engine_from_url(args.url)
     t1 = time.perf_counter()
-    manifest = restore_snapshot(repo, args.snapshot, target, jobs=args.jobs)
+    manifest = restore_snapshot(repo, args.snapshot, target, RestoreRequest(jobs=args.jobs))
     t2 = time.perf_counter()
     return {"snapshot_id": manifest.id, "open_s": round(t1 - t0, 3), "core_s": round(t2 - t1, 3)}
 

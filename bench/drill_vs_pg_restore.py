@@ -48,6 +48,7 @@ from bench.backup_vs_pg_dump import (  # noqa: E402 - the repository root is put
     marker_scale,
     nice_prefix,
 )
+from vaultflow.requests import BackupRequest, DrillRequest, RestoreRequest
 
 PASSPHRASE = "vaultflow bench passphrase"  # a throwaway repository, benchmark only
 TARGET_CHECKS_SHARE = 0.30
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(["pg_dump", *CONN, "-Fc", "-Z0", "-f", str(dump), db], check=True)
     log("vaultflow backup (not timed)")
     repo = Repository.init(LocalStore(work / "repo"), PASSPHRASE)
-    manifest = backup_database(source, repo, snapshot_id=new_object_id(), jobs=args.jobs)
+    manifest = backup_database(source, repo, BackupRequest(jobs=args.jobs), snapshot_id=new_object_id())
 
     began = time.perf_counter()
     import great_expectations  # noqa: F401 - paid once per process, kept out of the drill's time
@@ -116,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         plain_target = f"vaultflow_bench_vfrestore_{os.getpid()}"
         drop_database(plain_target)
         began = time.perf_counter()
-        restore_snapshot(repo, manifest.id, source.with_database(plain_target), jobs=args.jobs)
+        restore_snapshot(repo, manifest.id, source.with_database(plain_target), RestoreRequest(jobs=args.jobs))
         plain = time.perf_counter() - began
         drop_database(plain_target)
         log(f"run {run}: drill")
         began = time.perf_counter()
-        report = run_drill(repo, manifest.id, source.with_database("postgres"), jobs=args.jobs,
-                           scan_constraints=args.scan_constraints)
+        report = run_drill(repo, manifest.id, source.with_database("postgres"),
+                           DrillRequest(jobs=args.jobs, scan_constraints=args.scan_constraints))
         wall = time.perf_counter() - began
         if not report.passed:
             log(f"drill failed: {report.summary()}")

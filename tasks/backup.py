@@ -94,8 +94,9 @@ def _open_run(engine: DatabaseEngine, repository: RepositoryChoice | None, kind:
       cache_result_in_memory=False)
 def dump_to_repository(run: BackupRun, options: BackupRequest, stop: threading.Event | None = None
                        ) -> SnapshotManifest:
-    """Stream the dump into the repository. A retry reuses the chunks already stored. Once
-    `stop` is set the dump ends at its next progress report (OperationStopped)."""
+    """Stream the dump into the repository as `options` says (handed to the core as it is).
+    A retry reuses the chunks already stored. Once `stop` is set the dump ends at its next
+    progress report (OperationStopped)."""
     repo = run.repository.open()
     run.catalog().mark_running(run.snapshot_id)
     meter = ProgressMeter("backup", run.engine.describe(), stop=stop)
@@ -104,14 +105,8 @@ def dump_to_repository(run: BackupRun, options: BackupRequest, stop: threading.E
     if artifact:
         add_listener(artifact)
     try:
-        manifest = backup_database(
-            run.engine, repo, snapshot_id=run.snapshot_id, plan=run.plan,
-            table_checksums=options.table_checksums, timeout=options.timeout_seconds, progress=meter,
-            jobs=options.jobs, include_tables=options.include_tables or None,
-            exclude_tables=options.exclude_tables or None, repair=options.repair,
-            include_globals=options.include_globals, globals_passwords=options.globals_passwords,
-            skip_unreadable=options.skip_unreadable,
-        )
+        manifest = backup_database(run.engine, repo, options, snapshot_id=run.snapshot_id, plan=run.plan,
+                                   progress=meter)
         meter.finish()
     finally:
         if artifact:

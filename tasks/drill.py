@@ -99,7 +99,8 @@ def check_suites(repository: RepositoryChoice | None, targets: list[DrillTarget]
 @task(name="restore-drill", task_run_name="drill-{snapshot_id}", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def drill_snapshot(repository: RepositoryChoice | None, snapshot_id: str, scratch: EngineChoice | None,
                    suites: str | None, options: DrillRequest) -> DrillReport:
-    """Restore into a scratch database, check, drop; user suites are checked first."""
+    """Restore into a scratch database, check, drop, as `options` says (handed to the core
+    as it is); user suites are checked first."""
     repo = resolve_repository(repository).open()
     manifest = repo.load_manifest(snapshot_id)
     server = resolve_scratch(scratch, manifest.engine)
@@ -109,9 +110,7 @@ def drill_snapshot(repository: RepositoryChoice | None, snapshot_id: str, scratc
     logger.info("drill of snapshot %s (%s) on %s with %d user suite(s)", manifest.short_id, manifest.database,
                 server.engine.server_label(), len(user_suites))
     meter = ProgressMeter("drill", manifest.database)
-    report = run_drill(repo, snapshot_id, server.engine, suites=user_suites, timeout=options.timeout_seconds,
-                       jobs=options.jobs, progress=meter, scan_constraints=options.scan_constraints,
-                       server_locale=options.server_locale)
+    report = run_drill(repo, snapshot_id, server.engine, options, suites=user_suites, progress=meter)
     meter.finish()
     (logger.info if report.passed else logger.error)(report.summary())
     return report

@@ -25,16 +25,14 @@ if TYPE_CHECKING:
       cache_policy=NO_CACHE, cache_result_in_memory=False)
 def restore_into_target(snapshot: str, target: EngineChoice, repository: RepositoryChoice | None,
                         options: RestoreRequest) -> SnapshotManifest:
-    """Restore a snapshot; the target changes only when the whole snapshot loaded and checked."""
+    """Restore a snapshot as `options` says (handed to the core as it is); the target
+    changes only when the whole snapshot loaded and checked."""
     repo = resolve_repository(repository).open()
     snapshot_id = repo.resolve_snapshot(snapshot)
     engine = resolve_engine(target)
     get_run_logger().info("restoring snapshot %s into %s", snapshot_id[:8], engine.describe())
     meter = ProgressMeter("restore", engine.describe())
-    manifest = restore_snapshot(repo, snapshot_id, engine, replace=options.replace, no_owner=not options.owner,
-                                timeout=options.timeout_seconds, progress=meter, jobs=options.jobs,
-                                tables=options.tables or None, include_globals=options.include_globals,
-                                server_locale=options.server_locale)
+    manifest = restore_snapshot(repo, snapshot_id, engine, options, progress=meter)
     meter.finish()
     return manifest
 

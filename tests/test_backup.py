@@ -12,6 +12,7 @@ from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
+from vaultflow.requests import BackupRequest
 from vaultflow.storage import LocalStore
 
 
@@ -147,7 +148,7 @@ def test_no_carry_over_across_different_table_subsets(pg_available: None, repo_p
         url = case.create_source(tmp_path)
         engine = case.engine(url)
         sid = new_object_id()
-        subset = backup_database(engine, repo, snapshot_id=sid, include_tables=["orders"])
+        subset = backup_database(engine, repo, BackupRequest(include_tables=["orders"]), snapshot_id=sid)
         assert [t.name for t in subset.tables] == ["orders"]
         nid = new_object_id()
         whole = backup_database(engine, repo, snapshot_id=nid, plan=plan_backup(repo, engine, "incremental", nid))

@@ -14,6 +14,7 @@ from vaultflow.operations.restore import restore_snapshot
 from vaultflow.operations.verify import broken_by_chunk, verify_snapshots
 from vaultflow.repository import ChunkerParams, Repository, new_object_id
 from vaultflow.repository.repository import chunk_key
+from vaultflow.requests import BackupRequest
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
 
@@ -85,8 +86,8 @@ def test_repair_run_heals_the_chain(repo: Repository, tmp_path: Path) -> None:
     again = backup_database(engine, repo, snapshot_id=plain, plan=plan_backup(repo, engine, "incremental", plain))
     assert again.reused_from == sid  # an ordinary incremental carries the damage over
     healer = new_object_id()
-    backup_database(engine, repo, snapshot_id=healer, plan=plan_backup(repo, engine, "incremental", healer),
-                    repair=True)
+    backup_database(engine, repo, BackupRequest(repair=True),
+                    snapshot_id=healer, plan=plan_backup(repo, engine, "incremental", healer))
     assert all(v.valid for v in verify_snapshots(repo, deep=True))  # the old full is whole again
     restore_snapshot(repo, sid, SqliteEngine(tmp_path / "r.db"))
 

@@ -17,6 +17,7 @@ from vaultflow.errors import ConnectionFailed, InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
+from vaultflow.requests import BackupRequest, DrillRequest
 from vaultflow.storage import LocalStore
 
 
@@ -208,7 +209,7 @@ def test_scan_constraints_has_great_expectations_scan_enforced_expectations(tmp_
     from tests.engines.cases import SqliteCase
 
     repo, manifest = _backup(SqliteCase(), tmp_path, repo_path)
-    report = run_drill(repo, manifest.id, _scratch_server(SqliteCase(), tmp_path), scan_constraints=True)
+    report = run_drill(repo, manifest.id, _scratch_server(SqliteCase(), tmp_path), DrillRequest(scan_constraints=True))
     assert report.passed
     unique = [c for c in report.checks if c.name.startswith("expect_column_values_to_be_unique")]
     assert unique and not any((c.observed or "").startswith("enforced:") for c in unique)
@@ -241,7 +242,8 @@ def test_drill_of_a_table_subset_snapshot_checks_the_tables_it_kept(tmp_path: Pa
     try:
         repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
         source = case.engine(case.create_source(tmp_path))
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=["public.events_*"])
+        manifest = backup_database(source, repo, BackupRequest(exclude_tables=["public.events_*"]),
+                                   snapshot_id=new_object_id())
         report = run_drill(repo, manifest.id, _scratch_server(case, tmp_path))
         assert report.passed, report.summary()
         assert not any("events_2025" in c.object for c in report.checks if c.check in ("rows", "checksum"))

@@ -15,6 +15,7 @@ from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 
@@ -47,18 +48,19 @@ def test_mysql_users_and_grants_round_trip(mariadb_available: None, repo_path: P
             cur.execute(f"GRANT SELECT, INSERT ON `{db}`.* TO '{user}'@'10.%'")
         repo = repo_at(repo_path)
         sid = new_object_id()
-        backup_database(case.engine(source), repo, snapshot_id=sid, include_globals=True)
+        backup_database(case.engine(source), repo, BackupRequest(include_globals=True), snapshot_id=sid)
         text = globals_text(repo, sid)
         assert f"CREATE USER IF NOT EXISTS `{user}`@`10.%`" in text and f"ON `{db}`.* TO `{user}`@`10.%`" in text
         assert "IDENTIFIED" not in text and "PASSWORD '" not in text, "password hashes stored without asking"
         with_pw = new_object_id()
-        backup_database(case.engine(source), repo, snapshot_id=with_pw, include_globals=True, globals_passwords=True)
+        backup_database(case.engine(source), repo, BackupRequest(include_globals=True, globals_passwords=True),
+                        snapshot_id=with_pw)
         assert "IDENTIFIED BY PASSWORD '*" in globals_text(repo, with_pw)
 
         with my_admin() as c, c.cursor() as cur:  # a "fresh server": the user is gone
             cur.execute(f"DROP USER '{user}'@'10.%'")
         target = case.new_target(tmp_path)
-        restore_snapshot(repo, sid, case.engine(target), include_globals=True)
+        restore_snapshot(repo, sid, case.engine(target), RestoreRequest(include_globals=True))
         with my_admin() as c, c.cursor() as cur:
             cur.execute(f"SHOW GRANTS FOR '{user}'@'10.%'")
             grants = " ".join(str(r[0]) for r in cur.fetchall())
@@ -80,13 +82,13 @@ def test_postgres_roles_round_trip_without_passwords(pg_available: None, repo_pa
             c.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pg-secret' CONNECTION LIMIT 7")
         repo = repo_at(repo_path)
         sid = new_object_id()
-        backup_database(case.engine(source), repo, snapshot_id=sid, include_globals=True)
+        backup_database(case.engine(source), repo, BackupRequest(include_globals=True), snapshot_id=sid)
         text = globals_text(repo, sid)
         assert f"CREATE ROLE {role};" in text and "CONNECTION LIMIT 7" in text and "SCRAM" not in text
         with pg_admin() as c:
             c.execute(f"DROP ROLE {role}")
         target = case.new_target(tmp_path)
-        restore_snapshot(repo, sid, case.engine(target), include_globals=True)
+        restore_snapshot(repo, sid, case.engine(target), RestoreRequest(include_globals=True))
         with pg_admin() as c:
             row = c.execute("SELECT rolcanlogin, rolconnlimit, rolpassword IS NULL FROM pg_authid WHERE rolname = %s",
                             (role,)).fetchone()
@@ -105,7 +107,8 @@ def test_restore_globals_from_a_snapshot_without_them(pg_available: None, repo_p
         sid = new_object_id()
         backup_database(case.engine(source), repo_at(repo_path), snapshot_id=sid)
         with pytest.raises(InputError, match="no server-wide objects"):
-            restore_snapshot(repo_at(repo_path), sid, case.engine(case.new_target(tmp_path)), include_globals=True)
+            restore_snapshot(repo_at(repo_path), sid, case.engine(case.new_target(tmp_path)),
+                             RestoreRequest(include_globals=True))
     finally:
         case.cleanup()
 

@@ -31,7 +31,7 @@ import tasks.backup
 from flows.backup import backup
 from vaultflow.catalog import Catalog
 
-def interrupted_dump(engine, repo, *, snapshot_id, **kwargs):
+def interrupted_dump(engine, repo, request, *, snapshot_id, **kwargs):
     (rec,) = [r for r in Catalog().snapshots() if r.id == snapshot_id]
     print("status at dump:", rec.status.value, flush=True)
     if sys.argv[3] == "cancel":

@@ -37,6 +37,7 @@ from vaultflow.repository.manifest import (
     TableStats,
 )
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
+from vaultflow.requests import DrillRequest
 
 _log = logging.getLogger("vaultflow.drill")
 SCRATCH_PREFIX = "vaultflow_drill_"
@@ -74,20 +75,16 @@ def run_drill(
     repo: Repository,
     snapshot_id: str,
     scratch_server: DatabaseEngine,
+    request: DrillRequest = DrillRequest(),  # noqa: B008 - frozen, never changed
     *,
     suites: list[UserSuite] | None = None,
-    timeout: float | None = None,
-    jobs: int = 1,
     progress: ProgressCallback | None = None,
     after_restore: AfterRestore | None = None,
-    scan_constraints: bool = False,
-    server_locale: bool = False,
 ) -> DrillReport:
     """`_drill`, recorded in the audit trail: failed unless the report passed."""
     with audited(repo, "drill", object=snapshot_id) as note:
-        report = _drill(repo, snapshot_id, scratch_server, suites=suites, timeout=timeout, jobs=jobs,
-                        progress=progress, after_restore=after_restore, scan_constraints=scan_constraints,
-                        server_locale=server_locale)
+        report = _drill(repo, snapshot_id, scratch_server, request, suites=suites, progress=progress,
+                        after_restore=after_restore)
         note.database, note.detail, note.failed = report.database, report.summary(), not report.passed
     return report
 
@@ -96,14 +93,11 @@ def _drill(
     repo: Repository,
     snapshot_id: str,
     scratch_server: DatabaseEngine,
+    request: DrillRequest,
     *,
     suites: list[UserSuite] | None,
-    timeout: float | None,
-    jobs: int,
     progress: ProgressCallback | None,
     after_restore: AfterRestore | None,
-    scan_constraints: bool,
-    server_locale: bool,
 ) -> DrillReport:
     """Restore `snapshot_id` into a new scratch database on `scratch_server`'s server, run
     every check, drop the scratch database, and return the report.
@@ -114,18 +108,21 @@ def _drill(
     are raised after the drop so that the caller may retry. `after_restore` runs on the
     restored copy before the checks (a test hook; with it, every table is read after it).
     Tables are read back for their checksums as soon as the restore has loaded them, while
-    it goes on (engines that can; the others after it), `jobs` (at least two) at a time.
-    The report's restore time leaves out the time the restore waited for those reads
-    before renaming the scratch database; the checks' time counts it. Default-suite expectations that the restored
-    schema enforces (NOT NULL columns, keys with a unique index) are settled from the
-    schema unless `scan_constraints`, which has Great Expectations scan for them too.
+    it goes on (engines that can; the others after it), `request.jobs` (at least two) at
+    a time. The report's restore time leaves out the time the restore waited for those
+    reads before renaming the scratch database; the checks' time counts it.
+
+    `request` holds the user's options, each declared once (vaultflow/requests.py): the
+    timeout and `jobs` of the restore; default-suite expectations that the restored schema
+    enforces (NOT NULL columns, keys with a unique index) are settled from the schema
+    unless `scan_constraints`, which has Great Expectations scan for them too;
     `server_locale` creates the scratch database with the server's default encoding and
     locale instead of the snapshot's (a scratch server that lacks the source's locale).
     """
     scratch_engine = spec(scratch_server.engine)
     scratch_engine.require("drills", "drill on a scratch server of an engine that hosts drills, or restore the "
                                      "snapshot by hand")
-    if server_locale:
+    if request.server_locale:
         scratch_engine.require("server_locale", "drop --server-locale")
     manifest = repo.load_manifest(snapshot_id)
     scratch = scratch_server.with_database(scratch_name(manifest))
@@ -143,19 +140,20 @@ def _drill(
         server=manifest.server, database=manifest.database, scratch_server=scratch.server_label(),
         scratch_database=scratch.database, started_at=datetime.now(UTC))
     _log.info("drill of snapshot %s: restoring into %s", manifest.short_id, scratch.describe())
-    read_back = TableReadBack(max(jobs, 2))
+    read_back = TableReadBack(max(request.jobs, 2))
     try:
         try:
             began = time.monotonic()
             with RepositoryLock(repo, "shared", f"restore drill into {scratch.describe()}", wait=60):
-                scratch.restore(manifest.streams, _naming_reader(repo, manifest, progress), timeout=timeout,
-                                jobs=jobs, observer=read_back, server_locale=server_locale)
+                scratch.restore(manifest.streams, _naming_reader(repo, manifest, progress),
+                                timeout=request.timeout_seconds, jobs=request.jobs, observer=read_back,
+                                server_locale=request.server_locale)
             report.restore_seconds = round(time.monotonic() - began - read_back.waited, 3)
             if after_restore is not None:
                 after_restore(scratch)
             began = time.monotonic()
-            report.checks = check_restored(manifest, scratch, specs, report.check_seconds, jobs=jobs,
-                                           scan_constraints=scan_constraints,
+            report.checks = check_restored(manifest, scratch, specs, report.check_seconds, jobs=request.jobs,
+                                           scan_constraints=request.scan_constraints,
                                            read_back=None if after_restore is not None else read_back.results())
             report.checks_seconds = round(time.monotonic() - began + read_back.waited, 3)
         except VaultflowError as exc:

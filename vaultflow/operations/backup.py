@@ -39,6 +39,7 @@ from vaultflow.repository.manifest import (
     TableStats,
 )
 from vaultflow.repository.repository import ByteSink, ChunkWriter, ProgressCallback, Repository
+from vaultflow.requests import BackupRequest
 
 ParentReader = Callable[[StreamManifest, ByteSink], None]
 PATCH_WORKERS = min(4, os.cpu_count() or 1)
@@ -86,46 +87,44 @@ def plan_backup(repo: Repository, engine: DatabaseEngine, kind: SnapshotKind, sn
 def backup_database(
     engine: DatabaseEngine,
     repo: Repository,
+    request: BackupRequest = BackupRequest(),  # noqa: B008 - frozen, never changed
     *,
     snapshot_id: str,
     plan: BackupPlan | None = None,
-    table_checksums: bool = True,
-    timeout: float | None = None,
     progress: ProgressCallback | None = None,
     lock_wait: float = 600.0,
-    jobs: int = 1,
-    include_tables: list[str] | None = None,
-    exclude_tables: list[str] | None = None,
-    repair: bool = False,
-    include_globals: bool = False,
-    globals_passwords: bool = False,
-    skip_unreadable: bool = False,
 ) -> SnapshotManifest:
     """Stream a consistent dump into `repo`; return the manifest once it is durable.
+
+    `request` holds the user's options, each declared once (vaultflow/requests.py); an
+    empty table list means every table. The keywords are not options: the snapshot id and
+    plan of this run, its progress callback and how long to wait for the repository lock.
 
     Without `plan`, a full backup starting its own chain. Chunks already stored in the
     chain (by an earlier attempt with the same ids, or by the parent) are reused. If
     anything fails, no manifest is written, so no snapshot becomes visible.
 
-    `repair` dumps everything and writes every chunk again, even those the chain holds:
-    chunks that verify found missing or damaged are replaced wherever the new dump
+    `request.repair` dumps everything and writes every chunk again, even those the chain
+    holds: chunks that verify found missing or damaged are replaced wherever the new dump
     produces the same content, which heals the older snapshots of the chain that use them.
 
-    `include_globals` adds the server's roles/users and grants as a "globals" stream
-    (password hashes only with `globals_passwords`); it is taken fresh every time.
+    `request.include_globals` adds the server's roles/users and grants as a "globals"
+    stream (password hashes only with `globals_passwords`); it is taken fresh every time.
 
     Entries the engine may not read (files) fail the backup, listed, before any stream is
-    stored; with `skip_unreadable` they are left out, logged and listed in the manifest.
+    stored; with `request.skip_unreadable` they are left out, logged and listed in the manifest.
 
     Table subsets, globals or skip_unreadable on an engine that lacks them (Capabilities)
     are refused before the repository is touched.
     """
+    include_tables = request.include_tables or None
+    exclude_tables = request.exclude_tables or None
     if include_tables or exclude_tables:
         spec(engine.engine).require("table_subsets", "drop --include-table/--exclude-table: back up the whole "
                                                      "database")
-    if include_globals:
+    if request.include_globals:
         spec(engine.engine).require("globals", "drop --globals: this server's users are not backed up with it")
-    if skip_unreadable:
+    if request.skip_unreadable:
         spec(engine.engine).require("skip_unreadable", "drop --skip-unreadable: the database is read whole")
     plan = plan or BackupPlan("full", chain=snapshot_id)
     started = datetime.now(UTC)
@@ -142,11 +141,11 @@ def backup_database(
         parent = plan.parent
         if parent is not None and parent.table_filter != table_filter:
             parent = None  # a parent with other table subsets has other rows: nothing carries over
-        globals_source = (server_wide_objects(engine).globals_source(passwords=globals_passwords)
-                          if include_globals else None)
-        if not repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
+        globals_source = (server_wide_objects(engine).globals_source(passwords=request.globals_passwords)
+                          if request.include_globals else None)
+        if not request.repair and parent is not None and fingerprint is not None and parent.fingerprint == fingerprint:
             if parent.skipped is not None:
-                _check_unreadable(engine, parent.skipped.paths, parent.skipped.count, skip_unreadable)
+                _check_unreadable(engine, parent.skipped.paths, parent.skipped.count, request.skip_unreadable)
             carried = [s for s in parent.streams if s.name != GLOBALS_STREAM]
             if globals_source is not None:
                 carried += _store_sources(repo.writer(plan.chain), [globals_source], 1, progress)[0]
@@ -156,22 +155,23 @@ def backup_database(
                                  schema_inventory=parent.schema_inventory, skipped=parent.skipped)
         else:
             known: dict[str, int] | None = None
-            if repair:
+            if request.repair:
                 known = {}
             elif plan.kind == "differential" and parent is not None:
                 known = {c.id: c.stored for s in parent.streams for c in s.chunks}
             writer = repo.writer(plan.chain, known=known)
-            previous = parent.streams if parent is not None and not repair else None
-            with engine.open_dump(table_checksums=table_checksums, timeout=timeout, include_tables=include_tables,
-                                  exclude_tables=exclude_tables, parent_streams=previous) as session:
-                _check_unreadable(engine, session.unreadable, len(session.unreadable), skip_unreadable)
+            previous = parent.streams if parent is not None and not request.repair else None
+            with engine.open_dump(table_checksums=request.table_checksums, timeout=request.timeout_seconds,
+                                  include_tables=include_tables, exclude_tables=exclude_tables,
+                                  parent_streams=previous) as session:
+                _check_unreadable(engine, session.unreadable, len(session.unreadable), request.skip_unreadable)
                 sources = session.sources + ([globals_source] if globals_source is not None else [])
                 read_parent = None
                 if previous is not None and parent is not None:
                     def read_parent(stream: StreamManifest, sink: ByteSink, parent: SnapshotManifest = parent
                                     ) -> None:
                         repo.read_stream(parent.id, stream, sink, parent.chain)
-                streams, tables = _store_sources(writer, sources, jobs, progress, read_parent)
+                streams, tables = _store_sources(writer, sources, request.jobs, progress, read_parent)
             if parent is not None and (session.unchanged or session.carried):
                 streams, tables = _carry_over(parent, session.unchanged, session.carried, streams, tables)
             # Tables stored as several streams get statistics combined from those streams'.

@@ -15,33 +15,30 @@ from vaultflow.errors import InputError, StorageUnwritable
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest, StreamManifest
 from vaultflow.repository.repository import ByteSink, ProgressCallback, Repository
+from vaultflow.requests import RestoreRequest
 
 
 def restore_snapshot(
     repo: Repository,
     snapshot_id: str,
     target: DatabaseEngine,
+    request: RestoreRequest = RestoreRequest(),  # noqa: B008 - frozen, never changed
     *,
-    replace: bool = False,
-    no_owner: bool = False,
-    timeout: float | None = None,
     progress: ProgressCallback | None = None,
-    jobs: int = 1,
-    tables: list[str] | None = None,
-    include_globals: bool = False,
-    server_locale: bool = False,
 ) -> SnapshotManifest:
-    """Load a snapshot into `target`; the target changes only if every check passed.
+    """Load a snapshot into `target` as `request` says; the target changes only if every
+    check passed.
 
-    `jobs` tables load at once; `tables` (schema.name) restricts the rows restored.
-    `include_globals` first creates the roles/users of the snapshot's globals stream that
-    the target server lacks (so ownership and grants in the dump find them).
-    `server_locale` creates the database with the server's default encoding and locale
-    instead of the snapshot's. An option the target's engine lacks (Capabilities) is
-    refused before the repository or the target is touched.
+    `request` holds the user's options, each declared once (vaultflow/requests.py):
+    `jobs` tables load at once; `tables` (schema.name; empty: every table) restricts the
+    rows restored. `include_globals` first creates the roles/users of the snapshot's
+    globals stream that the target server lacks (so ownership and grants in the dump find
+    them). `server_locale` creates the database with the server's default encoding and
+    locale instead of the snapshot's. An option the target's engine lacks (Capabilities)
+    is refused before the repository or the target is touched.
     """
-    refuse_missing_restore_capabilities(target, jobs=jobs, tables=tables, include_globals=include_globals,
-                                        server_locale=server_locale)
+    refuse_missing_restore_capabilities(target, request)
+    tables = request.tables or None
     with (audited(repo, "restore", object=snapshot_id, database=target.database,
                   detail=f"into {target.describe()}"),
           RepositoryLock(repo, "shared", f"restore into {target.describe()}", wait=60)):
@@ -57,14 +54,15 @@ def restore_snapshot(
                                  "name tables as the snapshot does: schema.name for PostgreSQL, name for MySQL")
         read = _reader(repo, manifest, progress)
         data = [s for s in manifest.streams if s.name != GLOBALS_STREAM]
-        if include_globals:
+        if request.include_globals:
             found = [s for s in manifest.streams if s.name == GLOBALS_STREAM]
             if not found:
                 raise InputError(f"snapshot {manifest.short_id} holds no server-wide objects",
                                  "back up with --globals first, or restore without --globals")
             server_wide_objects(target).restore_globals(found[0], read)
-        target.restore(data, read, replace=replace, no_owner=no_owner, timeout=timeout, jobs=jobs, tables=tables,
-                       server_locale=server_locale)
+        target.restore(data, read, replace=request.replace, no_owner=not request.owner,
+                       timeout=request.timeout_seconds, jobs=request.jobs, tables=tables,
+                       server_locale=request.server_locale)
     return manifest
 
 
@@ -101,20 +99,19 @@ def check_set_restore(repo: Repository, snapshot_id: str, file_targets: list[Dat
     return trees
 
 
-def refuse_missing_restore_capabilities(target: DatabaseEngine, *, jobs: int = 1, tables: list[str] | None = None,
-                                        include_globals: bool = False, server_locale: bool = False) -> None:
-    """Raise CapabilityMissing (one line: the engine, the alternative) for a restore option
-    the target's engine does not declare."""
-    if not (tables or jobs > 1 or include_globals or server_locale):
+def refuse_missing_restore_capabilities(target: DatabaseEngine, request: RestoreRequest) -> None:
+    """Raise CapabilityMissing (one line: the engine, the alternative) for an option of
+    `request` the target's engine does not declare."""
+    if not (request.tables or request.jobs > 1 or request.include_globals or request.server_locale):
         return
     engine = spec(target.engine)
-    if tables:
+    if request.tables:
         engine.require("table_restore", "drop --table: restore the whole snapshot, then copy the tables you need")
-    if jobs > 1:
+    if request.jobs > 1:
         engine.require("parallel_restore", "drop --jobs: the tables load one at a time")
-    if include_globals:
+    if request.include_globals:
         engine.require("globals", "drop --globals: create the server's users and roles by hand")
-    if server_locale:
+    if request.server_locale:
         engine.require("server_locale", "drop --server-locale: the database gets the snapshot's encoding")
 
 

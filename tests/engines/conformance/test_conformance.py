@@ -27,6 +27,7 @@ from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.manifest import SnapshotManifest
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 
@@ -142,16 +143,16 @@ def check_table_subsets(subject: EngineSubject, repo: Repository, tmp_path: Path
     source = subject.create_source(tmp_path)
     table = subject.nasty_table(source)
     if declared:
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=[table])
+        manifest = backup_database(source, repo, BackupRequest(exclude_tables=[table]), snapshot_id=new_object_id())
         assert manifest.table_filter == [f"exclude:{table}"]
         return
     with pytest.raises(CapabilityMissing) as exc:
-        backup_database(source, repo, snapshot_id=new_object_id(), exclude_tables=[table])
+        backup_database(source, repo, BackupRequest(exclude_tables=[table]), snapshot_id=new_object_id())
     assert_refused(exc, subject)
     assert repo.snapshot_ids() == []
 
 
-RestoreOptions = Callable[[EngineSubject, DatabaseEngine], dict[str, object]]
+RestoreOptions = Callable[[EngineSubject, DatabaseEngine], RestoreRequest]
 
 
 def _restore_with(options_for: RestoreOptions, verify: Callable[[DatabaseEngine, DatabaseEngine], None]
@@ -163,11 +164,11 @@ def _restore_with(options_for: RestoreOptions, verify: Callable[[DatabaseEngine,
         target = subject.new_target(tmp_path)
         options = options_for(subject, source)
         if declared:
-            restore_snapshot(repo, manifest.id, target, **options)  # type: ignore[arg-type]
+            restore_snapshot(repo, manifest.id, target, options)
             verify(source, target)
             return
         with pytest.raises(CapabilityMissing) as exc:
-            restore_snapshot(repo, manifest.id, target, **options)  # type: ignore[arg-type]
+            restore_snapshot(repo, manifest.id, target, options)
         assert_refused(exc, subject)
         assert not subject.exists(target)
     return check
@@ -186,20 +187,20 @@ def _nasty_table_only(source: DatabaseEngine, target: DatabaseEngine) -> None:
 def check_globals(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
     source = subject.create_source(tmp_path)
     if declared:
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), include_globals=True)
+        manifest = backup_database(source, repo, BackupRequest(include_globals=True), snapshot_id=new_object_id())
         assert "globals" in {s.name for s in manifest.streams}
         target = subject.new_target(tmp_path)
-        restore_snapshot(repo, manifest.id, target, include_globals=True)
+        restore_snapshot(repo, manifest.id, target, RestoreRequest(include_globals=True))
         assert target.table_stats() == source.table_stats()
         return
     with pytest.raises(CapabilityMissing) as exc:
-        backup_database(source, repo, snapshot_id=new_object_id(), include_globals=True)
+        backup_database(source, repo, BackupRequest(include_globals=True), snapshot_id=new_object_id())
     assert_refused(exc, subject)
     assert repo.snapshot_ids() == []
     manifest = backup_database(source, repo, snapshot_id=new_object_id())
     target = subject.new_target(tmp_path)
     with pytest.raises(CapabilityMissing) as exc:
-        restore_snapshot(repo, manifest.id, target, include_globals=True)
+        restore_snapshot(repo, manifest.id, target, RestoreRequest(include_globals=True))
     assert_refused(exc, subject)
     assert not subject.exists(target)
 
@@ -237,7 +238,7 @@ def check_expectations(subject: EngineSubject, repo: Repository, tmp_path: Path,
 
 
 def check_server_locale(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
-    _restore_with(lambda s, source: {"server_locale": True}, _same_stats)(subject, repo, tmp_path, declared)
+    _restore_with(lambda s, source: RestoreRequest(server_locale=True), _same_stats)(subject, repo, tmp_path, declared)
 
 
 def check_discovery(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
@@ -266,11 +267,11 @@ def check_export(subject: EngineSubject, repo: Repository, tmp_path: Path, decla
 def check_skip_unreadable(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
     source = subject.create_source(tmp_path)
     if declared:  # nothing is unreadable in the fixture; tests/engines/files leaves real entries out
-        manifest = backup_database(source, repo, snapshot_id=new_object_id(), skip_unreadable=True)
+        manifest = backup_database(source, repo, BackupRequest(skip_unreadable=True), snapshot_id=new_object_id())
         assert manifest.skipped is None
         return
     with pytest.raises(CapabilityMissing) as exc:
-        backup_database(source, repo, snapshot_id=new_object_id(), skip_unreadable=True)
+        backup_database(source, repo, BackupRequest(skip_unreadable=True), snapshot_id=new_object_id())
     assert_refused(exc, subject)
     assert repo.snapshot_ids() == []
 
@@ -282,8 +283,8 @@ def check_pitr(subject: EngineSubject, repo: Repository, tmp_path: Path, declare
 CAPABILITY_CHECKS: dict[str, CapabilityCheck] = {
     "change_fingerprint": check_change_fingerprint,
     "table_subsets": check_table_subsets,
-    "table_restore": _restore_with(lambda s, source: {"tables": [s.nasty_table(source)]}, _nasty_table_only),
-    "parallel_restore": _restore_with(lambda s, source: {"jobs": 2}, _same_stats),
+    "table_restore": _restore_with(lambda s, source: RestoreRequest(tables=[s.nasty_table(source)]), _nasty_table_only),
+    "parallel_restore": _restore_with(lambda s, source: RestoreRequest(jobs=2), _same_stats),
     "globals": check_globals,
     "drills": check_drills,
     "expectations": check_expectations,

@@ -23,6 +23,7 @@ from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind, StreamManifest
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 MTIME_NS = 1_700_000_000_123_456_789
@@ -79,7 +80,8 @@ def describe_tree(root: Path) -> dict[str, tuple[object, ...]]:
 def backup(repo: Repository, url: str, kind: SnapshotKind = "full", **kw: list[str]) -> SnapshotManifest:
     engine = engine_from_url(url)
     sid = new_object_id()
-    return backup_database(engine, repo, snapshot_id=sid, plan=plan_backup(repo, engine, kind, sid), **kw)
+    return backup_database(engine, repo, BackupRequest(**kw),
+                           snapshot_id=sid, plan=plan_backup(repo, engine, kind, sid))
 
 
 def stored_bytes(repo_path: Path) -> int:
@@ -156,7 +158,7 @@ def test_restore_refuses_a_non_empty_target_and_replace_swaps(repo: Repository, 
     with pytest.raises(TargetNotEmpty, match="--replace"):
         restore_snapshot(repo, m.id, target)
     assert [p.name for p in dest.iterdir()] == ["old.txt"]
-    restore_snapshot(repo, m.id, target, replace=True)
+    restore_snapshot(repo, m.id, target, RestoreRequest(replace=True))
     assert [p.name for p in dest.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "repo", "src"], "staging or old tree left behind"
 

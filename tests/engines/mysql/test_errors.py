@@ -33,6 +33,7 @@ from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.manifest import StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
+from vaultflow.requests import RestoreRequest
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("mariadb_available")
@@ -142,7 +143,7 @@ def test_non_empty_target_is_refused_and_untouched(case: MariaDBCase, repo_path:
         restore_snapshot(repo_at(repo_path), sid, case.engine(target))
     assert "--replace" in err.value.line()
     assert case.engine(target).table_stats() == before
-    restore_snapshot(repo_at(repo_path), sid, case.engine(target), replace=True)
+    restore_snapshot(repo_at(repo_path), sid, case.engine(target), RestoreRequest(replace=True))
     assert case.engine(target).table_stats() == case.engine(source).table_stats()
 
 

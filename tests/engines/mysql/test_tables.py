@@ -17,6 +17,7 @@ from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 
@@ -36,22 +37,24 @@ def test_table_subsets_keep_every_schema_and_the_chosen_rows(case: MariaDBCase, 
     source = case.create_source(tmp_path)
     repo = repo_at(repo_path)
     whole = {t.name: t for t in case.engine(source).table_stats()}
-    only = backup_database(case.engine(source), repo, snapshot_id=new_object_id(), include_tables=["orders", "cust*"])
+    only = backup_database(case.engine(source), repo, BackupRequest(include_tables=["orders", "cust*"]),
+                           snapshot_id=new_object_id())
     assert {t.name for t in only.tables if t.rows} == {"orders", "customers"}
     db = source.rsplit("/", 1)[1]
-    without = backup_database(case.engine(source), repo, snapshot_id=new_object_id(),
-                              exclude_tables=[f"{db}.ledger_*", "nokey"])
+    without = backup_database(case.engine(source), repo, BackupRequest(exclude_tables=[f"{db}.ledger_*", "nokey"]),
+                              snapshot_id=new_object_id())
     assert {t.name for t in without.tables if t.rows} == {n for n, t in whole.items() if t.rows} - {
         "ledger_a", "ledger_b", "nokey"}
     with pytest.raises(InputError, match="matches the include/exclude patterns"):
-        backup_database(case.engine(source), repo, snapshot_id=new_object_id(), include_tables=["nope*"])
+        backup_database(case.engine(source), repo, BackupRequest(include_tables=["nope*"]), snapshot_id=new_object_id())
     case.execute(source, "CREATE TABLE Orders (id int)", "INSERT INTO Orders VALUES (1)")
     with pytest.raises(InputError, match="Orders .*differ only in case"):  # the tool would drop both
-        backup_database(case.engine(source), repo, snapshot_id=new_object_id(), include_tables=["Orders"])
+        backup_database(case.engine(source), repo, BackupRequest(include_tables=["Orders"]),
+                        snapshot_id=new_object_id())
     case.execute(source, "DROP TABLE Orders", "CREATE TABLE history (id int) WITH SYSTEM VERSIONING",
                  "INSERT INTO history VALUES (1)")
-    versioned = backup_database(case.engine(source), repo, snapshot_id=new_object_id(),
-                                exclude_tables=["history"])
+    versioned = backup_database(case.engine(source), repo, BackupRequest(exclude_tables=["history"]),
+                                snapshot_id=new_object_id())
     assert {t.name: t.rows for t in versioned.tables}.get("history", 0) == 0
     case.execute(source, "DROP TABLE history")
 
@@ -71,7 +74,7 @@ def test_restore_chosen_tables_only(case: MariaDBCase, repo_path: Path, tmp_path
     assert want["audit"].rows and want["nokey"].rows
 
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, m.id, case.engine(target), tables=["customers", "orders"])
+    restore_snapshot(repo, m.id, case.engine(target), RestoreRequest(tables=["customers", "orders"]))
     got = {t.name: t for t in case.engine(target).table_stats()}
     assert got["orders"] == want["orders"] and got["customers"] == want["customers"]
     assert all(n not in got or not got[n].rows for n in want if n not in ("customers", "orders"))
@@ -79,7 +82,7 @@ def test_restore_chosen_tables_only(case: MariaDBCase, repo_path: Path, tmp_path
 
     untouched = case.new_target(tmp_path)
     with pytest.raises(InputError, match=r"has no table nope \(it has .*orders"):
-        restore_snapshot(repo, m.id, case.engine(untouched), tables=["orders", "nope"])
+        restore_snapshot(repo, m.id, case.engine(untouched), RestoreRequest(tables=["orders", "nope"]))
     assert case.engine(untouched)._schema_info(untouched.rsplit("/", 1)[1]) is None, \
         "a refused restore created its target"
 

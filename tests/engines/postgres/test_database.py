@@ -23,6 +23,7 @@ from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
 from vaultflow.repository.manifest import StreamManifest
 from vaultflow.repository.repository import ByteSink
+from vaultflow.requests import RestoreRequest
 from vaultflow.storage import LocalStore
 
 PROPERTIES = """
@@ -127,7 +128,7 @@ def test_icu_collation_keeps_the_key_order_of_the_backup(databases: Callable[[st
     drill = run_drill(repo, m.id, engine_from_url(pg_url(target)))
     assert drill.passed, drill.summary()
 
-    restore_snapshot(repo, m.id, engine_from_url(pg_url(plain)), server_locale=True)
+    restore_snapshot(repo, m.id, engine_from_url(pg_url(plain)), RestoreRequest(server_locale=True))
     assert properties(plain)[3] == "c"
     assert keys(plain) != keys(source), "the server's default locale should sort these keys otherwise"
 

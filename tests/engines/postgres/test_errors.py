@@ -49,6 +49,7 @@ from vaultflow.repository import (
     StreamManifest,
     new_object_id,
 )
+from vaultflow.requests import RestoreRequest
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.timeout(300)
@@ -399,7 +400,7 @@ def test_restore_into_non_empty_target_needs_replace(
     assert target.table_stats() == before
     assert side_databases(target_name) == set()
 
-    restore_snapshot(repo, manifest.id, target, replace=True)
+    restore_snapshot(repo, manifest.id, target, RestoreRequest(replace=True))
     after = target.table_stats()
     assert after == manifest.tables
     assert [t.name for t in after] == ["items"] and after[0].rows == 3000
@@ -471,7 +472,7 @@ def test_damaged_chunk_leaves_replaced_target_untouched(
     before = target.table_stats()
     assert side_databases(target_name) == set()
     with pytest.raises(IntegrityError) as info:
-        restore_snapshot(repo, manifest.id, target, replace=True)
+        restore_snapshot(repo, manifest.id, target, RestoreRequest(replace=True))
     assert_clean_error(info.value, names=[victim.id[:12]])
     assert target.table_stats() == before
     assert side_databases(target_name) == set()

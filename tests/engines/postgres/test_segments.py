@@ -21,6 +21,7 @@ from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind, StreamManifest, TableStats
+from vaultflow.requests import RestoreRequest
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("pg_available")
@@ -156,7 +157,7 @@ def test_segmented_snapshot_exports_and_restores_chosen_tables(source: str, repo
     assert segments(inc) != segments(full)
 
     target = pg_url(pg_database(create=False))
-    restore_snapshot(repo, inc.id, engine_from_url(target), tables=["public.big"], jobs=3)
+    restore_snapshot(repo, inc.id, engine_from_url(target), RestoreRequest(tables=["public.big"], jobs=3))
     got = {t.name: t for t in engine_from_url(target).table_stats(like=inc.tables)}
     assert got["big"] == {t.name: t for t in inc.tables}["big"] and got["small"].rows == 0
 

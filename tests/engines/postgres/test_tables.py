@@ -15,6 +15,7 @@ from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import restore_snapshot
 from vaultflow.repository import Repository, new_object_id
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore
 
 pytestmark = pytest.mark.usefixtures("pg_available")
@@ -35,12 +36,12 @@ def test_parallel_dump_and_restore_equal_serial(case: PostgresCase, repo_path: P
     url = case.create_source(tmp_path)
     repo = repo_at(repo_path)
     serial = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
-    parallel = backup_database(case.engine(url), repo, snapshot_id=new_object_id(), jobs=3)
+    parallel = backup_database(case.engine(url), repo, BackupRequest(jobs=3), snapshot_id=new_object_id())
     assert parallel.tables == serial.tables
     assert [(s.name, s.digest) for s in parallel.streams if "table" in s.meta] == \
         [(s.name, s.digest) for s in serial.streams if "table" in s.meta]
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, parallel.id, case.engine(target), jobs=3)
+    restore_snapshot(repo, parallel.id, case.engine(target), RestoreRequest(jobs=3))
     assert case.engine(target).table_stats() == serial.tables
     assert case.schema(target) == case.schema(url)
 
@@ -56,13 +57,14 @@ def test_rows_are_streamed_in_primary_key_order(case: PostgresCase, repo_path: P
 def test_include_and_exclude_tables(case: PostgresCase, repo_path: Path, tmp_path: Path) -> None:
     url = case.create_source(tmp_path)
     repo = repo_at(repo_path)
-    only = backup_database(case.engine(url), repo, snapshot_id=new_object_id(), include_tables=["orders", "cust*"])
+    only = backup_database(case.engine(url), repo, BackupRequest(include_tables=["orders", "cust*"]),
+                           snapshot_id=new_object_id())
     assert sorted(t.name for t in only.tables) == ["customers", "orders"]
-    without = backup_database(case.engine(url), repo, snapshot_id=new_object_id(),
-                              exclude_tables=["public.events_*"])
+    without = backup_database(case.engine(url), repo, BackupRequest(exclude_tables=["public.events_*"]),
+                              snapshot_id=new_object_id())
     assert "events_2025" not in {t.name for t in without.tables} and "orders" in {t.name for t in without.tables}
     with pytest.raises(InputError, match="matches the include/exclude patterns"):
-        backup_database(case.engine(url), repo, snapshot_id=new_object_id(), include_tables=["nope*"])
+        backup_database(case.engine(url), repo, BackupRequest(include_tables=["nope*"]), snapshot_id=new_object_id())
 
     target = case.new_target(tmp_path)
     restore_snapshot(repo, only.id, case.engine(target))
@@ -76,7 +78,7 @@ def test_restore_chosen_tables_only(case: PostgresCase, repo_path: Path, tmp_pat
     repo = repo_at(repo_path)
     m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, m.id, case.engine(target), tables=["public.customers", "public.orders"])
+    restore_snapshot(repo, m.id, case.engine(target), RestoreRequest(tables=["public.customers", "public.orders"]))
     got = {t.qualified: t for t in case.engine(target).table_stats()}
     want = {t.qualified: t for t in m.tables}
     assert got["public.orders"] == want["public.orders"] and got["public.customers"] == want["public.customers"]
@@ -84,7 +86,7 @@ def test_restore_chosen_tables_only(case: PostgresCase, repo_path: Path, tmp_pat
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.rsplit("/", 1)[1]) as c:
         assert c.execute("SELECT count(*) FROM order_totals").fetchone() == (3000,)
     with pytest.raises(InputError, match="has no table public.nope"):
-        restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), tables=["public.nope"])
+        restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), RestoreRequest(tables=["public.nope"]))
 
 
 def test_export_restores_with_psql_alone(case: PostgresCase, repo_path: Path, tmp_path: Path) -> None:
@@ -92,7 +94,7 @@ def test_export_restores_with_psql_alone(case: PostgresCase, repo_path: Path, tm
 
     url = case.create_source(tmp_path)
     repo = repo_at(repo_path)
-    m = backup_database(case.engine(url), repo, snapshot_id=new_object_id(), jobs=2)
+    m = backup_database(case.engine(url), repo, BackupRequest(jobs=2), snapshot_id=new_object_id())
     out = tmp_path / "dump.sql"
     export_snapshot(repo, m.id, out)
     target = case.new_target(tmp_path)
@@ -108,7 +110,7 @@ def test_restoring_a_child_table_without_its_parent(case: PostgresCase, repo_pat
     repo = repo_at(repo_path)
     m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     target = case.new_target(tmp_path)
-    restore_snapshot(repo, m.id, case.engine(target), tables=["public.orders"])  # customers stay empty
+    restore_snapshot(repo, m.id, case.engine(target), RestoreRequest(tables=["public.orders"]))  # customers stay empty
     got = {t.qualified: t for t in case.engine(target).table_stats()}
     assert got["public.orders"] == {t.qualified: t for t in m.tables}["public.orders"]
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=target.rsplit("/", 1)[1]) as c:
@@ -172,7 +174,7 @@ def test_a_failing_table_stops_the_other_dumps(pg_database, repo_path: Path) -> 
     engine.open_dump = open_dump  # type: ignore[method-assign]
     seen: list[int] = []
     with dropper, pytest.raises(VaultflowError, match="a_small") as err:
-        backup_database(engine, repo_at(repo_path), snapshot_id=new_object_id(), jobs=2,
+        backup_database(engine, repo_at(repo_path), BackupRequest(jobs=2), snapshot_id=new_object_id(),
                         progress=lambda read, stored: seen.append(read))
     assert "stopped" not in str(err.value)  # the first failure is reported, not the aborted stream
     big_stream_bytes = 150000 * (6 + 1 + 256 + 1)
@@ -233,7 +235,7 @@ def test_restore_progress_counts_all_streams_with_jobs(case: PostgresCase, repo_
     repo = repo_at(repo_path)
     m = backup_database(case.engine(url), repo, snapshot_id=new_object_id())
     seen: list[int] = []
-    restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), jobs=3,
+    restore_snapshot(repo, m.id, case.engine(case.new_target(tmp_path)), RestoreRequest(jobs=3),
                      progress=lambda read, _: seen.append(read))
     assert seen == sorted(seen) and seen[-1] == m.logical_size
 

@@ -45,6 +45,7 @@ from vaultflow.errors import InputError, TargetNotEmpty, ToolFailed
 from vaultflow.operations.backup import backup_database
 from vaultflow.operations.restore import export_snapshot, restore_snapshot
 from vaultflow.repository import Repository, new_object_id
+from vaultflow.requests import BackupRequest, RestoreRequest
 from vaultflow.storage import LocalStore, MemoryStore
 
 
@@ -195,7 +196,8 @@ def test_restore_onto_an_existing_database_changes_nothing_not_run_against_a_rea
     assert setup.server.databases["sales_copy"] == b"existing"
     assert setup.leftovers() == []
     with pytest.raises(InputError, match="never replace"):
-        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"), replace=True)
+        restore_snapshot(open_repo(repo_path), sid, setup.engine.with_database("sales_copy"),
+                         RestoreRequest(replace=True))
 
 
 def test_failed_restore_drops_the_partial_database_and_staging_not_run_against_a_real_sql_server(
@@ -282,7 +284,7 @@ def test_refusals_come_from_the_spec_not_run_against_a_real_sql_server(tmp_path:
     with pytest.raises(CapabilityMissing, match="SQL Server does not support hosting restore drills"):
         SPEC.require("drills", "choose another scratch server")
     with pytest.raises(CapabilityMissing, match="SQL Server does not support server-wide roles and users"):
-        backup_database(engine, open_repo(repo_path), snapshot_id=new_object_id(), include_globals=True)
+        backup_database(engine, open_repo(repo_path), BackupRequest(include_globals=True), snapshot_id=new_object_id())
     assert server.statements == [] and (tmp_path / "shared").is_dir()
     sid = new_object_id()
     backup_database(engine, open_repo(repo_path), snapshot_id=sid)  # the stand-in engine backs up as it is
