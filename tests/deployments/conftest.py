@@ -86,6 +86,9 @@ def prefect_server(request: pytest.FixtureRequest,
         # No scheduled runs by default: a schedule coming due mid-test would start runs nobody asked for.
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=str(scheduler).lower(),
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+        # Two runs ahead per deployment, not a hundred: fifteen deployments' worth of scheduled
+        # runs written, then deleted by the pauses, starved the SQLite-backed API for minutes.
+        PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS="2", PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS="1",
         PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
         PREFECT_UI_URL=f"http://127.0.0.1:{port}",
     )
