@@ -204,7 +204,7 @@ def _archiver(row: Any) -> PitrCheck:
     archived, last_wal, last_time, failed, failed_wal, failed_time = row
     value = f"{archived} archived (last {last_wal or '-'}), {failed} failed"
     if failed and failed_time is not None and (last_time is None or failed_time > last_time):
-        return PitrCheck("archiver", "missing", f"{value}; last failure {failed_wal} at {failed_time:%Y-%m-%d %H:%M:%S%z}",
-                         want, ("read the archive_command error in the server log and fix it; PostgreSQL retries "
-                                "the segment by itself",))
+        when = f"{failed_time:%Y-%m-%d %H:%M:%S%z}"
+        fix = "read the archive_command error in the server log and fix it; PostgreSQL retries the segment by itself"
+        return PitrCheck("archiver", "missing", f"{value}; last failure {failed_wal} at {when}", want, (fix,))
     return PitrCheck("archiver", "ok", value, want)
