@@ -343,3 +343,13 @@ def test_passphrase_file_rules(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="set only one"):
         passphrase_from_environment({"VAULTFLOW_PASSPHRASE": "x", "VAULTFLOW_PASSPHRASE_FILE": str(good)})
     assert stat.S_IMODE(good.stat().st_mode) == 0o600
+
+
+def test_the_wal_command_imports_only_the_core() -> None:
+    """archive_command starts a process per segment: it must not pay for Prefect, typer, rich or a driver."""
+    probe = ("import sys, vaultflow.wal.command; "
+             "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'prefect', 'typer', 'rich', 'psycopg', 'blocks', 'flows', 'tasks', 'sqlalchemy'})))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == ""
