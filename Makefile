@@ -11,13 +11,31 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator the storage tests start (moto's S3 server is a dev dependency).
 AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
 
-.PHONY: demo test check lint bench clean
+# The WAL commands' environment (`make wal-venv`): PostgreSQL runs archive_command as its own OS user,
+# which cannot reach .venv's interpreter under /root, so this venv is built from the system's python3
+# (any user can run it) with only what `vaultflow-wal` imports: the repository's crypto, zstd and
+# BLAKE3 path, plus boto3 and azure-storage-blob for s3:// and az:// repositories.
+WAL_PYTHON ?= /usr/bin/python3
+WAL_VENV := .wal-venv
+WAL_STAMP := $(WAL_VENV)/.installed
+WAL_PACKAGES := blake3 zstandard cryptography pydantic pyfastcdc boto3 azure-storage-blob
+
+.PHONY: demo test check lint bench clean wal-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+$(WAL_STAMP): pyproject.toml constraints.txt
+	test -x $(WAL_VENV)/bin/python || $(WAL_PYTHON) -m venv $(WAL_VENV)
+	$(WAL_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt $(WAL_PACKAGES)
+	$(WAL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	chmod -R a+rX $(WAL_VENV)
+	touch $(WAL_STAMP)
+
+wal-venv: $(WAL_STAMP)
 
 $(AZURITE):
 	mkdir -p .tools/azurite
@@ -26,7 +44,7 @@ $(AZURITE):
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP) $(AZURITE)
+test: $(STAMP) $(AZURITE) $(WAL_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 check: $(STAMP)

@@ -41,7 +41,7 @@ def port_open(host: str, port: int) -> bool:
 
 SERVICE_FIXTURES = frozenset({
     "pg_available", "mariadb_available", "mysql_available", "prefect_api", "prefect_server", "s3_server", "azurite",
-    "private_cluster", "s3_with_auth",  # a PostgreSQL cluster / moto server of the test's own
+    "private_cluster", "archiving_cluster", "s3_with_auth",  # a PostgreSQL cluster / moto server of the test's own
 })
 """Fixtures that reach a server (PostgreSQL, MariaDB, a Prefect API, moto's S3, Azurite): a test that
 uses one, directly or through another fixture, is marked `services`."""

@@ -18,6 +18,7 @@ from vaultflow.cli import (
     drill,
     export,
     maintenance,
+    pitr,
     repository,
     restore,
     snapshots,
@@ -45,6 +46,9 @@ app.add_typer(catalog.catalog_app, name="catalog")
 app.command()(deployment.deploy)
 app.command()(deployment.serve)
 app.add_typer(automations.automations_app, name="automations")
+app.add_typer(pitr.pitr_app, name="pitr")
+app.command("wal-push")(pitr.wal_push)
+app.command("wal-fetch")(pitr.wal_fetch)
 archive.register(app, handles_errors, open_repo, prepare_flow_run)
 
 __all__ = ["app", "main"]

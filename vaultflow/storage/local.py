@@ -31,7 +31,7 @@ class LocalStore(ObjectStore):
     def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            created = self._make_parents(path)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -45,11 +45,24 @@ class LocalStore(ObjectStore):
                 raise
             if sync:
                 self._fsync(path.parent)
+                for directory in created:  # a new directory is durable once its parent's entry is
+                    self._fsync(directory.parent)
             else:
                 with self._unsynced_lock:
                     self._unsynced.add(path)
+                    self._unsynced.update(created)
         except OSError as exc:
             raise self._map(exc, key) from None
+
+    def _make_parents(self, path: Path) -> list[Path]:
+        """Create the directories above `path`; the ones this call created, deepest first."""
+        missing: list[Path] = []
+        directory = path.parent
+        while directory != self.root.parent and not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return missing
 
     def sync(self, keys: Iterable[str] = ()) -> None:
         with self._unsynced_lock:

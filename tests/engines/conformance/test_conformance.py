@@ -277,7 +277,27 @@ def check_skip_unreadable(subject: EngineSubject, repo: Repository, tmp_path: Pa
 
 
 def check_pitr(subject: EngineSubject, repo: Repository, tmp_path: Path, declared: bool) -> None:
-    assert not declared, "an engine declares point-in-time recovery: add a check that exercises it"
+    method = engine_spec(subject).capabilities.pitr
+    if not declared:
+        with pytest.raises(CapabilityMissing) as exc:
+            engine_spec(subject).require("pitr", "give a PostgreSQL server")
+        assert_refused(exc, subject)
+        return
+    assert method == "wal", f"add a check for point-in-time recovery by {method!r}"
+    # The readiness check reads the subject's server; the shared one does not archive, so it says so.
+    from tests.engines.postgres.wal_segments import fake_data_directory, segment_bytes, segment_name
+    from vaultflow.engines.postgres.pitr_check import check_pitr_readiness
+    from vaultflow.engines.postgres.wal import fetch_wal, push_wal
+
+    source = subject.create_source(tmp_path)
+    readiness = check_pitr_readiness(source)  # type: ignore[arg-type]
+    assert {c.name for c in readiness.checks} >= {"wal_level", "archive_mode", "archive_command"}
+    data = fake_data_directory(tmp_path / "pgdata", 42)
+    segment = data / "pg_wal" / segment_name(1, 3)
+    segment.write_bytes(segment_bytes(42, 1, 3))
+    assert push_wal(repo, segment).key == f"wal/42/00000001/{segment.name.lower()}"
+    fetch_wal(repo, segment.name, data / "pg_wal" / "RECOVERYXLOG")
+    assert (data / "pg_wal" / "RECOVERYXLOG").read_bytes() == segment.read_bytes()
 
 
 CAPABILITY_CHECKS: dict[str, CapabilityCheck] = {

@@ -24,6 +24,7 @@ SPEC = EngineSpec(
     capabilities=Capabilities(
         change_fingerprint=True, table_subsets=True, table_restore=True, parallel_restore=True, globals=True,
         drills=True, expectations=True, segment_patches=True, archival=True, server_locale=True, discovery=True,
+        pitr="wal",  # WAL archiving: vaultflow-wal push/fetch (wal.py), `vaultflow pitr check` (pitr_check.py)
         export=ExportFormat("plain SQL script", ".sql", "psql -v ON_ERROR_STOP=1 -d DBNAME -f FILE"),
     ),
     legacy_exports={LEGACY_FORMAT: ExportFormat("pg_dump custom archive", ".dump", "pg_restore -d DBNAME FILE")},
