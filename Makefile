@@ -45,7 +45,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP) $(AZURITE) $(WAL_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check vaultflow blocks tasks flows deployments tests bench
