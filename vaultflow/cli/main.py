@@ -22,6 +22,7 @@ from vaultflow.cli import (
     repository,
     restore,
     snapshots,
+    wal_receive,
 )
 from vaultflow.cli.app import app, handles_errors, open_repo, prepare_flow_run
 
@@ -49,6 +50,7 @@ app.add_typer(automations.automations_app, name="automations")
 app.add_typer(pitr.pitr_app, name="pitr")
 app.command("wal-push")(pitr.wal_push)
 app.command("wal-fetch")(pitr.wal_fetch)
+app.command("wal-receive")(wal_receive.wal_receive)
 archive.register(app, handles_errors, open_repo, prepare_flow_run)
 
 __all__ = ["app", "main"]
