@@ -89,6 +89,7 @@ def show(
         "database_properties": database, "streams": len(manifest.streams),
         "tables": [{"table": t.qualified, "rows": t.rows, "checksum": t.checksum} for t in manifest.tables],
         "skipped": manifest.skipped.model_dump() if manifest.skipped else None,
+        "binlog": manifest.binlog.model_dump() if manifest.binlog else None,
         "backup_set": _backup_set(opened, manifest),
     }
     if json_out:
@@ -107,6 +108,10 @@ def show(
     for key, value in database.items():
         if value not in (None, [], -1):
             stdout.print(f"database {key}: {value}", highlight=False)
+    if manifest.binlog:
+        b = manifest.binlog
+        stdout.print(f"binlog position: {b.file}:{b.position}" + (f", GTID {b.gtid}" if b.gtid else ""),
+                     highlight=False)
     if manifest.skipped:
         more = manifest.skipped.count - len(manifest.skipped.paths)
         stdout.print(f"left out as unreadable (--skip-unreadable): {manifest.skipped.count} entries: "
