@@ -4,14 +4,16 @@ exactly there, gives the source's state (no change lost, none applied twice)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MY_HOST, MY_PORT, PASSPHRASE, drop_my_database, my_admin
+from tests.conftest import MY_HOST, MY_PORT, PASSPHRASE, ROOT, drop_my_database, my_admin
 from tests.engines.mysql.private_server import PrivateMariaDB, private_mariadb
 from vaultflow.engines import engine_from_url
 from vaultflow.operations.backup import backup_database
@@ -80,3 +82,32 @@ def test_without_a_binlog_no_position_is_recorded(repo: Repository, mariadb_avai
         assert manifest.binlog is None
     finally:
         drop_my_database("vft_nobinlog")
+
+
+def test_pitr_check_says_what_a_server_lacks_for_binlog_recovery(binlog_server: PrivateMariaDB,
+                                                                  mariadb_available: None) -> None:
+    from vaultflow.engines.mysql.pitr_check import check_binlog_readiness
+
+    ready = check_binlog_readiness(engine_from_url(binlog_server.url("mysql")))  # type: ignore[arg-type]
+    assert ready.ready, ready.as_dict()
+    assert {c.name: c.status for c in ready.checks}["binlog_format"] == "ok"
+    assert "not built yet" in ready.note
+
+    binlog_server.execute("CREATE USER IF NOT EXISTS 'reader'@'127.0.0.1'",
+                          "GRANT SELECT ON *.* TO 'reader'@'127.0.0.1'", "SET GLOBAL binlog_format = 'STATEMENT'")
+    try:
+        lacking = check_binlog_readiness(engine_from_url(binlog_server.url("mysql", "reader")))  # type: ignore[arg-type]
+    finally:
+        binlog_server.execute("SET GLOBAL binlog_format = 'ROW'")
+    checks = {c.name: c for c in lacking.checks}
+    assert not lacking.ready and checks["replication privileges"].status == "missing"
+    assert checks["replication privileges"].fix == (
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'reader'@'127.0.0.1';",)
+    assert checks["binlog_format"].status == "advisable" and "non-deterministic" in checks["binlog_format"].value
+
+    shared = subprocess.run([sys.executable, "-m", "vaultflow.cli.main", "pitr", "check",
+                             f"mysql://root@{MY_HOST}:{MY_PORT}", "--json"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert shared.returncode == 3, shared.stdout + shared.stderr
+    result = json.loads(shared.stdout)
+    assert not result["ready"] and {c["name"]: c["status"] for c in result["checks"]}["log_bin"] == "missing"
