@@ -4,6 +4,7 @@ moments, each into its own database); moments outside the window are refused unt
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,8 +15,9 @@ import pytest
 from tests.conftest import PASSPHRASE
 from tests.engines.mysql.private_server import PrivateMariaDB, private_mariadb
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.mysql.binlog import push_binlog
+from vaultflow.engines.mysql.binlog import binlog_key, push_binlog
 from vaultflow.engines.mysql.binlog_replay import pick_snapshot, restore_to_time
+from vaultflow.engines.mysql.binlog_window import binlog_window
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database
@@ -55,7 +57,8 @@ def test_restore_to_two_moments_gives_the_state_at_each(binlog_server: PrivateMa
     Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
     repo = Repository.open(LocalStore(tmp_path / "repo"), PASSPHRASE)
     binlog_server.execute("CREATE DATABASE shop", "CREATE TABLE shop.items (id int PRIMARY KEY, name varchar(40))",
-                          "INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+                          "INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+                          "CREATE TABLE shop.after_rotation (id int PRIMARY KEY)")
     snapshot = backup_database(_engine(binlog_server, "shop"), repo, snapshot_id=new_object_id())
     states: list[tuple[datetime, list[tuple[object, ...]]]] = []
     for change in ("INSERT INTO items VALUES (4, 'd')", "UPDATE items SET name = 'B' WHERE id = 2",
@@ -64,7 +67,7 @@ def test_restore_to_two_moments_gives_the_state_at_each(binlog_server: PrivateMa
         binlog_server.execute(change, database="shop")
         time.sleep(1.1)  # binlog times have one second of resolution
         states.append((_now(binlog_server), _rows(binlog_server, "shop")))
-    binlog_server.execute("FLUSH BINARY LOGS")
+    binlog_server.execute("FLUSH BINARY LOGS", "INSERT INTO shop.after_rotation VALUES (1)", "FLUSH BINARY LOGS")
     newest = binlog_server.master_status()[0]
     server = snapshot.server
     for path in sorted(binlog_server.data.glob("binlog.[0-9]*")):
@@ -94,3 +97,15 @@ def test_restore_to_two_moments_gives_the_state_at_each(binlog_server: PrivateMa
     with binlog_server.connect() as c, c.cursor() as cur:
         cur.execute("SHOW DATABASES LIKE 'shop_refused'")
         assert cur.fetchall() == ()
+
+    # The window: from the snapshot's finish to the last archived event; a lost file ends it there.
+    tool = shutil.which("mariadb-binlog") or "mariadb-binlog"
+    window = binlog_window(repo, server, "shop", tool)
+    assert window.missing == () and window.recoverable is not None
+    assert window.recoverable[0] == snapshot.finished_at and window.recoverable[1] >= states[-1][0] - timedelta(
+        seconds=1), window.as_dict()
+    files = window.files
+    assert len(files) >= 2, files
+    repo.store.delete(binlog_key(server, files[-1]))
+    cut = binlog_window(repo, server, "shop", tool)
+    assert cut.files == files[:-1] and cut.reach[0].reaches_file == files[-2], cut.as_dict()

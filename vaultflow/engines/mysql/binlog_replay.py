@@ -72,7 +72,7 @@ def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLE
             path = Path(scratch) / name
             path.write_bytes(repo.sealer.open(repo.store.get(key), b"binlog:" + key.encode(), max_size=MAX_BINLOG_SIZE))
             paths.append(path)
-        last = _events(_decode(target, paths[-1:], []))[-1:]
+        last = binlog_events(_decode(target, paths[-1:], []))[-1:]
         if not last or last[0][0] < to_time.replace(microsecond=0):
             until = last[0][0].isoformat() if last else "none"
             raise InputError(f"{to_time.isoformat()} is after the last archived binlog event of {snapshot.server} "
@@ -87,7 +87,7 @@ def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLE
         sql = _decode(target, paths, options)
         restore()
         _apply(target, sql)
-    applied = _events(sql)
+    applied = binlog_events(sql)
     return ReplayResult(snapshot, files, applied[-1][0] if applied else None,
                         applied[-1][1] if applied else None)
 
@@ -121,7 +121,8 @@ def _decode(engine: MySQLEngine, paths: list[Path], options: list[str]) -> bytes
     return out.stdout
 
 
-def _events(sql: bytes) -> list[tuple[datetime, str]]:
+def binlog_events(sql: bytes) -> list[tuple[datetime, str]]:
+    """(time, end position) of every event header in mariadb-binlog's output (decoded with TZ=UTC)."""
     return [(datetime.strptime(m.group(1).decode().replace("  ", " 0"), "%y%m%d %H:%M:%S").replace(tzinfo=UTC),
              m.group(2).decode()) for m in _EVENT.finditer(sql)]
 
