@@ -36,10 +36,10 @@ def retained_snapshots(repo: Repository, candidates: list[SnapshotManifest], man
     if repo.object_lock is None or not candidates:
         return {}
     by_id = {m.id: m for m in manifests}
-    wanted = {m.id for m in candidates}
+    ids = sorted({m.id for m in candidates})
+    wanted = set(ids)
     with ThreadPoolExecutor(max_workers=repo.store.concurrency, thread_name_prefix="vf-lock") as pool:
-        dates = dict(zip(wanted, pool.map(lambda i: repo.store.retained_until(SNAPSHOT_PREFIX + i), wanted),
-                         strict=True))
+        dates = dict(zip(ids, pool.map(lambda i: repo.store.retained_until(SNAPSHOT_PREFIX + i), ids), strict=True))
     locked = {i: until for i, until in dates.items() if until is not None and until > now}
     for snapshot_id, until in list(locked.items()):
         parent = by_id[snapshot_id].parent
