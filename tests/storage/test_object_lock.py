@@ -304,3 +304,67 @@ def test_init_and_extend_locks_from_the_command_line(s3_server: S3Server) -> Non
     result = run(["extend-locks", "--repo", location], s3_server.env())
     assert result.returncode == 0, result.stderr
     assert "extended the lock of" in result.stdout
+
+
+def test_a_retained_incremental_keeps_the_full_it_was_taken_on_top_of(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = lock_bucket(s3_server)
+    repo = locked_repo(s3_server, bucket)
+    src = create(tmp_path / "a.db", rows=600)
+    full = take(repo, src)
+    create(tmp_path / "a.db", rows=650)
+    incremental = take(repo, src, "incremental")
+    newest = take(repo, create(tmp_path / "a.db", rows=700))  # a new chain
+    shorten(s3_server, bucket, snapshot_keys(full), datetime.now(UTC) + timedelta(seconds=2))
+    time.sleep(3)
+    plan = prune(repo, RetentionPolicy(keep_last=1), datetime.now(UTC))
+    assert plan.forget == [] and sorted(plan.locked) == sorted([full.id, incremental.id])
+    assert plan.locked[full.id] == plan.locked[incremental.id]  # kept as long as what depends on it
+    assert sorted(repo.snapshot_ids()) == sorted([full.id, incremental.id, newest.id])
+
+
+def test_a_lock_refresh_writes_a_new_object_and_removes_the_old(tmp_path: Path) -> None:
+    """No service: the refresh contract on a memory store that counts puts per key."""
+    from vaultflow.repository.locks import list_locks
+    from vaultflow.storage import MemoryStore
+
+    puts: Counter[str] = Counter()
+
+    class CountingStore(MemoryStore):
+        def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+            puts[key] += 1
+            super().put(key, data, sync=sync)
+
+    repo = Repository.init(CountingStore(), PASSPHRASE)
+    with RepositoryLock(repo, "exclusive", "test") as held:
+        first = held.info
+        held.refresh()
+        held.refresh()
+        assert held.info is not None and first is not None and held.info.id != first.id
+        assert [lock.id for lock in list_locks(repo)] == [held.info.id]
+        held.check_held()
+    assert list_locks(repo) == []
+    assert max(puts.values()) == 1
+
+
+def test_prune_forget_and_extend_locks_through_the_flows_and_the_cli(
+        s3_server: S3Server, prefect_api: str, isolated_home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = lock_bucket(s3_server)
+    repo = locked_repo(s3_server, bucket)
+    old = take(repo, create(tmp_path / "a.db", rows=500))
+    take(repo, create(tmp_path / "a.db", rows=600))
+    env = {**s3_server.env(), "PREFECT_API_URL": prefect_api}
+    location = f"s3://{bucket}/{PREFIX}"
+    result = run(["prune", "--repo", location, "--keep-last", "1"], env)
+    assert result.returncode == 0, result.stderr
+    assert f"kept {old.id[:8]} until " in result.stdout and "(object lock)" in result.stdout
+    result = run(["forget", old.id, "--repo", location], env)
+    assert result.returncode == 0, result.stderr
+    assert "forgot 0 snapshot(s)" in result.stdout and f"kept {old.id[:8]} until " in result.stdout
+    assert old.id in repo.snapshot_ids()
+    from flows.maintenance import extend_locks as extend_flow
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    summary = extend_flow(repository=location)
+    assert int(str(summary["objects"])) > 2
