@@ -289,7 +289,12 @@ def test_object_lock_on_a_bucket_without_it_or_without_versioning_is_refused(s3_
     s3_server.client().put_bucket_versioning(Bucket=suspended, VersioningConfiguration={"Status": "Suspended"})
     one_line_refusal(run(["init", "--repo", f"s3://{suspended}/{PREFIX}", "--object-lock", "30"],
                          s3_server.env()), "versioning Suspended")
-    for bucket in (plain, suspended):
+    defaulted = lock_bucket(s3_server)  # a default retention would lock the lock objects too
+    s3_server.client().put_object_lock_configuration(Bucket=defaulted, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    one_line_refusal(run(["init", "--repo", f"s3://{defaulted}/{PREFIX}", "--object-lock", "30"],
+                         s3_server.env()), "has a default retention")
+    for bucket in (plain, suspended, defaulted):
         assert versions(s3_server, bucket) == (Counter(), Counter())
 
 

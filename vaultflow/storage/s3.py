@@ -287,18 +287,23 @@ class S3Store(ObjectStore):
 
     def check_object_lock(self) -> None:
         try:
-            lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
-            enabled = lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            lock = self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+            enabled = lock.get("ObjectLockEnabled") == "Enabled"
         except ClientError as exc:
             if _code(exc) not in ("ObjectLockConfigurationNotFoundError", "InvalidRequest"):
                 raise self._map(exc, "read object lock settings of", "(bucket)") from None
-            enabled = False
+            enabled, lock = False, {}
         except BotoCoreError as exc:
             raise self._map(exc, "read object lock settings of", "(bucket)") from None
         if not enabled:
             raise InputError(f"S3 bucket {self.bucket!r} at {self.endpoint} does not have object lock enabled",
                              "create a new bucket with object lock enabled (aws s3api create-bucket "
                              "--object-lock-enabled-for-bucket); it cannot be turned on later for vaultflow")
+        if lock.get("Rule", {}).get("DefaultRetention"):
+            raise InputError(f"S3 bucket {self.bucket!r} at {self.endpoint} has a default retention",
+                             "remove it (aws s3api put-object-lock-configuration with ObjectLockEnabled only): "
+                             "vaultflow sets each object's retention, and a default would retain the lock objects "
+                             "it must delete")
         try:
             status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
         except (ClientError, BotoCoreError) as exc:
