@@ -142,7 +142,7 @@ def test_a_multipart_upload_is_locked_too(s3_server: S3Server, tmp_path: Path) -
 
 
 def test_no_key_is_ever_written_twice(s3_server: S3Server, tmp_path: Path) -> None:
-    """init, a full, an incremental, lock refreshes, prune and forget: one version per key."""
+    """init, a full, an incremental, a differential, lock refreshes, prune and forget: one version per key."""
     bucket = lock_bucket(s3_server)
     repo = locked_repo(s3_server, bucket)
     src = create(tmp_path / "a.db", rows=3000)
@@ -153,6 +153,7 @@ def test_no_key_is_ever_written_twice(s3_server: S3Server, tmp_path: Path) -> No
         held.check_held()
     create(tmp_path / "a.db", rows=3500)
     take(repo, src, "incremental")
+    take(repo, src, "differential")  # holds the incremental's chunks, which its known set (the full's) lacks
     other = take(repo, create(tmp_path / "b.db", rows=800))
     take(repo, create(tmp_path / "b.db", rows=900))
     shorten(s3_server, bucket, snapshot_keys(other), datetime.now(UTC) + timedelta(seconds=3))

@@ -281,13 +281,17 @@ class Repository:
         prefix = f"chains/{chain}/chunks/"
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.store.list(prefix)}
 
-    def writer(self, chain: str, *, workers: int | None = None, known: dict[str, int] | None = None) -> ChunkWriter:
+    def writer(self, chain: str, *, workers: int | None = None, known: dict[str, int] | None = None,
+               repair: bool = False) -> ChunkWriter:
         """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds).
 
         `workers` (sealing and uploading threads per stream) defaults to the store's
         `concurrency`: 2 for a local disk, VAULTFLOW_STORAGE_CONCURRENCY (8) for object storage.
+        On an object-locked repository a chunk the chain holds is never put again (that would
+        add a version of the same key) unless `repair` asks to replace damaged ones.
         """
-        return ChunkWriter(self, chain, workers=workers or self.store.concurrency, known=known)
+        return ChunkWriter(self, chain, workers=workers or self.store.concurrency, known=known,
+                           reuse_chain=self.object_lock is not None and not repair)
 
     def read_stream(
         self,
@@ -388,11 +392,13 @@ class ChunkWriter:
     """
 
     def __init__(self, repo: Repository, chain: str, *, workers: int = 2,
-                 known: dict[str, int] | None = None) -> None:
+                 known: dict[str, int] | None = None, reuse_chain: bool = False) -> None:
         self.repo = repo
         self.chain = chain
         in_chain = repo.chain_chunks(chain)
-        self.known = dict(known) if known is not None else dict(in_chain)
+        # reuse_chain: chunks the chain holds count as known whatever `known` says (object lock:
+        # nothing is written twice; S3 puts are durable, so reusing one needs no sync either).
+        self.known = dict(in_chain) if known is None or reuse_chain else dict(known)
         # Chunks already in the chain may come from a run that died before syncing them;
         # those this writer reuses are synced before the stream is reported done, and one
         # it writes again (repair, differential) replaces a referenced object, so durably.
