@@ -374,3 +374,31 @@ def test_prune_forget_and_extend_locks_through_the_flows_and_the_cli(
         monkeypatch.setenv(name, value)
     summary = extend_flow(repository=location)
     assert int(str(summary["objects"])) > 2
+
+
+def test_a_manifest_delete_refused_after_planning_keeps_it_and_its_parents_whole(tmp_path: Path) -> None:
+    """No service: the store refuses one manifest delete the plan did not expect (its retention was
+    set meanwhile): that snapshot and the one it was taken on top of stay, with every chunk."""
+    from vaultflow.errors import ObjectLocked
+    from vaultflow.storage import MemoryStore
+
+    refused: set[str] = set()
+
+    class RefusingStore(MemoryStore):
+        def delete(self, key: str) -> None:
+            if key in refused:
+                raise ObjectLocked(f"{key} is retained", until="2030-01-01T00:00:00+00:00")
+            super().delete(key)
+
+    repo = Repository.init(RefusingStore(), PASSPHRASE)
+    src = create(tmp_path / "a.db", rows=600)
+    full = take(repo, src)
+    create(tmp_path / "a.db", rows=650)
+    incremental = take(repo, src, "incremental")
+    refused.add(SNAPSHOT_PREFIX + incremental.id)
+    plan = forget(repo, [full.id], with_dependents=True)
+    assert plan.forget == [] and sorted(plan.locked) == sorted([full.id, incremental.id])
+    assert plan.garbage == {} and plan.retained == {}
+    assert sorted(repo.snapshot_ids()) == sorted([full.id, incremental.id])
+    for key in snapshot_keys(full) + snapshot_keys(incremental):
+        assert repo.store.exists(key), key

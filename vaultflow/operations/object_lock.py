@@ -51,17 +51,25 @@ def retained_snapshots(repo: Repository, candidates: list[SnapshotManifest], man
 
 def delete_manifests(repo: Repository, doomed: list[SnapshotManifest], locked: dict[str, datetime]
                      ) -> list[SnapshotManifest]:
-    """Delete the manifests of `doomed`; one the store refuses as retained is added to `locked`
-    (with its date) instead. The snapshots actually forgotten, in order."""
-    gone = []
-    for m in doomed:
+    """Delete the manifests of `doomed`, newest first; one the store refuses as retained is added
+    to `locked` (with its date) instead, and so are the doomed snapshots it was taken on top of,
+    which are not deleted then. The snapshots actually forgotten, in the order of `doomed`."""
+    by_id = {m.id: m for m in doomed}
+    gone: set[str] = set()
+    for m in sorted(doomed, key=lambda m: (m.started_at, m.id), reverse=True):
+        if m.id in locked:
+            continue
         try:
             repo.store.delete(SNAPSHOT_PREFIX + m.id)
         except ObjectLocked as exc:
-            locked[m.id] = _parse(exc.until)
+            until = _parse(exc.until)
+            parent: str | None = m.id
+            while parent in by_id and parent not in gone:
+                locked[parent] = max(until, locked.get(parent, until))
+                parent = by_id[parent].parent
             continue
-        gone.append(m)
-    return gone
+        gone.add(m.id)
+    return [m for m in doomed if m.id in gone]
 
 
 def collect_garbage(repo: Repository, keys: Iterable[str]) -> dict[str, datetime]:
