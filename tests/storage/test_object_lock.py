@@ -402,3 +402,35 @@ def test_a_manifest_delete_refused_after_planning_keeps_it_and_its_parents_whole
     assert sorted(repo.snapshot_ids()) == sorted([full.id, incremental.id])
     for key in snapshot_keys(full) + snapshot_keys(incremental):
         assert repo.store.exists(key), key
+
+
+def test_copy_puts_a_chunk_that_repeats_in_a_stream_once() -> None:
+    """No service: into an object-locked destination a second put would be a second version."""
+    import io
+    import os
+
+    from vaultflow.operations.copy import copy_snapshots
+    from vaultflow.repository.manifest import SnapshotManifest as Manifest
+    from vaultflow.storage import MemoryStore
+
+    puts: Counter[str] = Counter()
+
+    class CountingStore(MemoryStore):
+        concurrency = 8
+
+        def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+            puts[key] += 1
+            super().put(key, data, sync=sync)
+
+    source = Repository.init(MemoryStore(), PASSPHRASE)
+    sid = new_object_id()
+    stream = source.writer(sid).write_stream("data", "sqlite3-file", io.BytesIO(os.urandom(3 * 2**20) * 4))
+    assert len({c.id for c in stream.chunks}) < len(stream.chunks)  # the stream repeats chunks
+    now = datetime.now(UTC)
+    source.save_manifest(Manifest(id=sid, chain=sid, engine="sqlite", server="local", database="a.db",
+                                  started_at=now, finished_at=now, hostname="h", vaultflow_version="0",
+                                  streams=[stream]))
+    dest = Repository.init(CountingStore(), PASSPHRASE)
+    copy_snapshots(source, dest)
+    chunk_puts = {k: n for k, n in puts.items() if k.startswith("chains/")}
+    assert chunk_puts and max(chunk_puts.values()) == 1
