@@ -49,8 +49,7 @@ def init(repo: RepoOpt = None, object_lock: ObjectLockOpt = None, lock_mode: Loc
     """Create an empty repository at a path, s3://bucket/prefix, az://container/prefix, or where a
     BackupRepository block points (with the block's passphrase).
 
-    --object-lock DAYS (S3 only) retains every object written for DAYS; `vaultflow extend-locks`
-    keeps the objects of kept snapshots retained (docs/storage.md, "Immutable storage").
+    With --object-lock DAYS (S3 only) every object is retained for DAYS (docs/storage.md).
     """
     lock = object_lock_settings(object_lock, lock_mode)
     location = require_repo(repo)
