@@ -276,7 +276,8 @@ def test_object_lock_on_local_or_azure_or_zero_days_is_refused(tmp_path: Path) -
     assert not local.exists()
     one_line_refusal(run(["init", "--repo", "az://backups/repo", "--object-lock", "30"],
                          {"AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}), "cannot lock objects")
-    one_line_refusal(run(["init", "--repo", str(local), "--object-lock", "0"], {}), "at least 1")
+    one_line_refusal(run(["init", "--repo", str(local), "--object-lock", "0"], {}), "from 1 to 36500")
+    one_line_refusal(run(["init", "--repo", str(local), "--object-lock", "99999999"], {}), "from 1 to 36500")
     one_line_refusal(run(["init", "--repo", str(local), "--object-lock", "3", "--lock-mode", "strict"], {}),
                      "--lock-mode")
     assert not local.exists()

@@ -24,6 +24,7 @@ from vaultflow.repository.repository import ObjectLockSettings
 from vaultflow.storage import open_store
 from vaultflow.storage.base import LockMode
 
+MAX_LOCK_DAYS = 36500  # S3 accepts up to 100 years
 ObjectLockOpt = Annotated[int | None, typer.Option(
     "--object-lock", metavar="DAYS",
     help="S3 only: write every object retained by S3 Object Lock for DAYS (a bucket created with object lock).")]
@@ -37,8 +38,8 @@ def object_lock_settings(days: int | None, mode: str) -> ObjectLockSettings | No
         raise InputError(f"unknown --lock-mode {mode!r}", "choose governance or compliance")
     if days is None:
         return None
-    if days < 1:
-        raise InputError(f"--object-lock {days} is not a number of days of at least 1",
+    if not 1 <= days <= MAX_LOCK_DAYS:
+        raise InputError(f"--object-lock {days} is not a number of days from 1 to {MAX_LOCK_DAYS}",
                          "give e.g. --object-lock 30 (longer than the longest retention you keep snapshots for)")
     return ObjectLockSettings(cast(LockMode, mode), timedelta(days=days))
 
