@@ -245,6 +245,10 @@ def test_extend_locks_extends_reused_chunks_and_leaves_forgotten_ones(s3_server:
     assert abs(head(s3_server, bucket, SNAPSHOT_PREFIX + full.id)["ObjectLockRetainUntilDate"] - far) \
         < timedelta(seconds=2)
     assert CONFIG_KEY in plan.extended  # the only copy of the wrapped key stays retained too
+    from vaultflow.audit import records
+
+    done = [r for r in records(repo) if r.action == "extend-locks"]
+    assert len(done) == 1 and done[0].outcome == "succeeded" and f"{len(plan.extended)} of" in done[0].detail
 
 
 def test_extend_locks_on_a_repository_without_lock_is_refused(tmp_path: Path) -> None:
