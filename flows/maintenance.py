@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Annotated, Literal, Self
 
 from prefect import flow
@@ -11,7 +12,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from blocks.parameters import RepositoryChoice
 from blocks.resolve import block_label
-from tasks.maintenance import copy_repository, forget_snapshots, prune_repository, verify_repository
+from tasks.maintenance import (
+    copy_repository,
+    extend_repository_locks,
+    forget_snapshots,
+    prune_repository,
+    verify_repository,
+)
 from tasks.reporting import error_line, publish_repository_event, publish_snapshots_deleted, publish_stats
 from vaultflow.errors import IntegrityError
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy, parse_duration, preset
@@ -100,13 +107,14 @@ def retention(
     publish_stats(catalog_url, repository_id)
     rows = [{"snapshot": m.short_id, "database": m.database, "taken": m.started_at.isoformat(timespec="seconds"),
              "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
-            for m in plan.forget]
+            for m in plan.forget] + _lock_rows(plan.locked)
     create_table_artifact(key="vaultflow-retention", table=rows or [{"snapshot": "-", "action": "nothing to forget"}],
                           description=f"Retention ({rules.preset}"
                           f"{f', {len(policy_for)} per-database rule(s)' if policy_for else ''}"
                           f"{', dry run' if dry_run else ''})")
     return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget], "kept": sorted(plan.keep),
-            "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed}
+            "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed, **_lock_result(plan.locked,
+                                                                                                 plan.retained)}
 
 
 @flow(name="forget", validate_parameters=True)
@@ -132,14 +140,44 @@ def forget(
         publish_stats(catalog_url, repository_id)
     rows = [{"snapshot": m.short_id, "database": m.database, "kind": m.kind,
              "taken": m.started_at.isoformat(timespec="seconds"), "stored_bytes": m.stored_size,
-             "action": "would forget" if dry_run else "forgotten"} for m in plan.forget]
+             "action": "would forget" if dry_run else "forgotten"} for m in plan.forget] + _lock_rows(plan.locked)
     create_table_artifact(key="vaultflow-forget", table=rows,
                           description=f"Forget{' (dry run)' if dry_run else ''}: {plan.bytes_freed} bytes "
                                       f"in {len(plan.garbage)} chunk object(s)")
     return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget],
             "snapshots": [{"id": m.id, "database": m.database, "kind": m.kind,
                            "taken": m.started_at.isoformat(timespec="seconds")} for m in plan.forget],
-            "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed}
+            "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed,
+            **_lock_result(plan.locked, plan.retained)}
+
+
+def _lock_rows(locked: dict[str, datetime]) -> list[dict[str, object]]:
+    return [{"snapshot": sid[:8], "action": f"kept until {until:%Y-%m-%dT%H:%M:%SZ} (object lock)"}
+            for sid, until in sorted(locked.items())]
+
+
+def _lock_result(locked: dict[str, datetime], retained: dict[str, datetime]) -> dict[str, object]:
+    """The object-lock part of a prune or forget result: snapshots kept (id -> until) and
+    unreferenced chunk objects the store still retains."""
+    return {"kept_by_lock": {sid: until.isoformat(timespec="seconds") for sid, until in sorted(locked.items())},
+            "retained_chunk_objects": len(retained)}
+
+
+@flow(name="extend-locks", validate_parameters=True)
+def extend_locks(repository: RepositoryParam = None) -> dict[str, object]:
+    """Extend the object lock of every object the remaining snapshots need to now + the
+    repository's lock period where it ends sooner (never shortened). Run it with the admin identity,
+    more often than the lock period."""
+    ref = _repository_ref(repository)
+    try:
+        plan = extend_repository_locks(repository)
+    except BaseException as exc:
+        publish_repository_event("extend-locks", "failed", ref, {"error": error_line(exc)})
+        raise
+    publish_repository_event("extend-locks", "succeeded", ref, {"objects": plan.objects,
+                                                                "extended": len(plan.extended)})
+    return {"objects": plan.objects, "extended": len(plan.extended),
+            "until": plan.until.isoformat(timespec="seconds")}
 
 
 @flow(name="verify", validate_parameters=True)

@@ -13,6 +13,7 @@ from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.operations.copy import CopyResult, copy_snapshots
 from vaultflow.operations.forget import ForgetPlan, forget
+from vaultflow.operations.object_lock import ExtendPlan, extend_locks
 from vaultflow.operations.prune import PrunePlan, prune
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy
 from vaultflow.operations.verify import SnapshotVerdict, verify_snapshots
@@ -34,6 +35,9 @@ def _drop_forgotten(plan: PrunePlan | ForgetPlan, catalog_url: str | None, dry_r
     get_run_logger().info("%s %d snapshot(s), %d chunk object(s), %d bytes",
                           "would forget" if dry_run else "forgot", len(plan.forget), len(plan.garbage),
                           plan.bytes_freed)
+    if plan.locked:
+        get_run_logger().info("kept %d snapshot(s) retained by object lock until %s", len(plan.locked),
+                              max(plan.locked.values()).isoformat(timespec="seconds"))
 
 
 @task(name="prune-repository", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
@@ -79,3 +83,13 @@ def copy_repository(source: RepositoryChoice | None, destination: RepositoryChoi
                           len(result.copied), src.store.describe(), dest.store.describe(),
                           len(result.already_there), result.chunks_written, result.chunks_reused)
     return result
+
+
+@task(name="extend-locks", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def extend_repository_locks(repository: RepositoryChoice | None) -> ExtendPlan:
+    """Extend the object lock of everything the remaining snapshots need (run with the admin identity)."""
+    repo, _ = _open(repository)
+    plan = extend_locks(repo)
+    get_run_logger().info("extended %d of %d object(s) to %s", len(plan.extended), plan.objects,
+                          plan.until.isoformat(timespec="seconds"))
+    return plan

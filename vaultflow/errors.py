@@ -110,3 +110,15 @@ class SourceUnreadable(VaultflowError):
 class BackupSetIncomplete(VaultflowError):
     """A file tree of a backup set failed after other members were written: each written
     snapshot is whole, the set is not (`vaultflow show` says which member is missing)."""
+
+
+class ObjectLocked(VaultflowError):
+    """The store refused to delete an object version that object lock retains until `until`
+    (an ISO 8601 UTC timestamp, or "" when the store did not say): an expected state, not damage."""
+
+    def __init__(self, what: str, fix: str = "", until: str = "") -> None:
+        self.until = until
+        super().__init__(what, fix)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (self.__class__, (self.what, self.fix, self.until))

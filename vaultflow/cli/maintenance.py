@@ -71,6 +71,33 @@ def prune(
                  f"kept {len(cast(list[str], result['kept']))}; "
                  f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
                  f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+    _print_kept_by_lock(result)
+
+
+def _print_kept_by_lock(result: dict[str, object]) -> None:
+    """One line per snapshot an object lock kept, and one for retained unreferenced chunks."""
+    for sid, until in cast(dict[str, str], result.get("kept_by_lock") or {}).items():
+        stdout.print(f"kept {sid[:8]} until {until} (object lock)", highlight=False)
+    retained = int(str(result.get("retained_chunk_objects") or 0))
+    if retained:
+        stdout.print(f"{retained} unreferenced chunk object(s) retained by object lock; a later prune deletes "
+                     "them", highlight=False)
+
+
+@handles_errors
+def extend_locks(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
+    """Extend the object lock of every object the remaining snapshots need (S3 object-locked
+    repositories; run with credentials allowed s3:PutObjectRetention, more often than the lock period)."""
+    from vaultflow.operations.object_lock import extend_locks as extend
+
+    opened, _ = open_repo(repo)
+    plan = extend(opened)
+    if json_out:
+        print_json({"objects": plan.objects, "extended": len(plan.extended),
+                    "until": plan.until.isoformat(timespec="seconds")})
+        return
+    stdout.print(f"extended the lock of {len(plan.extended)} of {plan.objects} object(s) the snapshots need to "
+                 f"{plan.until:%Y-%m-%dT%H:%M:%SZ}", highlight=False)
 
 
 def _glob_and_preset(text: str) -> tuple[str, str]:
@@ -117,6 +144,7 @@ def forget(
     stdout.print(f"{'would forget' if dry_run else 'forgot'} {len(forgotten)} snapshot(s): {listed}; "
                  f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
                  f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+    _print_kept_by_lock(result)
 
 
 @handles_errors

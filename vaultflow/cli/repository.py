@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, cast
 
 import typer
 
@@ -17,27 +18,59 @@ from vaultflow.cli.app import (
     require_repo,
 )
 from vaultflow.cli.output import error, print_json, print_table, stdout
+from vaultflow.errors import InputError
 from vaultflow.operations.init import init_repository
+from vaultflow.repository.repository import ObjectLockSettings
 from vaultflow.storage import open_store
+from vaultflow.storage.base import LockMode
+
+MAX_LOCK_DAYS = 36500  # S3 accepts up to 100 years
+ObjectLockOpt = Annotated[int | None, typer.Option(
+    "--object-lock", metavar="DAYS",
+    help="S3 only: write every object retained by S3 Object Lock for DAYS (a bucket created with object lock).")]
+LockModeOpt = Annotated[str, typer.Option(
+    "--lock-mode", help="governance (an admin with bypass rights may shorten it) or compliance (nobody can).")]
+
+
+def object_lock_settings(days: int | None, mode: str) -> ObjectLockSettings | None:
+    """The lock `init --object-lock DAYS --lock-mode MODE` asks for; DAYS below 1 is refused."""
+    if mode not in ("governance", "compliance"):
+        raise InputError(f"unknown --lock-mode {mode!r}", "choose governance or compliance")
+    if days is None:
+        return None
+    if not 1 <= days <= MAX_LOCK_DAYS:
+        raise InputError(f"--object-lock {days} is not a number of days from 1 to {MAX_LOCK_DAYS}",
+                         "give e.g. --object-lock 30 (longer than the longest retention you keep snapshots for)")
+    return ObjectLockSettings(cast(LockMode, mode), timedelta(days=days))
 
 
 @handles_errors
-def init(repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
+def init(repo: RepoOpt = None, object_lock: ObjectLockOpt = None, lock_mode: LockModeOpt = "governance",
+         json_out: JsonOpt = False) -> None:
     """Create an empty repository at a path, s3://bucket/prefix, az://container/prefix, or where a
-    BackupRepository block points (with the block's passphrase)."""
+    BackupRepository block points (with the block's passphrase).
+
+    With --object-lock DAYS (S3 only) every object is retained for DAYS (docs/storage.md).
+    """
+    lock = object_lock_settings(object_lock, lock_mode)
     location = require_repo(repo)
     if is_location(location):
-        created = init_repository(open_store(location), ask_passphrase(confirm=True))
+        store = open_store(location)
+        if lock is not None:
+            store.check_object_lock()  # refused before the passphrase is asked for
+        created = init_repository(store, ask_passphrase(confirm=True), object_lock=lock)
     else:
         from blocks.resolve import resolve_repository
 
         resolved = resolve_repository(location)
         assert resolved.passphrase is not None
-        created = init_repository(resolved.store(), resolved.passphrase.get_secret_value())
+        created = init_repository(resolved.store(), resolved.passphrase.get_secret_value(), object_lock=lock)
     if json_out:
-        print_json({"repository_id": created.id, "location": created.store.describe()})
+        print_json({"repository_id": created.id, "location": created.store.describe(),
+                    "object_lock": lock.to_json() if lock is not None else None})
     else:
-        stdout.print(f"created repository {created.id[:8]} at {created.store.describe()}")
+        suffix = f", every object written under a {lock.describe()}" if lock is not None else ""
+        stdout.print(f"created repository {created.id[:8]} at {created.store.describe()}{suffix}")
 
 
 @handles_errors

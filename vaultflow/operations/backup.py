@@ -160,7 +160,7 @@ def backup_database(
                 known = {}
             elif plan.kind == "differential" and parent is not None:
                 known = {c.id: c.stored for s in parent.streams for c in s.chunks}
-            writer = repo.writer(plan.chain, known=known)
+            writer = repo.writer(plan.chain, known=known, repair=request.repair)
             previous = parent.streams if parent is not None and not request.repair else None
             with engine.open_dump(table_checksums=request.table_checksums, timeout=request.timeout_seconds,
                                   include_tables=include_tables, exclude_tables=exclude_tables,

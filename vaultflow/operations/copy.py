@@ -66,6 +66,7 @@ class _ChunkCopier:
         self.source, self.dest, self.manifest, self.known, self.result = source, dest, manifest, known, result
         self.reused: set[str] = set()
         self._lock = threading.Lock()
+        self._pending: dict[str, threading.Event] = {}  # chunk id -> set once its put ended
 
     def copy_stream(self, stream: StreamManifest) -> StreamManifest:
         workers = max(self.source.store.concurrency, self.dest.store.concurrency)
@@ -76,15 +77,26 @@ class _ChunkCopier:
     def _copy_chunk(self, ref: ChunkRef) -> ChunkRef:
         data = self.source.load_chunk(self.manifest.id, self.manifest.chain, ref)
         cid = self.dest.sealer.chunk_id(data)
-        with self._lock:
-            stored = self.known.get(cid)
-            if stored is not None:
-                self.reused.add(cid)
-                self.result.chunks_reused += 1
-                return ChunkRef(id=cid, size=ref.size, stored=stored)
-        new = self.dest.put_chunk(self.manifest.chain, data)
-        with self._lock:
-            self.known[cid] = new.stored
-            self.result.chunks_written += 1
-            self.result.bytes_written += new.stored
+        while True:  # a chunk twice in a stream is put once: the second waits for the first's put
+            with self._lock:
+                stored = self.known.get(cid)
+                if stored is not None:
+                    self.reused.add(cid)
+                    self.result.chunks_reused += 1
+                    return ChunkRef(id=cid, size=ref.size, stored=stored)
+                pending = self._pending.get(cid)
+                if pending is None:
+                    done = self._pending[cid] = threading.Event()
+                    break
+            pending.wait()  # if that put failed, this one tries
+        try:
+            new = self.dest.put_chunk(self.manifest.chain, data)
+            with self._lock:
+                self.known[cid] = new.stored
+                self.result.chunks_written += 1
+                self.result.bytes_written += new.stored
+        finally:
+            with self._lock:
+                del self._pending[cid]
+            done.set()
         return new

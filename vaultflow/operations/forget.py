@@ -11,19 +11,23 @@ Order as for prune (docs/design.md): exclusive lock, manifests first, then unref
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from vaultflow.audit import audited
 from vaultflow.errors import InputError
-from vaultflow.operations.prune import collect_garbage, garbage
+from vaultflow.operations import object_lock
+from vaultflow.operations.prune import finish, garbage, locked_note
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
 from vaultflow.repository.manifest import SnapshotManifest
-from vaultflow.repository.repository import SNAPSHOT_PREFIX, Repository
+from vaultflow.repository.repository import Repository
 
 
 @dataclass
 class ForgetPlan:
     forget: list[SnapshotManifest] = field(default_factory=list)  # oldest first
     garbage: dict[str, int] = field(default_factory=dict)  # chunk key -> stored size
+    locked: dict[str, datetime] = field(default_factory=dict)  # snapshot id -> kept until (object lock)
+    retained: dict[str, datetime] = field(default_factory=dict)  # garbage chunk key the store retains -> until
     dry_run: bool = True
 
     @property
@@ -64,24 +68,26 @@ def plan_forget(repo: Repository, refs: list[str], *, with_dependents: bool = Fa
                              f"taken on top of it: {listed}",
                              "forget those too (--with-dependents), or forget only the newest ones")
         chosen.update((d.id, d) for d in others)
-    remaining = [m for m in manifests if m.id not in chosen]
-    return ForgetPlan(forget=sorted(chosen.values(), key=lambda m: (m.started_at, m.id)),
-                      garbage=garbage(repo, remaining))
+    locked = object_lock.retained_snapshots(repo, list(chosen.values()), manifests, datetime.now(UTC))
+    remaining = [m for m in manifests if m.id not in chosen or m.id in locked]
+    return ForgetPlan(forget=sorted((m for m in chosen.values() if m.id not in locked),
+                                    key=lambda m: (m.started_at, m.id)),
+                      garbage=garbage(repo, remaining), locked=locked)
 
 
 def forget(repo: Repository, refs: list[str], *, with_dependents: bool = False, dry_run: bool = False
            ) -> ForgetPlan:
     """Delete the chosen snapshots' manifests, then every chunk no remaining manifest names.
-    A dry run takes no lock and changes nothing."""
+    A snapshot still retained by object lock (and what it was taken on top of) is kept whole,
+    in `plan.locked` with its date. A dry run takes no lock and changes nothing."""
     if dry_run:
         return plan_forget(repo, refs, with_dependents=with_dependents)
     with audited(repo, "forget", object=" ".join(refs)) as note, RepositoryLock(repo, "exclusive", "forget"):
         remove_stale_locks(repo)
         plan = plan_forget(repo, refs, with_dependents=with_dependents)
         plan.dry_run = False
-        for m in plan.forget:
-            repo.store.delete(SNAPSHOT_PREFIX + m.id)
-        collect_garbage(repo, plan.garbage)
+        finish(repo, plan)
         note.object = " ".join(m.id for m in plan.forget)
-        note.detail = f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed"
+        note.detail = (f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed"
+                       + locked_note(plan.locked, plan.retained))
     return plan

@@ -4,19 +4,23 @@ Order (docs/design.md): under an exclusive repository lock, delete the forgotten
 first, then every chunk object that no remaining manifest references. Chunks of a backup
 that is still running are safe because that backup holds a shared lock, so prune cannot
 start; chunks left by a crashed backup (no manifest, stale lock) are garbage and go.
+On an object-locked repository a snapshot still retained is kept whole and reported with its
+date (`operations/object_lock.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from vaultflow.audit import audited
+from vaultflow.operations import object_lock
 from vaultflow.operations.retention import PolicyFor, RetentionPolicy, SnapshotFacts, decide
 from vaultflow.operations.share import expired_exports, remove_expired_exports
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
 from vaultflow.repository.manifest import SnapshotManifest
-from vaultflow.repository.repository import SNAPSHOT_PREFIX, Repository, chunk_key
+from vaultflow.repository.repository import Repository, chunk_key
 
 
 def database_key(m: SnapshotManifest) -> str:
@@ -37,6 +41,8 @@ class PrunePlan:
     forget: list[SnapshotManifest] = field(default_factory=list)
     garbage: dict[str, int] = field(default_factory=dict)  # chunk key -> stored size
     expired_exports: list[str] = field(default_factory=list)  # exported objects whose links all expired
+    locked: dict[str, datetime] = field(default_factory=dict)  # snapshot id -> kept until (object lock)
+    retained: dict[str, datetime] = field(default_factory=dict)  # garbage chunk key the store retains -> until
     dry_run: bool = True
 
     @property
@@ -50,12 +56,15 @@ def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datet
     `proven`: ids of snapshots a restore drill passed (the newest of each database is kept)."""
     manifests = list(repo.manifests())
     decision = decide(facts(manifests, proven), policy, now)
-    kept = [m for m in manifests if m.id in decision.keep]
+    doomed = [m for m in manifests if m.id not in decision.keep]
+    locked = object_lock.retained_snapshots(repo, doomed, manifests, now)
+    kept = [m for m in manifests if m.id in decision.keep or m.id in locked]
     return PrunePlan(
         keep=decision.keep,
-        forget=[m for m in manifests if m.id not in decision.keep],
+        forget=[m for m in doomed if m.id not in locked],
         garbage=garbage(repo, kept),
         expired_exports=expired_exports(repo, now)[0],
+        locked=locked,
     )
 
 
@@ -65,10 +74,30 @@ def garbage(repo: Repository, remaining: list[SnapshotManifest]) -> dict[str, in
     return {info.key: info.size for info in repo.store.list("chains/") if info.key not in referenced}
 
 
-def collect_garbage(repo: Repository, keys: dict[str, int]) -> None:
-    """Delete unreferenced chunks; only under the exclusive lock, after the manifests went."""
-    for key in keys:
-        repo.store.delete(key)
+def collect_garbage(repo: Repository, keys: dict[str, int]) -> dict[str, datetime]:
+    """Delete unreferenced chunks; only under the exclusive lock, after the manifests went.
+    Returns those the store retains (object lock): key -> until; they stay garbage."""
+    return object_lock.collect_garbage(repo, keys)
+
+
+def finish(repo: Repository, plan: PrunePlan | ForgetLike) -> None:
+    """Delete `plan.forget`'s manifests, then the chunks no remaining manifest names. A manifest
+    the store refuses as retained moves to `plan.locked`, and garbage is computed again over what
+    really remains, so no chunk of a kept snapshot goes."""
+    planned = len(plan.forget)
+    plan.forget = object_lock.delete_manifests(repo, plan.forget, plan.locked)
+    if len(plan.forget) != planned:
+        plan.garbage = garbage(repo, list(repo.manifests()))
+    plan.retained = collect_garbage(repo, plan.garbage)
+    for key in plan.retained:
+        plan.garbage.pop(key, None)
+
+
+class ForgetLike(Protocol):
+    forget: list[SnapshotManifest]
+    garbage: dict[str, int]
+    locked: dict[str, datetime]
+    retained: dict[str, datetime]
 
 
 def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, *, dry_run: bool = False,
@@ -80,11 +109,21 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
         remove_stale_locks(repo)
         plan = plan_prune(repo, policy, now, proven=proven)
         plan.dry_run = False
-        for m in plan.forget:
-            repo.store.delete(SNAPSHOT_PREFIX + m.id)
-        collect_garbage(repo, plan.garbage)
+        finish(repo, plan)
         plan.expired_exports = remove_expired_exports(repo, now)
         note.object = " ".join(m.id for m in plan.forget)
         note.detail = (f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed, "
-                       f"{len(plan.expired_exports)} expired export(s) removed")
+                       f"{len(plan.expired_exports)} expired export(s) removed"
+                       + locked_note(plan.locked, plan.retained))
     return plan
+
+
+def locked_note(locked: dict[str, datetime], retained: dict[str, datetime]) -> str:
+    """'; kept 2 snapshot(s) until <date> (object lock)' for a record or a summary; '' if none."""
+    parts = []
+    if locked:
+        parts.append(f"kept {len(locked)} snapshot(s) until {max(locked.values()):%Y-%m-%dT%H:%M:%SZ} (object lock)")
+    if retained:
+        parts.append(f"{len(retained)} unreferenced chunk object(s) retained until "
+                     f"{max(retained.values()):%Y-%m-%dT%H:%M:%SZ} (object lock)")
+    return "".join(f"; {p}" for p in parts)

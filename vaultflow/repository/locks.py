@@ -4,6 +4,12 @@ A lock is a sealed object `locks/<id>` naming its holder. Taking one: write ours
 the others; if one conflicts and is not stale, remove ours and fail (or wait and try again).
 A holder refreshes its lock every REFRESH seconds; a lock is stale when it was not
 refreshed for STALE seconds, or when its process is gone from this host.
+
+A refresh writes a new object under a new id, then deletes the one before, so no key is
+ever written twice (object-locked repositories overwrite nothing in place), and a listing
+always finds at least one object of a live holder. Lock objects are written without object
+lock retention (`UNLOCKED_PREFIXES`) and deleted as usual: a lock protects no data, and a
+lost one only lets prune start sooner, which R21's shared-lock check covers.
 """
 
 from __future__ import annotations
@@ -138,11 +144,24 @@ class RepositoryLock:
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH):
             if self.info is not None and not self._stop.is_set():
-                self.info = LockInfo(**{**asdict(self.info), "refreshed": time.time()})
-                try:
-                    self._write(self.info)
-                except Exception:  # noqa: BLE001 - a missed refresh is retried next round
-                    pass
+                self.refresh()
+
+    def refresh(self) -> None:
+        """Write the lock anew under a new id, then delete the previous object; a failed write
+        keeps the old one (retried next round), a failed delete leaves it to go stale."""
+        old = self.info
+        if old is None:
+            return
+        new = LockInfo(**{**asdict(old), "id": new_object_id(), "refreshed": time.time()})
+        try:
+            self._write(new)
+        except Exception:  # noqa: BLE001 - a missed refresh is retried next round
+            return
+        self.info = new
+        try:
+            self.repo.store.delete(LOCK_PREFIX + old.id)
+        except Exception:  # noqa: BLE001 - it ages into a stale lock and is removed then
+            pass
 
     def check_held(self) -> None:
         """Raise unless our lock object still exists (it can vanish if another host took it

@@ -17,13 +17,14 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import IO, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import IO, Protocol, cast
 
 import pyfastcdc
 
 from vaultflow.errors import (
     AmbiguousSnapshot,
+    InputError,
     IntegrityError,
     RepositoryError,
     RepositoryNotInitialised,
@@ -33,7 +34,7 @@ from vaultflow.errors import (
 )
 from vaultflow.repository.crypto import KdfParams, MasterKeys, Sealer, SealError, b64, unb64
 from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest, new_stream_hasher
-from vaultflow.storage.base import ObjectStore
+from vaultflow.storage.base import LockMode, ObjectLockPolicy, ObjectStore
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "vaultflow-repository"
@@ -66,6 +67,42 @@ class ChunkerParams:
     normalization: int = 2
 
 
+UNLOCKED_PREFIXES = ("locks/", "exports/", "links/")
+"""Written without object lock retention and deleted as usual: repository locks (rewritten
+while held, and protecting no data), plaintext exports and their link records (which must go
+when their links expire)."""
+
+
+@dataclass(frozen=True)
+class ObjectLockSettings:
+    """A repository's object lock, recorded in its config as `object_lock`: every object
+    outside UNLOCKED_PREFIXES is written retained in `mode` for `period` from its put."""
+
+    mode: LockMode
+    period: timedelta
+
+    def to_json(self) -> dict[str, object]:
+        return {"mode": self.mode, "period_seconds": int(self.period.total_seconds())}
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> ObjectLockSettings | None:
+        raw = config.get("object_lock")
+        if not isinstance(raw, dict):
+            return None
+        mode = str(raw.get("mode"))
+        if mode not in ("governance", "compliance"):
+            raise RepositoryError(f"repository config names an unknown object lock mode {mode!r}",
+                                  "use a vaultflow release that reads it")
+        return cls(cast(LockMode, mode), timedelta(seconds=int(str(raw.get("period_seconds")))))
+
+    def policy(self) -> ObjectLockPolicy:
+        return ObjectLockPolicy(self.mode, self.period, UNLOCKED_PREFIXES)
+
+    def describe(self) -> str:
+        days = self.period / timedelta(days=1)
+        return f"{self.mode} lock for {days:g} day(s)" if days >= 1 else f"{self.mode} lock for {self.period}"
+
+
 def new_object_id() -> str:
     return os.urandom(16).hex()
 
@@ -86,6 +123,9 @@ class Repository:
         # Configs written before `normalization` existed were cut with pyfastcdc's default, 1.
         self.chunker = ChunkerParams(**{"normalization": 1, **{k: int(v) for k, v in chunker.items()}})
         self.keys = keys
+        self.object_lock = ObjectLockSettings.from_config(config)
+        if self.object_lock is not None:
+            store.use_object_lock(self.object_lock.policy())
         self.sealer = Sealer(keys, level=int(str(config.get("compression_level", DEFAULT_COMPRESSION_LEVEL))))
 
     # -- lifecycle -------------------------------------------------------------------
@@ -99,8 +139,16 @@ class Repository:
         kdf: KdfParams | None = None,
         chunker: ChunkerParams | None = None,
         compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+        object_lock: ObjectLockSettings | None = None,
     ) -> Repository:
-        """Create a new repository; refuse if the location already holds one."""
+        """Create a new repository; refuse if the location already holds one. With `object_lock`,
+        the store must hold locked objects (`check_object_lock`), and everything written from the
+        config on is retained; nothing is written when that check fails."""
+        if object_lock is not None:
+            if object_lock.period < timedelta(seconds=1):
+                raise InputError(f"an object lock of {object_lock.period} is too short",
+                                 "give --object-lock DAYS of at least 1")
+            store.check_object_lock()
         if store.exists(CONFIG_KEY):
             raise RepositoryError(
                 f"a repository already exists at {store.describe()}",
@@ -125,6 +173,9 @@ class Repository:
             "chunk_id": "blake3-keyed",
             "kdf": kdf.to_json(),
         }
+        if object_lock is not None:
+            config["object_lock"] = object_lock.to_json()
+            store.use_object_lock(object_lock.policy())
         # The wrapping authenticates the id and the chunker settings along with the keys.
         config["key"] = b64(keys.wrap(kdf.derive(passphrase), _key_aad(config)))
         store.put(CONFIG_KEY, json.dumps(config, indent=2).encode())
@@ -230,13 +281,17 @@ class Repository:
         prefix = f"chains/{chain}/chunks/"
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.store.list(prefix)}
 
-    def writer(self, chain: str, *, workers: int | None = None, known: dict[str, int] | None = None) -> ChunkWriter:
+    def writer(self, chain: str, *, workers: int | None = None, known: dict[str, int] | None = None,
+               repair: bool = False) -> ChunkWriter:
         """A writer into `chain` that reuses `known` chunks (default: every chunk the chain holds).
 
         `workers` (sealing and uploading threads per stream) defaults to the store's
         `concurrency`: 2 for a local disk, VAULTFLOW_STORAGE_CONCURRENCY (8) for object storage.
+        On an object-locked repository a chunk the chain holds is never put again (that would
+        add a version of the same key) unless `repair` asks to replace damaged ones.
         """
-        return ChunkWriter(self, chain, workers=workers or self.store.concurrency, known=known)
+        return ChunkWriter(self, chain, workers=workers or self.store.concurrency, known=known,
+                           reuse_chain=self.object_lock is not None and not repair)
 
     def read_stream(
         self,
@@ -337,11 +392,13 @@ class ChunkWriter:
     """
 
     def __init__(self, repo: Repository, chain: str, *, workers: int = 2,
-                 known: dict[str, int] | None = None) -> None:
+                 known: dict[str, int] | None = None, reuse_chain: bool = False) -> None:
         self.repo = repo
         self.chain = chain
         in_chain = repo.chain_chunks(chain)
-        self.known = dict(known) if known is not None else dict(in_chain)
+        # reuse_chain: chunks the chain holds count as known whatever `known` says (object lock:
+        # nothing is written twice; S3 puts are durable, so reusing one needs no sync either).
+        self.known = dict(in_chain) if known is None or reuse_chain else dict(known)
         # Chunks already in the chain may come from a run that died before syncing them;
         # those this writer reuses are synced before the stream is reported done, and one
         # it writes again (repair, differential) replaces a referenced object, so durably.
@@ -453,6 +510,8 @@ class ChunkWriter:
 
 def _key_aad(config: dict[str, object]) -> bytes:
     bound = {k: config.get(k) for k in ("format", "version", "id", "chunker", "compression_level")}
+    if "object_lock" in config:  # bound too, so a config rewritten without its lock fails the key check
+        bound["object_lock"] = config["object_lock"]
     return b"vaultflow-key:" + json.dumps(bound, sort_keys=True).encode()
 
 

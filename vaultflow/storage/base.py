@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from vaultflow.errors import InputError, VaultflowError
 
@@ -50,6 +50,29 @@ class SignedUrl:
 
     url: str = field(repr=False)
     expires_at: datetime
+
+
+LockMode = Literal["governance", "compliance"]
+
+
+@dataclass(frozen=True)
+class ObjectLockPolicy:
+    """Write-once retention for every object a store puts from now on: S3 Object Lock `mode`,
+    retained until the put's time + `period`. Keys under `exempt_prefixes` are written without
+    retention (objects that are rewritten or must go at a time of their own, e.g. `locks/`)."""
+
+    mode: LockMode
+    period: timedelta
+    exempt_prefixes: tuple[str, ...] = ()
+
+    def applies_to(self, key: str) -> bool:
+        return not any(key.startswith(prefix) for prefix in self.exempt_prefixes)
+
+
+def object_lock_unsupported(store: ObjectStore) -> InputError:
+    return InputError(f"{store.describe()} cannot lock objects (object lock needs S3)",
+                      "use an s3:// repository on a bucket created with object lock enabled, or leave out "
+                      "--object-lock")
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,26 @@ class ObjectStore(ABC):
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    # -- object lock (S3 only; every other store refuses it) ----------------------------
+
+    def check_object_lock(self) -> None:
+        """Raise InputError (one line) unless this store can hold locked objects: S3 with
+        Object Lock enabled on the bucket (which implies versioning)."""
+        raise object_lock_unsupported(self)
+
+    def use_object_lock(self, policy: ObjectLockPolicy) -> None:
+        """Put every later object with `policy`'s retention, and make `delete` remove every
+        version of a key (raising `ObjectLocked` for a version still retained)."""
+        raise object_lock_unsupported(self)
+
+    def retained_until(self, key: str) -> datetime | None:
+        """The retain-until date of `key`'s current version; None when unlocked or missing."""
+        return None
+
+    def extend_retention(self, key: str, until: datetime) -> None:
+        """Set `key`'s current version's retain-until to `until` (callers never shorten it)."""
+        raise object_lock_unsupported(self)
 
     def put_file(self, key: str, path: Path) -> None:
         """Store a file of any size as one object (remote stores stream it in parts)."""

@@ -12,9 +12,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from vaultflow.errors import StorageUnwritable, TransientError
-from vaultflow.storage.base import ObjectInfo, ObjectStore
+from vaultflow.storage.base import ObjectInfo, ObjectLockPolicy, ObjectStore
 
 ALL_OPERATIONS = frozenset({"put", "get", "stat", "list", "delete", "sync"})
 
@@ -116,3 +117,17 @@ class FaultInjectingStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._maybe_fail("delete", key)
         self.inner.delete(key)
+
+    def check_object_lock(self) -> None:
+        self.inner.check_object_lock()
+
+    def use_object_lock(self, policy: ObjectLockPolicy) -> None:
+        self.inner.use_object_lock(policy)
+
+    def retained_until(self, key: str) -> datetime | None:
+        self._maybe_fail("stat", key)
+        return self.inner.retained_until(key)
+
+    def extend_retention(self, key: str, until: datetime) -> None:
+        self._maybe_fail("put", key)
+        self.inner.extend_retention(key, until)

@@ -13,12 +13,12 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from vaultflow.errors import ConnectionFailed, TransientError
-from vaultflow.storage.base import ObjectInfo, ObjectStore, SignedUrl
+from vaultflow.storage.base import ObjectInfo, ObjectLockPolicy, ObjectStore, SignedUrl
 
 T = TypeVar("T")
 
@@ -88,6 +88,18 @@ class RetryingStore(ObjectStore):
 
     def download_url(self, key: str, expires: timedelta) -> SignedUrl:
         return self.inner.download_url(key, expires)
+
+    def check_object_lock(self) -> None:
+        self._call("read object lock settings", self.inner.check_object_lock)
+
+    def use_object_lock(self, policy: ObjectLockPolicy) -> None:
+        self.inner.use_object_lock(policy)
+
+    def retained_until(self, key: str) -> datetime | None:
+        return self._call(f"read retention of {key}", lambda: self.inner.retained_until(key))
+
+    def extend_retention(self, key: str, until: datetime) -> None:
+        self._call(f"extend retention of {key}", lambda: self.inner.extend_retention(key, until))
 
     # open_read and put_stream are the base class's: built on the calls below, each retried.
 

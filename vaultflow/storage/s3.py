@@ -9,6 +9,8 @@ Permanent failures (403, missing bucket, no credentials) raise at once with one 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,11 +35,19 @@ from pydantic import SecretStr
 from vaultflow.errors import (
     AuthenticationFailed,
     InputError,
+    ObjectLocked,
     StorageNotFound,
     TransientError,
     VaultflowError,
 )
-from vaultflow.storage.base import ObjectInfo, ObjectStore, SignedUrl, validate_key, validate_prefix
+from vaultflow.storage.base import (
+    ObjectInfo,
+    ObjectLockPolicy,
+    ObjectStore,
+    SignedUrl,
+    validate_key,
+    validate_prefix,
+)
 from vaultflow.storage.retry import RetryingStore, RetryPolicy
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -91,9 +101,20 @@ class S3Settings:
 
 
 class S3Store(ObjectStore):
-    """Objects as S3 objects `<prefix>/<key>` in `settings.bucket`."""
+    """Objects as S3 objects `<prefix>/<key>` in `settings.bucket`.
+
+    With an object lock policy (`use_object_lock`), every put of a key the policy covers carries
+    ObjectLockMode, ObjectLockRetainUntilDate and Content-MD5 (S3 requires a checksum with lock
+    parameters); a multipart upload gets its retention set afterwards with PutObjectRetention
+    where the upload did not apply it (moto never does; S3 does from the bucket's default).
+    `delete` then removes every version of the key, since a delete without a version id only
+    adds a delete marker on a versioned bucket.
+    """
+
+    multipart_threshold = 64 * 2**20  # bytes; one part's size too (a class attribute, so tests can lower it)
 
     def __init__(self, settings: S3Settings) -> None:
+        self._lock_policy: ObjectLockPolicy | None = None
         self.bucket = check_bucket(settings.bucket)
         self.prefix = clean_prefix(settings.prefix)
         self.concurrency = max(1, settings.concurrency)
@@ -142,10 +163,23 @@ class S3Store(ObjectStore):
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _retention(self, key: str) -> tuple[str, datetime] | None:
+        """(S3 mode, retain-until) for a put of `key` now, or None when it is written unlocked."""
+        policy = self._lock_policy
+        if policy is None or not policy.applies_to(key):
+            return None
+        return policy.mode.upper(), datetime.now(UTC) + policy.period
+
     def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         full = self._key(key)
+        extra: dict[str, Any] = {}
+        retention = self._retention(key)
+        if retention is not None:
+            md5 = hashlib.md5(data, usedforsecurity=False).digest()
+            extra = {"ObjectLockMode": retention[0], "ObjectLockRetainUntilDate": retention[1],
+                     "ContentMD5": base64.b64encode(md5).decode()}
         try:
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, "put", key) from None
 
@@ -196,6 +230,9 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         full = self._key(key)
+        if self._lock_policy is not None:
+            self._delete_versions(key, full)
+            return
         try:
             self.client.delete_object(Bucket=self.bucket, Key=full)
         except ClientError as exc:
@@ -205,13 +242,117 @@ class S3Store(ObjectStore):
         except BotoCoreError as exc:
             raise self._map(exc, "delete", key) from None
 
+    def _delete_versions(self, key: str, full: str) -> None:
+        """Delete every version and delete marker of `full`; ObjectLocked for a retained version
+        (the versions before it in the listing are gone, the object itself stays readable)."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
+        while True:
+            try:
+                page = self.client.list_object_versions(**args)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._map(exc, "list versions", key) from None
+            versions = [v for v in (*page.get("DeleteMarkers", ()), *page.get("Versions", ()))
+                        if v.get("Key") == full]
+            # Older versions first: a retained current version then leaves the object readable.
+            for version in sorted(versions, key=lambda v: bool(v.get("IsLatest"))):
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=full, VersionId=version["VersionId"])
+                except ClientError as exc:
+                    if _code(exc) in ("NoSuchKey", "NoSuchVersion", "404"):
+                        continue
+                    if _code(exc) == "AccessDenied":
+                        raise self._locked(key, full, str(version["VersionId"])) from None
+                    raise self._map(exc, "delete", key) from None
+                except BotoCoreError as exc:
+                    raise self._map(exc, "delete", key) from None
+            if not page.get("IsTruncated"):
+                return
+            args["KeyMarker"], args["VersionIdMarker"] = page.get("NextKeyMarker"), page.get("NextVersionIdMarker")
+
+    def _locked(self, key: str, full: str, version_id: str) -> VaultflowError:
+        """The error for a refused version delete: ObjectLocked with its date when the version is retained."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full, VersionId=version_id)
+        except (ClientError, BotoCoreError) as exc:
+            return self._map(exc, "delete", key)
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is None and head.get("ObjectLockLegalHoldStatus") != "ON":
+            return AuthenticationFailed(f"S3 refused delete on {self.describe()} at {self.endpoint} (AccessDenied)",
+                                        "check that the credentials may delete object versions "
+                                        "(s3:DeleteObjectVersion)")
+        when = until.astimezone(UTC).isoformat(timespec="seconds") if until is not None else ""
+        return ObjectLocked(f"{key} in {self.describe()} is retained by object lock"
+                            + (f" until {when}" if when else " (legal hold)"),
+                            "it can be deleted once its retention has passed", until=when)
+
+    def check_object_lock(self) -> None:
+        try:
+            lock = self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+            enabled = lock.get("ObjectLockEnabled") == "Enabled"
+        except ClientError as exc:
+            if _code(exc) not in ("ObjectLockConfigurationNotFoundError", "InvalidRequest"):
+                raise self._map(exc, "read object lock settings of", "(bucket)") from None
+            enabled, lock = False, {}
+        except BotoCoreError as exc:
+            raise self._map(exc, "read object lock settings of", "(bucket)") from None
+        if not enabled:
+            raise InputError(f"S3 bucket {self.bucket!r} at {self.endpoint} does not have object lock enabled",
+                             "create a new bucket with object lock enabled (aws s3api create-bucket "
+                             "--object-lock-enabled-for-bucket); it cannot be turned on later for vaultflow")
+        if lock.get("Rule", {}).get("DefaultRetention"):
+            raise InputError(f"S3 bucket {self.bucket!r} at {self.endpoint} has a default retention",
+                             "remove it (aws s3api put-object-lock-configuration with ObjectLockEnabled only): "
+                             "vaultflow sets each object's retention, and a default would retain the lock objects "
+                             "it must delete")
+        try:
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "read versioning of", "(bucket)") from None
+        if status != "Enabled":
+            raise InputError(f"S3 bucket {self.bucket!r} at {self.endpoint} has versioning {status or 'off'}, "
+                             "which object lock needs on",
+                             f"enable it: aws s3api put-bucket-versioning --bucket {self.bucket} "
+                             "--versioning-configuration Status=Enabled")
+
+    def use_object_lock(self, policy: ObjectLockPolicy) -> None:
+        self._lock_policy = policy
+
+    def retained_until(self, key: str) -> datetime | None:
+        full = self._key(key)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._map(exc, "stat", key) from None
+        except BotoCoreError as exc:
+            raise self._map(exc, "stat", key) from None
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.astimezone(UTC) if until is not None else None
+
+    def extend_retention(self, key: str, until: datetime) -> None:
+        mode = (self._lock_policy.mode if self._lock_policy is not None else "governance").upper()
+        try:
+            self.client.put_object_retention(Bucket=self.bucket, Key=self._key(key),
+                                             Retention={"Mode": mode, "RetainUntilDate": until})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "set retention of", key) from None
+
     def put_file(self, key: str, path: Path) -> None:
         full = self._key(key)
         # 64 MiB parts: up to ~625 GiB in S3's 10,000 parts, at most 4 parts in memory.
-        config = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20,
+        config = TransferConfig(multipart_threshold=self.multipart_threshold,
+                                multipart_chunksize=self.multipart_threshold,
                                 max_concurrency=min(self.concurrency, 4))
+        retention = self._retention(key)
+        extra: dict[str, Any] = {}
+        if retention is not None:  # S3 wants a checksum on every part of a locked upload
+            extra = {"ObjectLockMode": retention[0], "ObjectLockRetainUntilDate": retention[1],
+                     "ChecksumAlgorithm": "SHA256"}
         try:
-            self.client.upload_file(str(path), self.bucket, full, Config=config)
+            self.client.upload_file(str(path), self.bucket, full, Config=config, ExtraArgs=extra or None)
+            if retention is not None:
+                self._ensure_retention(key, retention[1])
         except S3UploadFailedError as exc:
             cause = exc.__context__
             if isinstance(cause, (ClientError, BotoCoreError)):
@@ -219,6 +360,12 @@ class S3Store(ObjectStore):
             raise TransientError(f"S3 upload of {key} to {self.describe()} at {self.endpoint} failed") from None
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, "upload", key) from None
+
+    def _ensure_retention(self, key: str, until: datetime) -> None:
+        """Set the retention a multipart upload's parameters did not apply (moto ignores them)."""
+        current = self.retained_until(key)
+        if current is None or current < until - timedelta(seconds=1):
+            self.extend_retention(key, until)
 
     def download_url(self, key: str, expires: timedelta) -> SignedUrl:
         """A presigned GET URL (SigV4 allows at most 7 days)."""
