@@ -224,7 +224,8 @@ def restore(
         print_json(row)
         return
     stopped = info.stop_time.isoformat(sep=" ", timespec="seconds")
-    stdout.print(f"base backup {plan.manifest.short_id} (stopped {stopped}) laid out in {row['pgdata']} to recover to {target.describe()}; start it with: "
+    stdout.print(f"base backup {plan.manifest.short_id} (stopped {stopped}) laid out in {row['pgdata']} to "
+                 f"recover to {target.describe()}; start it with: "
                  f"pg_ctl -D {row['pgdata']} start", highlight=False)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vaultflow import __version__
@@ -65,7 +65,8 @@ def take_base_backup(engine: PostgresEngine, repo: Repository, *, snapshot_id: s
         if archive_check:
             text = _wait_for_history(repo, facts.system_identifier, history, archive_wait, what)
             fields = parse_labelled_lines(text)
-            start_time, stop_time = basebackup.server_timestamps(engine, [fields["START TIME"], fields["STOP TIME"]])
+            start_time, stop_floor = basebackup.server_timestamps(engine, [fields["START TIME"], fields["STOP TIME"]])
+            stop_time = stop_floor + timedelta(seconds=1)  # the file has whole seconds: never earlier than the stop
             if parse_lsn(fields["STOP WAL LOCATION"].split()[0]) != position.stop_lsn:
                 raise ArchiveCheckFailed(f"the backup history file {history} of {what} names another stop than "
                                          "the backup's manifest", "take the base backup again")
@@ -141,7 +142,7 @@ def resolve_cluster(repo: Repository, manifests: list[SnapshotManifest], ref: st
     """A cluster by system identifier (decimal), server (host:port, or a postgresql:// URL whose host
     and port are used) as its base backups record it, or a base backup's snapshot id."""
     text = ref.strip()
-    if text.isdigit() and len(text) >= 12:
+    if is_system_identifier(text):
         return int(text)
     bases = [m for m in manifests if m.base_backup is not None]
     if ":" in text:
@@ -158,6 +159,11 @@ def resolve_cluster(repo: Repository, manifests: list[SnapshotManifest], ref: st
         return found[0]
     manifest = repo.load_manifest(repo.resolve_snapshot(text))
     return base_backup_info(manifest).system_identifier
+
+
+def is_system_identifier(text: str) -> bool:
+    """A system identifier is a 64-bit number in decimal (snapshot ids are 32 hex digits)."""
+    return text.isdigit() and 12 <= len(text) <= 20
 
 
 def base_backup_info(manifest: SnapshotManifest) -> BaseBackupInfo:
@@ -189,7 +195,7 @@ def plan_recovery(repo: Repository, cluster: str, target: RecoveryTarget) -> Rec
     (or beyond a gap). `cluster` may name one base backup (its snapshot id): then only that one."""
     manifests = list(repo.manifests())
     chosen_id: str | None = None
-    if not (cluster.strip().isdigit() or ":" in cluster):
+    if not (is_system_identifier(cluster.strip()) or ":" in cluster):
         chosen = repo.load_manifest(repo.resolve_snapshot(cluster))
         base_backup_info(chosen)
         chosen_id = chosen.id

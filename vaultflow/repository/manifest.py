@@ -144,7 +144,8 @@ class BaseBackupInfo(BaseModel):
     (docs/engines/postgresql.md): the WAL range that makes it consistent and when it ran.
 
     `stop_time` is the server's clock: the STOP TIME of the backup history file the server
-    archived (`stop_time_source` "backup-history"), or, when the backup was told not to wait for
+    archived, rounded up to the next second as the file has whole seconds (`stop_time_source`
+    "backup-history"), or, when the backup was told not to wait for
     the archive, the server's now() once pg_basebackup ended ("server-clock-after"), which is
     later than the real stop. Restores choose the newest base backup that stopped before a target.
     """
