@@ -15,7 +15,9 @@ from this CLI; the server's archive_command should use `vaultflow-wal`, which st
 (it imports neither typer nor rich; docs/engines/postgresql.md).
 
 Exit codes of `pitr check`: 0 ready, 3 not ready (a check is missing), 1 the check could not
-run (server unreachable), 2 bad input.
+run (server unreachable), 2 bad input. `pitr window`: 0, or 3 when a gap cuts a window.
+`base-backup` and `restore`: 0, 1 failed (the server does not archive here, a tool failed), 2 bad
+input (a target outside the window, a non-empty --pgdata, a logical snapshot).
 """
 
 from __future__ import annotations

@@ -294,3 +294,45 @@ def test_manifests_without_a_base_backup_still_load() -> None:
            "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00",
            "hostname": "h", "vaultflow_version": "0", "streams": []}
     assert SnapshotManifest.model_validate(old).base_backup is None
+
+
+def test_the_window_follows_a_child_timeline_and_names_the_gap_it_would_cross(tmp_path: Path) -> None:
+    from tests.engines.postgres.wal_segments import SEGMENT_SIZE, fake_data_directory, segment_bytes, segment_name
+    from vaultflow.engines.postgres.basebackup import format_lsn
+    from vaultflow.engines.postgres.wal import push_wal
+    from vaultflow.engines.postgres.window import cluster_window
+    from vaultflow.repository import Repository
+    from vaultflow.repository.manifest import BaseBackupInfo
+    from vaultflow.storage import LocalStore
+
+    sysid = 7_000_000_000_000_000_777
+    repo = Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    data = fake_data_directory(tmp_path / "data", sysid)
+
+    def push(timeline: int, *segnos: int) -> None:
+        for segno in segnos:
+            path = data / "pg_wal" / segment_name(timeline, segno)
+            path.write_bytes(segment_bytes(sysid, timeline, segno))
+            push_wal(repo, path)
+
+    now = datetime.now(UTC)
+    info = BaseBackupInfo(system_identifier=sysid, timeline=1, start_lsn=format_lsn(3 * SEGMENT_SIZE + 40),
+                          stop_lsn=format_lsn(4 * SEGMENT_SIZE + 400), start_time=now, stop_time=now,
+                          server_version="15.20", wal_segment_size=SEGMENT_SIZE, backup_label="",
+                          backup_manifest=True)
+    base = SnapshotManifest(id="b" * 32, chain="b" * 32, engine="postgresql", server="127.0.0.1:5999",
+                            database="(cluster)", started_at=now, finished_at=now, hostname="h",
+                            vaultflow_version="0", streams=[], base_backup=info)
+    push(1, 2, 5, 6, 8)  # 3 and 4 are in the base backup's tar; 7 is missing
+    window = cluster_window(repo, sysid, [base])
+    assert [(g.timeline, g.first, g.missing) for g in window.gaps] == [(1, segment_name(1, 7), 1)]
+    assert window.coverage[0].last_segment == segment_name(1, 6) and window.coverage[0].timeline == 1
+
+    history = data / "pg_wal" / "00000002.history"
+    history.write_bytes(f"1\t{format_lsn(6 * SEGMENT_SIZE + 100)}\tno recovery target specified\n".encode())
+    push_wal(repo, history)
+    push(2, 6, 7, 8)
+    followed = cluster_window(repo, sysid, [base])
+    assert followed.coverage[0].timeline == 2 and followed.coverage[0].last_segment == segment_name(2, 8)
+    assert followed.coverage[0].to_lsn == 9 * SEGMENT_SIZE
+    assert followed.newest_segment == segment_name(2, 8)
