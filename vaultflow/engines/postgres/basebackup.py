@@ -203,7 +203,7 @@ class WalPosition:
 def position_of(members: dict[str, bytes], what: str) -> WalPosition:
     """Start from backup_label, stop from backup_manifest's last WAL range; ToolFailed naming
     `what` when either is missing or unreadable."""
-    if "tablespace_map" in members:
+    if members.get("tablespace_map", b"").strip():  # pg_basebackup asks for one; it is empty without tablespaces
         raise InputError(f"the base backup of {what} holds a tablespace_map", "move the tablespaces into pg_default")
     try:
         label = members["backup_label"].decode()
