@@ -108,7 +108,7 @@ def base_backup(
 ) -> None:
     """Take a physical base backup of the whole cluster (pg_basebackup, tar with the WAL it needs) into
     the repository as one snapshot; restore it to a moment with `vaultflow pitr restore`."""
-    from vaultflow.operations.pitr import take_base_backup
+    from vaultflow.engines.postgres.pitr import take_base_backup
     from vaultflow.progress import ProgressMeter
     from vaultflow.repository import new_object_id
 
@@ -146,7 +146,7 @@ def window(
     """Per cluster: the moments it can be restored to (each base backup's stop to the end of the unbroken
     WAL after it, by the archive time of the last segment), its base backups and the missing segments.
     Exit 0, or 3 when a gap cuts the window."""
-    from vaultflow.operations.pitr import windows
+    from vaultflow.engines.postgres.pitr import windows
 
     opened, _ = open_repo(repo)
     found = windows(opened, cluster)
@@ -196,8 +196,8 @@ def restore(
     """Lay out the newest base backup that stopped before the target in --pgdata, with recovery.signal
     and the recovery settings; start the server there (pg_ctl -D DIR start) and it recovers to the target
     and promotes."""
+    from vaultflow.engines.postgres.pitr import parse_target, plan_recovery, restore_to_point
     from vaultflow.engines.postgres.recovery import restore_command
-    from vaultflow.operations.pitr import parse_target, plan_recovery, restore_to_point
 
     target = parse_target(to_time, to_lsn)
     location = require_repo(repo)

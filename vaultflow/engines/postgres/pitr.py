@@ -1,5 +1,6 @@
 """Point-in-time recovery of PostgreSQL: base backups into the repository, the recoverable window,
-and a restore to a moment into a data directory (docs/engines/postgresql.md).
+and a restore to a moment into a data directory (docs/engines/postgresql.md). Like wal.py, this
+joins the engine to the repository itself: vaultflow/operations/ knows no engine package.
 
 A base backup is a snapshot like any other (chunks, zstd, AES-256-GCM, a sealed manifest written
 last) with one stream, `base`, in format `postgres-basebackup-tar`, and `base_backup` set in its
