@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
+
+import psycopg
 
 from vaultflow.engines.postgres.dump import tool_failure
 from vaultflow.engines.process import Deadline, ToolProcess
@@ -144,11 +146,19 @@ class ClusterFacts:
     last_archived_wal: str | None
 
 
+def settings_session(engine: PostgresEngine) -> psycopg.Connection[Any]:
+    """A session on the maintenance database that reads text as text: in a SQL_ASCII database psycopg
+    would hand back bytes, so the client encoding is set to UTF8."""
+    c = engine._connect(engine.conn.maintenance_database)
+    c.execute("SET client_encoding TO 'UTF8'")
+    return c
+
+
 def cluster_facts(engine: PostgresEngine) -> ClusterFacts:
     """The cluster's system identifier, timeline, version and WAL segment size. Refuses (one line) a
     standby and a cluster with tablespaces outside the data directory, which one tar on stdout
     cannot hold."""
-    with engine._connect(engine.conn.maintenance_database) as c:
+    with settings_session(engine) as c:
         row = c.execute(
             "SELECT (SELECT system_identifier FROM pg_control_system()), "
             "(SELECT timeline_id FROM pg_control_checkpoint()), current_setting('server_version'), "
@@ -222,14 +232,14 @@ def position_of(members: dict[str, bytes], what: str) -> WalPosition:
 def server_timestamps(engine: PostgresEngine, texts: list[str]) -> list[datetime]:
     """Times as the server wrote them (`2026-12-03 13:40:01 UTC`, in its log_timezone) turned into
     aware datetimes by the server, which knows its own zone abbreviations."""
-    with engine._connect(engine.conn.maintenance_database) as c:
+    with settings_session(engine) as c:
         row = c.execute("SELECT " + ", ".join(["%s::timestamptz"] * len(texts)), texts).fetchone()
     assert row is not None
     return [datetime.fromisoformat(str(v)) if not isinstance(v, datetime) else v for v in row]
 
 
 def server_now(engine: PostgresEngine) -> datetime:
-    with engine._connect(engine.conn.maintenance_database) as c:
+    with settings_session(engine) as c:
         row = c.execute("SELECT clock_timestamp()").fetchone()
     assert row is not None and isinstance(row[0], datetime)
     return row[0]
