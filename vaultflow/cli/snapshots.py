@@ -90,6 +90,7 @@ def show(
         "tables": [{"table": t.qualified, "rows": t.rows, "checksum": t.checksum} for t in manifest.tables],
         "skipped": manifest.skipped.model_dump() if manifest.skipped else None,
         "backup_set": _backup_set(opened, manifest),
+        "base_backup": manifest.base_backup.model_dump(mode="json") if manifest.base_backup else None,
     }
     if json_out:
         print_json(summary)
@@ -107,6 +108,12 @@ def show(
     for key, value in database.items():
         if value not in (None, [], -1):
             stdout.print(f"database {key}: {value}", highlight=False)
+    if manifest.base_backup:
+        b = manifest.base_backup
+        stdout.print(f"base backup of cluster {b.system_identifier} (PostgreSQL {b.server_version}): timeline "
+                     f"{b.timeline}, WAL {b.start_lsn} .. {b.stop_lsn}, stopped {b.stop_time.isoformat(sep=' ')} "
+                     f"({b.stop_time_source}); restore with vaultflow pitr restore {manifest.short_id}",
+                     highlight=False)
     if manifest.skipped:
         more = manifest.skipped.count - len(manifest.skipped.paths)
         stdout.print(f"left out as unreadable (--skip-unreadable): {manifest.skipped.count} entries: "

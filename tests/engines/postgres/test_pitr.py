@@ -165,6 +165,10 @@ def test_restores_to_moments_between_marked_writes_hold_exactly_the_rows_of_that
 
 def test_the_window_lists_the_base_backup_and_a_deleted_segment_is_a_gap_a_restore_cannot_cross(
         archiving_cluster: ArchivingCluster, marked: Marks) -> None:
+    listed = cli(archiving_cluster, "show", marked.snapshot[:8], "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["base_backup"]["system_identifier"] == marked.sysid
+    assert cli(archiving_cluster, "snapshots").returncode == 0
     shown = cli(archiving_cluster, "pitr", "window", str(marked.sysid), "--json")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     (window,) = json.loads(shown.stdout)
