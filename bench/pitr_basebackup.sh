@@ -36,6 +36,8 @@ du -sb $B/repo/chains | awk '{print "repository chains bytes:", $1}'
 T=$(psql -qAt -h 127.0.0.1 -p $PORT -U postgres -c "select clock_timestamp()" postgres)
 sleep 1; pgbench -n -T 5 -h 127.0.0.1 -p $PORT -U postgres postgres >/dev/null 2>&1
 psql -qAt -h 127.0.0.1 -p $PORT -U postgres -c "select pg_switch_wal()" postgres >/dev/null; sleep 8
+/usr/bin/time -f "second vaultflow pitr base-backup: %e s" $PY -m vaultflow.cli.main pitr base-backup $URL --json \
+    | $PY -c 'import json,sys; r=json.load(sys.stdin); print("second base backup:", r["kind"], "added", r["added_bytes"], "of", r["stored_bytes"], "bytes")'
 /usr/bin/time -f "vaultflow pitr restore (lay out): %e s" $PY -m vaultflow.cli.main pitr restore 127.0.0.1:$PORT --to-time "$T" --pgdata $B/restored --passphrase-file $B/pass --wal-command $WT/.wal-venv/bin/vaultflow-wal
 P2=$((PORT+1))
 start=$(date +%s.%N)

@@ -104,6 +104,9 @@ def base_backup(
              "history file there (its STOP TIME is the recorded stop).")] = True,
     archive_wait: Annotated[float, typer.Option(help="Seconds to wait for the backup history file.")] = 60.0,
     timeout_minutes: Annotated[int, typer.Option(help="pg_basebackup is killed after this long.")] = 360,
+    new_chain: Annotated[bool, typer.Option(
+        help="Start a chain of its own (kind full) instead of joining the newest base backup's chain, whose "
+             "chunks it would not store again.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Take a physical base backup of the whole cluster (pg_basebackup, tar with the WAL it needs) into
@@ -117,22 +120,26 @@ def base_backup(
     meter = ProgressMeter("base backup", engine.server_label())
     with progress_bar(not json_out):
         manifest = take_base_backup(engine, opened, snapshot_id=new_object_id(), archive_check=archive_check,
-                                    archive_wait=archive_wait, timeout=timeout_minutes * 60.0, progress=meter)
+                                    archive_wait=archive_wait, timeout=timeout_minutes * 60.0, progress=meter,
+                                    new_chain=new_chain)
         meter.finish()
     info = manifest.base_backup
     assert info is not None
+    parent = opened.load_manifest(manifest.parent) if manifest.parent else None
     row = {"snapshot": manifest.id, "server": manifest.server, "system_identifier": str(info.system_identifier),
            "timeline": info.timeline, "start_lsn": info.start_lsn, "stop_lsn": info.stop_lsn,
            "start_time": info.start_time.isoformat(), "stop_time": info.stop_time.isoformat(),
            "stop_time_source": info.stop_time_source, "logical_bytes": manifest.logical_size,
-           "stored_bytes": manifest.stored_size, "duration_s": round(manifest.duration_seconds, 2)}
+           "stored_bytes": manifest.stored_size, "added_bytes": manifest.added_size(parent),
+           "kind": manifest.kind, "parent": manifest.parent, "duration_s": round(manifest.duration_seconds, 2)}
     if json_out:
         print_json(row)
         return
     stdout.print(f"base backup {manifest.short_id} saved: cluster {info.system_identifier} on {manifest.server}, "
                  f"timeline {info.timeline}, WAL {info.start_lsn} .. {info.stop_lsn}, stopped "
                  f"{info.stop_time.isoformat(sep=' ', timespec='seconds')}, {human_bytes(manifest.logical_size)} "
-                 f"read, {human_bytes(manifest.stored_size)} stored, {row['duration_s']} s", highlight=False)
+                 f"read, {human_bytes(manifest.added_size(parent))} newly stored ({manifest.kind}), "
+                 f"{row['duration_s']} s", highlight=False)
 
 
 @pitr_app.command("window")

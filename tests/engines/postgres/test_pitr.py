@@ -258,6 +258,34 @@ def test_a_base_backup_into_a_repository_the_server_does_not_archive_to_is_refus
     assert list(Repository.open(LocalStore(other), PASSPHRASE).snapshot_ids()) == []
 
 
+def test_a_second_base_backup_joins_the_chain_and_a_target_after_it_restores_from_it_past_the_gap(
+        archiving_cluster: ArchivingCluster, marked: Marks) -> None:
+    cluster = archiving_cluster
+    second = cli(cluster, "pitr", "base-backup", f"postgresql://postgres@127.0.0.1:{cluster.port}", "--json")
+    assert second.returncode == 0, second.stdout + second.stderr
+    row = json.loads(second.stdout)
+    assert (row["kind"], row["parent"]) == ("incremental", marked.snapshot)
+    assert row["added_bytes"] < row["stored_bytes"], row  # unchanged relation files are not stored again
+    with cluster.connect() as c:
+        time.sleep(1.2)
+        c.execute("INSERT INTO marks VALUES (4, 'mark 4')")
+        moment = c.execute("SELECT clock_timestamp()").fetchone()
+        assert moment is not None
+        time.sleep(1.2)
+    switch_and_wait(cluster, switches=2)  # later commits, so recovery meets one after the target
+
+    shown = cli(cluster, "pitr", "window", str(marked.sysid), "--json")
+    assert shown.returncode == 3, shown.stderr  # the gap of the test above is still there
+    (window,) = json.loads(shown.stdout)
+    assert [b["snapshot"] for b in window["base_backups"]] == [marked.snapshot, row["snapshot"]]
+
+    result, pgdata = restore_to(cluster, marked, moment[0] + timedelta(seconds=0.6), "after-second")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["snapshot"] == row["snapshot"]
+    with started_copy(cluster, pgdata) as copy:
+        assert [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id").fetchall()] == [1, 2, 3, 4]
+
+
 # -- without a server ---------------------------------------------------------------------------
 
 

@@ -40,14 +40,19 @@ class ArchiveCheckFailed(VaultflowError):
 
 def take_base_backup(engine: PostgresEngine, repo: Repository, *, snapshot_id: str, archive_check: bool = True,
                      archive_wait: float = DEFAULT_ARCHIVE_WAIT_S, timeout: float | None = None,
-                     progress: ProgressCallback | None = None, lock_wait: float = 600.0) -> SnapshotManifest:
+                     progress: ProgressCallback | None = None, lock_wait: float = 600.0,
+                     new_chain: bool = False) -> SnapshotManifest:
     """Stream `pg_basebackup` into `repo` as one snapshot; return its manifest once durable.
 
     With `archive_check` (the default) the server must pass `pitr check` and its last archived WAL
     file must be in this repository before anything is read, and after the backup the backup history
     file must arrive in the repository within `archive_wait` seconds (its STOP TIME is the recorded
     stop). Without it the stop time is the server's clock once pg_basebackup ended. On any failure no
-    manifest is written, so no snapshot appears (chunks already stored are reused by the next run)."""
+    manifest is written, so no snapshot appears (chunks already stored are reused by the next run).
+
+    A base backup joins the chain of the cluster's newest base backup as an `incremental` (chunks
+    the chain holds are not stored again; its manifest still names every chunk, so it restores on
+    its own), unless `new_chain` or there is none: then it is a `full` starting its own chain."""
     facts = basebackup.cluster_facts(engine)
     tool_version = basebackup.check_tool_version(engine, facts)
     if archive_check:
@@ -57,7 +62,9 @@ def take_base_backup(engine: PostgresEngine, repo: Repository, *, snapshot_id: s
     tap = basebackup.TarMemberTap()
     with (audited(repo, "backup", object=snapshot_id, database=CLUSTER_DATABASE) as note,
           RepositoryLock(repo, "shared", f"base backup of {engine.server_label()}", wait=lock_wait) as lock):
-        writer = repo.writer(snapshot_id)
+        parent = None if new_chain else newest_base_backup(repo, facts.system_identifier)
+        chain = parent.chain if parent is not None else snapshot_id
+        writer = repo.writer(chain)
         with basebackup.base_backup_stream(engine, f"vaultflow {snapshot_id[:8]}", Deadline.start(timeout)) as tar:
             stream = writer.write_stream(BASE_STREAM, BASEBACKUP_FORMAT, tar, progress, tap=tap)
         position = basebackup.position_of(tap.members, what)
@@ -85,7 +92,8 @@ def take_base_backup(engine: PostgresEngine, repo: Repository, *, snapshot_id: s
             history_file=history if archive_check else None)
         stream = stream.model_copy(update={"meta": {"members": str(tap.count)}})
         manifest = SnapshotManifest(
-            id=snapshot_id, chain=snapshot_id, kind="full", engine=engine.engine, server=engine.server_label(),
+            id=snapshot_id, chain=chain, parent=parent.id if parent else None,
+            kind="incremental" if parent else "full", engine=engine.engine, server=engine.server_label(),
             database=CLUSTER_DATABASE, started_at=started, finished_at=datetime.now(UTC),
             hostname=socket.gethostname(), vaultflow_version=__version__,
             tool_versions={"postgresql": facts.server_version, "pg_basebackup": tool_version},
@@ -94,6 +102,13 @@ def take_base_backup(engine: PostgresEngine, repo: Repository, *, snapshot_id: s
         repo.save_manifest(manifest)
         note.detail = f"base backup of {what}, {stream.size} bytes, stop {info.stop_lsn}"
     return manifest
+
+
+def newest_base_backup(repo: Repository, system_identifier: int) -> SnapshotManifest | None:
+    """The cluster's base backup that stopped last, if any."""
+    bases = [m for m in repo.manifests()
+             if m.base_backup is not None and m.base_backup.system_identifier == system_identifier]
+    return max(bases, key=lambda m: (m.base_backup.stop_time, m.id), default=None)  # type: ignore[union-attr]
 
 
 def _check_archiving(engine: PostgresEngine, repo: Repository, facts: basebackup.ClusterFacts) -> None:
