@@ -33,6 +33,7 @@ psql -qAt -h 127.0.0.1 -p $PORT -U postgres -c "select pg_switch_wal()" postgres
 ls -l $B/plain.tar.zst | awk '{print "zstd -3 tar bytes:", $5}'
 /usr/bin/time -f "vaultflow pitr base-backup: %e s" $PY -m vaultflow.cli.main pitr base-backup $URL
 du -sb $B/repo/chains | awk '{print "repository chains bytes:", $1}'
+sleep 1.1  # the recorded stop is rounded up to the next second
 T=$(psql -qAt -h 127.0.0.1 -p $PORT -U postgres -c "select clock_timestamp()" postgres)
 sleep 1; pgbench -n -T 5 -h 127.0.0.1 -p $PORT -U postgres postgres >/dev/null 2>&1
 psql -qAt -h 127.0.0.1 -p $PORT -U postgres -c "select pg_switch_wal()" postgres >/dev/null; sleep 8
