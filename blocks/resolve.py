@@ -16,6 +16,7 @@ from vaultflow.engines import DatabaseEngine, engine_from_url, engines, is_datab
 from vaultflow.engines.registry import spec, spec_for_scheme
 from vaultflow.errors import InputError, RepositoryNotInitialised
 from vaultflow.repository import Repository, open_repository
+from vaultflow.repository.passphrase import passphrase_from_environment
 from vaultflow.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ def is_location(ref: str) -> bool:
 
 
 def resolve_repository(ref: str | Block | None) -> RepositoryRef:
-    """A path or URL (passphrase from VAULTFLOW_PASSPHRASE), a BackupRepository block (as a
+    """A path or URL (passphrase from VAULTFLOW_PASSPHRASE or VAULTFLOW_PASSPHRASE_FILE), a BackupRepository block (as a
     flow parameter gets it from a block picker) or its name.
 
     Without `ref`, VAULTFLOW_REPO is used.
@@ -269,7 +270,7 @@ def resolve_repository(ref: str | Block | None) -> RepositoryRef:
     if not ref:
         raise InputError("no repository given", "pass --repo PATH or set VAULTFLOW_REPO")
     if is_location(ref):
-        env = os.environ.get("VAULTFLOW_PASSPHRASE")
+        env = passphrase_from_environment()
         return RepositoryRef(ref, SecretStr(env) if env else None, os.environ.get("VAULTFLOW_CATALOG_URL"))
     block = _load_block("vaultflow-backup-repository", ref)
     if block is None:

@@ -70,7 +70,8 @@ LONGEST_FILES = ("tests/deployments/test_deploy_all.py", "tests/deployments/test
                  "tests/deployments/test_automations.py", "tests/flows/test_discovery_fleet.py",
                  "tests/cli/test_cli.py")
 """Collected first, in this order: `make test` hands out whole files (`--dist loadfile`) in
-collection order, so the files that take minutes start at once instead of last."""
+collection order (`--no-loadscope-reorder`; xdist would otherwise start the files with the most
+tests first), so the files that take minutes start at once instead of last."""
 NO_SERVICES_ENV = "VAULTFLOW_TESTS_NO_SERVICES"
 """Set by `make check`: a service fixture then fails, so a test that needs a server but is not
 marked `services` shows up instead of quietly using one."""

@@ -18,7 +18,8 @@ from tests.deployments.conftest import PrefectServer
 
 VAULTFLOW = [sys.executable, "-m", "vaultflow.cli.main"]
 SHIPPED = ("vaultflow-flow-run-failed", "vaultflow-backup-overdue", "vaultflow-drill-failed",
-           "vaultflow-credentials-expiring", "vaultflow-credentials-expired", "vaultflow-coverage-gap")
+           "vaultflow-credentials-expiring", "vaultflow-credentials-expired", "vaultflow-coverage-gap",
+           "vaultflow-intake-trouble", "vaultflow-intake-silent")
 
 
 class Receiver:
@@ -148,6 +149,8 @@ emit_event(event=sys.argv[1], resource=resource,
     ("vaultflow.credentials.expiring", "vaultflow.repository.{name}", "credentials of {name} expire soon"),
     ("vaultflow.credentials.expired", "vaultflow.repository.{name}", "credentials of {name} have EXPIRED"),
     ("vaultflow.coverage.gap", "vaultflow.database.postgresql.db9:5432.{name}", "no recent backup of {name}"),
+    ("vaultflow.wal-receiver.restarted", "vaultflow.server.postgresql.{name}", "wal-receiver.restarted on {name}"),
+    ("vaultflow.binlog-stream.gap", "vaultflow.server.mysql.{name}", "binlog-stream.gap on {name}"),
 ])
 def test_each_event_automation_alerts_the_webhook(prefect_server: PrefectServer, receiver: Receiver, event: str,
                                                   resource: str, subject: str) -> None:
@@ -157,3 +160,21 @@ def test_each_event_automation_alerts_the_webhook(prefect_server: PrefectServer,
     emitted = prefect_server.run(sys.executable, "-c", EMIT, event, resource.format(name=name), name)
     assert emitted.returncode == 0, emitted.stderr
     receiver.wait_for(subject.format(name=name), timeout=90)
+
+
+def test_a_silent_intake_alerts_after_its_last_heartbeat(prefect_server: PrefectServer, receiver: Receiver,
+                                                         tmp_path: Path) -> None:
+    rules = tmp_path / "automations"
+    rules.mkdir()
+    text = (DEFAULT_DIR / "intake-silent.yaml").read_text()
+    (rules / "silent.yaml").write_text(text.replace("name: vaultflow-intake-silent", "name: test-silent")
+                                       .replace("within: 5m", "within: 15s"))
+    applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--dir", str(rules), "--webhook-url",
+                                 receiver.url)
+    assert applied.returncode == 0, applied.stderr
+    name = f"vft{uuid.uuid4().hex[:8]}"
+    emitted = prefect_server.run(sys.executable, "-c", EMIT, "vaultflow.wal-receiver.healthy",
+                                 f"vaultflow.server.postgresql.{name}", name)
+    assert emitted.returncode == 0, emitted.stderr
+    alert = receiver.wait_for("no heartbeat from the intake of", name, timeout=90)
+    assert "vaultflow.wal-receiver.healthy" in alert

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from vaultflow.cli.output import error
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository import Repository, open_repository
+from vaultflow.repository.passphrase import passphrase_from_environment
 from vaultflow.storage import open_store
 
 app = typer.Typer(name="vaultflow", no_args_is_help=True, add_completion=False,
@@ -78,12 +79,14 @@ def require_repo(repo: str | None) -> str:
 
 
 def ask_passphrase(*, confirm: bool = False) -> str:
-    """VAULTFLOW_PASSPHRASE, else ask on a terminal; the flow in this process reads the env."""
-    value = os.environ.get("VAULTFLOW_PASSPHRASE")
+    """VAULTFLOW_PASSPHRASE or VAULTFLOW_PASSPHRASE_FILE, else ask on a terminal (the answer
+    goes into VAULTFLOW_PASSPHRASE: the flow in this process reads the environment)."""
+    value = passphrase_from_environment()
     if value:
         return value
     if not sys.stdin.isatty():
-        raise InputError("no repository passphrase", "set VAULTFLOW_PASSPHRASE or run on a terminal")
+        raise InputError("no repository passphrase",
+                         "set VAULTFLOW_PASSPHRASE or VAULTFLOW_PASSPHRASE_FILE, or run on a terminal")
     value = getpass.getpass("repository passphrase: ")
     if confirm and getpass.getpass("repeat passphrase: ") != value:
         raise InputError("the two passphrases differ", "run the command again")

@@ -17,6 +17,7 @@ from vaultflow.cli import (
     discovery,
     drill,
     export,
+    intake,
     maintenance,
     pitr,
     repository,
@@ -49,6 +50,8 @@ app.add_typer(automations.automations_app, name="automations")
 app.add_typer(pitr.pitr_app, name="pitr")
 app.command("wal-push")(pitr.wal_push)
 app.command("wal-fetch")(pitr.wal_fetch)
+app.command("wal-receive")(intake.wal_receive)
+app.command("binlog-stream")(intake.binlog_stream)
 archive.register(app, handles_errors, open_repo, prepare_flow_run)
 
 __all__ = ["app", "main"]

@@ -1,6 +1,6 @@
-"""`pitr` group: point-in-time recovery of PostgreSQL.
+"""`pitr` group: point-in-time recovery (the commands below the check are PostgreSQL's).
 
-    pitr check SERVER                       what the server lacks for archiving-based PITR
+    pitr check SERVER                       what the server lacks for PITR (also MySQL/MariaDB binlogs)
     pitr base-backup SERVER                 a physical base backup of the whole cluster
     pitr window [CLUSTER]                   what each cluster can be restored to, and the gaps
     pitr restore CLUSTER --to-time T --pgdata DIR    a base backup laid out to recover to T
@@ -58,18 +58,38 @@ def _postgres_server(server: str) -> PostgresEngine:
 
         engine = resolve_server(server)
     spec(engine.engine).require("pitr", "give a PostgreSQL server (postgresql://user@host:port)")
-    assert isinstance(engine, PostgresEngine)
+    if not isinstance(engine, PostgresEngine):
+        raise InputError(f"{engine.describe()} is not PostgreSQL: base backups, the window and restores to a "
+                         "moment of this group are PostgreSQL's", "give a postgresql:// server")
     return engine
 
 
 @pitr_app.command("check")
 @handles_errors
 def check(server: ServerArg, json_out: JsonOpt = False) -> None:
-    """Read the server's WAL settings, role and archiver state; print one line per check and the
-    statements that fix what is missing. Exit 0 when ready, 3 when not."""
-    from vaultflow.engines.postgres.pitr_check import check_pitr_readiness
+    """Read the server's WAL (PostgreSQL) or binlog (MySQL/MariaDB) settings and the user's rights;
+    print one line per check and the statements that fix what is missing. Exit 0 when ready, 3 when not."""
+    from vaultflow.engines import is_database_url, server_from_url, spec
 
-    result = check_pitr_readiness(_postgres_server(server))
+    if is_database_url(server):
+        engine = server_from_url(server)
+    else:
+        from blocks.resolve import resolve_server
+
+        engine = resolve_server(server)
+    if engine.engine == "mysql":
+        from vaultflow.engines.mysql.engine import MySQLEngine
+        from vaultflow.engines.mysql.pitr_check import check_binlog_readiness
+
+        assert isinstance(engine, MySQLEngine)
+        result = check_binlog_readiness(engine)
+    else:
+        from vaultflow.engines.postgres.engine import PostgresEngine
+        from vaultflow.engines.postgres.pitr_check import check_pitr_readiness
+
+        spec(engine.engine).require("pitr", "give a PostgreSQL or MySQL/MariaDB server")
+        assert isinstance(engine, PostgresEngine)
+        result = check_pitr_readiness(engine)
     if json_out:
         print_json(result.as_dict())
     else:
@@ -82,13 +102,19 @@ def check(server: ServerArg, json_out: JsonOpt = False) -> None:
             for item in todo:
                 for line in item.fix:
                     stdout.print(f"  {line}", highlight=False)
+            if any(c.apply == "config" for c in todo):
+                stdout.print("  (and the [mysqld] lines in the server's config file, so they survive a restart)",
+                             highlight=False)
             if any(c.apply == "reload" for c in todo):
                 stdout.print("  SELECT pg_reload_conf();", highlight=False)
             restart = sorted(c.name for c in todo if c.apply == "restart")
             if restart:
                 stdout.print(f"then restart the server (needed for {', '.join(restart)})", highlight=False)
         verdict = "ready for point-in-time recovery" if result.ready else "NOT ready for point-in-time recovery"
-        stdout.print(f"\n{result.server} (PostgreSQL {result.version}): {verdict}", highlight=False)
+        flavour = "MySQL/MariaDB" if engine.engine == "mysql" else "PostgreSQL"
+        stdout.print(f"\n{result.server} ({flavour} {result.version}): {verdict}", highlight=False)
+        if result.note:
+            stdout.print(f"note: {result.note}", highlight=False)
     if not result.ready:
         raise typer.Exit(NOT_READY_EXIT)
 

@@ -89,6 +89,7 @@ def show(
         "database_properties": database, "streams": len(manifest.streams),
         "tables": [{"table": t.qualified, "rows": t.rows, "checksum": t.checksum} for t in manifest.tables],
         "skipped": manifest.skipped.model_dump() if manifest.skipped else None,
+        "binlog": manifest.binlog.model_dump() if manifest.binlog else None,
         "backup_set": _backup_set(opened, manifest),
         "base_backup": manifest.base_backup.model_dump(mode="json") if manifest.base_backup else None,
     }
@@ -109,10 +110,15 @@ def show(
         if value not in (None, [], -1):
             stdout.print(f"database {key}: {value}", highlight=False)
     if manifest.base_backup:
-        b = manifest.base_backup
-        stdout.print(f"base backup of cluster {b.system_identifier} (PostgreSQL {b.server_version}): timeline "
-                     f"{b.timeline}, WAL {b.start_lsn} .. {b.stop_lsn}, stopped {b.stop_time.isoformat(sep=' ')} "
-                     f"({b.stop_time_source}); restore with vaultflow pitr restore {manifest.short_id}",
+        base = manifest.base_backup
+        stdout.print(f"base backup of cluster {base.system_identifier} (PostgreSQL {base.server_version}): timeline "
+                     f"{base.timeline}, WAL {base.start_lsn} .. {base.stop_lsn}, stopped "
+                     f"{base.stop_time.isoformat(sep=' ')} ({base.stop_time_source}); restore with "
+                     f"vaultflow pitr restore {manifest.short_id}",
+                     highlight=False)
+    if manifest.binlog:
+        b = manifest.binlog
+        stdout.print(f"binlog position: {b.file}:{b.position}" + (f", GTID {b.gtid}" if b.gtid else ""),
                      highlight=False)
     if manifest.skipped:
         more = manifest.skipped.count - len(manifest.skipped.paths)

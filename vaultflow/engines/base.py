@@ -14,7 +14,7 @@ from typing import IO, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar,
 import blake3
 
 from vaultflow.errors import ToolFailed, VaultflowError
-from vaultflow.repository.manifest import SchemaInventory, StreamManifest, TableStats
+from vaultflow.repository.manifest import BinlogPosition, SchemaInventory, StreamManifest, TableStats
 from vaultflow.repository.repository import ByteSink
 
 GLOBALS_STREAM = "globals"  # name of the stream holding server-wide objects, when backed up
@@ -122,6 +122,7 @@ class DumpSession:
     carried: list[str] = field(default_factory=list)  # names of single parent streams carried over
     inventory: SchemaInventory | None = None  # the schema objects as of the dump's snapshot
     unreadable: list[str] = field(default_factory=list)  # entries left out, permission denied (files)
+    binlog: BinlogPosition | None = None  # set once the sources were read (MySQL/MariaDB, log_bin on)
 
 
 class RestoreObserver:

@@ -152,7 +152,8 @@ def backup_database(
             manifest = _manifest(engine, snapshot_id, plan, started, streams=carried,
                                  tables=parent.tables, versions=parent.tool_versions, fingerprint=fingerprint,
                                  reused_from=parent.id, table_filter=table_filter,
-                                 schema_inventory=parent.schema_inventory, skipped=parent.skipped)
+                                 schema_inventory=parent.schema_inventory, skipped=parent.skipped,
+                                 binlog=parent.binlog)
         else:
             known: dict[str, int] | None = None
             if request.repair:
@@ -180,7 +181,8 @@ def backup_database(
             manifest = _manifest(engine, snapshot_id, plan, started, streams=streams,
                                  tables=sorted(session.tables + tables, key=lambda t: t.qualified),
                                  versions=session.versions, fingerprint=fingerprint, table_filter=table_filter,
-                                 schema_inventory=session.inventory, skipped=_skipped(session.unreadable))
+                                 schema_inventory=session.inventory, skipped=_skipped(session.unreadable),
+                                 binlog=session.binlog)
         lock.check_held()
         repo.save_manifest(manifest)
         note.detail = f"{manifest.kind} of {engine.describe()}, {manifest.logical_size} bytes"
@@ -359,5 +361,5 @@ def _manifest(engine: DatabaseEngine, snapshot_id: str, plan: BackupPlan, starte
         "streams": fields["streams"], "tables": fields["tables"], "tool_versions": fields["versions"],
         "fingerprint": fields["fingerprint"], "reused_from": fields.get("reused_from"),
         "table_filter": fields["table_filter"], "schema_inventory": fields.get("schema_inventory"),
-        "skipped": fields.get("skipped"), "set_members": list(plan.set_members),
+        "skipped": fields.get("skipped"), "set_members": list(plan.set_members), "binlog": fields.get("binlog"),
     })

@@ -164,6 +164,16 @@ class BaseBackupInfo(BaseModel):
     history_file: str | None = Field(default=None, description="name of the archived .backup history file")
 
 
+class BinlogPosition(BaseModel):
+    """Where a MySQL/MariaDB snapshot stands in the server's binary log, taken inside the dump's
+    transaction snapshot: replaying the binlog from (file, position), or from the GTID
+    position, applies every change made after the snapshot exactly once."""
+
+    file: str
+    position: int
+    gtid: str | None = None
+
+
 class SnapshotManifest(BaseModel):
     """Written as the last object of a backup; its presence is what makes a snapshot exist."""
 
@@ -190,6 +200,8 @@ class SnapshotManifest(BaseModel):
         default=None, description="user schema objects at backup time; absent in older manifests")
     skipped: SkippedEntries | None = Field(
         default=None, description="entries left out as unreadable (files, --skip-unreadable); None: none")
+    binlog: BinlogPosition | None = Field(
+        default=None, description="MySQL/MariaDB with log_bin on: the snapshot's binlog coordinates")
     set_members: list[str] = Field(
         default_factory=list, description="ids of the snapshots of one backup run of a database and its file "
                                           "trees: the database's first, then each tree's in the order given; "

@@ -17,8 +17,8 @@ import pymysql
 from vaultflow.engines.base import DumpSession, StreamSource, table_glob_match
 from vaultflow.engines.mysql.config import quote_identifier
 from vaultflow.engines.process import ToolProcess
-from vaultflow.errors import InputError
-from vaultflow.repository.manifest import StreamManifest, TableStats
+from vaultflow.errors import InputError, ToolFailed
+from vaultflow.repository.manifest import BinlogPosition, StreamManifest, TableStats
 
 if TYPE_CHECKING:
     from vaultflow.engines.mysql.engine import MySQLEngine
@@ -67,11 +67,17 @@ def open_dump(
     # information_schema is not transactional: the inventory is read just before the dump.
     session = DumpSession(sources=[], versions=versions, inventory=engine.schema_inventory())
 
+    record_binlog = engine.binlog_enabled() and engine._tool("mariadb-dump", "mysqldump").endswith("mariadb-dump")
+
     @contextmanager
     def open_stream() -> Iterator[IO[bytes]]:
-        with dump_stream(engine, timeout, skipped) as stream:
+        with dump_stream(engine, timeout, skipped, record_binlog=record_binlog) as stream:
             yield stream
         session.tables[:] = tap.stats()
+        session.binlog = tap.binlog_position()
+        if record_binlog and session.binlog is None:
+            raise ToolFailed(f"the dump of {engine.describe()} holds no binlog position although log_bin is on",
+                             "check the mariadb-dump version (--master-data=2), then back up again")
 
     tap = DumpStatsTap(hash_rows=table_checksums)
     session.sources.append(StreamSource("dump", DUMP_FORMAT, open_stream, tap=tap,
@@ -149,7 +155,10 @@ def _tables_without_rows(engine: MySQLEngine, include: list[str] | None, exclude
 
 
 @contextmanager
-def dump_stream(engine: MySQLEngine, timeout: float | None, skipped: list[str] | None = None) -> Iterator[IO[bytes]]:
+def dump_stream(engine: MySQLEngine, timeout: float | None, skipped: list[str] | None = None, *,
+                record_binlog: bool = False) -> Iterator[IO[bytes]]:
+    """mariadb-dump's SQL of the database; `record_binlog` adds the commented binlog position
+    (--master-data=2: file and position near the top, the GTID position at the end)."""
     tool = engine._tool("mariadb-dump", "mysqldump")
     if skipped and "--ignore-table-data" not in subprocess.run(
             [tool, "--help"], capture_output=True, text=True, check=False).stdout:
@@ -157,7 +166,7 @@ def dump_stream(engine: MySQLEngine, timeout: float | None, skipped: list[str] |
                          f"so {engine.describe()} cannot be backed up with a table subset",
                          "use MariaDB's mariadb-dump (bin_dir), or drop --include-table/--exclude-table")
     with engine.option_file() as options:
-        argv = [*engine.tool_argv(tool, options), *_DUMP_FLAGS,
+        argv = [*engine.tool_argv(tool, options), *_DUMP_FLAGS, *(["--master-data=2"] if record_binlog else []),
                 *(f"--ignore-table-data={engine.conn.database}.{t}" for t in skipped or []), engine.conn.database]
         with ToolProcess(argv, stdout=subprocess.PIPE, timeout=timeout) as proc:
             yield proc.stdout
@@ -180,6 +189,8 @@ class DumpStatsTap:
     """
 
     _INSERT = re.compile(rb"INSERT INTO `((?:[^`]|``)+)` VALUES")
+    _BINLOG = re.compile(rb"-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);")
+    _GTID = re.compile(rb"-- SET GLOBAL gtid_slave_pos='([^']*)';")
     _CREATE = re.compile(rb"CREATE TABLE `((?:[^`]|``)+)` \(")
     _ROW = re.compile(rb"\((?:[^'()]|'(?:[^'\\]|\\.)*')*\)", re.DOTALL)
     _END = b");\n"  # the end of an INSERT statement; `),\n` ends the rows before it
@@ -195,6 +206,8 @@ class DumpStatsTap:
         self._held = b""  # `)` or `);` at a block's end: maybe the start of the statement's end
         self._rows: dict[str, int] = {}
         self._hashes: dict[str, Any] = {}
+        self._binlog: tuple[str, int] | None = None
+        self._gtid: str | None = None
 
     def _start_table(self, name: str) -> None:
         self._rows.setdefault(name, 0)
@@ -225,6 +238,8 @@ class DumpStatsTap:
                     self._in_body = True
                 elif line == b"DELIMITER ;":
                     self._in_body = False
+            elif data.startswith(b"-- ", pos) and not self._in_body:
+                self._comment(data[pos:nl])
             elif not self._in_body and data.startswith(b"CREATE TABLE `", pos):
                 m = self._CREATE.match(data, pos, nl)
                 if m:
@@ -237,6 +252,20 @@ class DumpStatsTap:
                         continue  # the statement is this very line: read it as rows
             pos = nl + 1
         self._carry = data[pos:]
+
+    def _comment(self, line: bytes) -> None:
+        """--master-data=2 writes the binlog position as comments (file and position near the top,
+        the GTID position after the data)."""
+        if m := self._BINLOG.fullmatch(line):
+            self._binlog = (m.group(1).decode(), int(m.group(2)))
+        elif m := self._GTID.fullmatch(line):
+            self._gtid = m.group(1).decode()
+
+    def binlog_position(self) -> BinlogPosition | None:
+        """The dump's binlog position, None when it wrote none (log_bin off)."""
+        if self._binlog is None:
+            return None
+        return BinlogPosition(file=self._binlog[0], position=self._binlog[1], gtid=self._gtid or None)
 
     def _enter_insert(self, m: re.Match[bytes], data: bytes) -> None:
         name = _unquote(m.group(1))

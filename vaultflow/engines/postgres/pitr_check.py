@@ -9,14 +9,13 @@ every check that is not ok it gives the exact statements to run. Reads only; cha
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vaultflow.engines.pitr_readiness import Apply, PitrCheck, PitrReadiness
 
 if TYPE_CHECKING:
     from vaultflow.engines.postgres.engine import PostgresEngine
-
-CheckStatus = Literal["ok", "missing", "advisable"]
-Apply = Literal["", "reload", "restart"]
 
 SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_library", "archive_timeout",
             "max_wal_senders", "full_page_writes", "data_checksums")
@@ -25,40 +24,6 @@ ARCHIVE_COMMAND_EXAMPLE = ("VAULTFLOW_REPO=<repository> VAULTFLOW_PASSPHRASE_FIL
 WAL_PUSH_MARKERS = ("vaultflow-wal push", "vaultflow.wal push", "vaultflow wal-push")
 RECOMMENDED_ARCHIVE_TIMEOUT_S = 60
 _INLINE_PASSPHRASE = re.compile(r"(VAULTFLOW_PASSPHRASE=)('[^']*'|\"[^\"]*\"|\S+)")
-
-
-@dataclass(frozen=True)
-class PitrCheck:
-    """One item: what the server has (`value`), what PITR wants, and how to get there (`fix`:
-    statements or commands, in order; `apply`: what makes them take effect)."""
-
-    name: str
-    status: CheckStatus
-    value: str
-    want: str
-    fix: tuple[str, ...] = ()
-    apply: Apply = ""
-
-
-@dataclass(frozen=True)
-class PitrReadiness:
-    """Every check of one server; `ready` when none is missing."""
-
-    server: str
-    version: str
-    checks: tuple[PitrCheck, ...]
-
-    @property
-    def ready(self) -> bool:
-        return all(c.status != "missing" for c in self.checks)
-
-    @property
-    def needs_restart(self) -> bool:
-        return any(c.status != "ok" and c.apply == "restart" for c in self.checks)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"server": self.server, "version": self.version, "ready": self.ready,
-                "needs_restart": self.needs_restart, "checks": [asdict(c) for c in self.checks]}
 
 
 @dataclass(frozen=True)

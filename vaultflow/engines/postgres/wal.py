@@ -153,13 +153,15 @@ class PushResult:
     size: int
 
 
-def push_wal(repo: Repository, path: Path, *, pgdata: Path | None = None) -> PushResult:
+def push_wal(repo: Repository, path: Path, *, pgdata: Path | None = None,
+             system_identifier: int | None = None) -> PushResult:
     """Archive one WAL file durably (the store's synced put: LocalStore fsyncs the file and its
     directory; S3 and Azure return when the PUT did).
 
     The same name with the same content again stores nothing; the same name with other content
     raises WalConflict naming the file; a stored object that fails authentication raises
-    IntegrityError. A segment whose header names another cluster than `pg_control` is refused."""
+    IntegrityError. A segment whose header names another cluster than `pg_control` (or than
+    `system_identifier`, which a receiver outside the data directory gives) is refused."""
     name = WalName.parse(path.name)
     try:
         data = path.read_bytes()
@@ -169,16 +171,17 @@ def push_wal(repo: Repository, path: Path, *, pgdata: Path | None = None) -> Pus
     control_dir = data_directory_of(path, pgdata)
     if name.kind in ("segment", "partial"):
         sysid = read_segment_header(data, name).system_identifier
-        if (control_dir / "global" / "pg_control").exists():
+        cluster = system_identifier
+        if cluster is None and (control_dir / "global" / "pg_control").exists():
             cluster = read_system_identifier(control_dir)
-            if cluster != sysid:
-                raise InputError(f"WAL segment {name.name} belongs to cluster {sysid}, not to {cluster} "
-                                 f"({control_dir})", "archive only the cluster's own WAL")
+        if cluster is not None and cluster != sysid:
+            raise InputError(f"WAL segment {name.name} belongs to cluster {sysid}, not to {cluster}",
+                             "archive only the cluster's own WAL")
     else:
         if len(data) > MAX_SMALL_FILE:
             raise InputError(f"{name.name} is {len(data)} bytes, too big for a {name.kind} file",
                              "archive the file PostgreSQL passed as %p")
-        sysid = read_system_identifier(control_dir)
+        sysid = system_identifier if system_identifier is not None else read_system_identifier(control_dir)
     key = name.key(sysid)
     if repo.store.stat(key) is not None:
         if _open_stored(repo, key, name) == data:

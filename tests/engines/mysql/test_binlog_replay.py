@@ -1,0 +1,96 @@
+"""Restore to a moment on MySQL/MariaDB: the snapshot before it, then the archived binlogs
+replayed from the snapshot's position, give the database as it was at that moment (two
+moments, each into its own database); moments outside the window are refused untouched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE
+from tests.engines.mysql.private_server import PrivateMariaDB, private_mariadb
+from vaultflow.engines import engine_from_url
+from vaultflow.engines.mysql.binlog import push_binlog
+from vaultflow.engines.mysql.binlog_replay import pick_snapshot, restore_to_time
+from vaultflow.engines.mysql.engine import MySQLEngine
+from vaultflow.errors import InputError
+from vaultflow.operations.backup import backup_database
+from vaultflow.operations.restore import restore_snapshot
+from vaultflow.repository import Repository, new_object_id
+from vaultflow.requests import RestoreRequest
+from vaultflow.storage import LocalStore
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def binlog_server(mariadb_available: None) -> Iterator[PrivateMariaDB]:
+    with private_mariadb("--log-bin=binlog", "--server-id=11", "--binlog-format=ROW") as server:
+        yield server
+
+
+def _now(server: PrivateMariaDB) -> datetime:
+    with server.connect() as c, c.cursor() as cur:
+        cur.execute("SELECT UTC_TIMESTAMP(6)")
+        return cur.fetchone()[0].replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def _rows(server: PrivateMariaDB, database: str) -> list[tuple[object, ...]]:
+    with server.connect(database) as c, c.cursor() as cur:
+        cur.execute("SELECT id, name FROM items ORDER BY id")
+        return list(cur.fetchall())
+
+
+def _engine(server: PrivateMariaDB, database: str) -> MySQLEngine:
+    engine = engine_from_url(server.url(database))
+    assert isinstance(engine, MySQLEngine)
+    return engine
+
+
+def test_restore_to_two_moments_gives_the_state_at_each(binlog_server: PrivateMariaDB, tmp_path: Path) -> None:
+    Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    repo = Repository.open(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    binlog_server.execute("CREATE DATABASE shop", "CREATE TABLE shop.items (id int PRIMARY KEY, name varchar(40))",
+                          "INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    snapshot = backup_database(_engine(binlog_server, "shop"), repo, snapshot_id=new_object_id())
+    states: list[tuple[datetime, list[tuple[object, ...]]]] = []
+    for change in ("INSERT INTO items VALUES (4, 'd')", "UPDATE items SET name = 'B' WHERE id = 2",
+                   "DELETE FROM items WHERE id = 3"):
+        time.sleep(1.1)
+        binlog_server.execute(change, database="shop")
+        time.sleep(1.1)  # binlog times have one second of resolution
+        states.append((_now(binlog_server), _rows(binlog_server, "shop")))
+    binlog_server.execute("FLUSH BINARY LOGS")
+    newest = binlog_server.master_status()[0]
+    server = snapshot.server
+    for path in sorted(binlog_server.data.glob("binlog.[0-9]*")):
+        if path.name != newest:
+            push_binlog(repo, server, path)
+
+    for n, (moment, expected) in enumerate(states[:2]):
+        target = _engine(binlog_server, f"shop_at_{n}")
+        chosen = pick_snapshot(repo, server, "shop", moment)
+        assert chosen.id == snapshot.id
+        result = restore_to_time(repo, chosen, target, moment, lambda t=target: restore_snapshot(
+            repo, snapshot.id, t, RestoreRequest(owner=False)))
+        assert _rows(binlog_server, f"shop_at_{n}") == expected, f"state at moment {n}"
+        assert result.last_event_at is not None and result.last_event_at <= moment
+        assert result.files[0] == snapshot.binlog.file  # type: ignore[union-attr]
+    assert _rows(binlog_server, "shop") == states[-1][1], "the source is untouched"
+
+    untouched = _engine(binlog_server, "shop_refused")
+    with pytest.raises(InputError, match="is after the last archived binlog event"):
+        restore_to_time(repo, snapshot, untouched, _now(binlog_server) + timedelta(hours=1),
+                        lambda: pytest.fail("restored although the moment is outside the window"))
+    with pytest.raises(InputError, match="is before the oldest snapshot"):
+        pick_snapshot(repo, server, "shop", snapshot.started_at - timedelta(minutes=5))
+    with pytest.raises(InputError, match="no time zone"):
+        restore_to_time(repo, snapshot, untouched, states[0][0].replace(tzinfo=None),
+                        lambda: pytest.fail("restored without a zone"))
+    with binlog_server.connect() as c, c.cursor() as cur:
+        cur.execute("SHOW DATABASES LIKE 'shop_refused'")
+        assert cur.fetchall() == ()

@@ -1,0 +1,186 @@
+"""`vaultflow binlog-stream`: a MySQL/MariaDB server's binary logs copied into the repository by a
+supervised `mariadb-binlog --read-from-remote-server --raw --stop-never`.
+
+The tool writes each binlog file under its server name into the spool, byte for byte; a file
+is finished once the spool holds a later one (the server rotated to it). Every finished file
+is sealed (zstd, AES-256-GCM, AAD `"binlog:" + key`) and stored durably as
+
+    binlog/<server>/<file name>        (server: host-port of the source, lowercase)
+
+then removed from the spool; the newest file stays, and a restart fetches it again from its
+start. Storing the same name with the same bytes again is a no-op, other bytes fail loudly.
+The tool does not reconnect by itself (MySQL manual, mysqlbinlog backup), so the supervisor
+restarts it after every exit with a back-off from 1 s to 30 s. A file the server purged
+before it was copied is a gap, reported (`gap`) and skipped: replay cannot cross it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pymysql
+
+from vaultflow.engines.mysql.engine import MySQLEngine
+from vaultflow.errors import InputError, IntegrityError, VaultflowError
+from vaultflow.repository.repository import Repository
+
+BINLOG_PREFIX = "binlog/"
+MAX_BINLOG_SIZE = 1 << 30  # max_binlog_size is at most 1 GiB
+_NAME = re.compile(r"^(?P<base>[A-Za-z0-9_.-]+)\.(?P<number>\d{6,})$")
+
+StreamEvent = Literal["started", "restarted", "healthy", "gap", "stopped"]
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    """One health report of the binlog stream: what happened, a one-line detail, the counts."""
+
+    event: StreamEvent
+    detail: str
+    archived: int
+    restarts: int
+
+
+def binlog_key(server: str, name: str) -> str:
+    """The object key of one binlog file of `server` (its host:port label)."""
+    if not _NAME.match(name):
+        raise InputError(f"{name!r} is not a binlog file name", "give a name as SHOW BINARY LOGS lists it")
+    return f"{BINLOG_PREFIX}{re.sub(r'[^a-z0-9.-]+', '-', server.lower())}/{name.lower()}"
+
+
+def push_binlog(repo: Repository, server: str, path: Path) -> bool:
+    """Store one finished binlog file durably; False when the same bytes were already stored.
+    IntegrityError when other bytes are stored under its name."""
+    key = binlog_key(server, path.name)
+    data = path.read_bytes()
+    aad = b"binlog:" + key.encode()
+    if repo.store.stat(key) is not None:
+        if repo.sealer.open(repo.store.get(key), aad, max_size=MAX_BINLOG_SIZE) == data:
+            return False
+        raise IntegrityError(f"binlog file {path.name} of {server} is already archived at {key} with other bytes",
+                             "two streams (or a re-created server) may write here; find out why first")
+    repo.store.put(key, repo.sealer.seal(data, aad), sync=True)
+    return True
+
+
+def archived_binlogs(repo: Repository, server: str) -> list[str]:
+    """The names of the archived binlog files of `server`, in order."""
+    prefix = binlog_key(server, "x.000001").rsplit("/", 1)[0] + "/"
+    return sorted((info.key[len(prefix):] for info in repo.store.list(prefix)), key=_number)
+
+
+def _number(name: str) -> int:
+    found = _NAME.match(name)
+    return int(found.group("number")) if found else -1
+
+
+@dataclass
+class BinlogStream:
+    """Supervise mariadb-binlog for one server into `spool`, archiving finished files into `repo`."""
+
+    engine: MySQLEngine
+    repo: Repository
+    spool: Path
+    health_every: float = 60.0
+    poll_every: float = 0.5
+    report: Callable[[StreamHealth], None] = field(default=lambda health: None)
+    archived: int = 0
+    restarts: int = 0
+
+    @property
+    def server(self) -> str:
+        return self.engine.server_label()
+
+    def run(self, stop: threading.Event) -> None:
+        """Stream until `stop` is set; raises only for what no restart mends (binlog off, no
+        REPLICATION SLAVE), in one line."""
+        self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        delay, last_health = 1.0, time.monotonic()
+        event: StreamEvent = "started"
+        while not stop.is_set():
+            start = self._start_file()
+            with self.engine.option_file() as options:
+                proc = subprocess.Popen(
+                    [*self.engine.tool_argv(self.engine._tool("mariadb-binlog", "mysqlbinlog"), options),
+                     "--read-from-remote-server", "--raw", "--stop-never", f"--result-file={self.spool}/", start],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                started = time.monotonic()
+                self.report(StreamHealth(event, f"streaming the binlog of {self.server} from {start}",
+                                         self.archived, self.restarts))
+                while proc.poll() is None and not stop.is_set():
+                    self._archive_finished()
+                    if time.monotonic() - last_health >= self.health_every:
+                        last_health = time.monotonic()
+                        self.report(StreamHealth("healthy", "streaming", self.archived, self.restarts))
+                    stop.wait(self.poll_every)
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(15)
+            self._archive_finished()
+            if stop.is_set():
+                self.report(StreamHealth("stopped", "stopped on request", self.archived, self.restarts))
+                return
+            raw = proc.stderr.read() if proc.stderr is not None else b""
+            error = (raw.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1][:300]
+            self.restarts += 1
+            if time.monotonic() - started > 30:
+                delay = 1.0
+            event = "restarted"
+            self.report(StreamHealth("restarted", f"mariadb-binlog exited {proc.returncode}: {error}; restarting "
+                                                  f"in {delay:.0f} s", self.archived, self.restarts))
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _archive_finished(self) -> None:
+        """Push every spool file but the newest (the one being written), oldest first."""
+        files = sorted((p for p in self.spool.iterdir() if _NAME.match(p.name)), key=lambda p: _number(p.name))
+        for path in files[:-1]:
+            push_binlog(self.repo, self.server, path)
+            path.unlink()
+            self.archived += 1
+
+    def _start_file(self) -> str:
+        """The newest spool file (fetched again from its start), else the file after the newest
+        archived one, else the server's oldest; a wanted file the server purged is a gap."""
+        on_server = self._server_binlogs()
+        in_spool = sorted((p.name for p in self.spool.iterdir() if _NAME.match(p.name)), key=_number)
+        archived = archived_binlogs(self.repo, self.server)
+        if in_spool:
+            wanted = in_spool[-1]
+        elif archived:
+            last = _NAME.match(archived[-1])
+            assert last is not None
+            wanted = f"{last.group('base')}.{int(last.group('number')) + 1:0{len(last.group('number'))}d}"
+        else:
+            return on_server[0]
+        if wanted in on_server:
+            return wanted
+        later = [n for n in on_server if _number(n) > _number(wanted)]
+        if not later:
+            return wanted  # not written yet: the tool waits for it
+        self.report(StreamHealth("gap", f"binlog files from {wanted} up to {later[0]} (not included) were purged on "
+                                        f"{self.server} before they were copied: no point in time in them can be "
+                                        "restored", self.archived, self.restarts))
+        return later[0]
+
+    def _server_binlogs(self) -> list[str]:
+        try:
+            with self.engine.connect() as c, c.cursor() as cur:
+                cur.execute("SHOW BINARY LOGS")
+                names = [str(r[0]) for r in cur.fetchall()]
+        except VaultflowError:
+            raise
+        except pymysql.MySQLError as exc:  # binlog off, or no privilege to list it
+            raise InputError(f"cannot list the binary logs of {self.server}: {str(exc)[:200]}",
+                             "turn on log_bin and grant REPLICATION CLIENT, REPLICATION SLAVE "
+                             "(vaultflow pitr check says which)") from None
+        if not names:
+            raise InputError(f"{self.server} writes no binary log", "turn on log_bin (vaultflow pitr check)")
+        return sorted(names, key=_number)
