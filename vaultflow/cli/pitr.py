@@ -214,6 +214,9 @@ def restore(
     to_time: Annotated[str | None, typer.Option(help="Recover to this moment, with its offset: "
                                                      "'2026-12-02 10:14:00+01:00' (or ...Z).")] = None,
     to_lsn: Annotated[str | None, typer.Option(help="Recover to this LSN, e.g. 0/3000060.")] = None,
+    to_name: Annotated[str | None, typer.Option(
+        help="Recover to this restore point (pg_create_restore_point), replaying from the oldest base backup "
+             "whose WAL reaches farthest, or from the one given as CLUSTER.")] = None,
     repo: RepoOpt = None,
     wal_command: Annotated[Path | None, typer.Option(
         help="The vaultflow-wal the restored server runs as restore_command (default: the one beside this "
@@ -232,7 +235,7 @@ def restore(
     from vaultflow.engines.postgres.pitr import parse_target, plan_recovery, restore_to_point
     from vaultflow.engines.postgres.recovery import restore_command
 
-    target = parse_target(to_time, to_lsn)
+    target = parse_target(to_time, to_lsn, to_name)
     location = require_repo(repo)
     if not is_location(location):
         raise InputError(f"repository {location!r} is a block name, which the server's restore_command "

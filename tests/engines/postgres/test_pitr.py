@@ -258,7 +258,7 @@ def test_a_base_backup_into_a_repository_the_server_does_not_archive_to_is_refus
     assert list(Repository.open(LocalStore(other), PASSPHRASE).snapshot_ids()) == []
 
 
-def test_a_second_base_backup_joins_the_chain_and_a_target_after_it_restores_from_it_past_the_gap(
+def test_a_second_base_backup_joins_the_chain_and_targets_after_it_restore_from_it_past_the_gap(
         archiving_cluster: ArchivingCluster, marked: Marks) -> None:
     cluster = archiving_cluster
     second = cli(cluster, "pitr", "base-backup", f"postgresql://postgres@127.0.0.1:{cluster.port}", "--json")
@@ -272,6 +272,8 @@ def test_a_second_base_backup_joins_the_chain_and_a_target_after_it_restores_fro
         moment = c.execute("SELECT clock_timestamp()").fetchone()
         assert moment is not None
         time.sleep(1.2)
+        c.execute("SELECT pg_create_restore_point('after-4')")
+        c.execute("INSERT INTO marks VALUES (5, 'mark 5')")
     switch_and_wait(cluster, switches=2)  # later commits, so recovery meets one after the target
 
     shown = cli(cluster, "pitr", "window", str(marked.sysid), "--json")
@@ -283,6 +285,16 @@ def test_a_second_base_backup_joins_the_chain_and_a_target_after_it_restores_fro
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["snapshot"] == row["snapshot"]
     with started_copy(cluster, pgdata) as copy:
+        assert [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id").fetchall()] == [1, 2, 3, 4]
+
+    named = cli(cluster, "pitr", "restore", str(marked.sysid), "--to-name", "after-4", "--pgdata",
+                str(cluster.base / "restores" / "named"), "--wal-command", str(wal_command()),
+                "--passphrase-file", str(cluster.passphrase_file), "--json")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert json.loads(named.stdout)["snapshot"] == row["snapshot"]  # the first one's WAL stops at the gap
+    auto = (cluster.base / "restores" / "named" / "postgresql.auto.conf").read_text()
+    assert "recovery_target_name = 'after-4'" in auto
+    with started_copy(cluster, cluster.base / "restores" / "named") as copy:
         assert [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id").fetchall()] == [1, 2, 3, 4]
 
 

@@ -221,6 +221,8 @@ def plan_recovery(repo: Repository, cluster: str, target: RecoveryTarget) -> Rec
         raise InputError(f"{label} has no base backup in the repository at {repo.store.describe()}",
                          "take one with: vaultflow pitr base-backup SERVER")
     candidates = [c for c in window.coverage if chosen_id is None or c.snapshot == chosen_id]
+    if target.name is not None:
+        return _plan_for_name(window, candidates)
 
     def stopped_before(c: Coverage) -> bool:
         return c.from_time <= target.time if target.time is not None else c.from_lsn <= (target.lsn or 0)
@@ -239,6 +241,17 @@ def plan_recovery(repo: Repository, cluster: str, target: RecoveryTarget) -> Rec
             f"(gap: {gaps[0]})" if gaps else "(the last archived segment)")
         raise InputError(f"target {target.describe()} is after the last archived WAL: {why}; {where}",
                          "choose a target inside the window, or wait for the server to archive more WAL")
+    manifest = next(m for m in window.base_backups if m.id == best.snapshot)
+    return RecoveryPlan(manifest, best, window)
+
+
+def _plan_for_name(window: ClusterWindow, candidates: list[Coverage]) -> RecoveryPlan:
+    """A name says nothing about where the restore point is: the oldest candidate whose WAL reaches
+    as far as any does (so every archived restore point after it is reachable). A name that is not
+    in that WAL fails at the end of recovery ("recovery ended before configured recovery target was
+    reached"); a restore point older than the base backup is ignored the same way by PostgreSQL."""
+    farthest = max(c.to_lsn for c in candidates)
+    best = min((c for c in candidates if c.to_lsn == farthest), key=lambda c: (c.from_time, c.from_lsn))
     manifest = next(m for m in window.base_backups if m.id == best.snapshot)
     return RecoveryPlan(manifest, best, window)
 
@@ -267,11 +280,14 @@ def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target:
         raise
 
 
-def parse_target(to_time: str | None, to_lsn: str | None) -> RecoveryTarget:
-    """The one target of --to-time / --to-lsn."""
-    if (to_time is None) == (to_lsn is None):
-        raise InputError("give exactly one of --to-time and --to-lsn", "e.g. --to-time '2026-12-02 10:14:00+01:00'")
+def parse_target(to_time: str | None, to_lsn: str | None, to_name: str | None = None) -> RecoveryTarget:
+    """The one target of --to-time / --to-lsn / --to-name."""
+    if [to_time, to_lsn, to_name].count(None) != 2:
+        raise InputError("give exactly one of --to-time, --to-lsn and --to-name",
+                         "e.g. --to-time '2026-12-02 10:14:00+01:00'")
     if to_time is not None:
         return RecoveryTarget(time=recovery.parse_target_time(to_time))
+    if to_name is not None:
+        return RecoveryTarget(name=to_name)
     assert to_lsn is not None
     return RecoveryTarget(lsn=parse_lsn(to_lsn))

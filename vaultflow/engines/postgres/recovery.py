@@ -4,7 +4,7 @@ into it, `recovery.signal`, and the recovery settings appended to `postgresql.au
 The settings written (PostgreSQL 12 or later):
 
     restore_command = 'env VAULTFLOW_REPO=<repo> VAULTFLOW_PASSPHRASE_FILE=<0600 file> <vaultflow-wal> fetch %f %p'
-    recovery_target_time = '<target, UTC with its offset>'   (or recovery_target_lsn)
+    recovery_target_time = '<target, UTC with its offset>'   (or recovery_target_lsn / _name)
     recovery_target_action = 'promote'
     recovery_target_timeline = 'latest'
     archive_mode = 'off'                                      (unless the restored server is to archive)
@@ -30,19 +30,25 @@ from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository.repository import ByteSink
 
 RECOVERY_SIGNAL = "recovery.signal"
+MAX_RESTORE_POINT_NAME = 64  # MAXFNAMELEN, with its terminating zero
 AUTO_CONF = "postgresql.auto.conf"
 
 
 @dataclass(frozen=True)
 class RecoveryTarget:
-    """Where recovery stops: a moment (aware datetime) or an LSN."""
+    """Where recovery stops: a moment (aware datetime), an LSN, or a restore point's name
+    (`pg_create_restore_point`)."""
 
     time: datetime | None = None
     lsn: int | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.time is None) == (self.lsn is None):
-            raise InputError("give exactly one recovery target", "pass --to-time or --to-lsn")
+        if [self.time, self.lsn, self.name].count(None) != 2:
+            raise InputError("give exactly one recovery target", "pass --to-time, --to-lsn or --to-name")
+        if self.name is not None and not 0 < len(self.name.encode()) < MAX_RESTORE_POINT_NAME:
+            raise InputError(f"restore point name {self.name!r} is empty or longer than "
+                             f"{MAX_RESTORE_POINT_NAME - 1} bytes", "give the name pg_create_restore_point was given")
         if self.time is not None and self.time.tzinfo is None:
             raise InputError(f"target time {self.time.isoformat(sep=' ')} has no time zone",
                              "write the offset too, e.g. '2026-12-02 10:14:00+01:00' or '...Z' for UTC")
@@ -50,6 +56,8 @@ class RecoveryTarget:
     def describe(self) -> str:
         if self.time is not None:
             return self.time.astimezone(UTC).isoformat(sep=" ")
+        if self.name is not None:
+            return f"restore point {self.name!r}"
         assert self.lsn is not None
         return f"LSN {self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}"
 
@@ -178,6 +186,8 @@ def write_recovery_settings(pgdata: Path, *, command: str, target: RecoveryTarge
              f"restore_command = {conf_quote(command)}"]
     if target.time is not None:
         lines.append(f"recovery_target_time = {conf_quote(target.time.astimezone(UTC).isoformat(sep=' '))}")
+    elif target.name is not None:
+        lines.append(f"recovery_target_name = {conf_quote(target.name)}")
     else:
         assert target.lsn is not None
         lines.append(f"recovery_target_lsn = {conf_quote(f'{target.lsn >> 32:X}/{target.lsn & 0xFFFFFFFF:X}')}")
