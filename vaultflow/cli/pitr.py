@@ -1,22 +1,39 @@
-"""`pitr` group: point-in-time recovery. `pitr check SERVER` says what a PostgreSQL server lacks
-for archiving-based PITR and the exact settings to apply.
+"""`pitr` group: point-in-time recovery (the commands below the check are PostgreSQL's).
+
+    pitr check SERVER                       what the server lacks for PITR (also MySQL/MariaDB binlogs)
+    pitr base-backup SERVER                 a physical base backup of the whole cluster
+    pitr window [CLUSTER]                   what each cluster can be restored to, and the gaps
+    pitr restore CLUSTER --to-time T --pgdata DIR    a base backup laid out to recover to T
+
+CLUSTER is a system identifier, a server (host:port or a postgresql:// URL) as its base backups
+record it, or a base backup's snapshot id (restore then uses that one). These commands call the core
+directly (no Prefect flow): a base backup is of a cluster, not of one database, and none of the
+`backup` flow's options (kind, tables, globals, jobs) applies to it.
 
 `wal-push` / `wal-fetch` are the same commands as the `vaultflow-wal` console script, reachable
 from this CLI; the server's archive_command should use `vaultflow-wal`, which starts faster
 (it imports neither typer nor rich; docs/engines/postgresql.md).
 
 Exit codes of `pitr check`: 0 ready, 3 not ready (a check is missing), 1 the check could not
-run (server unreachable), 2 bad input.
+run (server unreachable), 2 bad input. `pitr window`: 0, or 3 when a gap cuts a window.
+`base-backup` and `restore`: 0, 1 failed (the server does not archive here, a tool failed), 2 bad
+input (a target outside the window, a non-empty --pgdata, a logical snapshot).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaultflow.cli.app import JsonOpt, handles_errors
-from vaultflow.cli.output import print_json, stdout
+from vaultflow.cli.app import JsonOpt, RepoOpt, handles_errors, is_location, open_repo, require_repo
+from vaultflow.cli.output import human_bytes, print_json, progress_bar, stdout
+from vaultflow.errors import InputError
+
+if TYPE_CHECKING:
+    from vaultflow.engines.postgres.engine import PostgresEngine
 
 NOT_READY_EXIT = 3
 
@@ -25,12 +42,31 @@ pitr_app = typer.Typer(no_args_is_help=True, help="Point-in-time recovery (Postg
 _MARK = {"ok": "ok", "missing": "MISSING", "advisable": "advisable"}
 
 
+ServerArg = Annotated[str, typer.Argument(help="postgresql://user@host:port[/db] or a saved PostgresServer block.")]
+ClusterArg = Annotated[str, typer.Argument(help="System identifier, host:port or postgresql:// URL of the "
+                                                "cluster, or a base backup's snapshot id.")]
+
+
+def _postgres_server(server: str) -> PostgresEngine:
+    from vaultflow.engines import is_database_url, server_from_url, spec
+    from vaultflow.engines.postgres.engine import PostgresEngine
+
+    if is_database_url(server):
+        engine = server_from_url(server)
+    else:
+        from blocks.resolve import resolve_server
+
+        engine = resolve_server(server)
+    spec(engine.engine).require("pitr", "give a PostgreSQL server (postgresql://user@host:port)")
+    if not isinstance(engine, PostgresEngine):
+        raise InputError(f"{engine.describe()} is not PostgreSQL: base backups, the window and restores to a "
+                         "moment of this group are PostgreSQL's", "give a postgresql:// server")
+    return engine
+
+
 @pitr_app.command("check")
 @handles_errors
-def check(
-    server: Annotated[str, typer.Argument(help="postgresql://user@host:port[/db] or a saved PostgresServer block.")],
-    json_out: JsonOpt = False,
-) -> None:
+def check(server: ServerArg, json_out: JsonOpt = False) -> None:
     """Read the server's WAL (PostgreSQL) or binlog (MySQL/MariaDB) settings and the user's rights;
     print one line per check and the statements that fix what is missing. Exit 0 when ready, 3 when not."""
     from vaultflow.engines import is_database_url, server_from_url, spec
@@ -81,6 +117,154 @@ def check(
             stdout.print(f"note: {result.note}", highlight=False)
     if not result.ready:
         raise typer.Exit(NOT_READY_EXIT)
+
+
+@pitr_app.command("base-backup")
+@handles_errors
+def base_backup(
+    server: ServerArg,
+    repo: RepoOpt = None,
+    archive_check: Annotated[bool, typer.Option(
+        "--archive-check/--no-archive-check",
+        help="Refuse unless the server archives its WAL into this repository, and wait for the backup "
+             "history file there (its STOP TIME is the recorded stop).")] = True,
+    archive_wait: Annotated[float, typer.Option(help="Seconds to wait for the backup history file.")] = 60.0,
+    timeout_minutes: Annotated[int, typer.Option(help="pg_basebackup is killed after this long.")] = 360,
+    new_chain: Annotated[bool, typer.Option(
+        help="Start a chain of its own (kind full) instead of joining the newest base backup's chain, whose "
+             "chunks it would not store again.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Take a physical base backup of the whole cluster (pg_basebackup, tar with the WAL it needs) into
+    the repository as one snapshot; restore it to a moment with `vaultflow pitr restore`."""
+    from vaultflow.engines.postgres.pitr import take_base_backup
+    from vaultflow.progress import ProgressMeter
+    from vaultflow.repository import new_object_id
+
+    engine = _postgres_server(server)
+    opened, _ = open_repo(repo)
+    meter = ProgressMeter("base backup", engine.server_label())
+    with progress_bar(not json_out):
+        manifest = take_base_backup(engine, opened, snapshot_id=new_object_id(), archive_check=archive_check,
+                                    archive_wait=archive_wait, timeout=timeout_minutes * 60.0, progress=meter,
+                                    new_chain=new_chain)
+        meter.finish()
+    info = manifest.base_backup
+    assert info is not None
+    parent = opened.load_manifest(manifest.parent) if manifest.parent else None
+    row = {"snapshot": manifest.id, "server": manifest.server, "system_identifier": str(info.system_identifier),
+           "timeline": info.timeline, "start_lsn": info.start_lsn, "stop_lsn": info.stop_lsn,
+           "start_time": info.start_time.isoformat(), "stop_time": info.stop_time.isoformat(),
+           "stop_time_source": info.stop_time_source, "logical_bytes": manifest.logical_size,
+           "stored_bytes": manifest.stored_size, "added_bytes": manifest.added_size(parent),
+           "kind": manifest.kind, "parent": manifest.parent, "duration_s": round(manifest.duration_seconds, 2)}
+    if json_out:
+        print_json(row)
+        return
+    stdout.print(f"base backup {manifest.short_id} saved: cluster {info.system_identifier} on {manifest.server}, "
+                 f"timeline {info.timeline}, WAL {info.start_lsn} .. {info.stop_lsn}, stopped "
+                 f"{info.stop_time.isoformat(sep=' ', timespec='seconds')}, {human_bytes(manifest.logical_size)} "
+                 f"read, {human_bytes(manifest.added_size(parent))} newly stored ({manifest.kind}), "
+                 f"{row['duration_s']} s", highlight=False)
+
+
+@pitr_app.command("window")
+@handles_errors
+def window(
+    cluster: Annotated[str | None, typer.Argument(help="System identifier, host:port or base backup snapshot id "
+                                                       "(default: every cluster of the repository).")] = None,
+    repo: RepoOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per cluster: the moments it can be restored to (each base backup's stop to the end of the unbroken
+    WAL after it, by the archive time of the last segment), its base backups and the missing segments.
+    Exit 0, or 3 when a gap cuts the window."""
+    from vaultflow.engines.postgres.pitr import windows
+
+    opened, _ = open_repo(repo)
+    found = windows(opened, cluster)
+    if json_out:
+        print_json([w.as_dict() for w in found])
+    else:
+        if not found:
+            stdout.print("no cluster has WAL or base backups in this repository", highlight=False)
+        for w in found:
+            servers = ", ".join(w.servers) or "(no base backup)"
+            stdout.print(f"cluster {w.system_identifier} ({servers}): restorable {w.range_text()}", highlight=False)
+            for m, c in zip(w.base_backups, w.coverage, strict=True):
+                b = m.base_backup
+                assert b is not None
+                stdout.print(f"  base backup {m.short_id}: stopped {b.stop_time.isoformat(sep=' ', timespec='seconds')}"
+                             f" at {b.stop_lsn} (timeline {b.timeline}); WAL reaches {c.last_segment}, archived "
+                             f"{c.to_time.isoformat(sep=' ', timespec='seconds')}", highlight=False)
+            for g in w.gaps:
+                stdout.print(f"  GAP {g.describe()}", highlight=False)
+            if w.newest_segment:
+                when = w.newest_time.isoformat(sep=" ", timespec="seconds") if w.newest_time else "time unknown"
+                stdout.print(f"  newest archived segment {w.newest_segment} ({when})", highlight=False)
+    if any(w.gaps for w in found):
+        raise typer.Exit(NOT_READY_EXIT)
+
+
+@pitr_app.command("restore")
+@handles_errors
+def restore(
+    cluster: ClusterArg,
+    pgdata: Annotated[Path, typer.Option(help="A new or empty directory for the restored cluster (made 0700).")],
+    to_time: Annotated[str | None, typer.Option(help="Recover to this moment, with its offset: "
+                                                     "'2026-12-02 10:14:00+01:00' (or ...Z).")] = None,
+    to_lsn: Annotated[str | None, typer.Option(help="Recover to this LSN, e.g. 0/3000060.")] = None,
+    to_name: Annotated[str | None, typer.Option(
+        help="Recover to this restore point (pg_create_restore_point), replaying from the oldest base backup "
+             "whose WAL reaches farthest, or from the one given as CLUSTER.")] = None,
+    repo: RepoOpt = None,
+    wal_command: Annotated[Path | None, typer.Option(
+        help="The vaultflow-wal the restored server runs as restore_command (default: the one beside this "
+             "vaultflow; the server's OS user must be able to run it: make wal-venv).")] = None,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        envvar="VAULTFLOW_PASSPHRASE_FILE",
+        help="The 0600 passphrase file the restored server's restore_command reads (never the passphrase).")] = None,
+    keep_archiving: Annotated[bool, typer.Option(
+        help="Leave archive_mode as the backup had it, so the promoted copy archives its new timeline into the "
+             "repository (for a copy that replaces the primary); by default it is set off.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Lay out the newest base backup that stopped before the target in --pgdata, with recovery.signal
+    and the recovery settings; start the server there (pg_ctl -D DIR start) and it recovers to the target
+    and promotes."""
+    from vaultflow.engines.postgres.pitr import parse_target, plan_recovery, restore_to_point
+    from vaultflow.engines.postgres.recovery import restore_command
+
+    target = parse_target(to_time, to_lsn, to_name)
+    location = require_repo(repo)
+    if not is_location(location):
+        raise InputError(f"repository {location!r} is a block name, which the server's restore_command "
+                         "(vaultflow-wal) cannot read", "give --repo as the repository's path or URL")
+    if "://" not in location:
+        location = str(Path(location).expanduser().absolute())
+    if passphrase_file is None:
+        raise InputError("the restored server needs the repository passphrase in a file it can read",
+                         "pass --passphrase-file (or set VAULTFLOW_PASSPHRASE_FILE) to a 0600 file owned by its "
+                         "OS user")
+    command = restore_command(wal_command or Path(sys.executable).parent / "vaultflow-wal", location,
+                              passphrase_file)
+    opened, _ = open_repo(repo)
+    plan = plan_recovery(opened, cluster, target)
+    with progress_bar(not json_out):
+        lines = restore_to_point(opened, plan, pgdata.expanduser().absolute(), target, command=command,
+                                 archive=keep_archiving)
+    info = plan.manifest.base_backup
+    assert info is not None
+    row = {"snapshot": plan.manifest.id, "system_identifier": str(info.system_identifier),
+           "pgdata": str(pgdata.absolute()), "target": target.describe(), "settings": lines,
+           "window": plan.window.range_text()}
+    if json_out:
+        print_json(row)
+        return
+    stopped = info.stop_time.isoformat(sep=" ", timespec="seconds")
+    stdout.print(f"base backup {plan.manifest.short_id} (stopped {stopped}) laid out in {row['pgdata']} to "
+                 f"recover to {target.describe()}; start it with: "
+                 f"pg_ctl -D {row['pgdata']} start", highlight=False)
 
 
 def wal_push(

@@ -91,6 +91,7 @@ def show(
         "skipped": manifest.skipped.model_dump() if manifest.skipped else None,
         "binlog": manifest.binlog.model_dump() if manifest.binlog else None,
         "backup_set": _backup_set(opened, manifest),
+        "base_backup": manifest.base_backup.model_dump(mode="json") if manifest.base_backup else None,
     }
     if json_out:
         print_json(summary)
@@ -108,6 +109,13 @@ def show(
     for key, value in database.items():
         if value not in (None, [], -1):
             stdout.print(f"database {key}: {value}", highlight=False)
+    if manifest.base_backup:
+        base = manifest.base_backup
+        stdout.print(f"base backup of cluster {base.system_identifier} (PostgreSQL {base.server_version}): timeline "
+                     f"{base.timeline}, WAL {base.start_lsn} .. {base.stop_lsn}, stopped "
+                     f"{base.stop_time.isoformat(sep=' ')} ({base.stop_time_source}); restore with "
+                     f"vaultflow pitr restore {manifest.short_id}",
+                     highlight=False)
     if manifest.binlog:
         b = manifest.binlog
         stdout.print(f"binlog position: {b.file}:{b.position}" + (f", GTID {b.gtid}" if b.gtid else ""),

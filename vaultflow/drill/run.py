@@ -54,10 +54,12 @@ def scratch_name(manifest: SnapshotManifest) -> str:
 
 
 def latest_snapshots(repo: Repository, databases: list[str] | None = None) -> list[SnapshotManifest]:
-    """The newest snapshot of every database (engine, server, name), optionally only of the
-    named databases, in database name order."""
+    """The newest logical snapshot of every database (engine, server, name), optionally only of
+    the named databases, in database name order."""
     newest: dict[tuple[str, str, str], SnapshotManifest] = {}
     for m in repo.manifests():
+        if m.base_backup is not None:  # a physical base backup is drilled by PITR drills (planned)
+            continue
         if databases and m.database not in databases:
             continue
         key = (m.engine, m.server, m.database)

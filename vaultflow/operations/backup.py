@@ -67,8 +67,8 @@ def plan_backup(repo: Repository, engine: DatabaseEngine, kind: SnapshotKind, sn
     """Choose chain and parent from the repository's manifests (never from the catalog)."""
     if kind == "full":
         return BackupPlan("full", chain=snapshot_id)
-    same_db = [m for m in repo.manifests()
-               if (m.engine, m.server, m.database) == (engine.engine, engine.server_label(), engine.database)]
+    same_db = [m for m in repo.manifests() if m.base_backup is None  # a base backup is no logical parent
+               and (m.engine, m.server, m.database) == (engine.engine, engine.server_label(), engine.database)]
     if not same_db:
         return BackupPlan("full", chain=snapshot_id,
                           note=f"no earlier snapshot of {engine.describe()}: this {kind} backup starts a new "

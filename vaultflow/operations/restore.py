@@ -138,7 +138,9 @@ def _reader(repo: Repository, manifest: SnapshotManifest, progress: ProgressCall
 
 
 def check_target_engine(manifest: SnapshotManifest, target: DatabaseEngine) -> None:
-    """Refuse a target of another engine than the snapshot's streams need."""
+    """Refuse a target of another engine than the snapshot's streams need, and a physical base
+    backup, which only `vaultflow pitr restore` lays out (into a data directory)."""
+    refuse_base_backup(manifest)
     found = spec_for_format(manifest.streams[0].format)
     if found is None or found.name != target.engine:
         raise InputError(
@@ -146,6 +148,14 @@ def check_target_engine(manifest: SnapshotManifest, target: DatabaseEngine) -> N
             f"into {target.describe()}",
             f"choose a {manifest.engine} target",
         )
+
+
+def refuse_base_backup(manifest: SnapshotManifest) -> None:
+    """InputError (one line) for a physical base backup, which is no database dump."""
+    if manifest.base_backup is not None:
+        raise InputError(f"snapshot {manifest.short_id} is a physical base backup of cluster "
+                         f"{manifest.base_backup.system_identifier}, not a database dump",
+                         f"lay it out with vaultflow pitr restore {manifest.short_id} --to-time T --pgdata DIR")
 
 
 def export_snapshot(
@@ -168,6 +178,7 @@ def export_snapshot(
 def _export(repo: Repository, snapshot_id: str, destination: str | os.PathLike[str],
             progress: ProgressCallback | None) -> SnapshotManifest:
     manifest = repo.load_manifest(snapshot_id)
+    refuse_base_backup(manifest)
     dest = Path(destination).expanduser().absolute()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,31 @@ class SkippedEntries(BaseModel):
     paths: list[str]
 
 
+class BaseBackupInfo(BaseModel):
+    """What a physical base backup of a PostgreSQL cluster needs for point-in-time recovery
+    (docs/engines/postgresql.md): the WAL range that makes it consistent and when it ran.
+
+    `stop_time` is the server's clock: the STOP TIME of the backup history file the server
+    archived, rounded up to the next second as the file has whole seconds (`stop_time_source`
+    "backup-history"), or, when the backup was told not to wait for
+    the archive, the server's now() once pg_basebackup ended ("server-clock-after"), which is
+    later than the real stop. Restores choose the newest base backup that stopped before a target.
+    """
+
+    system_identifier: int
+    timeline: int
+    start_lsn: str
+    stop_lsn: str
+    start_time: datetime
+    stop_time: datetime
+    stop_time_source: Literal["backup-history", "server-clock-after"] = "backup-history"
+    server_version: str
+    wal_segment_size: int
+    backup_label: str
+    backup_manifest: bool = Field(description="the tar holds pg_basebackup's backup_manifest")
+    history_file: str | None = Field(default=None, description="name of the archived .backup history file")
+
+
 class BinlogPosition(BaseModel):
     """Where a MySQL/MariaDB snapshot stands in the server's binary log, taken inside the dump's
     transaction snapshot: replaying the binlog from (file, position), or from the GTID
@@ -181,6 +206,9 @@ class SnapshotManifest(BaseModel):
         default_factory=list, description="ids of the snapshots of one backup run of a database and its file "
                                           "trees: the database's first, then each tree's in the order given; "
                                           "empty for a snapshot taken alone")
+    base_backup: BaseBackupInfo | None = Field(
+        default=None, description="set on a physical base backup of a whole PostgreSQL cluster (one stream "
+                                  "in format postgres-basebackup-tar); None on logical snapshots")
 
     @property
     def short_id(self) -> str:

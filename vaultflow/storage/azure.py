@@ -186,7 +186,7 @@ class AzureBlobStore(ObjectStore):
         root = f"{self.prefix}/" if self.prefix else ""
         try:
             for blob in self.client.list_blobs(name_starts_with=root + prefix):
-                yield ObjectInfo(str(blob.name)[len(root):], int(blob.size))
+                yield ObjectInfo(str(blob.name)[len(root):], int(blob.size), blob.last_modified)
         except AzureError as exc:
             raise self._map(exc, "list", prefix or "(all)") from None
 

@@ -77,8 +77,12 @@ def object_lock_unsupported(store: ObjectStore) -> InputError:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """One listed object. `modified` is when it was written, as the backend reports it (a
+    listing fills it; None where a backend or a stat does not say)."""
+
     key: str
     size: int
+    modified: datetime | None = None
 
 
 class ObjectStore(ABC):

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vaultflow.errors import StorageFull, StorageUnwritable, VaultflowError
@@ -109,7 +110,8 @@ class LocalStore(ObjectStore):
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     try:
-                        yield ObjectInfo(key, full.stat().st_size)
+                        st = full.stat()
+                        yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
                     except FileNotFoundError:
                         continue
 

@@ -223,7 +223,7 @@ class S3Store(ObjectStore):
             except (ClientError, BotoCoreError) as exc:
                 raise self._map(exc, "list", prefix or "(all)") from None
             for item in page.get("Contents", ()):
-                yield ObjectInfo(str(item["Key"])[len(root):], int(item["Size"]))
+                yield ObjectInfo(str(item["Key"])[len(root):], int(item["Size"]), item.get("LastModified"))
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")

@@ -11,6 +11,8 @@ SCHEMA_FORMAT = "pg_dump-custom-schema"  # schema-only archive: pre-data and pos
 TABLE_FORMAT = "pg-copy-text"  # one table's rows, COPY text format
 DATA_EXTRA_FORMAT = "pg_dump-custom-data-extra"  # sequence values and large objects
 GLOBALS_FORMAT = "pg_dumpall-globals-sql"  # roles and tablespaces, pg_dumpall --globals-only
+BASEBACKUP_FORMAT = "postgres-basebackup-tar"  # a whole cluster: pg_basebackup -Ft -X fetch to stdout (not
+# a logical stream: restored into a data directory by `vaultflow pitr restore`, never by `restore`)
 
 SPEC = EngineSpec(
     name="postgresql",
@@ -24,7 +26,8 @@ SPEC = EngineSpec(
     capabilities=Capabilities(
         change_fingerprint=True, table_subsets=True, table_restore=True, parallel_restore=True, globals=True,
         drills=True, expectations=True, segment_patches=True, archival=True, server_locale=True, discovery=True,
-        pitr="wal",  # WAL archiving: vaultflow-wal push/fetch (wal.py), `vaultflow pitr check` (pitr_check.py)
+        pitr="wal",  # WAL archiving (wal.py, pitr_check.py), base backups (basebackup.py), restore to a
+        # moment (recovery.py) and the recoverable window (window.py)
         export=ExportFormat("plain SQL script", ".sql", "psql -v ON_ERROR_STOP=1 -d DBNAME -f FILE"),
     ),
     legacy_exports={LEGACY_FORMAT: ExportFormat("pg_dump custom archive", ".dump", "pg_restore -d DBNAME FILE")},

@@ -48,7 +48,9 @@ def _alter(name: str, value: str) -> str:
 
 def check_pitr_readiness(engine: PostgresEngine) -> PitrReadiness:
     """Read the server's PITR settings, role and archiver state (one connection, read only)."""
-    with engine._connect(engine.conn.maintenance_database) as c:
+    from vaultflow.engines.postgres.basebackup import settings_session
+
+    with settings_session(engine) as c:
         rows = c.execute("SELECT name, setting, context, pending_restart FROM pg_settings "
                          "WHERE name = ANY(%s)", (list(SETTINGS),)).fetchall()
         settings = {str(r[0]): _Setting(str(r[1]), str(r[2]), bool(r[3])) for r in rows}

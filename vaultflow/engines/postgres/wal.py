@@ -205,6 +205,13 @@ def _open_stored(repo: Repository, key: str, name: WalName) -> bytes:
                              "the archive is damaged from this file on; take a new base backup") from None
 
 
+def read_archived(repo: Repository, system_identifier: int, file_name: str) -> bytes:
+    """The plaintext of an archived WAL file (a history or backup history file, say);
+    WalNotArchived when it is not there, IntegrityError when it fails its check."""
+    name = WalName.parse(file_name)
+    return _open_stored(repo, name.key(system_identifier), name)
+
+
 def fetch_wal(repo: Repository, file_name: str, destination: Path, *, pgdata: Path | None = None) -> int:
     """Write the archived WAL file `file_name` (`%f`) to `destination` (`%p`) atomically (a temp
     file in its directory, then a rename); returns its size. WalNotArchived when the repository
