@@ -33,7 +33,9 @@ from vaultflow.cli.output import human_bytes, print_json, progress_bar, stdout
 from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
+    from vaultflow.engines.mysql.engine import MySQLEngine
     from vaultflow.engines.postgres.engine import PostgresEngine
+    from vaultflow.repository import Repository
 
 NOT_READY_EXIT = 3
 
@@ -178,10 +180,14 @@ def window(
 ) -> None:
     """Per cluster: the moments it can be restored to (each base backup's stop to the end of the unbroken
     WAL after it, by the archive time of the last segment), its base backups and the missing segments.
+    For mysql://host:port/db: the database's window from its snapshots and archived binlogs.
     Exit 0, or 3 when a gap cuts the window."""
     from vaultflow.engines.postgres.pitr import windows
 
     opened, _ = open_repo(repo)
+    if cluster and cluster.startswith(_MYSQL_SCHEMES):
+        _binlog_window(opened, cluster, json_out)
+        return
     found = windows(opened, cluster)
     if json_out:
         print_json([w.as_dict() for w in found])
@@ -210,7 +216,10 @@ def window(
 @handles_errors
 def restore(
     cluster: ClusterArg,
-    pgdata: Annotated[Path, typer.Option(help="A new or empty directory for the restored cluster (made 0700).")],
+    pgdata: Annotated[Path | None, typer.Option(help="A new or empty directory for the restored cluster (made "
+                                                     "0700; PostgreSQL).")] = None,
+    into: Annotated[str | None, typer.Option(help="MySQL/MariaDB: the database to restore into "
+                                                  "(mysql://user@host:port/db, new or empty).")] = None,
     to_time: Annotated[str | None, typer.Option(help="Recover to this moment, with its offset: "
                                                      "'2026-12-02 10:14:00+01:00' (or ...Z).")] = None,
     to_lsn: Annotated[str | None, typer.Option(help="Recover to this LSN, e.g. 0/3000060.")] = None,
@@ -231,10 +240,20 @@ def restore(
 ) -> None:
     """Lay out the newest base backup that stopped before the target in --pgdata, with recovery.signal
     and the recovery settings; start the server there (pg_ctl -D DIR start) and it recovers to the target
-    and promotes."""
+    and promotes. For CLUSTER mysql://host:port/db: restore the newest snapshot of that database that
+    finished before --to-time into --into, then replay the archived binlogs up to --to-time."""
     from vaultflow.engines.postgres.pitr import parse_target, plan_recovery, restore_to_point
     from vaultflow.engines.postgres.recovery import restore_command
 
+    if cluster.startswith(_MYSQL_SCHEMES):
+        if to_lsn or to_name or pgdata:
+            raise InputError("--to-lsn, --to-name and --pgdata are PostgreSQL's",
+                             "give --to-time and --into for a MySQL/MariaDB database")
+        _binlog_restore(cluster, into, to_time, repo, json_out)
+        return
+    if pgdata is None or into is not None:
+        raise InputError("a PostgreSQL restore to a moment lays out a data directory",
+                         "give --pgdata DIR (and no --into)")
     target = parse_target(to_time, to_lsn, to_name)
     location = require_repo(repo)
     if not is_location(location):
@@ -265,6 +284,74 @@ def restore(
     stdout.print(f"base backup {plan.manifest.short_id} (stopped {stopped}) laid out in {row['pgdata']} to "
                  f"recover to {target.describe()}; start it with: "
                  f"pg_ctl -D {row['pgdata']} start", highlight=False)
+
+
+_MYSQL_SCHEMES = ("mysql://", "mariadb://")
+
+
+def _mysql_database(url: str) -> MySQLEngine:
+    from vaultflow.engines import engine_from_url
+    from vaultflow.engines.mysql.engine import MySQLEngine
+
+    engine = engine_from_url(url)
+    if not isinstance(engine, MySQLEngine) or not engine.database:
+        raise InputError(f"{url} names no MySQL/MariaDB database", "give mysql://user@host:port/database")
+    return engine
+
+
+def _binlog_window(opened: Repository, url: str, json_out: bool) -> None:
+    from vaultflow.engines.mysql.binlog_window import binlog_window
+
+    source = _mysql_database(url)
+    found = binlog_window(opened, source.server_label(), source.database, source._tool("mariadb-binlog", "mysqlbinlog"))
+    if json_out:
+        print_json(found.as_dict())
+    else:
+        span = found.recoverable
+        text = (f"{span[0].isoformat(sep=' ', timespec='seconds')} .. {span[1].isoformat(sep=' ', timespec='seconds')}"
+                if span else "empty")
+        stdout.print(f"{source.database} on {found.server}: restorable {text}", highlight=False)
+        for r in found.reach:
+            to = r.reaches_to.isoformat(sep=" ", timespec="seconds") if r.reaches_to else "-"
+            stdout.print(f"  snapshot {r.snapshot.short_id}: finished "
+                         f"{r.snapshot.finished_at.isoformat(sep=' ', timespec='seconds')}, binlogs reach "
+                         f"{r.reaches_file or 'nothing (its file is not archived)'} ({to})", highlight=False)
+        if found.missing:
+            stdout.print(f"  GAP binlog file number(s) {', '.join(map(str, found.missing))} missing", highlight=False)
+    if found.missing:
+        raise typer.Exit(NOT_READY_EXIT)
+
+
+def _binlog_restore(source_url: str, into: str | None, to_time: str | None, repo: str | None,
+                    json_out: bool) -> None:
+    from datetime import datetime
+
+    from vaultflow.engines.mysql.binlog_replay import pick_snapshot, restore_to_time
+    from vaultflow.operations.restore import restore_snapshot
+    from vaultflow.requests import RestoreRequest
+
+    if not into or not to_time:
+        raise InputError("a MySQL/MariaDB restore to a moment needs --to-time and --into",
+                         "give --to-time '2026-12-02 10:14:00+01:00' --into mysql://user@host:port/newdb")
+    try:
+        moment = datetime.fromisoformat(to_time)
+    except ValueError:
+        raise InputError(f"--to-time {to_time!r} is not a moment", "write it as 2026-12-02 10:14:00+01:00") from None
+    source, target = _mysql_database(source_url), _mysql_database(into)
+    opened, _ = open_repo(repo)
+    snapshot = pick_snapshot(opened, source.server_label(), source.database, moment)
+    result = restore_to_time(opened, snapshot, target, moment,
+                             lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+    last = result.last_event_at.isoformat(sep=" ", timespec="seconds") if result.last_event_at else None
+    row = {"snapshot": snapshot.id, "into": target.describe(), "target": moment.isoformat(),
+           "binlog_files": result.files, "last_event_at": last, "last_event_position": result.last_event_position}
+    if json_out:
+        print_json(row)
+        return
+    applied = f"last event applied {last} (end position {result.last_event_position})" if last else \
+        "no binlog event needed"
+    stdout.print(f"restored snapshot {snapshot.short_id} into {target.describe()} and replayed its binlogs to "
+                 f"{moment.isoformat(sep=' ')}: {applied}", highlight=False)
 
 
 def wal_push(

@@ -4,7 +4,11 @@ moments, each into its own database); moments outside the window are refused unt
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSPHRASE
+from tests.conftest import PASSPHRASE, ROOT
 from tests.engines.mysql.private_server import PrivateMariaDB, private_mariadb
 from vaultflow.engines import engine_from_url
 from vaultflow.engines.mysql.binlog import binlog_key, push_binlog
@@ -97,6 +101,24 @@ def test_restore_to_two_moments_gives_the_state_at_each(binlog_server: PrivateMa
     with binlog_server.connect() as c, c.cursor() as cur:
         cur.execute("SHOW DATABASES LIKE 'shop_refused'")
         assert cur.fetchall() == ()
+
+    # Through the CLI: the third moment into its own database, and the window as JSON.
+    cli = [sys.executable, "-m", "vaultflow.cli.main", "pitr"]
+    env = {**os.environ, "VAULTFLOW_PASSPHRASE": PASSPHRASE}
+    restored = subprocess.run([*cli, "restore", binlog_server.url("shop"), "--to-time", states[2][0].isoformat(),
+                               "--into", binlog_server.url("shop_cli"), "--repo", str(tmp_path / "repo"), "--json"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    assert _rows(binlog_server, "shop_cli") == states[2][1]
+    assert json.loads(restored.stdout)["snapshot"] == snapshot.id
+    refused = subprocess.run([*cli, "restore", binlog_server.url("shop"), "--to-time", states[0][0].isoformat(),
+                              "--into", binlog_server.url("shop_cli2"), "--pgdata", "/tmp/x", "--repo",
+                              str(tmp_path / "repo")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "PostgreSQL's" in refused.stderr, refused.stderr
+    listed = subprocess.run([*cli, "window", binlog_server.url("shop"), "--repo", str(tmp_path / "repo"), "--json"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["recoverable_from"] == snapshot.finished_at.isoformat()
 
     # The window: from the snapshot's finish to the last archived event; a lost file ends it there.
     tool = shutil.which("mariadb-binlog") or "mariadb-binlog"
