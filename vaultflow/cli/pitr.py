@@ -4,6 +4,8 @@
     pitr base-backup SERVER                 a physical base backup of the whole cluster
     pitr window [CLUSTER]                   what each cluster can be restored to, and the gaps
     pitr restore CLUSTER --to-time T --pgdata DIR    a base backup laid out to recover to T
+    pitr window mysql://host:port/db        MySQL/MariaDB: the database's window from its binlogs
+    pitr restore mysql://host:port/db --to-time T --into mysql://host:port/new   snapshot + binlog replay
 
 CLUSTER is a system identifier, a server (host:port or a postgresql:// URL) as its base backups
 record it, or a base backup's snapshot id (restore then uses that one). These commands call the core
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 NOT_READY_EXIT = 3
 
-pitr_app = typer.Typer(no_args_is_help=True, help="Point-in-time recovery (PostgreSQL WAL archiving).")
+pitr_app = typer.Typer(no_args_is_help=True, help="Point-in-time recovery (PostgreSQL WAL, MySQL/MariaDB binlogs).")
 
 _MARK = {"ok": "ok", "missing": "MISSING", "advisable": "advisable"}
 
