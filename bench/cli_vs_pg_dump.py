@@ -20,7 +20,6 @@ beside the CLI's wall time. The Prefect server runs with SQLite in a temporary P
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -29,9 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,44 +49,12 @@ from bench.backup_vs_pg_dump import (  # noqa: E402
     row_counts,
     run_measured,
 )
-from bench.fleet_overhead import free_port  # noqa: E402
+from bench.fleet_overhead import prefect_server  # noqa: E402
 
 FLOOR, CLI_BACKUP, ZSTD, CLI_RESTORE, PG_RESTORE, SQLITE = (
     "prefect floor", "vaultflow backup (CLI)", "pg_dump | zstd -3 -T1", "vaultflow restore (CLI)",
     "createdb + pg_restore", "sqlite one-row backup (CLI)")
 NOOP_FLOW = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
-
-
-@contextlib.contextmanager
-def prefect_server(work: Path) -> Iterator[str]:
-    """`prefect server start` (SQLite) on a free loopback port; yields the API URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(work / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
-    log_file = open(work / "prefect-server.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start; see {work / 'prefect-server.log'}")
-            time.sleep(0.5)
-        yield api
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log_file.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     vaultflow = [*nice, sys.executable, "-m", "vaultflow.cli.main"]
     url = f"postgresql://{USER}@{HOST}:{PORT}"
     conn = " ".join(CONN)
-    with prefect_server(work) as api:
+    with prefect_server(work, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as api:
         env = {"PREFECT_API_URL": api, "VAULTFLOW_PASSPHRASE": PASSPHRASE, "VAULTFLOW_HOME": str(work / "home")}
         run = lambda key, argv, rnd: samples.setdefault(key, []).append(  # noqa: E731
             run_measured(argv, log_dir=logs, tag=f"{key.split()[0]}-{key.split()[1]}.{rnd}", env=env))

@@ -61,32 +61,24 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_prefect_server(database: str, work: Path) -> Iterator[str]:
-    """`prefect server start` on a free loopback port, its database in PostgreSQL; yields the API URL."""
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{database}"')
+def prefect_server(work: Path, **settings: str) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with `settings` (PREFECT_* variables) and
+    its home under `work`, analytics and UI off; yields the API URL."""
     port = free_port()
-    env = {**os.environ,
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
-           "PREFECT_HOME": str(work / "prefect-home"), "PREFECT_UI_STATIC_DIRECTORY": str(work / "prefect-ui"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-           "PREFECT_LOGGING_SERVER_LEVEL": "WARNING"}
-    env.pop("PREFECT_API_URL", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(work / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_UI_ENABLED="false", **settings)
     log = open(work / "prefect-server.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
-                               "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 120
         while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"prefect server did not start; see {work / 'prefect-server.log'}")
             time.sleep(0.5)
@@ -99,6 +91,20 @@ def postgres_prefect_server(database: str, work: Path) -> Iterator[str]:
             server.kill()
             server.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def postgres_prefect_server(database: str, work: Path) -> Iterator[str]:
+    """`prefect server start` on a free loopback port, its database in PostgreSQL; yields the API URL."""
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{database}"')
+    try:
+        with prefect_server(
+                work, PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
+                PREFECT_UI_STATIC_DIRECTORY=str(work / "prefect-ui"), PREFECT_LOGGING_SERVER_LEVEL="WARNING") as api:
+            yield api
+    finally:
         with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,7 @@ from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
     from vaultflow.engines import DatabaseEngine
+    from vaultflow.engines.intake import HealthReport, IntakeHealth
 
 
 @handles_errors
@@ -100,20 +101,20 @@ def _run_until_signal(run: Callable[[threading.Event], None]) -> None:
             EventsWorker.drain_all(timeout=10)
 
 
-def _reporter(command: str, event_prefix: str, engine: str, server: str) -> Callable[[Any], None]:
+def _reporter(command: str, event_prefix: str, engine: str, server: str) -> HealthReport:
     """Each health report as a stderr line, and as a Prefect event when an API is configured."""
-    emit: Callable[[Any], None] = lambda health: None  # noqa: E731
+    emit: HealthReport = lambda health: None  # noqa: E731
     if os.environ.get("PREFECT_API_URL"):
         from prefect.events import emit_event
 
         resource = {"prefect.resource.id": f"vaultflow.server.{engine}.{server}", "prefect.resource.name": server,
                     "vaultflow.engine": engine}
 
-        def emit(health: Any) -> None:
+        def emit(health: IntakeHealth) -> None:
             emit_event(event=f"vaultflow.{event_prefix}.{health.event}", resource=resource,
                        payload={k: v for k, v in vars(health).items() if k != "event"})
 
-    def report(health: Any) -> None:
+    def report(health: IntakeHealth) -> None:
         at = datetime.now(UTC).isoformat(timespec="seconds")
         print(f"{at} {command} {health.event}: {health.detail} (archived {health.archived}, restarts "
               f"{health.restarts})", file=sys.stderr, flush=True)

@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import PASSPHRASE
 from tests.engines.mysql.private_server import PrivateMariaDB, private_mariadb
 from vaultflow.engines import engine_from_url
-from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, BinlogStream, StreamHealth, archived_binlogs, binlog_key
+from vaultflow.engines.intake import IntakeHealth
+from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, BinlogStream, archived_binlogs, binlog_key
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.repository import Repository
 from vaultflow.storage import LocalStore
@@ -69,7 +70,7 @@ def test_finished_binlogs_reach_the_repository_whole_across_a_lost_connection(
     repo = Repository.open(LocalStore(tmp_path / "repo"), PASSPHRASE)
     engine = engine_from_url(binlog_server.url("shop"))
     assert isinstance(engine, MySQLEngine)
-    reports: list[StreamHealth] = []
+    reports: list[IntakeHealth] = []
     stream = BinlogStream(engine, repo, tmp_path / "spool", health_every=1.0, report=reports.append)
     with Running(stream):
         _wait_for("the stream to start", lambda: bool(reports))
@@ -100,7 +101,7 @@ def test_binlogs_purged_before_they_were_copied_are_reported_as_a_gap(
     repo = Repository.open(LocalStore(tmp_path / "repo"), PASSPHRASE)
     engine = engine_from_url(binlog_server.url("shop"))
     assert isinstance(engine, MySQLEngine)
-    reports: list[StreamHealth] = []
+    reports: list[IntakeHealth] = []
     with Running(BinlogStream(engine, repo, tmp_path / "spool-1", report=reports.append)):
         closed = _rotate(binlog_server, 300, 1)
         _wait_for(f"{closed} archived", lambda: set(closed) <= set(archived_binlogs(repo, engine.server_label())))

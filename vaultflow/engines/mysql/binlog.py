@@ -20,13 +20,12 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pymysql
 
+from vaultflow.engines.intake import HealthReport, IntakeEvent, IntakeHealth, RestartBackoff
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.errors import InputError, IntegrityError, VaultflowError
 from vaultflow.repository.repository import Repository
@@ -34,19 +33,6 @@ from vaultflow.repository.repository import Repository
 BINLOG_PREFIX = "binlog/"
 MAX_BINLOG_SIZE = 1 << 30  # max_binlog_size is at most 1 GiB
 _NAME = re.compile(r"^(?P<base>[A-Za-z0-9_.-]+)\.(?P<number>\d{6,})$")
-
-StreamEvent = Literal["started", "restarted", "healthy", "gap", "stopped"]
-
-
-@dataclass(frozen=True)
-class StreamHealth:
-    """One health report of the binlog stream: what happened, a one-line detail, the counts."""
-
-    event: StreamEvent
-    detail: str
-    archived: int
-    restarts: int
-
 
 def binlog_key(server: str, name: str) -> str:
     """The object key of one binlog file of `server` (its host:port label)."""
@@ -90,7 +76,7 @@ class BinlogStream:
     spool: Path
     health_every: float = 60.0
     poll_every: float = 0.5
-    report: Callable[[StreamHealth], None] = field(default=lambda health: None)
+    report: HealthReport = field(default=lambda health: None)
     archived: int = 0
     restarts: int = 0
 
@@ -102,8 +88,8 @@ class BinlogStream:
         """Stream until `stop` is set; raises only for what no restart mends (binlog off, no
         REPLICATION SLAVE), in one line."""
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
-        delay, last_health = 1.0, time.monotonic()
-        event: StreamEvent = "started"
+        backoff, last_health = RestartBackoff(), time.monotonic()
+        event: IntakeEvent = "started"
         while not stop.is_set():
             start = self._start_file()
             with self.engine.option_file() as options:
@@ -112,31 +98,29 @@ class BinlogStream:
                      "--read-from-remote-server", "--raw", "--stop-never", f"--result-file={self.spool}/", start],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 started = time.monotonic()
-                self.report(StreamHealth(event, f"streaming the binlog of {self.server} from {start}",
+                self.report(IntakeHealth(event, f"streaming the binlog of {self.server} from {start}",
                                          self.archived, self.restarts))
                 while proc.poll() is None and not stop.is_set():
                     self._archive_finished()
                     if time.monotonic() - last_health >= self.health_every:
                         last_health = time.monotonic()
-                        self.report(StreamHealth("healthy", "streaming", self.archived, self.restarts))
+                        self.report(IntakeHealth("healthy", "streaming", self.archived, self.restarts))
                     stop.wait(self.poll_every)
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(15)
             self._archive_finished()
             if stop.is_set():
-                self.report(StreamHealth("stopped", "stopped on request", self.archived, self.restarts))
+                self.report(IntakeHealth("stopped", "stopped on request", self.archived, self.restarts))
                 return
             raw = proc.stderr.read() if proc.stderr is not None else b""
             error = (raw.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1][:300]
             self.restarts += 1
-            if time.monotonic() - started > 30:
-                delay = 1.0
+            delay = backoff.after(time.monotonic() - started)
             event = "restarted"
-            self.report(StreamHealth("restarted", f"mariadb-binlog exited {proc.returncode}: {error}; restarting "
+            self.report(IntakeHealth("restarted", f"mariadb-binlog exited {proc.returncode}: {error}; restarting "
                                                   f"in {delay:.0f} s", self.archived, self.restarts))
             stop.wait(delay)
-            delay = min(delay * 2, 30.0)
 
     def _archive_finished(self) -> None:
         """Push every spool file but the newest (the one being written), oldest first."""
@@ -165,7 +149,7 @@ class BinlogStream:
         later = [n for n in on_server if _number(n) > _number(wanted)]
         if not later:
             return wanted  # not written yet: the tool waits for it
-        self.report(StreamHealth("gap", f"binlog files from {wanted} up to {later[0]} (not included) were purged on "
+        self.report(IntakeHealth("gap", f"binlog files from {wanted} up to {later[0]} (not included) were purged on "
                                         f"{self.server} before they were copied: no point in time in them can be "
                                         "restored", self.archived, self.restarts))
         return later[0]

@@ -24,31 +24,14 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from vaultflow.engines.intake import HealthReport, IntakeEvent, IntakeHealth, RestartBackoff
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.wal import WalName, push_wal
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository.repository import Repository
-
-HealthEvent = Literal["started", "restarted", "healthy", "slot-retaining", "stopped"]
-
-
-@dataclass(frozen=True)
-class ReceiverHealth:
-    """One health report: what happened, a one-line detail, and the counts so far."""
-
-    event: HealthEvent
-    detail: str
-    archived: int
-    restarts: int
-    retained_bytes: int | None = None
-
-
-HealthReport = Callable[[ReceiverHealth], None]
 
 
 @dataclass
@@ -74,11 +57,11 @@ class WalReceiver:
             raise InputError(f"the WAL spool {self.spool} is not writable", "give the receiver's user a directory")
         sysid = self._system_identifier()
         self._create_slot()
-        delay, last_health, last_slot_check = 1.0, time.monotonic(), 0.0
-        event: HealthEvent = "started"
+        backoff, last_health, last_slot_check = RestartBackoff(), time.monotonic(), 0.0
+        event: IntakeEvent = "started"
         while not stop.is_set():
             proc, started = self._start(), time.monotonic()
-            self.report(ReceiverHealth(event, f"pg_receivewal streaming from {self.engine.server_label()} "
+            self.report(IntakeHealth(event, f"pg_receivewal streaming from {self.engine.server_label()} "
                                               f"through slot {self.slot}", self.archived, self.restarts))
             while proc.poll() is None and not stop.is_set():
                 self._archive_finished(sysid)
@@ -88,23 +71,21 @@ class WalReceiver:
                     self._check_slot()
                 if now - last_health >= self.health_every:
                     last_health = now
-                    self.report(ReceiverHealth("healthy", "streaming", self.archived, self.restarts))
+                    self.report(IntakeHealth("healthy", "streaming", self.archived, self.restarts))
                 stop.wait(self.poll_every)
             if stop.is_set():
                 _terminate(proc)
                 self._archive_finished(sysid)
-                self.report(ReceiverHealth("stopped", "stopped on request", self.archived, self.restarts))
+                self.report(IntakeHealth("stopped", "stopped on request", self.archived, self.restarts))
                 return
             error = _last_line(proc)
             self._archive_finished(sysid)
             self.restarts += 1
-            if time.monotonic() - started > 30:
-                delay = 1.0  # it ran for a while: a fresh failure, not the same one again
+            delay = backoff.after(time.monotonic() - started)
             event = "restarted"
-            self.report(ReceiverHealth("restarted", f"pg_receivewal exited {proc.returncode}: {error}; "
-                                                    f"restarting in {delay:.0f} s", self.archived, self.restarts))
+            self.report(IntakeHealth("restarted", f"pg_receivewal exited {proc.returncode}: {error}; "
+                                                  f"restarting in {delay:.0f} s", self.archived, self.restarts))
             stop.wait(delay)
-            delay = min(delay * 2, 30.0)
 
     def _archive_finished(self, sysid: int) -> None:
         """Push every finished segment and history file of the spool, oldest first, then remove it."""
@@ -128,7 +109,7 @@ class WalReceiver:
             return  # the server is down: pg_receivewal's exit says so
         retained = int(row[0]) if row and row[0] is not None else None
         if retained is not None and retained > self.retained_warn_bytes:
-            self.report(ReceiverHealth("slot-retaining", f"slot {self.slot} on {self.engine.server_label()} "
+            self.report(IntakeHealth("slot-retaining", f"slot {self.slot} on {self.engine.server_label()} "
                                                          f"retains {retained} bytes of WAL (warning at "
                                                          f"{self.retained_warn_bytes})",
                                        self.archived, self.restarts, retained))
