@@ -55,8 +55,8 @@ def open_dump(
     versions = engine.versions()
     skipped = _tables_without_rows(engine, include_tables, exclude_tables) if include_tables or exclude_tables else []
     with engine.connect(engine.conn.database) as c, c.cursor() as cur:
-        cur.execute("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
-                    "WHERE SCHEMA_NAME = %s", (engine.conn.database,))
+        cur.execute("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, @@GLOBAL.log_bin "
+                    "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (engine.conn.database,))
         row = cur.fetchone()
     assert row is not None
     broken = engine.broken_views()
@@ -67,7 +67,8 @@ def open_dump(
     # information_schema is not transactional: the inventory is read just before the dump.
     session = DumpSession(sources=[], versions=versions, inventory=engine.schema_inventory())
 
-    record_binlog = engine.binlog_enabled() and engine._tool("mariadb-dump", "mysqldump").endswith("mariadb-dump")
+    # With log_bin on, the snapshot records its binlog position (MariaDB's mariadb-dump only).
+    record_binlog = bool(int(row[2])) and engine._tool("mariadb-dump", "mysqldump").endswith("mariadb-dump")
 
     @contextmanager
     def open_stream() -> Iterator[IO[bytes]]:

@@ -271,13 +271,6 @@ class MySQLEngine(ServerEngine[MySQLConnection]):
 
     # -- dump ------------------------------------------------------------------------
 
-    def binlog_enabled(self) -> bool:
-        """Whether the server writes a binary log (log_bin): snapshots then record their position."""
-        with self.connect() as c, c.cursor() as cur:
-            cur.execute("SELECT @@GLOBAL.log_bin")
-            row = cur.fetchone()
-        return bool(row and int(row[0]))
-
     def broken_views(self) -> list[str]:
         """Views the dump tool cannot write portably, as "view `v` (reason)"."""
         return dump.broken_views(self)
