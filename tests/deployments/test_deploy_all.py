@@ -119,7 +119,9 @@ def _api(server: PrefectServer, method: str, path: str, body: Any = None, **fiel
     """One API call; a 503 (the SQLite-backed server busy under the worker's writes) is retried."""
     payload = body if body is not None else fields or None
     for _ in range(5):
-        response = httpx.request(method, f"{server.url}{path}", json=payload, timeout=30)
+        # A generous read timeout: right after the pauses the SQLite-backed server can stall for
+        # tens of seconds, and a create_flow_run must not be sent twice.
+        response = httpx.request(method, f"{server.url}{path}", json=payload, timeout=120)
         if response.status_code != 503:
             break
         time.sleep(2)
