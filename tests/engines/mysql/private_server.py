@@ -62,7 +62,12 @@ def private_mariadb(*settings: str) -> Iterator[PrivateMariaDB]:
             pytest.fail(f"{tool} is missing: install mariadb-server (the private-server tests need it)")
     base = Path(tempfile.mkdtemp(prefix="vfmy-", dir="/tmp"))
     data = base / "data"
+    # Its own tmpdir: at start-up mariadbd deletes every `#sql*` file in its tmpdir, which in /tmp
+    # are the temporary tables of the machine's main server (a test there then fails with
+    # "Error on delete of '/tmp/#sql-temptable-...' (Errcode 2)").
+    (base / "tmp").mkdir()
     _mysql_owns(base)
+    _mysql_owns(base / "tmp")
     user = ["--user=mysql"] if os.geteuid() == 0 else []
     install = subprocess.run(["mariadb-install-db", "--no-defaults", *user, f"--datadir={data}",
                               "--auth-root-authentication-method=normal", "--skip-test-db"],
@@ -74,7 +79,7 @@ def private_mariadb(*settings: str) -> Iterator[PrivateMariaDB]:
     log = open(base / "server.log", "wb")  # noqa: SIM115 - closed below
     server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     proc = subprocess.Popen([server, "--no-defaults", *user, f"--datadir={data}", f"--port={port}",
-                             "--bind-address=127.0.0.1", f"--socket={base}/mysqld.sock", f"--pid-file={base}/pid",
+                             "--bind-address=127.0.0.1", f"--socket={base}/mysqld.sock", f"--pid-file={base}/pid", f"--tmpdir={base}/tmp",
                              "--innodb-buffer-pool-size=32M", "--skip-log-error", *settings],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server_db = PrivateMariaDB(port, base, data)
