@@ -79,7 +79,8 @@ def private_mariadb(*settings: str) -> Iterator[PrivateMariaDB]:
     log = open(base / "server.log", "wb")  # noqa: SIM115 - closed below
     server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     proc = subprocess.Popen([server, "--no-defaults", *user, f"--datadir={data}", f"--port={port}",
-                             "--bind-address=127.0.0.1", f"--socket={base}/mysqld.sock", f"--pid-file={base}/pid", f"--tmpdir={base}/tmp",
+                             "--bind-address=127.0.0.1", f"--socket={base}/mysqld.sock", f"--pid-file={base}/pid",
+                             f"--tmpdir={base}/tmp",
                              "--innodb-buffer-pool-size=32M", "--skip-log-error", *settings],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server_db = PrivateMariaDB(port, base, data)
