@@ -17,10 +17,13 @@ from tasks.maintenance import (
     extend_repository_locks,
     forget_snapshots,
     prune_repository,
+    verify_archived_logs,
     verify_repository,
 )
 from tasks.reporting import error_line, publish_repository_event, publish_snapshots_deleted, publish_stats
 from vaultflow.errors import IntegrityError
+from vaultflow.operations.forget import ForgetPlan
+from vaultflow.operations.prune import PrunePlan
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy, parse_duration, preset
 from vaultflow.operations.verify import broken_by_chunk
 
@@ -107,14 +110,15 @@ def retention(
     publish_stats(catalog_url, repository_id)
     rows = [{"snapshot": m.short_id, "database": m.database, "taken": m.started_at.isoformat(timespec="seconds"),
              "stored_bytes": m.stored_size, "action": "would forget" if dry_run else "forgotten"}
-            for m in plan.forget] + _lock_rows(plan.locked)
+            for m in plan.forget] + _lock_rows(plan.locked) + _log_rows(plan, dry_run)
     create_table_artifact(key="vaultflow-retention", table=rows or [{"snapshot": "-", "action": "nothing to forget"}],
                           description=f"Retention ({rules.preset}"
                           f"{f', {len(policy_for)} per-database rule(s)' if policy_for else ''}"
                           f"{', dry run' if dry_run else ''})")
     return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget], "kept": sorted(plan.keep),
             "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed, **_lock_result(plan.locked,
-                                                                                                 plan.retained)}
+                                                                                                 plan.retained),
+            **_log_result(plan)}
 
 
 @flow(name="forget", validate_parameters=True)
@@ -141,6 +145,7 @@ def forget(
     rows = [{"snapshot": m.short_id, "database": m.database, "kind": m.kind,
              "taken": m.started_at.isoformat(timespec="seconds"), "stored_bytes": m.stored_size,
              "action": "would forget" if dry_run else "forgotten"} for m in plan.forget] + _lock_rows(plan.locked)
+    rows += _log_rows(plan, dry_run)
     create_table_artifact(key="vaultflow-forget", table=rows,
                           description=f"Forget{' (dry run)' if dry_run else ''}: {plan.bytes_freed} bytes "
                                       f"in {len(plan.garbage)} chunk object(s)")
@@ -148,7 +153,25 @@ def forget(
             "snapshots": [{"id": m.id, "database": m.database, "kind": m.kind,
                            "taken": m.started_at.isoformat(timespec="seconds")} for m in plan.forget],
             "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed,
-            **_lock_result(plan.locked, plan.retained)}
+            **_lock_result(plan.locked, plan.retained), **_log_result(plan)}
+
+
+def _log_result(plan: PrunePlan | ForgetPlan) -> dict[str, object]:
+    """The WAL/binlog part of a prune or forget result: every archived log object deleted (or, dry,
+    that would be), their bytes, those the store retains, and the archives kept whole with why."""
+    return {"log_objects": sorted(plan.logs), "log_bytes_freed": plan.log_bytes_freed,
+            "log_notes": list(plan.log_notes), "retained_log_objects": len(plan.logs_retained)}
+
+
+def _log_rows(plan: PrunePlan | ForgetPlan, dry_run: bool) -> list[dict[str, object]]:
+    """One artifact row per archive directory (wal/<sysid>/<timeline>, binlog/<server>) losing objects."""
+    by_directory: dict[str, list[int]] = {}
+    for key, size in plan.logs.items():
+        by_directory.setdefault(key.rpartition("/")[0], []).append(size)
+    return [{"snapshot": "-", "database": directory, "stored_bytes": sum(sizes),
+             "action": f"{'would delete' if dry_run else 'deleted'} {len(sizes)} archived log object(s)"}
+            for directory, sizes in sorted(by_directory.items())] + [
+        {"snapshot": "-", "action": note} for note in plan.log_notes]
 
 
 def _lock_rows(locked: dict[str, datetime]) -> list[dict[str, object]]:
@@ -187,14 +210,17 @@ def verify(
     deep: Annotated[bool, Field(description="Download and re-hash every chunk")] = False,
     rules: Annotated[RetentionRules | None, Field(description="Report not_expired against this policy")] = None,
 ) -> list[dict[str, object]]:
-    """Check snapshots; the run fails if any snapshot is not valid, naming the damaged chunks.
+    """Check snapshots, and without `snapshots` the archived WAL and binlogs too; the run fails if any
+    snapshot is not valid, naming the damaged chunks, or if a log has a gap, naming its first missing
+    file and the time it cuts off (deep: also a log object that fails to open).
 
     Emits vaultflow.verify.succeeded or vaultflow.verify.failed (with the error and the
-    databases whose snapshots failed).
+    databases whose snapshots failed, or the archives with gaps).
     """
     ref = _repository_ref(repository)
     try:
         verdicts = verify_repository(repository, snapshots, deep, rules.policy() if rules else None)
+        problems = [] if snapshots else verify_archived_logs(repository, deep)
     except BaseException as exc:
         publish_repository_event("verify", "failed", ref, {"error": error_line(exc), "deep": deep})
         raise
@@ -213,6 +239,16 @@ def verify(
         publish_repository_event("verify", "failed", ref, {
             "error": failure.line(), "deep": deep, "snapshots": len(verdicts), "invalid": len(bad),
             "databases": sorted({v.database for v in bad})})
+        raise failure
+    if problems:
+        shown = "; ".join(p.message for p in problems[:3]) + (f"; and {len(problems) - 3} more"
+                                                               if len(problems) > 3 else "")
+        failure = IntegrityError(f"{len(problems)} problem(s) in the archived WAL/binlogs: {shown}",
+                                 "take a new base backup (or logical snapshot) to start a window after the gap; "
+                                 "restores to moments past it are refused")
+        publish_repository_event("verify", "failed", ref, {
+            "error": failure.line(), "deep": deep, "snapshots": len(verdicts),
+            "log_problems": [p.as_dict() for p in problems]})
         raise failure
     publish_repository_event("verify", "succeeded", ref, {"deep": deep, "snapshots": len(verdicts)})
     return [v.as_dict() for v in verdicts]

@@ -11,12 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from blocks.resolve import resolve_repository
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
+from vaultflow.engines.log_archive import LogProblem
 from vaultflow.operations.copy import CopyResult, copy_snapshots
 from vaultflow.operations.forget import ForgetPlan, forget
 from vaultflow.operations.object_lock import ExtendPlan, extend_locks
 from vaultflow.operations.prune import PrunePlan, prune
 from vaultflow.operations.retention import PolicyMap, RetentionPolicy
-from vaultflow.operations.verify import SnapshotVerdict, verify_snapshots
+from vaultflow.operations.verify import SnapshotVerdict, verify_logs, verify_snapshots
 from vaultflow.repository import Repository
 
 if TYPE_CHECKING:
@@ -69,6 +70,13 @@ def verify_repository(repository: RepositoryChoice | None, snapshots: list[str] 
     repo, _ = _open(repository)
     ids = [repo.resolve_snapshot(s) for s in snapshots] if snapshots else None
     return verify_snapshots(repo, ids, deep=deep, policy=policy)
+
+
+@task(name="verify-archived-logs", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
+def verify_archived_logs(repository: RepositoryChoice | None, deep: bool) -> list[LogProblem]:
+    """The gaps (and, deep, damaged objects) of the repository's archived WAL and binlogs."""
+    repo, _ = _open(repository)
+    return verify_logs(repo, deep=deep)
 
 
 @task(name="copy-snapshots", **RETRIED, persist_result=False, cache_policy=NO_CACHE)

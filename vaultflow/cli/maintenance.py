@@ -71,7 +71,24 @@ def prune(
                  f"kept {len(cast(list[str], result['kept']))}; "
                  f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
                  f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+    _print_logs(result, dry_run)
     _print_kept_by_lock(result)
+
+
+def _print_logs(result: dict[str, object], dry_run: bool) -> None:
+    """One line for the archived WAL/binlog objects that went (or would), one per archive kept whole."""
+    logs = cast(list[str], result.get("log_objects") or [])
+    if logs:
+        shown = ", ".join(key.rpartition("/")[2] for key in logs[:5]) + (f" and {len(logs) - 5} more"
+                                                                          if len(logs) > 5 else "")
+        stdout.print(f"{'would delete' if dry_run else 'deleted'} {len(logs)} archived WAL/binlog object(s) no kept "
+                     f"snapshot needs ({human_bytes(int(str(result['log_bytes_freed'])))}): {shown}", highlight=False)
+    for note in cast(list[str], result.get("log_notes") or []):
+        stdout.print(note, highlight=False)
+    retained = int(str(result.get("retained_log_objects") or 0))
+    if retained:
+        stdout.print(f"{retained} archived WAL/binlog object(s) retained by object lock; a later prune deletes them",
+                     highlight=False)
 
 
 def _print_kept_by_lock(result: dict[str, object]) -> None:
@@ -144,6 +161,7 @@ def forget(
     stdout.print(f"{'would forget' if dry_run else 'forgot'} {len(forgotten)} snapshot(s): {listed}; "
                  f"{'would free' if dry_run else 'freed'} {human_bytes(int(str(result['bytes_freed'])))} "
                  f"in {result['chunk_objects']} chunk object(s)", highlight=False)
+    _print_logs(result, dry_run)
     _print_kept_by_lock(result)
 
 

@@ -55,6 +55,7 @@ class EngineSpec:
     exporter: str | None = None  # "module:function(streams, read, out)" writing the export; None: the first stream
     exporter_formats: tuple[str, ...] = ()  # first-stream formats the exporter handles (default: all)
     archive_source: str | None = None  # "module:class(engine)": its archival dialect, when capabilities.archival
+    log_archive: str | None = None  # "module:attribute": its archived change log (engines/log_archive.py LogArchive)
 
     def export_format(self, first_stream_format: str) -> ExportFormat | None:
         """What an export of a snapshot whose first stream has this format writes."""

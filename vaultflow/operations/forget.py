@@ -5,7 +5,8 @@ it, and theirs in turn (incrementals after it in its chain, differentials on its
 Every manifest lists every chunk it needs, so a dependent still restores without its
 parent; but the chain it belongs to loses its base, so forgetting a snapshot with
 dependents is refused unless they go too (`with_dependents`), and the refusal lists them.
-Order as for prune (docs/design.md): exclusive lock, manifests first, then unreferenced chunks.
+Order as for prune (docs/design.md): exclusive lock, manifests first, then unreferenced chunks,
+then the WAL/binlog objects no remaining snapshot needs (operations/prune.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from vaultflow.audit import audited
+from vaultflow.engines.log_archive import log_retention
 from vaultflow.errors import InputError
 from vaultflow.operations import object_lock
-from vaultflow.operations.prune import finish, garbage, locked_note
+from vaultflow.operations.prune import finish, garbage, locked_note, log_note
 from vaultflow.repository.locks import RepositoryLock, remove_stale_locks
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import Repository
@@ -28,11 +30,18 @@ class ForgetPlan:
     garbage: dict[str, int] = field(default_factory=dict)  # chunk key -> stored size
     locked: dict[str, datetime] = field(default_factory=dict)  # snapshot id -> kept until (object lock)
     retained: dict[str, datetime] = field(default_factory=dict)  # garbage chunk key the store retains -> until
+    logs: dict[str, int] = field(default_factory=dict)  # WAL/binlog object key -> stored size, no kept snapshot needs
+    log_notes: list[str] = field(default_factory=list)  # archives kept whole, and why
+    logs_retained: dict[str, datetime] = field(default_factory=dict)  # log key the store retains -> until
     dry_run: bool = True
 
     @property
     def bytes_freed(self) -> int:
         return sum(self.garbage.values())
+
+    @property
+    def log_bytes_freed(self) -> int:
+        return sum(self.logs.values())
 
 
 def dependents(manifests: list[SnapshotManifest], snapshot_id: str) -> list[SnapshotManifest]:
@@ -70,9 +79,10 @@ def plan_forget(repo: Repository, refs: list[str], *, with_dependents: bool = Fa
         chosen.update((d.id, d) for d in others)
     locked = object_lock.retained_snapshots(repo, list(chosen.values()), manifests, datetime.now(UTC))
     remaining = [m for m in manifests if m.id not in chosen or m.id in locked]
+    logs = log_retention(repo, remaining)
     return ForgetPlan(forget=sorted((m for m in chosen.values() if m.id not in locked),
                                     key=lambda m: (m.started_at, m.id)),
-                      garbage=garbage(repo, remaining), locked=locked)
+                      garbage=garbage(repo, remaining), locked=locked, logs=logs.expendable, log_notes=logs.notes)
 
 
 def forget(repo: Repository, refs: list[str], *, with_dependents: bool = False, dry_run: bool = False
@@ -89,5 +99,5 @@ def forget(repo: Repository, refs: list[str], *, with_dependents: bool = False, 
         finish(repo, plan)
         note.object = " ".join(m.id for m in plan.forget)
         note.detail = (f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed"
-                       + locked_note(plan.locked, plan.retained))
+                       + log_note(plan.logs, plan.logs_retained) + locked_note(plan.locked, plan.retained))
     return plan

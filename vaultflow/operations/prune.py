@@ -6,6 +6,11 @@ that is still running are safe because that backup holds a shared lock, so prune
 start; chunks left by a crashed backup (no manifest, stale lock) are garbage and go.
 On an object-locked repository a snapshot still retained is kept whole and reported with its
 date (`operations/object_lock.py`).
+
+Archived change logs go with the snapshots they serve: after the manifests, every WAL or binlog
+object no remaining snapshot needs for a point-in-time restore (each engine's `LogArchive` hook,
+vaultflow/engines/log_archive.py, decides which; a cluster or server without a kept anchor keeps
+its whole log and the plan notes it). Log objects the store retains (object lock) stay, listed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vaultflow.audit import audited
+from vaultflow.engines.log_archive import log_retention
 from vaultflow.operations import object_lock
 from vaultflow.operations.retention import PolicyFor, RetentionPolicy, SnapshotFacts, decide
 from vaultflow.operations.share import expired_exports, remove_expired_exports
@@ -43,11 +49,18 @@ class PrunePlan:
     expired_exports: list[str] = field(default_factory=list)  # exported objects whose links all expired
     locked: dict[str, datetime] = field(default_factory=dict)  # snapshot id -> kept until (object lock)
     retained: dict[str, datetime] = field(default_factory=dict)  # garbage chunk key the store retains -> until
+    logs: dict[str, int] = field(default_factory=dict)  # WAL/binlog object key -> stored size, no kept snapshot needs
+    log_notes: list[str] = field(default_factory=list)  # archives kept whole, and why
+    logs_retained: dict[str, datetime] = field(default_factory=dict)  # log key the store retains -> until
     dry_run: bool = True
 
     @property
     def bytes_freed(self) -> int:
         return sum(self.garbage.values())
+
+    @property
+    def log_bytes_freed(self) -> int:
+        return sum(self.logs.values())
 
 
 def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, *,
@@ -59,12 +72,15 @@ def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datet
     doomed = [m for m in manifests if m.id not in decision.keep]
     locked = object_lock.retained_snapshots(repo, doomed, manifests, now)
     kept = [m for m in manifests if m.id in decision.keep or m.id in locked]
+    logs = log_retention(repo, kept)
     return PrunePlan(
         keep=decision.keep,
         forget=[m for m in doomed if m.id not in locked],
         garbage=garbage(repo, kept),
         expired_exports=expired_exports(repo, now)[0],
         locked=locked,
+        logs=logs.expendable,
+        log_notes=logs.notes,
     )
 
 
@@ -81,16 +97,23 @@ def collect_garbage(repo: Repository, keys: dict[str, int]) -> dict[str, datetim
 
 
 def finish(repo: Repository, plan: PrunePlan | ForgetLike) -> None:
-    """Delete `plan.forget`'s manifests, then the chunks no remaining manifest names. A manifest
-    the store refuses as retained moves to `plan.locked`, and garbage is computed again over what
-    really remains, so no chunk of a kept snapshot goes."""
+    """Delete `plan.forget`'s manifests, then the chunks no remaining manifest names, then the log
+    objects no remaining snapshot needs. A manifest the store refuses as retained moves to
+    `plan.locked`, and garbage and logs are computed again over what really remains, so no chunk
+    or WAL/binlog file of a kept snapshot goes."""
     planned = len(plan.forget)
     plan.forget = object_lock.delete_manifests(repo, plan.forget, plan.locked)
     if len(plan.forget) != planned:
-        plan.garbage = garbage(repo, list(repo.manifests()))
+        remaining = list(repo.manifests())
+        plan.garbage = garbage(repo, remaining)
+        logs = log_retention(repo, remaining)
+        plan.logs, plan.log_notes = logs.expendable, logs.notes
     plan.retained = collect_garbage(repo, plan.garbage)
     for key in plan.retained:
         plan.garbage.pop(key, None)
+    plan.logs_retained = object_lock.collect_garbage(repo, plan.logs)
+    for key in plan.logs_retained:
+        plan.logs.pop(key, None)
 
 
 class ForgetLike(Protocol):
@@ -98,6 +121,9 @@ class ForgetLike(Protocol):
     garbage: dict[str, int]
     locked: dict[str, datetime]
     retained: dict[str, datetime]
+    logs: dict[str, int]
+    log_notes: list[str]
+    logs_retained: dict[str, datetime]
 
 
 def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, *, dry_run: bool = False,
@@ -114,8 +140,19 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
         note.object = " ".join(m.id for m in plan.forget)
         note.detail = (f"forgot {len(plan.forget)} snapshot(s), {sum(plan.garbage.values())} bytes freed, "
                        f"{len(plan.expired_exports)} expired export(s) removed"
-                       + locked_note(plan.locked, plan.retained))
+                       + log_note(plan.logs, plan.logs_retained) + locked_note(plan.locked, plan.retained))
     return plan
+
+
+def log_note(logs: dict[str, int], retained: dict[str, datetime]) -> str:
+    """'; 12 WAL/binlog object(s) deleted (190 MB)' for a record; '' when none went or stayed."""
+    parts = []
+    if logs:
+        parts.append(f"{len(logs)} WAL/binlog object(s) deleted, {sum(logs.values())} bytes")
+    if retained:
+        parts.append(f"{len(retained)} WAL/binlog object(s) retained until "
+                     f"{max(retained.values()):%Y-%m-%dT%H:%M:%SZ} (object lock)")
+    return "".join(f"; {p}" for p in parts)
 
 
 def locked_note(locked: dict[str, datetime], retained: dict[str, datetime]) -> str:

@@ -1,12 +1,14 @@
 """Integrity checks of snapshots: quick (every chunk present with its size) or deep
 (every chunk downloaded, authenticated, decompressed and re-hashed, and each stream's
-BLAKE3 or SHA-256 digest recomputed)."""
+BLAKE3 or SHA-256 digest recomputed); and of the archived change logs (`verify_logs`): the
+gaps in each cluster's WAL and each server's binlogs, and deep, every log object opened."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from vaultflow.engines.log_archive import LogProblem, log_problems
 from vaultflow.errors import IntegrityError, SnapshotNotFound
 from vaultflow.operations.retention import RetentionPolicy, decide
 from vaultflow.repository.locks import RepositoryLock
@@ -104,3 +106,11 @@ def broken_by_chunk(verdicts: list[SnapshotVerdict]) -> dict[str, list[str]]:
         for cid in v.damaged_chunks:
             out.setdefault(cid, []).append(v.snapshot)
     return out
+
+
+def verify_logs(repo: Repository, *, deep: bool = False) -> list[LogProblem]:
+    """Every gap in the archived WAL/binlogs that cuts a recoverable window short (naming the first
+    missing file and the time it cuts off), and with `deep` every archived log object that fails to
+    open; through each engine's LogArchive hook. Never raises for damage: reports it."""
+    with RepositoryLock(repo, "shared", "verify", wait=60):
+        return log_problems(repo, list(repo.manifests()), deep=deep)

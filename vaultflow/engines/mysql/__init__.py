@@ -21,4 +21,5 @@ SPEC = EngineSpec(
     engine_class="vaultflow.engines.mysql.engine:MySQLEngine",
     url_parser="vaultflow.engines.mysql.config:engine_from_url",
     archive_source="vaultflow.engines.mysql.archive:MySQLSource",
+    log_archive="vaultflow.engines.mysql.binlog_retention:BINLOG_ARCHIVE",
 )

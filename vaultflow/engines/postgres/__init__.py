@@ -36,4 +36,5 @@ SPEC = EngineSpec(
     engine_class="vaultflow.engines.postgres.engine:PostgresEngine",
     url_parser="vaultflow.engines.postgres.config:engine_from_url",
     archive_source="vaultflow.engines.postgres.archive:PostgresSource",
+    log_archive="vaultflow.engines.postgres.wal_retention:WAL_ARCHIVE",
 )
