@@ -258,8 +258,8 @@ def _plan_for_name(window: ClusterWindow, candidates: list[Coverage]) -> Recover
 
 def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target: RecoveryTarget, *,
                      command: str, archive: bool = False, progress: ProgressCallback | None = None,
-                     action: recovery.RecoveryAction = "promote", settings: dict[str, str] | None = None
-                     ) -> list[str]:
+                     action: recovery.RecoveryAction = "promote", timeline: int | None = None,
+                     settings: dict[str, str] | None = None) -> list[str]:
     """Extract the plan's base backup into the new or empty `pgdata` (mode 0700) and write the
     recovery settings (`action` at the target, extra server `settings`); returns the lines written to
     postgresql.auto.conf. On any failure the directory is left as it was found (removed, or emptied)."""
@@ -276,7 +276,8 @@ def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target:
 
             recovery.extract_tar(write, pgdata)
             return recovery.write_recovery_settings(pgdata, command=command, target=target, snapshot=manifest.id,
-                                                    archive=archive, action=action, settings=settings)
+                                                    archive=archive, action=action, timeline=timeline,
+                                                    settings=settings)
     except BaseException:
         recovery.clear_data_directory(pgdata, created)
         raise

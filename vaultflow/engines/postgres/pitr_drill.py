@@ -1,11 +1,13 @@
 """A PITR drill: recover the cluster to a mark (pitr_mark.py) in a scratch data directory on a free
 port, compare every table of every database with the mark's statistics, tear the scratch cluster down.
 
-The scratch server recovers with `recovery_target_name = <mark>` and `recovery_target_action = pause`
-(hot standby): it stops replay exactly at the restore point and serves reads without promoting, so
-no timeline is created, no history file exists and nothing could be archived (archive_mode is off
-too). The scratch directory (`vaultflow-pitr-drill-*`: the data directory, its socket and, when the
-passphrase is handed over in memory, a 0600 passphrase file) is removed whatever happens.
+The scratch server recovers with `recovery_target_name = <mark>`, `recovery_target_timeline = <the
+mark's timeline>` (not 'latest': a later promotion's timeline may branch before the mark) and
+`recovery_target_action = pause` (hot standby): it stops replay exactly at the restore point and
+serves reads without promoting, so no timeline is created, no history file exists and nothing
+could be archived (archive_mode is off too). The scratch directory (`vaultflow-pitr-drill-*`: the
+data directory, its socket and, when the passphrase is handed over in memory, a 0600 passphrase
+file) is removed whatever happens.
 """
 
 from __future__ import annotations
@@ -97,9 +99,9 @@ def _drill(repo: Repository, mark: PitrMark, wal_command: Path, location: str, p
                     f.write(passphrase + "\n")
             assert passphrase_file is not None
             command = restore_command(wal_command, location, passphrase_file)
+            server = {"port": str(port), "listen_addresses": "127.0.0.1", "unix_socket_directories": str(root)}
             restore_to_point(repo, plan, pgdata, RecoveryTarget(name=mark.name), command=command, archive=False,
-                             action="pause", settings={"port": str(port), "listen_addresses": "127.0.0.1",
-                                                       "unix_socket_directories": str(root)})
+                             action="pause", timeline=mark.timeline, settings=server)
             _give_to_server(root, pgdata, passphrase_file if passphrase is not None else None)
             cluster.start(min(timeout, 300.0))
             outcome = cluster.wait_for_target("paused", timeout)

@@ -184,11 +184,12 @@ RecoveryAction = Literal["promote", "pause"]
 
 
 def write_recovery_settings(pgdata: Path, *, command: str, target: RecoveryTarget, snapshot: str,
-                            archive: bool, action: RecoveryAction = "promote",
+                            archive: bool, action: RecoveryAction = "promote", timeline: int | None = None,
                             settings: dict[str, str] | None = None) -> list[str]:
     """recovery.signal and the recovery lines appended to postgresql.auto.conf (returned).
     `action` is what the server does at the target (`pause`: it stays a read-only hot standby,
-    no timeline is created); `settings` are more server settings (quoted here), e.g. the port."""
+    no timeline is created); `timeline` the one to recover along (default 'latest', which follows a
+    promotion's child timeline); `settings` are more server settings (quoted here), e.g. the port."""
     lines = [f"# vaultflow pitr restore of base backup {snapshot} to {target.describe()}",
              f"restore_command = {conf_quote(command)}"]
     if target.time is not None:
@@ -198,7 +199,8 @@ def write_recovery_settings(pgdata: Path, *, command: str, target: RecoveryTarge
     else:
         assert target.lsn is not None
         lines.append(f"recovery_target_lsn = {conf_quote(f'{target.lsn >> 32:X}/{target.lsn & 0xFFFFFFFF:X}')}")
-    lines += [f"recovery_target_action = {conf_quote(action)}", "recovery_target_timeline = 'latest'"]
+    lines += [f"recovery_target_action = {conf_quote(action)}",
+              f"recovery_target_timeline = {conf_quote(str(timeline) if timeline else 'latest')}"]
     if not archive:
         lines.append("archive_mode = 'off'  # a restored copy does not write a new timeline into the archive")
     if action == "pause":

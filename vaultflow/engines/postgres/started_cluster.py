@@ -27,6 +27,7 @@ from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.errors import InputError, ToolFailed, VaultflowError
 
 START_LOG = "vaultflow-start.log"  # pg_ctl's -l file, inside the data directory
+_KEPT_ENVIRONMENT = {"PATH", "LANG", "TZ"}
 
 
 class RecoveryFailed(VaultflowError):
@@ -89,6 +90,8 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a TCP port", "give a port from 1 to 65535")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As PostgreSQL binds: connections of an earlier server in TIME_WAIT do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -152,9 +155,12 @@ class StartedCluster:
                 raise InputError(f"{self.pgdata} belongs to root, and PostgreSQL does not run as root",
                                  "restore as the server's OS user, or chown the directory to it")
             argv = ["runuser", "-u", owner, "--", *argv]
+        # The server and its restore_command get a clean environment: never this process's passphrase or
+        # repository variables (the restore_command line carries what vaultflow-wal needs).
+        env = {k: v for k, v in os.environ.items() if k in _KEPT_ENVIRONMENT or k.startswith("LC_")}
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30, check=False,
-                                  cwd=self.pgdata)
+                                  cwd=self.pgdata, env=env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ToolFailed(f"pg_ctl for {self.pgdata} could not run: {exc}", "check the installation") from None
 
