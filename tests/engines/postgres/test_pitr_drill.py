@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -241,6 +242,34 @@ def test_a_missing_mark_and_a_bad_name_fail_in_one_line(archiving_cluster: Archi
     taken = cli(cluster, "pitr", "mark", prepared.server, "--name", "under-load")
     one_error_line(taken, 2, "already has a mark named 'under-load'")
     assert leftovers(prepared) == []
+
+
+def test_an_interrupted_drill_stops_the_scratch_server_and_removes_its_directory(
+        archiving_cluster: ArchivingCluster, prepared: Prepared) -> None:
+    cluster = archiving_cluster
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAULTFLOW_REPO": str(cluster.repo),
+           "VAULTFLOW_PASSPHRASE": PASSPHRASE, "VAULTFLOW_HOME": str(cluster.base / "home")}
+    drill = subprocess.Popen([sys.executable, "-m", "vaultflow.cli.main", "pitr", "drill", str(prepared.sysid),
+                              "--wal-command", str(wal_command()), "--passphrase-file", str(cluster.passphrase_file),
+                              "--scratch-dir", str(prepared.scratch)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(prepared.scratch.glob("*/data/postmaster.pid")):
+            assert drill.poll() is None, drill.communicate()
+            assert time.monotonic() < deadline, "the scratch server never started"
+            time.sleep(0.05)
+        pid_file = next(prepared.scratch.glob("*/data/postmaster.pid"))
+        postmaster = int(pid_file.read_text().splitlines()[0])
+        drill.send_signal(signal.SIGINT)
+        out, err = drill.communicate(timeout=180)
+    finally:
+        if drill.poll() is None:
+            drill.kill()
+    assert drill.returncode != 0, out + err
+    assert leftovers(prepared) == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(postmaster, 0)
 
 
 def test_a_deleted_wal_segment_fails_the_drill_naming_the_gap(archiving_cluster: ArchivingCluster,
