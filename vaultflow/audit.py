@@ -30,7 +30,7 @@ from vaultflow.repository.repository import Repository
 AUDIT_PREFIX = "audit/"
 
 AuditAction = Literal["init", "backup", "restore", "export", "link", "forget", "prune", "purge", "archive",
-                      "unarchive", "drill", "copy", "key", "extend-locks"]
+                      "unarchive", "drill", "copy", "key", "extend-locks", "mark"]
 AuditOutcome = Literal["succeeded", "failed", "cancelled"]
 
 

@@ -4,6 +4,10 @@
     pitr base-backup SERVER                 a physical base backup of the whole cluster
     pitr window [CLUSTER]                   what each cluster can be restored to, and the gaps
     pitr restore CLUSTER --to-time T --pgdata DIR    a base backup laid out to recover to T
+         ... --start --port P               and started: recovers, promotes, reports timeline and point
+    pitr mark SERVER [--name N]             a restore point and every table's statistics at it
+    pitr marks CLUSTER                      the cluster's marks
+    pitr drill CLUSTER [--mark N]           recover to a mark in a scratch directory, compare, remove it
     pitr window mysql://host:port/db        MySQL/MariaDB: the database's window from its binlogs
     pitr restore mysql://host:port/db --to-time T --into mysql://host:port/new   snapshot + binlog replay
 
@@ -238,6 +242,16 @@ def restore(
     keep_archiving: Annotated[bool, typer.Option(
         help="Leave archive_mode as the backup had it, so the promoted copy archives its new timeline into the "
              "repository (for a copy that replaces the primary); by default it is set off.")] = False,
+    start: Annotated[bool, typer.Option(
+        help="Start the server on --port (127.0.0.1), wait until it recovered to the target and promoted, and "
+             "report the timeline and the point reached.")] = False,
+    port: Annotated[int | None, typer.Option(help="With --start: the port the restored server listens on.")] = None,
+    bin_dir: Annotated[Path | None, typer.Option(
+        help="With --start: the PostgreSQL bin directory (default /usr/lib/postgresql/<major>/bin, else PATH); "
+             "its major version must be the base backup's.")] = None,
+    user: Annotated[str, typer.Option(help="With --start: the role to connect as to watch the recovery.")]
+    = "postgres",
+    start_timeout: Annotated[float, typer.Option(help="With --start: seconds to wait for the target.")] = 3600.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Lay out the newest base backup that stopped before the target in --pgdata, with recovery.signal
@@ -256,13 +270,10 @@ def restore(
     if pgdata is None or into is not None:
         raise InputError("a PostgreSQL restore to a moment lays out a data directory",
                          "give --pgdata DIR (and no --into)")
+    if start != (port is not None):
+        raise InputError("--start and --port go together", "give both to start the restored server, or neither")
     target = parse_target(to_time, to_lsn, to_name)
-    location = require_repo(repo)
-    if not is_location(location):
-        raise InputError(f"repository {location!r} is a block name, which the server's restore_command "
-                         "(vaultflow-wal) cannot read", "give --repo as the repository's path or URL")
-    if "://" not in location:
-        location = str(Path(location).expanduser().absolute())
+    location = _wal_location(repo)
     if passphrase_file is None:
         raise InputError("the restored server needs the repository passphrase in a file it can read",
                          "pass --passphrase-file (or set VAULTFLOW_PASSPHRASE_FILE) to a 0600 file owned by its "
@@ -271,14 +282,36 @@ def restore(
                               passphrase_file)
     opened, _ = open_repo(repo)
     plan = plan_recovery(opened, cluster, target)
-    with progress_bar(not json_out):
-        lines = restore_to_point(opened, plan, pgdata.expanduser().absolute(), target, command=command,
-                                 archive=keep_archiving)
     info = plan.manifest.base_backup
     assert info is not None
-    row = {"snapshot": plan.manifest.id, "system_identifier": str(info.system_identifier),
-           "pgdata": str(pgdata.absolute()), "target": target.describe(), "settings": lines,
-           "window": plan.window.range_text()}
+    settings: dict[str, str] = {}
+    if port is not None:
+        from vaultflow.engines.postgres.started_cluster import check_port_free, server_binaries
+
+        check_port_free(port)
+        binaries = server_binaries(info.server_version, bin_dir)
+        settings = {"port": str(port), "listen_addresses": "127.0.0.1"}
+    with progress_bar(not json_out):
+        lines = restore_to_point(opened, plan, pgdata.expanduser().absolute(), target, command=command,
+                                 archive=keep_archiving, settings=settings)
+    row: dict[str, object] = {"snapshot": plan.manifest.id, "system_identifier": str(info.system_identifier),
+                              "pgdata": str(pgdata.absolute()), "target": target.describe(), "settings": lines,
+                              "window": plan.window.range_text()}
+    if port is not None:
+        from vaultflow.engines.postgres.config import PostgresConnection
+        from vaultflow.engines.postgres.started_cluster import start_restored
+
+        outcome = start_restored(pgdata.expanduser().absolute(), port, binaries, login=PostgresConnection(user=user),
+                                 timeout=start_timeout)
+        row |= {"port": port, "timeline": outcome.timeline, "switch_lsn": outcome.switch_lsn,
+                "reached": outcome.reason,
+                "last_transaction": outcome.last_transaction.isoformat() if outcome.last_transaction else None}
+        if json_out:
+            print_json(row)
+            return
+        stdout.print(f"base backup {plan.manifest.short_id} restored in {row['pgdata']} to {target.describe()} "
+                     f"and running on 127.0.0.1:{port}: {outcome.describe()}", highlight=False)
+        return
     if json_out:
         print_json(row)
         return
@@ -286,6 +319,115 @@ def restore(
     stdout.print(f"base backup {plan.manifest.short_id} (stopped {stopped}) laid out in {row['pgdata']} to "
                  f"recover to {target.describe()}; start it with: "
                  f"pg_ctl -D {row['pgdata']} start", highlight=False)
+
+
+@pitr_app.command("mark")
+@handles_errors
+def mark(
+    server: ServerArg,
+    name: Annotated[str | None, typer.Option(help="The restore point's name (default vaultflow-<UTC time>); "
+                                                  "letters, digits, '.', '_', '-'.")] = None,
+    repo: RepoOpt = None,
+    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for each database's table locks.")] = 10.0,
+    jobs: Annotated[int, typer.Option(min=1, max=16, help="Tables read at once per database.")] = 2,
+    archive_check: Annotated[bool, typer.Option(
+        "--archive-check/--no-archive-check", help="Refuse unless the server archives its WAL into this "
+                                                   "repository.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a named restore point and store, in the repository, the row count and checksum of every
+    table of every database at exactly that point (writers pause while the tables are locked and the
+    point is created); `vaultflow pitr drill` later recovers to it and compares."""
+    from vaultflow.engines.postgres.pitr_mark import create_mark
+
+    engine = _postgres_server(server)
+    opened, _ = open_repo(repo)
+    made = create_mark(engine, opened, name, lock_timeout=lock_timeout, jobs=jobs, archive_check=archive_check)
+    row = {"name": made.name, "system_identifier": str(made.system_identifier), "lsn": made.lsn,
+           "timeline": made.timeline, "wal_file": made.wal_file, "databases": len(made.databases),
+           "tables": made.table_count, "writers_paused_s": made.writers_paused_seconds,
+           "created_at": made.created_at.isoformat()}
+    if json_out:
+        print_json(row)
+        return
+    stdout.print(f"mark {made.name!r} of cluster {made.system_identifier}: restore point at {made.lsn} (timeline "
+                 f"{made.timeline}), {made.table_count} tables in {len(made.databases)} databases recorded, writers "
+                 f"paused {made.writers_paused_seconds:.2f} s", highlight=False)
+
+
+@pitr_app.command("marks")
+@handles_errors
+def list_marks(cluster: ClusterArg, repo: RepoOpt = None, json_out: JsonOpt = False) -> None:
+    """The cluster's marks, oldest first."""
+    from vaultflow.engines.postgres.pitr import resolve_cluster
+    from vaultflow.engines.postgres.pitr_mark import marks
+
+    opened, _ = open_repo(repo)
+    found = marks(opened, resolve_cluster(opened, list(opened.manifests()), cluster))
+    if json_out:
+        print_json([m.model_dump(mode="json", by_alias=True, exclude={"databases"}) | {"tables": m.table_count}
+                    for m in found])
+        return
+    for m in found:
+        stdout.print(f"{m.name}  {m.created_at.isoformat(sep=' ', timespec='seconds')}  {m.lsn} (timeline "
+                     f"{m.timeline})  {m.table_count} tables", highlight=False)
+    if not found:
+        stdout.print("no marks", highlight=False)
+
+
+@pitr_app.command("drill")
+@handles_errors
+def drill(
+    cluster: ClusterArg,
+    mark_name: Annotated[str | None, typer.Option("--mark", help="The mark to drill (default: the newest).")] = None,
+    repo: RepoOpt = None,
+    wal_command: Annotated[Path | None, typer.Option(
+        help="The vaultflow-wal the scratch server runs as restore_command (default: the one beside this "
+             "vaultflow).")] = None,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        envvar="VAULTFLOW_PASSPHRASE_FILE",
+        help="The 0600 passphrase file the scratch server's restore_command reads.")] = None,
+    scratch_dir: Annotated[Path | None, typer.Option(
+        help="Where the scratch directory is made (default: the system's temp directory).")] = None,
+    bin_dir: Annotated[Path | None, typer.Option(help="The PostgreSQL bin directory of the base backup's major "
+                                                      "version.")] = None,
+    user: Annotated[str, typer.Option(help="The role to read the scratch server's tables as.")] = "postgres",
+    jobs: Annotated[int, typer.Option(min=1, max=16, help="Tables read at once per database.")] = 2,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recover the cluster to a mark in a scratch data directory on a free port (paused at the restore
+    point, not promoted), compare every table of every database with the mark, stop the server and
+    remove the directory, and report the RTO. Exit 1 when the drill failed."""
+    from vaultflow.catalog import Catalog
+    from vaultflow.drill import DrillFailed
+    from vaultflow.engines.postgres.config import PostgresConnection
+    from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
+
+    location = _wal_location(repo)
+    if passphrase_file is None:
+        raise InputError("the scratch server needs the repository passphrase in a file it can read",
+                         "pass --passphrase-file (or set VAULTFLOW_PASSPHRASE_FILE) to a 0600 file")
+    opened, catalog_url = open_repo(repo)
+    chosen = pick_mark(opened, cluster, mark_name)
+    report = run_pitr_drill(opened, chosen, wal_command=wal_command or Path(sys.executable).parent / "vaultflow-wal",
+                            repository_location=location, passphrase_file=passphrase_file, scratch_parent=scratch_dir,
+                            bin_dir=bin_dir, login=PostgresConnection(user=user), jobs=jobs)
+    Catalog(catalog_url).record_drill(report, repository_id=opened.id)
+    if json_out:
+        print_json(report.model_dump(mode="json") | {"passed": report.passed, "summary": report.summary()})
+    else:
+        stdout.print(report.summary(), highlight=False)
+    if not report.passed:
+        raise DrillFailed.from_report(report)
+
+
+def _wal_location(repo: str | None) -> str:
+    """The repository as vaultflow-wal reads it: a path (made absolute) or URL, never a block name."""
+    location = require_repo(repo)
+    if not is_location(location):
+        raise InputError(f"repository {location!r} is a block name, which the server's restore_command "
+                         "(vaultflow-wal) cannot read", "give --repo as the repository's path or URL")
+    return location if "://" in location else str(Path(location).expanduser().absolute())
 
 
 _MYSQL_SCHEMES = ("mysql://", "mariadb://")

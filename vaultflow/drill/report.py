@@ -50,6 +50,8 @@ class DrillReport(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     error: str | None = Field(default=None, description="why the restore or a check could not run")
     scratch_dropped: bool = False
+    mark: str | None = Field(default=None, description="a PITR drill: the mark (restore point) recovered to")
+    rto_seconds: float | None = Field(default=None, description="a PITR drill: restore start to verified")
 
     @property
     def short_id(self) -> str:
@@ -71,6 +73,12 @@ class DrillReport(BaseModel):
     def summary(self) -> str:
         """One line: the verdict, and the first failure by table and check."""
         head = f"drill of snapshot {self.short_id} ({self.engine} database {self.database!r} on {self.server})"
+        if self.mark is not None:
+            head = f"PITR drill of mark {self.mark!r} (base backup {self.short_id} of the cluster on {self.server})"
+            if self.passed:
+                n = self.counts()
+                return (f"{head} passed: recovered in {self.restore_seconds:.1f} s, RTO {self.rto_seconds:.1f} s, "
+                        f"{n['passed']} checks passed")
         if self.passed:
             n = self.counts()
             return (f"{head} passed: restored in {self.restore_seconds:.1f} s, {n['passed']} checks passed"
@@ -81,7 +89,8 @@ class DrillReport(BaseModel):
         if failed:
             more = f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""
             return f"{head} failed: {failed[0].line()}{more}"
-        return f"{head} failed: scratch database {self.scratch_database!r} could not be dropped"
+        what = "directory" if self.mark is not None else "database"
+        return f"{head} failed: scratch {what} {self.scratch_database!r} could not be removed"
 
 
 class DrillFailed(VaultflowError):

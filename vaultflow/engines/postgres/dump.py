@@ -43,6 +43,7 @@ from vaultflow.engines.postgres.segments import (
     TableInfo,
     TooMuchChanged,
     comparable,
+    copy_query,
     patchable_base,
     segment_scan,
     segment_width,
@@ -310,19 +311,7 @@ def copy_out(engine: PostgresEngine, t: TableInfo, snapshot: str | None, deadlin
              ) -> AbstractContextManager[IO[bytes]]:
     """A table's rows (or one key range of them, or those matching `where`) as COPY
     text, via psql (its big buffered writes beat per-row reads)."""
-    conditions = [where] if where is not None else []
-    if key_range is not None:
-        key = sql.Identifier(t.pk[0])
-        conditions.append(sql.SQL("{} >= {}").format(key, sql.Literal(key_range.low)))
-        if key_range.high is not None:
-            conditions.append(sql.SQL("{} < {}").format(key, sql.Literal(key_range.high)))
-    where_clause = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
-    query = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT").format(
-        sql.SQL(", ").join(sql.Identifier(col) for col in t.columns) if t.columns else sql.SQL("*"),
-        sql.Identifier(t.schema, t.name), where_clause,
-        sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in t.pk))
-        if t.order == "pk" else sql.SQL(""),
-    ).as_string(None)
+    query = copy_query(t, key_range, where=where)
     argv = [engine._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *engine._conn_args(engine.conn.database)]
     if snapshot:
         argv += ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",

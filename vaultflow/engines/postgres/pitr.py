@@ -56,7 +56,7 @@ def take_base_backup(engine: PostgresEngine, repo: Repository, *, snapshot_id: s
     facts = basebackup.cluster_facts(engine)
     tool_version = basebackup.check_tool_version(engine, facts)
     if archive_check:
-        _check_archiving(engine, repo, facts)
+        check_archiving(engine, repo, facts)
     started = datetime.now(UTC)
     what = f"cluster {facts.system_identifier} at {engine.server_label()}"
     tap = basebackup.TarMemberTap()
@@ -111,7 +111,7 @@ def newest_base_backup(repo: Repository, system_identifier: int) -> SnapshotMani
     return max(bases, key=lambda m: (m.base_backup.stop_time, m.id), default=None)  # type: ignore[union-attr]
 
 
-def _check_archiving(engine: PostgresEngine, repo: Repository, facts: basebackup.ClusterFacts) -> None:
+def check_archiving(engine: PostgresEngine, repo: Repository, facts: basebackup.ClusterFacts) -> None:
     readiness = check_pitr_readiness(engine)
     missing = [c.name for c in readiness.checks if c.status == "missing"]
     if missing:
@@ -257,10 +257,12 @@ def _plan_for_name(window: ClusterWindow, candidates: list[Coverage]) -> Recover
 
 
 def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target: RecoveryTarget, *,
-                     command: str, archive: bool = False, progress: ProgressCallback | None = None) -> list[str]:
+                     command: str, archive: bool = False, progress: ProgressCallback | None = None,
+                     action: recovery.RecoveryAction = "promote", timeline: int | None = None,
+                     settings: dict[str, str] | None = None) -> list[str]:
     """Extract the plan's base backup into the new or empty `pgdata` (mode 0700) and write the
-    recovery settings; returns the lines written to postgresql.auto.conf. On any failure the
-    directory is left as it was found (removed, or emptied)."""
+    recovery settings (`action` at the target, extra server `settings`); returns the lines written to
+    postgresql.auto.conf. On any failure the directory is left as it was found (removed, or emptied)."""
     created = recovery.prepare_data_directory(pgdata)
     manifest = plan.manifest
     stream = manifest.stream(BASE_STREAM)
@@ -274,7 +276,8 @@ def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target:
 
             recovery.extract_tar(write, pgdata)
             return recovery.write_recovery_settings(pgdata, command=command, target=target, snapshot=manifest.id,
-                                                    archive=archive)
+                                                    archive=archive, action=action, timeline=timeline,
+                                                    settings=settings)
     except BaseException:
         recovery.clear_data_directory(pgdata, created)
         raise

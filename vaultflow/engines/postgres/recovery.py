@@ -5,9 +5,10 @@ The settings written (PostgreSQL 12 or later):
 
     restore_command = 'env VAULTFLOW_REPO=<repo> VAULTFLOW_PASSPHRASE_FILE=<0600 file> <vaultflow-wal> fetch %f %p'
     recovery_target_time = '<target, UTC with its offset>'   (or recovery_target_lsn / _name)
-    recovery_target_action = 'promote'
+    recovery_target_action = 'promote'                        ('pause' for a PITR drill, with hot_standby = 'on')
     recovery_target_timeline = 'latest'
     archive_mode = 'off'                                      (unless the restored server is to archive)
+    port = '<P>', listen_addresses = '127.0.0.1', ...         (when vaultflow starts the server itself)
 
 The passphrase itself is never written: the server reads it from the file when it runs the command.
 """
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository.repository import ByteSink
@@ -179,9 +180,16 @@ def _extract(source: IO[bytes], pgdata: Path) -> int:
     return count
 
 
+RecoveryAction = Literal["promote", "pause"]
+
+
 def write_recovery_settings(pgdata: Path, *, command: str, target: RecoveryTarget, snapshot: str,
-                            archive: bool) -> list[str]:
-    """recovery.signal and the recovery lines appended to postgresql.auto.conf (returned)."""
+                            archive: bool, action: RecoveryAction = "promote", timeline: int | None = None,
+                            settings: dict[str, str] | None = None) -> list[str]:
+    """recovery.signal and the recovery lines appended to postgresql.auto.conf (returned).
+    `action` is what the server does at the target (`pause`: it stays a read-only hot standby,
+    no timeline is created); `timeline` the one to recover along (default 'latest', which follows a
+    promotion's child timeline); `settings` are more server settings (quoted here), e.g. the port."""
     lines = [f"# vaultflow pitr restore of base backup {snapshot} to {target.describe()}",
              f"restore_command = {conf_quote(command)}"]
     if target.time is not None:
@@ -191,9 +199,13 @@ def write_recovery_settings(pgdata: Path, *, command: str, target: RecoveryTarge
     else:
         assert target.lsn is not None
         lines.append(f"recovery_target_lsn = {conf_quote(f'{target.lsn >> 32:X}/{target.lsn & 0xFFFFFFFF:X}')}")
-    lines += ["recovery_target_action = 'promote'", "recovery_target_timeline = 'latest'"]
+    lines += [f"recovery_target_action = {conf_quote(action)}",
+              f"recovery_target_timeline = {conf_quote(str(timeline) if timeline else 'latest')}"]
     if not archive:
         lines.append("archive_mode = 'off'  # a restored copy does not write a new timeline into the archive")
+    if action == "pause":
+        lines.append("hot_standby = 'on'  # paused at the target, read-only")
+    lines += [f"{name} = {conf_quote(value)}" for name, value in (settings or {}).items()]
     auto = pgdata / AUTO_CONF
     with auto.open("a") as f:
         f.write("\n" + "\n".join(lines) + "\n")

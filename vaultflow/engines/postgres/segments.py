@@ -418,3 +418,20 @@ def segment_scan(c: psycopg.Connection[Any], t: TableInfo, width: int, marks: li
                         changed_own=int(r[2 + n]) if collect else None,
                         changed_keys=r[3 + n] if collect else None)
             for r in sorted(rows)]
+
+
+def copy_query(t: TableInfo, key_range: KeyRange | None = None, *, where: sql.Composable | None = None) -> str:
+    """The `COPY (SELECT ...) TO STDOUT` of a table's rows in the order a backup streams them."""
+    conditions = [where] if where is not None else []
+    if key_range is not None:
+        key = sql.Identifier(t.pk[0])
+        conditions.append(sql.SQL("{} >= {}").format(key, sql.Literal(key_range.low)))
+        if key_range.high is not None:
+            conditions.append(sql.SQL("{} < {}").format(key, sql.Literal(key_range.high)))
+    where_clause = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
+    return sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT").format(
+        sql.SQL(", ").join(sql.Identifier(col) for col in t.columns) if t.columns else sql.SQL("*"),
+        sql.Identifier(t.schema, t.name), where_clause,
+        sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in t.pk))
+        if t.order == "pk" else sql.SQL(""),
+    ).as_string(None)

@@ -5,19 +5,23 @@ schema inventory queries."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import blake3
 import psycopg
+import psycopg.sql
 
 from vaultflow.engines.base import RowTap
 from vaultflow.engines.postgres.segments import (
+    COPY_SETTINGS,
     ORDER_BY_PK_MAX_BYTES,
     TYPE_SIGNATURE,
     KeyRange,
     TableInfo,
+    copy_query,
     segment_scan,
     user_tables,
 )
@@ -268,3 +272,64 @@ def table_counters(engine: PostgresEngine, *, settle: float = 0.0) -> tuple[dict
                 counters = {f"{schema}.{name}": value for schema, name, value in c.execute(_TABLE_COUNTERS)}
                 return counters, complete
             time.sleep(1.0)
+
+
+class SnapshotReaders:
+    """Sessions that read whole tables' statistics (RowTap over the COPY text `copy_query` gives,
+    the backup's order) in one exported snapshot, imported when the sessions open: the transaction
+    that exported it may end as soon as this object exists (a PITR mark lets writers go on then).
+    Without a snapshot each session reads in its own (a paused standby, where nothing changes)."""
+
+    def __init__(self, engine: PostgresEngine, snapshot: str | None, sessions: int) -> None:
+        self._engine = engine
+        self._conns: list[psycopg.Connection[Any]] = []
+        try:
+            for _ in range(max(sessions, 1)):
+                conn = engine._connect(autocommit=False)
+                self._conns.append(conn)
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                if snapshot is not None:
+                    conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot)))
+                conn.execute("SET synchronize_seqscans = off; " + COPY_SETTINGS)
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, tables: list[TableInfo]) -> list[TableStats]:
+        """The statistics of `tables`, biggest first, one table per session at a time; by name."""
+        pending = sorted(tables, key=lambda t: t.size, reverse=True)
+        out: list[TableStats] = []
+        lock = threading.Lock()
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    t = pending.pop(0)
+                tap = RowTap()
+                with conn.cursor().copy(copy_query(t)) as copy:
+                    for block in copy:
+                        tap(bytes(block))
+                with lock:
+                    out.append(tap.stats(t.schema, t.name))
+
+        with ThreadPoolExecutor(max_workers=len(self._conns), thread_name_prefix="vf-mark-stats") as pool:
+            for done in [pool.submit(work, conn) for conn in self._conns]:
+                done.result()
+        return sorted(out, key=lambda t: t.qualified)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.rollback()
+                conn.close()
+            except psycopg.Error:
+                pass
+        self._conns = []
+
+    def __enter__(self) -> SnapshotReaders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,66 @@
+"""PITR drill tasks: mark a cluster, drill a mark (the core's pitr_mark and pitr_drill, as they are)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.resolve import resolve_repository, resolve_server
+from tasks.retry_policy import RETRIED
+from vaultflow.drill import DrillReport
+from vaultflow.engines.postgres.config import PostgresConnection
+from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
+from vaultflow.engines.postgres.pitr_mark import create_mark
+from vaultflow.errors import InputError
+
+if TYPE_CHECKING:
+    from blocks.parameters import RepositoryChoice
+
+
+@task(name="pitr-mark", persist_result=False, cache_policy=NO_CACHE)
+def mark_cluster(repository: RepositoryChoice | None, source: str, name: str | None, lock_timeout: float) -> str:
+    """A restore point and every table's statistics at it (not retried: a second try would make a
+    second restore point); returns the mark's name."""
+    engine = resolve_server(source)
+    if not isinstance(engine, PostgresEngine):
+        raise InputError(f"{engine.describe()} is not PostgreSQL; PITR drills are PostgreSQL's",
+                         "give a postgresql:// server or a PostgresServer block")
+    mark = create_mark(engine, resolve_repository(repository).open(), name, lock_timeout=lock_timeout)
+    get_run_logger().info("mark %r at %s (timeline %d): %d tables, writers paused %.2f s", mark.name, mark.lsn,
+                          mark.timeline, mark.table_count, mark.writers_paused_seconds)
+    return mark.name
+
+
+@task(name="pitr-drill", task_run_name="pitr-drill-{cluster}", **RETRIED, persist_result=False,
+      cache_policy=NO_CACHE)
+def drill_mark(repository: RepositoryChoice | None, cluster: str, mark: str | None, wal_command: str | None,
+               wal_repository: str | None, scratch_dir: str | None, bin_dir: str | None, user: str) -> DrillReport:
+    """Recover to the mark (the newest without one) in a scratch directory, compare, remove it. The
+    scratch server's restore_command reads `wal_repository` (default: the repository's location, which
+    must then be a path or URL) with the repository's passphrase from a 0600 file in the scratch
+    directory."""
+    ref = resolve_repository(repository)
+    repo = ref.open()
+    if ref.passphrase is None:
+        raise InputError("the repository has no passphrase to hand to the scratch server",
+                         "set VAULTFLOW_PASSPHRASE or use a BackupRepository block")
+    location = wal_repository or ref.location
+    if ref.storage is not None and not wal_repository:
+        raise InputError(f"the repository of block {ref.block_name!r} is an object-storage block, which the "
+                         "scratch server's restore_command (vaultflow-wal) cannot read",
+                         "set wal_repository to the s3:// or az:// URL vaultflow-wal reads (with its environment)")
+    if "://" not in location:
+        location = str(Path(location).expanduser().absolute())
+    chosen = pick_mark(repo, cluster, mark)
+    report = run_pitr_drill(repo, chosen, wal_command=Path(wal_command) if wal_command else
+                            Path(sys.executable).parent / "vaultflow-wal", repository_location=location,
+                            passphrase=ref.passphrase.get_secret_value(),
+                            scratch_parent=Path(scratch_dir) if scratch_dir else None,
+                            bin_dir=Path(bin_dir) if bin_dir else None, login=PostgresConnection(user=user))
+    (get_run_logger().info if report.passed else get_run_logger().error)(report.summary())
+    return report
