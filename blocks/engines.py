@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 from abc import ABC
+from typing import TYPE_CHECKING
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vaultflow.engines.files.engine import FileTreeEngine
-from vaultflow.engines.mysql.config import MySQLConnection
-from vaultflow.engines.mysql.engine import MySQLEngine
-from vaultflow.engines.postgres.config import PostgresConnection
-from vaultflow.engines.postgres.engine import PostgresEngine
-from vaultflow.engines.sqlite.engine import SqliteEngine
-from vaultflow.engines.sqlserver.client import SqlServerClient
-from vaultflow.engines.sqlserver.config import SqlServerConnection
-from vaultflow.engines.sqlserver.engine import SqlServerEngine
-from vaultflow.engines.sqlserver.staging import (
-    STAGING_PREFIX,
-    BlobStaging,
-    DiskStaging,
-    Staging,
-    check_container_url,
-)
 from vaultflow.errors import InputError
+
+# The engine modules (psycopg, pymysql, numpy...) are imported when a block builds an engine,
+# not when the block classes are defined (flow parameter types import this module).
+if TYPE_CHECKING:
+    from vaultflow.engines.files.engine import FileTreeEngine
+    from vaultflow.engines.mysql.engine import MySQLEngine
+    from vaultflow.engines.postgres.engine import PostgresEngine
+    from vaultflow.engines.sqlite.engine import SqliteEngine
+    from vaultflow.engines.sqlserver.client import SqlServerClient
+    from vaultflow.engines.sqlserver.config import SqlServerConnection
+    from vaultflow.engines.sqlserver.engine import SqlServerEngine
+    from vaultflow.engines.sqlserver.staging import (
+        BlobStaging,
+        Staging,
+    )
 
 
 class ServerBlock(Block, ABC):
@@ -63,12 +63,16 @@ class PostgresServer(ServerBlock):
                                   "server run, besides the default suite.")
 
     def engine(self, database: str | None = None) -> PostgresEngine:
+        from vaultflow.engines.postgres.config import PostgresConnection
+        from vaultflow.engines.postgres.engine import PostgresEngine
+
         return PostgresEngine(PostgresConnection(
             host=self.host, port=self.port, user=self.user, database=self._database_or_default(database),
             password=self.password, sslmode=self.sslmode, bin_dir=self.bin_dir,
         ))
 
     def server_engine(self) -> PostgresEngine:
+
         """An engine for listing the server's databases (through the maintenance database)."""
         return self.engine(self.database or "postgres")
 
@@ -86,12 +90,16 @@ class MySQLServer(ServerBlock):
     bin_dir: str | None = Field(default=None, description="Directory holding mariadb-dump/mysqldump; PATH if empty.")
 
     def engine(self, database: str | None = None) -> MySQLEngine:
+        from vaultflow.engines.mysql.config import MySQLConnection
+        from vaultflow.engines.mysql.engine import MySQLEngine
+
         return MySQLEngine(MySQLConnection(
             host=self.host, port=self.port, user=self.user, database=self._database_or_default(database),
             password=self.password, bin_dir=self.bin_dir,
         ))
 
     def server_engine(self) -> MySQLEngine:
+
         """An engine for listing the server's databases."""
         return self.engine(self.database or "mysql")
 
@@ -136,6 +144,8 @@ class SqlServer(ServerBlock):
                                                          "reuse between snapshots).")
 
     def connection(self, database: str | None = None) -> SqlServerConnection:
+        from vaultflow.engines.sqlserver.config import SqlServerConnection
+
         return SqlServerConnection(
             host=self.host, port=self.port, user=self.user, password=self.password,
             database=database or self.database or "master", driver=self.driver, encrypt=self.encrypt,
@@ -143,10 +153,14 @@ class SqlServer(ServerBlock):
         )
 
     def client(self) -> SqlServerClient:
+        from vaultflow.engines.sqlserver.client import SqlServerClient
+
         return SqlServerClient(self.connection())
 
     def staging(self) -> Staging | None:
         """The configured staging place; one clear line if it is half set or set twice."""
+        from vaultflow.engines.sqlserver.staging import DiskStaging
+
         name = f"SqlServer block {self._block_document_name!r}"
         blob = self.staging_container_url or self.staging_sas or self.staging_client_url
         disk = self.staging_server_path or self.staging_local_path
@@ -169,10 +183,14 @@ class SqlServer(ServerBlock):
         return None
 
     def engine(self, database: str | None = None) -> SqlServerEngine:
+        from vaultflow.engines.sqlserver.engine import SqlServerEngine
+
         return SqlServerEngine(self.connection(self._database_or_default(database)), self.staging(),
                                data_dir=self.data_dir, log_dir=self.log_dir, compression=self.compression)
 
     def server_engine(self) -> SqlServerEngine:
+        from vaultflow.engines.sqlserver.engine import SqlServerEngine
+
         """An engine for listing the server's databases (through master)."""
         return SqlServerEngine(self.connection(self.database or "master"), self.staging(), data_dir=self.data_dir,
                                log_dir=self.log_dir, compression=self.compression)
@@ -183,6 +201,8 @@ def blob_staging(container_url: str, sas: SecretStr, client_url: str | None = No
     the container (at `client_url` when vaultflow reaches it elsewhere than SQL Server
     does) under STAGING_PREFIX, with the SAS, wrapped in RetryingStore. Checks the URLs'
     shape offline; connects only when a backup or restore uses it."""
+    from vaultflow.engines.sqlserver.staging import STAGING_PREFIX, BlobStaging, check_container_url
+
     check_container_url(container_url)
     if "?" in (client_url or ""):
         raise InputError("the staging client URL must not hold a query string", "give the SAS separately")
@@ -206,9 +226,13 @@ class SqliteDatabase(Block):
                                   "file's directory run, besides the default suite.")
 
     def engine(self, database: str | None = None) -> SqliteEngine:
+        from vaultflow.engines.sqlite.engine import SqliteEngine
+
         return SqliteEngine(self.path)
 
     def server_engine(self) -> SqliteEngine:
+        from vaultflow.engines.sqlite.engine import SqliteEngine
+
         return SqliteEngine(self.path)
 
 
@@ -222,6 +246,8 @@ class FileTree(Block):
     path: str = Field(description="Absolute path of the directory.")
 
     def engine(self, database: str | None = None) -> FileTreeEngine:
+        from vaultflow.engines.files.engine import FileTreeEngine
+
         """The directory's engine; `database` is ignored (a tree is one "database")."""
         if not self.path.startswith("/"):
             raise InputError(f"FileTree block {self._block_document_name!r} has the relative path {self.path!r}",
