@@ -291,9 +291,12 @@ class RoleSealer:
                 raise SealError("authentication failed (altered or foreign object)") from None
             return _unpack(body, max_size)
         if version == SEAL_VERSION:
-            if self._legacy is None:
-                raise self.refusal("opening an object written before the repository's upgrade")
-            return self._legacy.open(blob, aad, max_size)
+            if self._legacy is not None:
+                return self._legacy.open(blob, aad, max_size)
+            if is_data_aad(aad):
+                raise self.refusal("opening data stored before the repository's upgrade")
+            raise SealError(f"sealed before the repository's upgrade with the version 1 key, which a {self._role} key "
+                            "lacks (run vaultflow upgrade again to re-seal it)")
         raise SealError("not a sealed object of a known version")
 
     def holds(self, blob: bytes, aad: bytes, data: bytes, max_size: int = 64 * 2**20) -> bool:

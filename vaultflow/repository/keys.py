@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -38,7 +38,7 @@ def role_at_least(role: KeyRole, needed: KeyRole) -> bool:
 def parse_role(text: str) -> KeyRole:
     if text not in ROLES:
         raise InputError(f"unknown key role {text!r}", "choose backup, restore or admin")
-    return cast(KeyRole, text)
+    return text  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -192,5 +192,6 @@ def new_key_object(config: dict[str, object], signer: RoleSecrets, role: KeyRole
     wrapped = nonce + AESGCM(kdf.derive(passphrase)).encrypt(nonce, secrets.to_bytes(),
                                                              _wrap_aad(config, key_id, role))
     unsigned = KeyObject(key_id, role, datetime.now(UTC).isoformat(timespec="seconds"), kdf, wrapped)
-    signature = Ed25519PrivateKey.from_private_bytes(signer.admin_signing).sign(unsigned._signed_part(str(config["id"])))
+    signing = Ed25519PrivateKey.from_private_bytes(signer.admin_signing)
+    signature = signing.sign(unsigned._signed_part(str(config["id"])))
     return replace(unsigned, signature=signature)

@@ -28,11 +28,11 @@ from vaultflow.errors import (
     AmbiguousSnapshot,
     InputError,
     IntegrityError,
+    KeyRoleInsufficient,
     RepositoryError,
     RepositoryNotInitialised,
     SnapshotNotFound,
     VaultflowError,
-    KeyRoleInsufficient,
     WrongPassphrase,
 )
 from vaultflow.repository.crypto import KdfParams, MasterKeys, RoleSealer, Sealer, SealError, b64, unb64
