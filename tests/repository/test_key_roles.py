@@ -78,7 +78,7 @@ def test_backup_key_backs_up_every_kind_and_cannot_restore(store: ObjectStore, s
     restore_snapshot(reopen(store, RESTORE), diff.id, sqlite.engine(target))
     assert sqlite.engine(target).table_stats() == sqlite.engine(url).table_stats()
     roles = {(r.action, r.role) for r in records(admin)}
-    assert ("backup", "backup") in roles and ("restore", "restore") in roles and ("init", "admin") in roles
+    assert ("backup", "backup") in roles and ("restore", "restore") in roles and ("key", "admin") in roles
 
 
 def test_backup_key_material_cannot_open_stored_chunks(store: ObjectStore, sqlite: SqliteCase,
