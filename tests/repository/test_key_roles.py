@@ -11,8 +11,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tests.engines.cases import SqliteCase
 from tasks.retry_policy import is_transient
+from tests.engines.cases import SqliteCase
 from tests.storage.test_conformance import BACKENDS
 from vaultflow.audit import records
 from vaultflow.errors import InputError, KeyRoleInsufficient, WrongPassphrase
