@@ -38,7 +38,7 @@ def role_at_least(role: KeyRole, needed: KeyRole) -> bool:
 def parse_role(text: str) -> KeyRole:
     if text not in ROLES:
         raise InputError(f"unknown key role {text!r}", "choose backup, restore or admin")
-    return text  # type: ignore[return-value]
+    return text
 
 
 @dataclass(frozen=True)
