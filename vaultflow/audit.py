@@ -72,7 +72,8 @@ class AuditRecord(BaseModel):
     object: str = ""
     database: str | None = None
     detail: str = ""
-    role: str | None = None  # the repository key role used (key roles are planned)
+    role: str | None = None  # the role of the repository key used (backup, restore, admin); None before roles
+    key: str | None = None  # the id of the version 2 key used; None on a version 1 repository
     extra: dict[str, str] = Field(default_factory=dict)
 
 
@@ -90,7 +91,8 @@ def record(repo: Repository, action: AuditAction, outcome: AuditOutcome, actor: 
     """Write one audit record (synced put) and return it."""
     at = now or datetime.now(UTC)
     entry = AuditRecord(id=new_record_id(at), at=at, action=action, outcome=outcome, actor=actor, object=object,
-                        database=database, detail=detail[:500], extra=extra or {})
+                        database=database, detail=detail[:500], extra=extra or {}, role=repo.role,
+                        key=repo.key_id or None)
     repo.store.put(AUDIT_PREFIX + entry.id, repo.sealer.seal(entry.model_dump_json().encode(), _aad(entry.id)),
                    sync=True)
     return entry

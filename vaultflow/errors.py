@@ -122,3 +122,9 @@ class ObjectLocked(VaultflowError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (self.__class__, (self.what, self.fix, self.until))
+
+
+class KeyRoleInsufficient(VaultflowError):
+    """The repository key opened has a role without the right an operation needs (a backup key
+    cannot decrypt stored data, only an admin key may delete or manage keys). Permanent: the
+    same key fails the same way again, so flows do not retry it."""

@@ -420,6 +420,7 @@ def unarchive_batch(repo: Repository, rec: BatchRecord, target: ArchiveSource, *
     """Insert the batch's rows into `table` (default: the archived table) of `target`, skipping
     rows whose key is already present; one transaction; the restore is added to the record
     and the audit trail."""
+    repo.require("restore", "unarchive")
     with audited(repo, "unarchive", object=rec.id, database=target.database) as note:
         restore = _unarchive_batch(repo, rec, target, table=table, catalog=catalog)
         note.detail = (f"{restore.inserted} row(s) into {restore.table} of {restore.into}, "
@@ -494,6 +495,7 @@ def purge_batches(repo: Repository, *, delete_after_days: int, policy: str | Non
     if dry_run:
         return _purge_batches(repo, delete_after_days=delete_after_days, policy=policy, now=now, dry_run=True,
                               catalog=catalog)
+    repo.require("admin", "purge")
     with audited(repo, "purge", object=policy or "") as note:
         report = _purge_batches(repo, delete_after_days=delete_after_days, policy=policy, now=now, dry_run=False,
                                 catalog=catalog)

@@ -40,12 +40,12 @@ def audit(
         return
     # Off a terminal the table is 160 columns wide: the detail folds, the rest stays on one line.
     table = Table(show_lines=False)
-    for column in ("time (UTC)", "action", "outcome", "actor", "object", "database"):
+    for column in ("time (UTC)", "action", "outcome", "actor", "role", "object", "database"):
         table.add_column(column, no_wrap=True)
     table.add_column("detail", overflow="fold", min_width=20)
     for e in found:
         table.add_row(f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}", e.action, e.outcome, _short_ids(e.actor.label()),
-                      _short_ids(e.object), e.database or "-", e.detail)
+                      e.role or "-", _short_ids(e.object), e.database or "-", e.detail)
     stdout.print(table)
 
 

@@ -18,6 +18,7 @@ from vaultflow.cli import (
     drill,
     export,
     intake,
+    keys,
     maintenance,
     pitr,
     repository,
@@ -49,6 +50,8 @@ app.command()(deployment.deploy)
 app.command()(deployment.serve)
 app.add_typer(automations.automations_app, name="automations")
 app.add_typer(pitr.pitr_app, name="pitr")
+app.add_typer(keys.key_app, name="key")
+app.command()(keys.upgrade)
 app.command("wal-push")(pitr.wal_push)
 app.command("wal-fetch")(pitr.wal_fetch)
 app.command("wal-receive")(intake.wal_receive)

@@ -84,6 +84,7 @@ def run_drill(
     after_restore: AfterRestore | None = None,
 ) -> DrillReport:
     """`_drill`, recorded in the audit trail: failed unless the report passed."""
+    repo.require("restore", "a restore drill")
     with audited(repo, "drill", object=snapshot_id) as note:
         report = _drill(repo, snapshot_id, scratch_server, request, suites=suites, progress=progress,
                         after_restore=after_restore)

@@ -168,7 +168,10 @@ def backup_database(
                 _check_unreadable(engine, session.unreadable, len(session.unreadable), request.skip_unreadable)
                 sources = session.sources + ([globals_source] if globals_source is not None else [])
                 read_parent = None
-                if previous is not None and parent is not None:
+                if previous is not None and parent is not None and not repo.can_read_data:
+                    _log.warning("segment patches are off: the key opened is a %s key, which cannot read the "
+                                 "parent snapshot's chunks; changed segments are stored whole", repo.role)
+                elif previous is not None and parent is not None:
                     def read_parent(stream: StreamManifest, sink: ByteSink, parent: SnapshotManifest = parent
                                     ) -> None:
                         repo.read_stream(parent.id, stream, sink, parent.chain)

@@ -36,6 +36,7 @@ class CopyResult:
 
 def copy_snapshots(source: Repository, dest: Repository, snapshot_ids: list[str] | None = None) -> CopyResult:
     """Copy the given snapshots (all if None) that `dest` does not hold, oldest first."""
+    source.require("restore", "copy")
     result = CopyResult()
     with (audited(dest, "copy", detail=f"from {source.store.describe()}") as note,
           RepositoryLock(source, "shared", f"copy to {dest.store.describe()}", wait=60),

@@ -92,6 +92,7 @@ def forget(repo: Repository, refs: list[str], *, with_dependents: bool = False, 
     in `plan.locked` with its date. A dry run takes no lock and changes nothing."""
     if dry_run:
         return plan_forget(repo, refs, with_dependents=with_dependents)
+    repo.require("admin", "forget")
     with audited(repo, "forget", object=" ".join(refs)) as note, RepositoryLock(repo, "exclusive", "forget"):
         remove_stale_locks(repo)
         plan = plan_forget(repo, refs, with_dependents=with_dependents)

@@ -131,6 +131,7 @@ def prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datetime, 
     """Apply the policy. A dry run takes no lock and changes nothing."""
     if dry_run:
         return plan_prune(repo, policy, now, proven=proven)
+    repo.require("admin", "prune")
     with audited(repo, "prune") as note, RepositoryLock(repo, "exclusive", "prune"):
         remove_stale_locks(repo)
         plan = plan_prune(repo, policy, now, proven=proven)

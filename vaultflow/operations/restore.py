@@ -37,6 +37,7 @@ def restore_snapshot(
     locale instead of the snapshot's. An option the target's engine lacks (Capabilities)
     is refused before the repository or the target is touched.
     """
+    repo.require("restore", "restore")
     refuse_missing_restore_capabilities(target, request)
     tables = request.tables or None
     with (audited(repo, "restore", object=snapshot_id, database=target.database,
@@ -168,6 +169,7 @@ def export_snapshot(
     snapshots) or a plain SQL script for `psql -f` (per-table snapshots). MySQL: the
     mariadb-dump SQL script, for `mariadb DBNAME < file`.
     """
+    repo.require("restore", "export")
     with (audited(repo, "export", object=snapshot_id, detail=f"to {destination}") as note,
           RepositoryLock(repo, "shared", "export", wait=60)):
         manifest = _export(repo, snapshot_id, destination, progress)

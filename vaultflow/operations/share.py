@@ -44,6 +44,7 @@ def export_download_link(repo: Repository, snapshot_id: str, expires: timedelta,
 
     The URL is signed first (that needs no upload and fails fast where the store cannot sign),
     then the dump is rebuilt into a 0600 spool file, verified and uploaded."""
+    repo.require("restore", "a download link")
     with audited(repo, "link", object=snapshot_id) as note:
         link = _export_download_link(repo, snapshot_id, expires, spool_dir=spool_dir)
         note.database = link.manifest.database

@@ -42,7 +42,11 @@ def verify_snapshots(
     repo: Repository, snapshot_ids: list[str] | None = None, *, deep: bool = False,
     policy: RetentionPolicy | None = None, now: datetime | None = None,
 ) -> list[SnapshotVerdict]:
-    """Check the given snapshots (default: all). Never raises for damage: reports it."""
+    """Check the given snapshots (default: all). Never raises for damage: reports it. `deep`
+    (reading every chunk) needs a restore key; the shallow check (manifests, chunk presence and
+    sizes) works with a backup key."""
+    if deep:
+        repo.require("restore", "verify --deep")
     with RepositoryLock(repo, "shared", "verify", wait=60):
         ids = snapshot_ids if snapshot_ids is not None else repo.snapshot_ids()
         verdicts: list[SnapshotVerdict] = []

@@ -1,7 +1,9 @@
 """The repository: config, chunk store, manifests, on top of any ObjectStore.
 
-Object layout (version 1, see docs/design.md):
-    config                                   plaintext JSON: format, id, KDF, wrapped keys
+Object layout (see docs/design.md section 3):
+    config                                   plaintext JSON: format, id, chunker; version 1: KDF and
+                                             the wrapped key; version 2: the data and admin public keys
+    keys/<key-id>                            version 2: one key object per passphrase (repository/keys.py)
     chains/<chain>/chunks/<id[:2]>/<id>      sealed chunk, aad = b"chunk:" + id
     snapshots/<snapshot-id>                  sealed manifest JSON, aad = b"snapshot:" + id
 
@@ -26,19 +28,32 @@ from vaultflow.errors import (
     AmbiguousSnapshot,
     InputError,
     IntegrityError,
+    KeyRoleInsufficient,
     RepositoryError,
     RepositoryNotInitialised,
     SnapshotNotFound,
     VaultflowError,
     WrongPassphrase,
 )
-from vaultflow.repository.crypto import KdfParams, MasterKeys, Sealer, SealError, b64, unb64
+from vaultflow.repository.crypto import KdfParams, MasterKeys, RoleSealer, Sealer, SealError, b64, unb64
+from vaultflow.repository.keys import (
+    KEY_PREFIX,
+    KeyObject,
+    KeyRole,
+    RoleSecrets,
+    config_binding,
+    new_key_object,
+    role_at_least,
+)
 from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest, new_stream_hasher
 from vaultflow.storage.base import LockMode, ObjectLockPolicy, ObjectStore
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "vaultflow-repository"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 (one passphrase, one seal key, admin) stays readable and writable; `vaultflow upgrade`
+turns it into version 2 (key roles)."""
 SNAPSHOT_PREFIX = "snapshots/"
 # zstd level 1 both compresses dumps better than level 3 on ~2 MiB chunks and runs twice as
 # fast (measured on pgbench and text/jsonb COPY data: bench/README.md).
@@ -67,10 +82,11 @@ class ChunkerParams:
     normalization: int = 2
 
 
-UNLOCKED_PREFIXES = ("locks/", "exports/", "links/")
+UNLOCKED_PREFIXES = ("locks/", "exports/", "links/", KEY_PREFIX)
 """Written without object lock retention and deleted as usual: repository locks (rewritten
 while held, and protecting no data), plaintext exports and their link records (which must go
-when their links expire)."""
+when their links expire), and key objects (`key remove` must work; the storage policy keeps
+every role but admin from deleting them, docs/storage.md)."""
 
 
 @dataclass(frozen=True)
@@ -114,10 +130,14 @@ def chunk_key(chain: str, chunk_id: str) -> str:
 class Repository:
     """An opened repository. Construct with `init` or `open`."""
 
-    def __init__(self, store: ObjectStore, config: dict[str, object], keys: MasterKeys) -> None:
+    def __init__(self, store: ObjectStore, config: dict[str, object], keys: MasterKeys | RoleSecrets,
+                 key_id: str | None = None) -> None:
+        """`keys`: a version 1 repository's master keys (its one passphrase acts as admin), or the
+        secrets of the version 2 key `key_id`."""
         self.store = store
         self.config = config
         self.id = str(config["id"])
+        self.version = int(str(config["version"]))
         chunker = config["chunker"]
         assert isinstance(chunker, dict)
         # Configs written before `normalization` existed were cut with pyfastcdc's default, 1.
@@ -126,7 +146,37 @@ class Repository:
         self.object_lock = ObjectLockSettings.from_config(config)
         if self.object_lock is not None:
             store.use_object_lock(self.object_lock.policy())
-        self.sealer = Sealer(keys, level=int(str(config.get("compression_level", DEFAULT_COMPRESSION_LEVEL))))
+        level = int(str(config.get("compression_level", DEFAULT_COMPRESSION_LEVEL)))
+        self.role: KeyRole
+        self.key_id = key_id or ""
+        self.sealer: Sealer | RoleSealer
+        if isinstance(keys, MasterKeys):
+            self.role = "admin"
+            self.sealer = Sealer(keys, level=level)
+        else:
+            self.role = keys.role
+            self.sealer = RoleSealer(repo_id=self.id, role=keys.role, key_id=self.key_id, id_key=keys.id_key,
+                                     meta_key=keys.meta_key, data_public=unb64(str(config["data_public_key"])),
+                                     data_private=keys.data_private, legacy_seal_key=keys.legacy_seal_key,
+                                     level=level)
+
+    @property
+    def can_read_data(self) -> bool:
+        """Whether this key opens stored data (chunks, WAL, binlogs, archived rows): restore or admin."""
+        return role_at_least(self.role, "restore")
+
+    def require(self, role: KeyRole, action: str) -> None:
+        """Refuse `action` unless the opened key's role is at least `role`: one KeyRoleInsufficient
+        line, before anything is changed. The cryptography enforces the restore boundary anyway
+        (a backup key cannot open data); this check makes it one clear line."""
+        if role_at_least(self.role, role):
+            return
+        article = "an" if role == "admin" else "a"
+        key = f"key {self.key_id[:8]}" if self.key_id else "the repository's key"
+        raise KeyRoleInsufficient(
+            f"{action} needs {article} {role} key; the key opened is a {self.role} key ({key}) "
+            f"of the repository at {self.store.describe()}",
+            f"use the passphrase of {article} {role} key")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -140,10 +190,12 @@ class Repository:
         chunker: ChunkerParams | None = None,
         compression_level: int = DEFAULT_COMPRESSION_LEVEL,
         object_lock: ObjectLockSettings | None = None,
+        format_version: int = FORMAT_VERSION,
     ) -> Repository:
         """Create a new repository; refuse if the location already holds one. With `object_lock`,
         the store must hold locked objects (`check_object_lock`), and everything written from the
-        config on is retained; nothing is written when that check fails."""
+        config on is retained; nothing is written when that check fails. `format_version` 2 (the
+        default) writes the passphrase as the first admin key `keys/<id>`; 1 writes the old format."""
         if object_lock is not None:
             if object_lock.period < timedelta(seconds=1):
                 raise InputError(f"an object lock of {object_lock.period} is too short",
@@ -158,11 +210,12 @@ class Repository:
             raise WrongPassphrase("an empty passphrase is not allowed", "set VAULTFLOW_PASSPHRASE")
         kdf = kdf or KdfParams(salt=os.urandom(16))
         chunker = chunker or ChunkerParams()
+        if format_version not in READABLE_VERSIONS:
+            raise InputError(f"repository format version {format_version} does not exist", "use 1 or 2")
         repo_id = new_object_id()
-        keys = MasterKeys.generate()
         config: dict[str, object] = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": format_version,
             "id": repo_id,
             "created": datetime.now(UTC).isoformat(),
             "chunker": {"min_size": chunker.min_size, "avg_size": chunker.avg_size,
@@ -171,15 +224,32 @@ class Repository:
             "compression_level": compression_level,
             "encryption": "aes-256-gcm",
             "chunk_id": "blake3-keyed",
-            "kdf": kdf.to_json(),
         }
         if object_lock is not None:
             config["object_lock"] = object_lock.to_json()
             store.use_object_lock(object_lock.policy())
-        # The wrapping authenticates the id and the chunker settings along with the keys.
-        config["key"] = b64(keys.wrap(kdf.derive(passphrase), _key_aad(config)))
+        if format_version == 1:
+            keys = MasterKeys.generate()
+            config["kdf"] = kdf.to_json()
+            # The wrapping authenticates the id and the chunker settings along with the keys.
+            config["key"] = b64(keys.wrap(kdf.derive(passphrase), _key_aad(config)))
+            store.put(CONFIG_KEY, json.dumps(config, indent=2).encode())
+            return cls(store, config, keys)
+        secrets = RoleSecrets.generate()
+        return cls._write_v2(store, config, secrets, passphrase, kdf)
+
+    @classmethod
+    def _write_v2(cls, store: ObjectStore, config: dict[str, object], secrets: RoleSecrets, passphrase: str,
+                  kdf: KdfParams | None) -> Repository:
+        """Write the first admin key object, then the version 2 config naming its public keys
+        (the key first: a config is only ever visible with a key that opens it)."""
+        config.update({"version": 2, "encryption": "x25519-hkdf-aes-256-gcm (data), aes-256-gcm (metadata)",
+                       "data_public_key": b64(secrets.data_public or b""),
+                       "admin_public_key": b64(secrets.admin_public or b"")})
+        key = new_key_object(config, secrets, "admin", passphrase, kdf)
+        store.put(key.key, key.to_bytes())
         store.put(CONFIG_KEY, json.dumps(config, indent=2).encode())
-        return cls(store, config, keys)
+        return cls(store, config, secrets, key.id)
 
     @staticmethod
     def read_config(store: ObjectStore) -> dict[str, object]:
@@ -195,17 +265,21 @@ class Repository:
             config = json.loads(raw)
         except ValueError:
             raise RepositoryError(f"repository config at {store.describe()} is not valid JSON") from None
-        if config.get("format") != FORMAT_NAME or config.get("version") != FORMAT_VERSION:
+        if config.get("format") != FORMAT_NAME or config.get("version") not in READABLE_VERSIONS:
             raise RepositoryError(
                 f"{store.describe()} holds format {config.get('format')!r} "
-                f"version {config.get('version')!r}, not {FORMAT_NAME} {FORMAT_VERSION}",
+                f"version {config.get('version')!r}, not {FORMAT_NAME} 1 or 2",
                 "use a vaultflow release that reads it",
             )
         return dict(config)
 
     @classmethod
     def open(cls, store: ObjectStore, passphrase: str) -> Repository:
+        """Open with the key `passphrase` unlocks: version 1's one key, or the version 2 key object
+        (signed by the repository's admin key) it unwraps; WrongPassphrase when none does."""
         config = cls.read_config(store)
+        if config["version"] == 2:
+            return cls._open_v2(store, config, passphrase)
         kdf = KdfParams.from_json(dict(config["kdf"]))  # type: ignore[call-overload]
         try:
             keys = MasterKeys.unwrap(
@@ -217,6 +291,64 @@ class Repository:
                 "set VAULTFLOW_PASSPHRASE (or the block's passphrase) to the one it was created with",
             ) from None
         return cls(store, config, keys)
+
+    @classmethod
+    def _open_v2(cls, store: ObjectStore, config: dict[str, object], passphrase: str) -> Repository:
+        admin_public = unb64(str(config["admin_public_key"]))
+        unsigned = 0
+        for obj in key_objects(store):
+            if not obj.signed_by(admin_public, str(config["id"])):
+                unsigned += 1
+                continue
+            try:
+                secrets = obj.unwrap(passphrase, config)
+            except SealError:
+                continue
+            return cls(store, config, secrets, obj.id)
+        note = f" ({unsigned} key object(s) not signed by its admin key were ignored)" if unsigned else ""
+        raise WrongPassphrase(
+            f"no key of the repository at {store.describe()} opens with this passphrase (wrong passphrase, "
+            f"a removed key, or an altered config){note}",
+            "set VAULTFLOW_PASSPHRASE (or the block's passphrase) to the passphrase of one of its keys")
+
+    # -- keys (format version 2) -------------------------------------------------------
+
+    def key_objects(self) -> list[KeyObject]:
+        """The stored key objects that the repository's admin key signed."""
+        admin_public = unb64(str(self.config["admin_public_key"]))
+        return [k for k in key_objects(self.store) if k.signed_by(admin_public, self.id)]
+
+    def _require_v2(self, action: str) -> None:
+        if self.version != 2:
+            raise RepositoryError(f"{action}: the repository at {self.store.describe()} is format version 1, "
+                                  "which has one passphrase and no key roles",
+                                  f"upgrade it first: vaultflow upgrade --repo {self.store.describe()}")
+
+    def add_key(self, role: KeyRole, passphrase: str) -> KeyObject:
+        """Store a new key of `role` under `passphrase` (admin only; the caller checks the role)."""
+        self._require_v2("key add")
+        assert isinstance(self.keys, RoleSecrets)
+        key = new_key_object(self.config, self.keys, role, passphrase)
+        self.store.put(key.key, key.to_bytes())
+        return key
+
+    def remove_key(self, key_id: str) -> KeyObject:
+        """Delete the key object `key_id` (a unique prefix of 4+ characters will do); refused for the
+        last admin key. Returns what was removed."""
+        self._require_v2("key remove")
+        keys = self.key_objects()
+        ref = key_id.strip().lower()
+        matches = [k for k in keys if k.id.startswith(ref)] if len(ref) >= 4 else []
+        if len(matches) != 1:
+            what = "matches no key" if not matches else "is ambiguous"
+            raise InputError(f"key id {key_id!r} {what} of the repository at {self.store.describe()}",
+                             "list the keys with: vaultflow key list")
+        target = matches[0]
+        if target.role == "admin" and sum(k.role == "admin" for k in keys) == 1:
+            raise InputError(f"key {target.id[:8]} is the repository's last admin key",
+                             "add another admin key first (vaultflow key add --role admin)")
+        self.store.delete(target.key)
+        return target
 
     # -- snapshots -------------------------------------------------------------------
 
@@ -345,7 +477,7 @@ class Repository:
     def put_chunk(self, chain: str, data: bytes, *, sync: bool = False) -> ChunkRef:
         """Seal and store one chunk of plaintext in `chain`; its reference in this repository."""
         cid = self.sealer.chunk_id(data)
-        blob = self.sealer.seal(data, _chunk_aad(cid))
+        blob = self.sealer.seal(data, _chunk_aad(cid), content_id=cid)
         self.store.put(chunk_key(chain, cid), blob, sync=sync)
         return ChunkRef(id=cid, size=len(data), stored=len(blob))
 
@@ -362,7 +494,7 @@ class Repository:
         try:
             data = self.sealer.open(blob, _chunk_aad(ref.id), max_size=ref.size)
         except (SealError, Exception) as exc:
-            if isinstance(exc, IntegrityError):
+            if isinstance(exc, IntegrityError | KeyRoleInsufficient):
                 raise
             raise IntegrityError(
                 f"chunk {ref.id[:12]} of snapshot {snapshot_id[:8]} failed its check: {exc}",
@@ -496,7 +628,7 @@ class ChunkWriter:
                     break
             pending.wait()
         try:
-            blob = self.repo.sealer.seal(data, _chunk_aad(cid))
+            blob = self.repo.sealer.seal(data, _chunk_aad(cid), content_id=cid)
             self.repo.store.put(chunk_key(self.chain, cid), blob, sync=cid in self._in_chain)
             with self._lock:
                 self.known[cid] = len(blob)
@@ -509,10 +641,19 @@ class ChunkWriter:
 
 
 def _key_aad(config: dict[str, object]) -> bytes:
-    bound = {k: config.get(k) for k in ("format", "version", "id", "chunker", "compression_level")}
-    if "object_lock" in config:  # bound too, so a config rewritten without its lock fails the key check
-        bound["object_lock"] = config["object_lock"]
-    return b"vaultflow-key:" + json.dumps(bound, sort_keys=True).encode()
+    """Version 1's key AAD; `object_lock` is bound too, so a config rewritten without its lock fails."""
+    return b"vaultflow-key:" + json.dumps(config_binding(config), sort_keys=True).encode()
+
+
+def key_objects(store: ObjectStore) -> list[KeyObject]:
+    """Every parseable object under keys/ (unsigned ones too: callers check signatures)."""
+    found = []
+    for info in store.list(KEY_PREFIX):
+        try:
+            found.append(KeyObject.from_bytes(store.get(info.key)))
+        except (KeyError, SealError, ValueError):  # removed meanwhile, or not a key object
+            continue
+    return found
 
 
 def _chunk_aad(chunk_id: str) -> bytes:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vaultflow.errors import InputError, IntegrityError, VaultflowError
+from vaultflow.errors import InputError, IntegrityError, KeyRoleInsufficient, VaultflowError
 from vaultflow.repository.repository import Repository
 
 WAL_PREFIX = "wal/"
@@ -184,7 +184,7 @@ def push_wal(repo: Repository, path: Path, *, pgdata: Path | None = None,
         sysid = system_identifier if system_identifier is not None else read_system_identifier(control_dir)
     key = name.key(sysid)
     if repo.store.stat(key) is not None:
-        if _open_stored(repo, key, name) == data:
+        if repo.sealer.holds(repo.store.get(key), _aad(key), data, max_size=MAX_SEGMENT_SIZE):
             return PushResult(key, stored=False, size=len(data))
         raise WalConflict(f"WAL file {name.name} is already archived at {key} with different content",
                           "two clusters or archivers may share this repository; find out why before "
@@ -200,6 +200,8 @@ def _open_stored(repo: Repository, key: str, name: WalName) -> bytes:
         raise WalNotArchived(f"WAL file {name.name} is not in the repository at {repo.store.describe()}") from None
     try:
         return repo.sealer.open(blob, _aad(key), max_size=MAX_SEGMENT_SIZE)
+    except KeyRoleInsufficient:
+        raise
     except Exception as exc:  # SealError, or a zstd frame that does not decode
         raise IntegrityError(f"archived WAL file {key} failed its check: {exc}",
                              "the archive is damaged from this file on; take a new base backup") from None
@@ -216,6 +218,7 @@ def fetch_wal(repo: Repository, file_name: str, destination: Path, *, pgdata: Pa
     """Write the archived WAL file `file_name` (`%f`) to `destination` (`%p`) atomically (a temp
     file in its directory, then a rename); returns its size. WalNotArchived when the repository
     lacks it; IntegrityError when it fails authentication or is not the file its name says."""
+    repo.require("restore", "wal-fetch")
     name = WalName.parse(file_name)
     key = name.key(read_system_identifier(data_directory_of(destination, pgdata)))
     data = _open_stored(repo, key, name)
