@@ -22,6 +22,7 @@ NOT_RETRIED = {
     "publish-restore-summary", "publish-restore-failure", "publish-snapshots-deleted", "publish-stats",
     "publish-drill-report",
     "publish-archive-summary", "publish-export-created",
+    "pitr-mark",  # a second try would make a second restore point
 }
 
 
