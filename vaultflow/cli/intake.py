@@ -62,6 +62,9 @@ def binlog_stream(
                                              "files leave it once archived.")],
     repo: RepoOpt = None,
     health_seconds: Annotated[float, typer.Option(min=1.0, help="Seconds between healthy heartbeats.")] = 60.0,
+    push_interval: Annotated[float | None, typer.Option(
+        min=1.0, help="Also store the growing binlog file every this many seconds (under keys that never "
+                      "repeat; the finished file supersedes them). Default: finished files only.")] = None,
 ) -> None:
     """Copy the server's binary logs with a supervised `mariadb-binlog --read-from-remote-server --raw
     --stop-never` and archive each finished file into the repository; runs until SIGTERM or Ctrl-C."""
@@ -73,6 +76,7 @@ def binlog_stream(
         raise InputError(f"{server} is not a MySQL/MariaDB server", "give mysql://user@host:port")
     repository, _ = open_repo(repo)
     stream = BinlogStream(engine, repository, spool.absolute(), health_every=health_seconds,
+                          push_interval=push_interval,
                           report=_reporter("binlog-stream", "binlog-stream", engine.engine, engine.server_label()))
     _run_until_signal(stream.run)
 

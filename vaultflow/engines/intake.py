@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-IntakeEvent = Literal["started", "restarted", "healthy", "slot-retaining", "gap", "stopped"]
+IntakeEvent = Literal["started", "restarted", "healthy", "slot-retaining", "gap", "warning", "stopped"]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ losing a file, and reports binlogs purged before they were copied as a gap."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,3 +113,50 @@ def test_binlogs_purged_before_they_were_copied_are_reported_as_a_gap(
         _wait_for("a gap report", lambda: any(r.event == "gap" for r in reports))
     (gap,) = [r for r in reports if r.event == "gap"]
     assert "were purged" in gap.detail and "no point in time in them can be restored" in gap.detail, gap.detail
+
+
+def test_the_growing_binlog_is_pushed_at_the_interval_under_keys_that_never_repeat(
+        binlog_server: PrivateMariaDB, tmp_path: Path) -> None:
+    from vaultflow.engines.mysql.binlog import binlog_sources, is_partial_key
+
+    Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    repo = Repository.open(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    engine = engine_from_url(binlog_server.url("shop"))
+    assert isinstance(engine, MySQLEngine)
+    server = engine.server_label()
+    growing = binlog_server.master_status()[0]
+    with Running(BinlogStream(engine, repo, tmp_path / "spool", push_interval=0.5)):
+        binlog_server.execute("INSERT INTO shop.items VALUES (500, 'growing')")
+        _wait_for("a partial of the growing file", lambda: any(
+            n == growing and is_partial_key(k) for n, k in binlog_sources(repo, server)))
+        first = {i.key for i in repo.store.list(binlog_key(server, growing) + ".partial.")}
+        binlog_server.execute("INSERT INTO shop.items VALUES (501, 'grown')")
+        _wait_for("a larger partial", lambda: len({i.key for i in repo.store.list(
+            binlog_key(server, growing) + ".partial.")}) > len(first))
+        assert growing not in archived_binlogs(repo, server), "the growing file is not finished"
+        (key,) = [k for n, k in binlog_sources(repo, server) if n == growing]
+        stored = repo.sealer.open(repo.store.get(key), b"binlog:" + key.encode(), max_size=MAX_BINLOG_SIZE)
+        (tmp_path / growing).write_bytes(stored)  # whole events: mariadb-binlog reads it to its end
+        decoded = subprocess.run(["mariadb-binlog", "-v", str(tmp_path / growing)], capture_output=True,
+                                 text=True, timeout=60, check=False)
+        assert decoded.returncode == 0 and "@1=500" in decoded.stdout, decoded.stderr
+        binlog_server.execute("FLUSH BINARY LOGS")
+        _wait_for(f"{growing} archived", lambda: growing in archived_binlogs(repo, server))
+    assert dict(binlog_sources(repo, server))[growing] == binlog_key(server, growing), "the finished file supersedes"
+    assert first <= {i.key for i in repo.store.list(binlog_key(server, growing) + ".partial.")}, "nothing overwritten"
+
+
+def test_a_user_without_replication_privileges_is_refused_in_one_line(
+        binlog_server: PrivateMariaDB, tmp_path: Path) -> None:
+    from vaultflow.errors import InputError
+
+    Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    repo = Repository.open(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    binlog_server.execute("CREATE USER IF NOT EXISTS 'plain'@'127.0.0.1'",
+                          "GRANT SELECT ON *.* TO 'plain'@'127.0.0.1'")
+    engine = engine_from_url(binlog_server.url("shop", "plain"))
+    assert isinstance(engine, MySQLEngine)
+    with pytest.raises(InputError, match="lacks REPLICATION SLAVE") as refused:
+        BinlogStream(engine, repo, tmp_path / "spool").run(threading.Event())
+    assert "\n" not in str(refused.value)
+    assert "GRANT REPLICATION SLAVE" in refused.value.fix

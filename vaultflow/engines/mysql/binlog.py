@@ -8,7 +8,13 @@ is sealed (zstd, AES-256-GCM, AAD `"binlog:" + key`) and stored durably as
     binlog/<server>/<file name>        (server: host-port of the source, lowercase)
 
 then removed from the spool; the newest file stays, and a restart fetches it again from its
-start. Storing the same name with the same bytes again is a no-op, other bytes fail loudly.
+start. With a push interval, the growing newest file is also stored every interval as
+
+    binlog/<server>/<file name>.partial.<size>   (its first <size> bytes, cut after the last whole event)
+
+a key that never repeats, so nothing is overwritten; the finished file supersedes its partials,
+and replay and the window read the newest partial of a file that is not finished yet.
+Storing the same name with the same bytes again is a no-op, other bytes fail loudly.
 The tool does not reconnect by itself (MySQL manual, mysqlbinlog backup), so the supervisor
 restarts it after every exit with a back-off from 1 s to 30 s. A file the server purged
 before it was copied is a gap, reported (`gap`) and skipped: replay cannot cross it.
@@ -33,6 +39,8 @@ from vaultflow.repository.repository import Repository
 BINLOG_PREFIX = "binlog/"
 MAX_BINLOG_SIZE = 1 << 30  # max_binlog_size is at most 1 GiB
 _NAME = re.compile(r"^(?P<base>[A-Za-z0-9_.-]+)\.(?P<number>\d{6,})$")
+_PARTIAL = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+\.\d{6,})\.partial\.(?P<size>\d+)$")
+_HEADER = 19  # timestamp 4, type 1, server id 4, event length 4, next position 4, flags 2
 
 def binlog_key(server: str, name: str) -> str:
     """The object key of one binlog file of `server` (its host:port label)."""
@@ -56,10 +64,54 @@ def push_binlog(repo: Repository, server: str, path: Path) -> bool:
     return True
 
 
+def push_partial_binlog(repo: Repository, server: str, name: str, data: bytes) -> int:
+    """Store the whole events at the start of `data` (the growing file `name`) under a key of
+    their size, never written twice; the size stored, 0 when there was nothing new to store."""
+    size = whole_events_size(data)
+    key = f"{binlog_key(server, name)}.partial.{size}"
+    if size <= 4 or repo.store.stat(key) is not None:
+        return 0
+    repo.store.put(key, repo.sealer.seal(data[:size], b"binlog:" + key.encode()), sync=True)
+    return size
+
+
+def whole_events_size(data: bytes) -> int:
+    """How many bytes of a binlog file's start hold whole events (after the 4-byte magic)."""
+    position = 4
+    while position + _HEADER <= len(data):
+        length = int.from_bytes(data[position + 9:position + 13], "little")
+        if length < _HEADER or position + length > len(data):
+            break
+        position += length
+    return min(position, len(data))
+
+
 def archived_binlogs(repo: Repository, server: str) -> list[str]:
-    """The names of the archived binlog files of `server`, in order."""
+    """The names of the finished archived binlog files of `server`, in order."""
+    return [name for name, key in binlog_sources(repo, server) if not is_partial_key(key)]
+
+
+def is_partial_key(key: str) -> bool:
+    """Whether `key` holds the start of a binlog file still being written (`.partial.<size>`)."""
+    return _PARTIAL.match(key.rsplit("/", 1)[-1]) is not None
+
+
+def binlog_sources(repo: Repository, server: str) -> list[tuple[str, str]]:
+    """(file name, object key) of every archived binlog file of `server`, in order: the finished
+    file's key, else the key of its newest (largest) partial."""
     prefix = binlog_key(server, "x.000001").rsplit("/", 1)[0] + "/"
-    return sorted((info.key[len(prefix):] for info in repo.store.list(prefix)), key=_number)
+    finished: dict[str, str] = {}
+    partial: dict[str, tuple[int, str]] = {}
+    for info in repo.store.list(prefix):
+        rest = info.key[len(prefix):]
+        if _NAME.match(rest):
+            finished[rest] = info.key
+        elif found := _PARTIAL.match(rest):
+            size, name = int(found.group("size")), found.group("name")
+            if size > partial.get(name, (-1, ""))[0]:
+                partial[name] = (size, info.key)
+    names = set(finished) | set(partial)
+    return [(n, finished[n] if n in finished else partial[n][1]) for n in sorted(names, key=_number)]
 
 
 def _number(name: str) -> int:
@@ -76,9 +128,12 @@ class BinlogStream:
     spool: Path
     health_every: float = 60.0
     poll_every: float = 0.5
+    push_interval: float | None = None  # seconds between pushes of the growing file; None: finished files only
     report: HealthReport = field(default=lambda health: None)
     archived: int = 0
     restarts: int = 0
+    _partial_pushed: dict[str, int] = field(default_factory=dict)
+    _partial_at: float = 0.0
 
     @property
     def server(self) -> str:
@@ -88,6 +143,7 @@ class BinlogStream:
         """Stream until `stop` is set; raises only for what no restart mends (binlog off, no
         REPLICATION SLAVE), in one line."""
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._preflight()
         backoff, last_health = RestartBackoff(), time.monotonic()
         event: IntakeEvent = "started"
         while not stop.is_set():
@@ -128,7 +184,45 @@ class BinlogStream:
         for path in files[:-1]:
             push_binlog(self.repo, self.server, path)
             path.unlink()
+            self._partial_pushed.pop(path.name, None)
             self.archived += 1
+        if files and self.push_interval is not None and time.monotonic() - self._partial_at >= self.push_interval:
+            self._partial_at = time.monotonic()
+            self._push_growing(files[-1])
+
+    def _push_growing(self, path: Path) -> None:
+        """Store the whole events the growing file holds now, when it has grown since the last push."""
+        data = path.read_bytes()
+        if whole_events_size(data) > self._partial_pushed.get(path.name, 4):
+            size = push_partial_binlog(self.repo, self.server, path.name, data)
+            self._partial_pushed[path.name] = max(size, whole_events_size(data))
+
+    def _preflight(self) -> None:
+        """One line for a user who cannot stream (no REPLICATION SLAVE/CLIENT), and a warning
+        naming the risk when the server logs statements instead of rows."""
+        from vaultflow.engines.mysql.pitr_check import binlog_format_risk, missing_replication_privileges
+
+        try:
+            with self.engine.connect() as c, c.cursor() as cur:
+                cur.execute("SELECT @@GLOBAL.binlog_format, CURRENT_USER()")
+                row = cur.fetchone() or ("", "?")
+                cur.execute("SHOW GRANTS")
+                grants = " ".join(str(r[0]) for r in cur.fetchall()).upper()
+        except VaultflowError:
+            raise
+        except pymysql.MySQLError as exc:
+            raise InputError(f"cannot read the binlog settings of {self.server}: {str(exc)[:200]}",
+                             "check the server and the user (vaultflow pitr check)") from None
+        user = str(row[1])
+        needed = missing_replication_privileges(grants)
+        if needed:
+            name, _, host = user.rpartition("@")
+            raise InputError(f"{user} on {self.server} lacks {', '.join(needed)}, which streaming the binlog needs",
+                             f"GRANT {', '.join(needed)} ON *.* TO '{name}'@'{host}'; (vaultflow pitr check)")
+        risk = binlog_format_risk(str(row[0] or ""))
+        if risk:
+            detail = f"{self.server} has binlog_format={row[0]}: {risk}; set binlog_format=ROW (vaultflow pitr check)"
+            self.report(IntakeHealth("warning", detail, self.archived, self.restarts))
 
     def _start_file(self) -> str:
         """The newest spool file (fetched again from its start), else the file after the newest

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, archived_binlogs, binlog_key
+from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_sources
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.process import ToolProcess
 from vaultflow.errors import InputError, ToolFailed
@@ -65,10 +65,11 @@ def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLE
         raise InputError(f"the moment {to_time.isoformat()} has no time zone", "give it with an offset or Z")
     assert snapshot.binlog is not None
     files = _files_from(repo, snapshot)
+    keys = dict(binlog_sources(repo, snapshot.server))
     with tempfile.TemporaryDirectory(prefix="vaultflow-binlog-") as scratch:
         paths = []
         for name in files:
-            key = binlog_key(snapshot.server, name)
+            key = keys[name]
             path = Path(scratch) / name
             path.write_bytes(repo.sealer.open(repo.store.get(key), b"binlog:" + key.encode(), max_size=MAX_BINLOG_SIZE))
             paths.append(path)
@@ -95,7 +96,7 @@ def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLE
 def _files_from(repo: Repository, snapshot: SnapshotManifest) -> list[str]:
     """The archived binlog files from the snapshot's onwards; InputError for one missing."""
     assert snapshot.binlog is not None
-    archived = archived_binlogs(repo, snapshot.server)
+    archived = [name for name, _ in binlog_sources(repo, snapshot.server)]
     start = snapshot.binlog.file.lower()
     if start not in archived:
         raise InputError(f"binlog file {snapshot.binlog.file} of {snapshot.server}, where snapshot "

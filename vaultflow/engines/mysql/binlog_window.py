@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, archived_binlogs, binlog_key
+from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_sources
 from vaultflow.engines.mysql.binlog_replay import binlog_events
 from vaultflow.errors import ToolFailed
 from vaultflow.repository.manifest import SnapshotManifest
@@ -64,7 +64,8 @@ class BinlogWindow:
 
 def binlog_window(repo: Repository, server: str, database: str, mariadb_binlog: str) -> BinlogWindow:
     """The window of `database` on `server`; `mariadb_binlog` decodes the last event times."""
-    files = archived_binlogs(repo, server)
+    keys = dict(binlog_sources(repo, server))
+    files = list(keys)
     numbers = [_number(n) for n in files]
     missing = tuple(sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))) if numbers else ()
     snapshots = sorted((m for m in repo.manifests() if m.engine == "mysql" and m.server == server
@@ -82,7 +83,7 @@ def binlog_window(repo: Repository, server: str, database: str, mariadb_binlog: 
             end += 1
         last = files[numbers.index(end)]
         if last not in last_times:
-            last_times[last] = _last_event(repo, server, last, mariadb_binlog)
+            last_times[last] = _last_event(repo, keys[last], last, mariadb_binlog)
         reach.append(SnapshotReach(m, last, last_times[last]))
     return BinlogWindow(server, database, tuple(files), missing, tuple(reach))
 
@@ -91,8 +92,7 @@ def _number(name: str) -> int:
     return int(name.rsplit(".", 1)[1])
 
 
-def _last_event(repo: Repository, server: str, name: str, tool: str) -> datetime | None:
-    key = binlog_key(server, name)
+def _last_event(repo: Repository, key: str, name: str, tool: str) -> datetime | None:
     data = repo.sealer.open(repo.store.get(key), b"binlog:" + key.encode(), max_size=MAX_BINLOG_SIZE)
     with tempfile.TemporaryDirectory(prefix="vaultflow-binlog-") as scratch:
         path = Path(scratch) / name

@@ -4,8 +4,7 @@ from its binary log (a snapshot's recorded binlog position, then the binlogs aft
 Reads the binlog settings and the connecting user's grants; changes nothing. `log_bin`
 needs the server's config file and a restart; `binlog_format`, `binlog_row_image` and the
 expiry can be set at run time (SET GLOBAL, also to be put in the config file to survive a
-restart). Streaming the binlogs into the repository and `restore --to-time` are not built
-yet, which the result's note says.
+restart). The result's note says how the binlogs reach the repository.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ if TYPE_CHECKING:
 
 MIN_RETENTION_DAYS = 7
 """Binlogs must outlive the interval between full snapshots; a week covers weekly fulls."""
-NOT_BUILT = ("vaultflow records each snapshot's binlog position; streaming the binlogs into the "
-             "repository and restore --to-time are not built yet (docs/engines/mysql.md)")
+STREAM_NOTE = ("vaultflow records each snapshot's binlog position; run vaultflow binlog-stream to copy the "
+             "binlogs into the repository, then vaultflow pitr restore mysql://... --to-time/--to-position/--to-gtid")
 _VARIABLES = ("log_bin", "server_id", "binlog_format", "binlog_row_image", "expire_logs_days",
               "binlog_expire_logs_seconds", "gtid_strict_mode", "log_bin_basename")
 
@@ -45,7 +44,7 @@ def check_binlog_readiness(engine: MySQLEngine) -> PitrReadiness:
         user, version = (str(v) for v in cur.fetchone() or ("?", "?"))
     checks = (_log_bin(values), _server_id(values), _binlog_format(values), _row_image(values),
               _retention(values), _privileges(grants, user))
-    return PitrReadiness(engine.server_label(), version, checks, note=NOT_BUILT)
+    return PitrReadiness(engine.server_label(), version, checks, note=STREAM_NOTE)
 
 
 def _log_bin(v: dict[str, str]) -> PitrCheck:
@@ -63,13 +62,21 @@ def _server_id(v: dict[str, str]) -> PitrCheck:
                      ("SET GLOBAL server_id = 1;", "[mysqld] server_id = 1   # in the server's config file"), "config")
 
 
+def binlog_format_risk(value: str) -> str:
+    """What replaying a binlog of this format risks; "" for ROW."""
+    if value == "ROW":
+        return ""
+    if value == "STATEMENT":
+        return ("STATEMENT replays statements, and non-deterministic ones (NOW(), UUID(), LIMIT without "
+                "ORDER BY) give other rows on replay")
+    return "MIXED logs some statements as statements"
+
+
 def _binlog_format(v: dict[str, str]) -> PitrCheck:
     value = v.get("binlog_format", "")
     if value == "ROW":
         return PitrCheck("binlog_format", "ok", value, "ROW")
-    risk = ("STATEMENT replays statements, and non-deterministic ones (NOW(), UUID(), LIMIT without "
-            "ORDER BY) give other rows on replay" if value == "STATEMENT" else
-            "MIXED logs some statements as statements")
+    risk = binlog_format_risk(value)
     return PitrCheck("binlog_format", "advisable", f"{value} ({risk})", "ROW",
                      ("SET GLOBAL binlog_format = 'ROW';", "[mysqld] binlog_format = ROW   # in the config file"),
                      "config")
@@ -100,10 +107,16 @@ def _retention(v: dict[str, str]) -> PitrCheck:
                      (f"SET GLOBAL {variable} = {value};", f"[mysqld] {variable} = {value}"), "config")
 
 
-def _privileges(grants: str, user: str) -> PitrCheck:
+def missing_replication_privileges(grants: str) -> list[str]:
+    """Which of REPLICATION SLAVE, REPLICATION CLIENT (MariaDB: or BINLOG MONITOR) the upper-cased
+    SHOW GRANTS text lacks."""
     has_all = bool(re.search(r"GRANT ALL PRIVILEGES ON \*\.\*", grants))
-    needed = [p for p in ("REPLICATION SLAVE", "REPLICATION CLIENT") if not has_all and p not in grants
-              and not (p == "REPLICATION CLIENT" and "BINLOG MONITOR" in grants)]
+    return [p for p in ("REPLICATION SLAVE", "REPLICATION CLIENT") if not has_all and p not in grants
+            and not (p == "REPLICATION CLIENT" and "BINLOG MONITOR" in grants)]
+
+
+def _privileges(grants: str, user: str) -> PitrCheck:
+    needed = missing_replication_privileges(grants)
     if not needed:
         return PitrCheck("replication privileges", "ok", f"{user} may read the binlog", "REPLICATION SLAVE, CLIENT")
     name, _, host = user.rpartition("@")
