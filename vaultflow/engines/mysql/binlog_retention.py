@@ -15,16 +15,27 @@ from __future__ import annotations
 from datetime import datetime
 
 from vaultflow.engines.log_archive import LogProblem, LogRetention
-from vaultflow.engines.mysql.binlog import BINLOG_PREFIX, MAX_BINLOG_SIZE, binlog_key
+from vaultflow.engines.mysql.binlog import BINLOG_PREFIX, MAX_BINLOG_SIZE, binlog_key, is_partial_key
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import Repository
 
-ArchivedFile = tuple[str, int, int, datetime | None]  # key, stored size, file number, archive time
+ArchivedFile = tuple[str, int, int, datetime | None, bool]  # key, stored size, file number, archive time, partial
 
 
 def _number(name: str) -> int | None:
+    """The file number of a binlog file name or of a partial's key name (`<file>.partial.<size>`)."""
+    if is_partial_key(name):
+        name = name.rsplit(".partial.", 1)[0]
     base, _, digits = name.rpartition(".")
     return int(digits) if base and digits.isdigit() else None
+
+
+def _file_base(key: str) -> str:
+    """`binlog` of `.../binlog.000007` and of `.../binlog.000007.partial.<size>`."""
+    name = key.rpartition("/")[2]
+    if is_partial_key(name):
+        name = name.rsplit(".partial.", 1)[0]
+    return name.rpartition(".")[0]
 
 
 def _archived_by_server(repo: Repository) -> dict[str, list[ArchivedFile]]:
@@ -34,7 +45,8 @@ def _archived_by_server(repo: Repository) -> dict[str, list[ArchivedFile]]:
         directory, _, name = info.key[len(BINLOG_PREFIX):].partition("/")
         number = _number(name)
         if number is not None and "/" not in name:
-            found.setdefault(directory, []).append((info.key, info.size, number, info.modified))
+            found.setdefault(directory, []).append((info.key, info.size, number, info.modified,
+                                                    is_partial_key(name)))
     return {d: sorted(files, key=lambda f: f[2]) for d, files in found.items()}
 
 
@@ -64,7 +76,10 @@ class BinlogArchive:
                 out.notes.append(f"binlogs of {directory}: no kept snapshot with binlog coordinates, its "
                                  f"{len(files)} archived file(s) are kept")
                 continue
-            out.expendable.update((key, size) for key, size, number, _when in files if number < starts[directory])
+            finished = {number for _key, _size, number, _when, partial in files if not partial}
+            # A partial goes once its file is finished and stored, or with its file.
+            out.expendable.update((key, size) for key, size, number, _when, partial in files
+                                  if number < starts[directory] or (partial and number in finished))
         return out
 
     def problems(self, repo: Repository, manifests: list[SnapshotManifest], *, deep: bool) -> list[LogProblem]:
@@ -72,7 +87,7 @@ class BinlogArchive:
         starts = _starts(manifests)
         for directory, files in sorted(_archived_by_server(repo).items()):
             numbers = {f[2]: f for f in files}
-            base = files[-1][0].rpartition("/")[2].rpartition(".")[0]
+            base = _file_base(files[-1][0])
             start = starts.get(directory)
             if start is not None:
                 missing = sorted(set(range(start, files[-1][2] + 1)) - set(numbers))
