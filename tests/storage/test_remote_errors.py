@@ -104,7 +104,7 @@ def test_s3_empty_bucket_is_not_initialised_and_foreign_repo_wrong_passphrase(
     Repository.init(open_store(location), "someone else's passphrase")
     with pytest.raises(WrongPassphrase) as wrong:
         open_repository(location, PASSPHRASE)
-    assert_clean_line(wrong.value, f"wrong passphrase for the repository at {location}")
+    assert_clean_line(wrong.value, f"no key of the repository at {location} opens with this passphrase")
 
 
 def az(server: AzuriteServer, container: str, **kw: object) -> AzureSettings:
