@@ -26,6 +26,7 @@ import pytest
 from tests.conftest import PASSPHRASE, ROOT
 from tests.engines.postgres.conftest import ArchivingCluster, as_postgres, open_repo, switch_and_wait, wal_command
 from tests.engines.postgres.test_errors import free_port, postgres_bin_dir
+from tests.engines.postgres.test_pitr import one_error_line
 from vaultflow.engines.postgres.basebackup import parse_lsn
 from vaultflow.engines.postgres.pitr_mark import check_mark_name, load_mark
 from vaultflow.errors import InputError
@@ -40,16 +41,6 @@ def cli(cluster: ArchivingCluster, *args: str) -> subprocess.CompletedProcess[st
     env.pop("VAULTFLOW_CATALOG_URL", None)
     return subprocess.run([sys.executable, "-m", "vaultflow.cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=600, check=False)
-
-
-def one_error_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stdout + result.stderr
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert PASSPHRASE not in result.stderr + result.stdout
-    return lines[0]
 
 
 def port_is_free(port: int) -> bool:
