@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, cast
 
-from vaultflow.engines.registry import _resolve, engines
+from vaultflow.engines.registry import engines
 
 if TYPE_CHECKING:
     from vaultflow.repository.manifest import SnapshotManifest
@@ -62,7 +62,7 @@ class LogArchive(Protocol):
 
 def log_archives() -> list[tuple[str, LogArchive]]:
     """(engine name, hook) of every engine that archives a change log; imports those hooks only."""
-    return [(s.name, cast("LogArchive", _resolve(s.log_archive))) for s in engines() if s.log_archive]
+    return [(s.name, cast("LogArchive", s.log_archive_hook())) for s in engines() if s.log_archive]
 
 
 def log_retention(repo: Repository, kept: list[SnapshotManifest]) -> LogRetention:

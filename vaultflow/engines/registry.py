@@ -89,6 +89,11 @@ class EngineSpec:
             return None
         return cast("Exporter", _resolve(self.exporter))
 
+    def log_archive_hook(self) -> object | None:
+        """The engine's archived change-log hook (`vaultflow.engines.log_archive.LogArchive`), imported
+        only now; None when the engine archives no log."""
+        return _resolve(self.log_archive) if self.log_archive else None
+
 
 def _resolve(ref: str) -> object:
     module, _, attribute = ref.partition(":")
