@@ -171,7 +171,7 @@ def publish_restore_failure(snapshot: str, target: str, error: str) -> None:
 
 @task(name="publish-stats", persist_result=False, cache_policy=NO_CACHE)
 def publish_stats(catalog_url: str | None, repository_id: str) -> None:
-    """The per-database backup report (vaultflow.catalog.report, pandas) as an artifact."""
+    """The per-database backup report (vaultflow.catalog.report) as an artifact."""
     from vaultflow.catalog.report import backup_report, report_records
 
     rows = report_records(backup_report(Catalog(catalog_url), repository_id=repository_id))
