@@ -94,10 +94,11 @@ def _size_estimate(run: BaseBackupRun) -> int | None:
     return rows[-1].logical_size if rows else None
 
 
-@task(name="record-base-backup-success", persist_result=False, cache_policy=NO_CACHE)
+@task(name="record-base-backup-success", **RETRIED, persist_result=False, cache_policy=NO_CACHE)
 def record_base_backup_success(run: BaseBackupRun, manifest: SnapshotManifest) -> SnapshotManifest | None:
     """The catalog row becomes Succeeded with the manifest's chain and sizes; returns the parent
-    (the chain's previous base backup) whose chunks it did not store again."""
+    (the chain's previous base backup) whose chunks it did not store again, read from the repository
+    (retried like every storage read; the catalog update is idempotent)."""
     parent = run.repository.open().load_manifest(manifest.parent) if manifest.parent else None
     run.catalog().finish_snapshot(manifest, parent)
     return parent
