@@ -60,7 +60,7 @@ def backup(
                             skip_unreadable=skip_unreadable)
     if physical:
         _physical_backup(source, repo, kind, options, all_databases or bool(files or include or exclude),
-                         json_out, verbose)
+                         json_out=json_out, verbose=verbose)
         return
     chosen = kind or "full"
     if all_databases and files:
@@ -134,13 +134,14 @@ def _fleet_backup(server: str, repo: str | None, kind: str, include: list[str], 
                      highlight=False)
 
 
-def _physical_backup(server: str, repo: str | None, kind: str | None, options: BackupRequest, other: bool,
-                     json_out: bool, verbose: bool) -> None:
-    """Run the base-backup flow; refuse (one line) the options that only logical backups have."""
+def _physical_backup(server: str, repo: str | None, kind: str | None, options: BackupRequest,
+                     database_selection: bool, *, json_out: bool, verbose: bool) -> None:
+    """Run the base-backup flow; refuse (one line) the options that only logical backups have
+    (`database_selection`: --all-databases, --include/--exclude or --files were given)."""
     from vaultflow.engines import is_database_url, server_from_url
 
     logical = options.model_copy(update={"timeout_minutes": BackupRequest().timeout_minutes})
-    if other or logical != BackupRequest():
+    if database_selection or logical != BackupRequest():
         raise InputError("--physical backs up the whole cluster: table filters, checksums, globals, jobs, --repair, "
                          "--skip-unreadable, --files and --all-databases are options of logical backups",
                          "drop them, or back up without --physical")
