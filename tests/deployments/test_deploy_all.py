@@ -116,13 +116,13 @@ PHASES: list[list[tuple[str, Overrides]]] = [
         ("validate-restore/validate-restore", lambda f: {"snapshot": f.snapshots["sqlite"]}),
         ("restore/restore", lambda f: {"snapshot": f.snapshots["postgresql"], "target": f"pg-prod/{f.pg_restored}"}),
         ("coverage/coverage-hourly", lambda f: {"repository": str(f.pitr.repo)}),
-        ("pitr-drill/pitr-drill", lambda f: f.pitr_run(wal_command=str(WAL_COMMAND),
-                                                       scratch_dir=str(f.pitr.base / "scratch"))),
         ("unarchive-rows/unarchive", lambda f: {"batches": [_batches(f, "audit-kept")[0]]}),
         ("purge-archives/purge-archives-weekly", lambda f: {}),
     ],
-    [  # 3: prune last (it may delete what the others read)
+    [  # 3: prune last (it may delete what the others read); the PITR drill (own repository) in its spare slots
         ("retention/prune-daily", lambda f: {}),
+        ("pitr-drill/pitr-drill", lambda f: f.pitr_run(wal_command=str(WAL_COMMAND),
+                                                       scratch_dir=str(f.pitr.base / "scratch"))),
     ],
 ]
 
