@@ -115,6 +115,15 @@ def test_backup_physical_runs_the_base_backup_flow_recorded_like_a_logical_backu
     _one_line(cli("backup", "mysql://root@127.0.0.1:3306", "--physical", env=_env(cluster)), 2, "not PostgreSQL")
     assert len(open_repo(cluster).snapshot_ids()) == 2
 
+    # --kind full: a chain of its own; the line says what was saved.
+    text = cli("backup", _server(cluster), "--physical", "--kind", "full", env=_env(cluster))
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert f"saved (full): cluster {first['system_identifier']} on 127.0.0.1:{cluster.port}, timeline 1" in \
+        text.stdout, text.stdout
+    third = [m for m in map(open_repo(cluster).load_manifest, open_repo(cluster).snapshot_ids())
+             if m.id not in (first["snapshot_id"], second["snapshot_id"])]
+    assert [(m.kind, m.parent, m.chain) for m in third] == [("full", None, third[0].id)]
+
 
 def test_a_cluster_with_a_tablespace_is_refused_in_one_line_and_nothing_is_written(
         archiving_cluster: ArchivingCluster, cli: Cli) -> None:
