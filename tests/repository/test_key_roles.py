@@ -228,3 +228,39 @@ def test_upgrade_refuses_an_object_locked_version_1_repository(tmp_path: Path) -
     with pytest.raises(InputError, match="object-locked: its config cannot be rewritten"):
         upgrade_repository(store, ADMIN)
     assert sorted((o.key, o.size) for o in store.list("")) == before
+
+
+def test_a_key_id_hint_opens_with_one_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without VAULTFLOW_KEY_ID, open derives one scrypt key per key object it tries; with it, one."""
+    from vaultflow.repository.crypto import KdfParams
+
+    store = LocalStore(tmp_path / "r")
+    admin = Repository.init(store, ADMIN)
+    passphrases = {admin.key_id: ADMIN} | {add_key(admin, "backup", f"worker {n}").id: f"worker {n}"
+                                           for n in range(4)}
+    last = key_objects(store)[-1]  # tried last without a hint
+    passphrase = passphrases[last.id]
+    derived: list[int] = []
+    real_derive = KdfParams.derive
+
+    def counting_derive(self: KdfParams, secret: str) -> bytes:
+        derived.append(1)
+        return real_derive(self, secret)
+
+    monkeypatch.setattr(KdfParams, "derive", counting_derive)
+    monkeypatch.delenv("VAULTFLOW_KEY_ID", raising=False)
+    assert reopen(store, passphrase).key_id == last.id
+    assert len(derived) == 5
+    derived.clear()
+    monkeypatch.setenv("VAULTFLOW_KEY_ID", last.id[:8].upper())
+    opened = reopen(store, passphrase)
+    assert opened.key_id == last.id and opened.role == last.role and len(derived) == 1
+    derived.clear()
+    with pytest.raises(WrongPassphrase, match=f"key {last.id[:8]} .* does not open with this passphrase") as wrong:
+        reopen(store, "someone else's passphrase")
+    assert len(derived) == 1 and "\n" not in wrong.value.line()
+    absent = next(f"{n:04x}" for n in range(2**16) if not any(k.id.startswith(f"{n:04x}") for k in key_objects(store)))
+    for bad, message in ((absent, "names no key"), ("not-hex", "is not a key id"), ("ab", "is not a key id")):
+        monkeypatch.setenv("VAULTFLOW_KEY_ID", bad)
+        with pytest.raises(InputError, match=message):
+            reopen(store, passphrase)
