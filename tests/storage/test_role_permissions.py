@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
 from tests.engines.cases import SqliteCase
-from tests.object_servers import S3Server, moto_server
+from tests.object_servers import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, S3Server, moto_server
 from vaultflow.errors import AuthenticationFailed
 from vaultflow.operations.backup import backup_database, plan_backup
 from vaultflow.operations.forget import forget
@@ -36,6 +36,7 @@ from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.manifest import SnapshotKind
 from vaultflow.repository.repository import ObjectLockSettings
 from vaultflow.storage import ObjectStore, RetryPolicy
+from vaultflow.storage.azure import AzureSettings
 from vaultflow.storage.role_permissions import AZURE_SAS_PERMISSIONS, STORAGE_ROLES, StorageRole, s3_policy
 from vaultflow.storage.s3 import S3Settings
 
@@ -181,6 +182,42 @@ def test_the_restore_role_writes_exports_and_links_and_neither_deletes_nor_write
     for key in ("exports/probe.db", "links/probe", "audit/probe"):
         admin.delete_object(Bucket=bucket, Key=f"{PREFIX}/{key}")
     assert denied(lambda: admin.list_objects_v2(Bucket=s3.locked)) == "AccessDenied"  # only its own bucket
+
+
+def test_each_role_s_azure_sas_does_its_role_s_commands_on_azurite(azurite: AzuriteServer, tmp_path: Path) -> None:
+    """Azurite checks SAS permissions (not versioning): the backup SAS backs up, removing its own
+    lock objects, and cannot do what its letters leave out; the admin SAS forgets."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    container = azurite.new_container()
+
+    def store(role: StorageRole, permissions: str | None = None) -> ObjectStore:
+        allowed = ContainerSasPermissions.from_string(permissions or AZURE_SAS_PERMISSIONS[role])
+        sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY, permission=allowed,
+                                     expiry=datetime.now(UTC) + timedelta(hours=1))
+        return AzureSettings(container, PREFIX, account_url=azurite.account_url, sas_token=SecretStr(sas)).open(FAST)
+
+    admin = Repository.init(store("admin"), ADMIN)
+    add_key(admin, "backup", BACKUP)
+    add_key(admin, "restore", RESTORE)
+    sqlite = SqliteCase()
+    url = sqlite.create_source(tmp_path)
+    worker = Repository.open(store("backup"), BACKUP)
+    full = backup(worker, url, "full")
+    sqlite.change_a_little(url, 40)
+    inc = backup(worker, url, "incremental")
+    assert not list(store("admin").list("locks/"))
+    without_delete = store("backup", AZURE_SAS_PERMISSIONS["backup"].replace("d", ""))
+    without_delete.put("locks/probe", b"x")
+    with pytest.raises(AuthenticationFailed) as info:  # why the backup SAS keeps d: its own lock objects
+        without_delete.delete("locks/probe")
+    line = info.value.line()
+    assert "\n" not in line and "the SAS lacks permission 'd'" in line and "sig=" not in line, line
+    target = sqlite.new_target(tmp_path)
+    restore_snapshot(Repository.open(store("restore"), RESTORE), inc.id, sqlite.engine(target))
+    assert sqlite.engine(target).table_stats() == sqlite.engine(url).table_stats()
+    done = forget(Repository.open(store("admin"), ADMIN), [full.id], with_dependents=True)
+    assert {m.id for m in done.forget} == {full.id, inc.id}
 
 
 def _documented_policies() -> dict[str, dict[str, object]]:
