@@ -5,8 +5,8 @@ The key roles are enforced by cryptography; these keep the storage identity of e
 doing more than its role: a backup worker's credentials can add objects and read them, delete
 only its own repository locks (`locks/`), and never write the config, keys, exports or links;
 only the admin's credentials delete snapshots and chunks. docs/storage.md shows exactly these
-policies (tests/storage/test_role_permissions.py compares them and runs a backup and a prune
-through moto with IAM enforced under the backup policy).
+policies (tests/storage/test_role_permissions.py compares them, runs each role's commands through
+moto with IAM enforced under these policies, and through Azurite with these SAS sets).
 """
 
 from __future__ import annotations
