@@ -236,3 +236,22 @@ def test_storage_md_shows_exactly_the_policies_the_iam_test_uses() -> None:
     section = text.split("## Storage permissions per role", 1)[1].split("\n## ", 1)[0]
     for role, permissions in AZURE_SAS_PERMISSIONS.items():
         assert re.search(rf"\|\s*{role}\s*\|\s*`{permissions}`\s*\|", section), (role, permissions)
+
+
+def test_key_storage_policy_prints_the_tested_policy_without_a_passphrase(tmp_path: Path) -> None:
+    from tests.conftest import _run_cli_in_process
+
+    def run(*args: str) -> Any:
+        return _run_cli_in_process(["key", "storage-policy", *args], {"VAULTFLOW_PASSPHRASE": ""}, None)
+
+    for role in STORAGE_ROLES:
+        printed = run("--role", role, "--repo", "s3://backups/pg-prod")
+        assert printed.returncode == 0, printed.stderr
+        assert json.loads(printed.stdout) == s3_policy(role, "backups", "pg-prod")
+    azure = run("--role", "backup", "--repo", "az://backups/pg-prod")
+    assert azure.returncode == 0 and f"permissions {AZURE_SAS_PERMISSIONS['backup']} " in azure.stdout
+    for args, words in ((("--role", "backup", "--repo", str(tmp_path)), "is not an S3 or Azure repository"),
+                        (("--role", "owner", "--repo", "s3://backups/pg-prod"), "unknown key role")):
+        refused = run(*args)
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 2 and len(lines) == 1 and words in lines[0], refused.stderr
