@@ -264,3 +264,26 @@ def test_a_key_id_hint_opens_with_one_scrypt(tmp_path: Path, monkeypatch: pytest
         monkeypatch.setenv("VAULTFLOW_KEY_ID", bad)
         with pytest.raises(InputError, match=message):
             reopen(store, passphrase)
+
+
+def test_a_backup_key_archives_rows_reading_back_only_what_it_wrote(tmp_path: Path) -> None:
+    """Archival reads each batch back before deleting its rows (R28): a backup key opens what its own
+    writer session sealed, and nothing else; a later open of the same key cannot read the batch."""
+    from tests.archive.cases import SqliteCase as ArchiveSqlite
+    from tests.archive.cases import sample_rows
+    from tests.archive.test_roundtrip import spec
+    from vaultflow.archive import archive_table, read_batch
+    from vaultflow.archive.batches import get_rows
+
+    case = ArchiveSqlite(tmp_path)
+    case.create_table()
+    case.insert(sample_rows(100, 10))
+    admin = Repository.init(LocalStore(tmp_path / "r"), ADMIN)
+    add_key(admin, "backup", BACKUP)
+    report = archive_table(reopen(admin.store, BACKUP), case.source, spec())
+    assert report.rows == 100 and len(case.rows()) == 10
+    later = reopen(admin.store, BACKUP)
+    for written_here in (False, True):  # another session's batch: not even as a read-back
+        with pytest.raises(KeyRoleInsufficient):
+            get_rows(later, report.batches[0].policy, report.batches[0].id, written_here=written_here)
+    assert sum(read_batch(admin, rec).num_rows for rec in report.batches) == 100
