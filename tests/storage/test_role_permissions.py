@@ -49,18 +49,24 @@ LOCK_SECONDS = 4
 
 @dataclass(frozen=True)
 class IamS3:
-    """A moto server enforcing IAM; `plain` and `locked` buckets (the latter with object lock),
-    and for each role (per bucket) an access key whose user has exactly that role's policy."""
+    """A moto server enforcing IAM; `plain`, `locked` (with object lock) and `cli` buckets, and for
+    each role (per bucket) an access key whose user has exactly that role's policy."""
 
     server: S3Server
     plain: str
     locked: str
+    cli: str
     keys: dict[tuple[str, StorageRole], tuple[str, str]]
 
     def store(self, bucket: str, role: StorageRole) -> ObjectStore:
         key_id, secret = self.keys[(bucket, role)]
         return S3Settings(bucket, PREFIX, endpoint_url=self.server.endpoint, region="us-east-1",
                           access_key_id=key_id, secret_access_key=SecretStr(secret)).open(FAST)
+
+    def env(self, bucket: str, role: StorageRole) -> dict[str, str]:
+        key_id, secret = self.keys[(bucket, role)]
+        return {"AWS_ENDPOINT_URL": self.server.endpoint, "AWS_ACCESS_KEY_ID": key_id,
+                "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1"}
 
     def client(self, bucket: str, role: StorageRole) -> Any:
         key_id, secret = self.keys[(bucket, role)]
@@ -76,11 +82,11 @@ def s3_with_auth() -> Iterator[IamS3]:
     with moto_server() as server:
         iam = boto3.client("iam", endpoint_url=server.endpoint, aws_access_key_id="testing",
                            aws_secret_access_key="testing", region_name="us-east-1")
-        plain = server.new_bucket()
+        plain, cli = server.new_bucket(), server.new_bucket()
         locked = f"vf-lock-{new_object_id()[:10]}"
         server.client().create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
         keys: dict[tuple[str, StorageRole], tuple[str, str]] = {}
-        for bucket in (plain, locked):
+        for bucket in (plain, locked, cli):
             for role in STORAGE_ROLES:
                 user = f"vaultflow-{role}-{bucket}"
                 iam.create_user(UserName=user)
@@ -92,7 +98,7 @@ def s3_with_auth() -> Iterator[IamS3]:
                                          headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
-        yield IamS3(server, plain, locked, keys)
+        yield IamS3(server, plain, locked, cli, keys)
 
 
 def backup(repo: Repository, url: str, kind: SnapshotKind) -> SnapshotManifest:
@@ -167,6 +173,32 @@ def test_the_backup_role_backs_up_through_credentials_that_cannot_delete(
     assert {m.id for m in done.forget} == {full.id, inc.id}
     assert sorted(k for k in objects(s3, bucket) if k.startswith("snapshots/")) == [f"snapshots/{newest.id}"]
     assert not [k for k in objects(s3, bucket) if k.startswith(f"chains/{full.chain}/")]
+
+
+def test_forget_and_prune_through_the_cli_with_the_backup_role_s_credentials_end_in_one_line(
+        s3_with_auth: IamS3, prefect_api: str, tmp_path: Path) -> None:
+    from tests.conftest import _run_cli_in_process
+
+    s3, bucket = s3_with_auth, s3_with_auth.cli
+    admin = Repository.init(s3.store(bucket, "admin"), ADMIN)
+    add_key(admin, "backup", BACKUP)
+    worker = Repository.open(s3.store(bucket, "backup"), BACKUP)
+    url = SqliteCase().create_source(tmp_path)
+    old, newest = backup(worker, url, "full"), backup(worker, url, "full")
+    before = objects(s3, bucket)
+    env = {**s3.env(bucket, "backup"), "VAULTFLOW_PASSPHRASE": ADMIN, "PREFECT_API_URL": prefect_api}
+    location = f"s3://{bucket}/{PREFIX}"
+    for args in (["forget", old.id, "--repo", location], ["prune", "--keep-last", "1", "--repo", location]):
+        refused = _run_cli_in_process(args, env, None)
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 1 and len(lines) == 1, (args, refused.stdout, refused.stderr)
+        assert "the credentials lack s3:DeleteObject" in lines[0] and "admin role's storage credentials" in lines[0]
+        assert ADMIN not in refused.stdout + refused.stderr and env["AWS_SECRET_ACCESS_KEY"] not in lines[0]
+        assert objects(s3, bucket) == before, args
+    as_admin = {**s3.env(bucket, "admin"), "VAULTFLOW_PASSPHRASE": ADMIN, "PREFECT_API_URL": prefect_api}
+    done = _run_cli_in_process(["forget", old.id, "--repo", location], as_admin, None)
+    assert done.returncode == 0, done.stderr
+    assert sorted(k for k in objects(s3, bucket) if k.startswith("snapshots/")) == [f"snapshots/{newest.id}"]
 
 
 def test_the_restore_role_writes_exports_and_links_and_neither_deletes_nor_writes_keys(s3_with_auth: IamS3) -> None:
