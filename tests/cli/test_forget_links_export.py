@@ -121,10 +121,11 @@ def test_export_flow_on_s3_and_links(cli: Cli, prefect_api: str, s3_repo: str, t
     state = export(snapshot=sid[:8], repository=s3_repo, expires="2h", return_state=True)
     result = state.result()
     url, signature = str(result["url"]), str(result["url"]).split("?", 1)[1]
-    assert result["object_key"] == f"exports/{sid}.db" and url.startswith("http")
+    assert result["object_key"].startswith(f"exports/{sid}-") and result["object_key"].endswith(".db")
+    assert url.startswith("http")
 
     (created,) = repository_events(prefect_api, s3_repo, "vaultflow.export.created", 1)
-    assert created["payload"]["snapshot"] == sid and created["payload"]["object_key"] == f"exports/{sid}.db"
+    assert created["payload"]["snapshot"] == sid and created["payload"]["object_key"] == result["object_key"]
     assert created["payload"]["size"] == result["size"] and created["payload"]["expires_at"] == result["expires_at"]
     assert "url" not in created["payload"] and signature not in json.dumps(created)
 

@@ -113,18 +113,21 @@ def test_links_are_listed_with_status_and_prune_removes_expired_exports(azurite:
     backup_database(SqliteEngine(create(tmp_path / "a.db", rows=200)), repo, snapshot_id=sid)
     short = export_download_link(repo, sid, timedelta(seconds=2))
     long = export_download_link(repo, sid, timedelta(hours=1))
-    assert short.key == long.key == f"exports/{sid}.db"
+    assert short.key != long.key and all(k.startswith(f"exports/{sid}-") and k.endswith(".db")
+                                         for k in (short.key, long.key))  # an export never replaces another
     now = datetime.now(UTC)
     assert [(r.snapshot, r.status(now)) for r in list_links(repo)] == [(sid, "active"), (sid, "active")]
     assert all(short.url.split("?")[1] not in repo.store.get(f"links/{r.id}").decode("latin-1")
                for r in list_links(repo))
     time.sleep(3)
     assert [r.status(datetime.now(UTC)) for r in list_links(repo)] == ["expired", "active"]
-    plan = prune(repo, RetentionPolicy(keep_last=5), datetime.now(UTC))
-    assert plan.expired_exports == [] and repo.store.stat(short.key) is not None  # one link still works
-    later = datetime.now(UTC) + timedelta(hours=2)
-    assert prune(repo, RetentionPolicy(keep_last=5), later, dry_run=True).expired_exports == [short.key]
+    assert prune(repo, RetentionPolicy(keep_last=5), datetime.now(UTC), dry_run=True).expired_exports == [short.key]
     assert repo.store.stat(short.key) is not None  # a dry run deletes nothing
-    assert prune(repo, RetentionPolicy(keep_last=5), later).expired_exports == [short.key]
-    assert repo.store.stat(short.key) is None and list_links(repo) == []
+    plan = prune(repo, RetentionPolicy(keep_last=5), datetime.now(UTC))
+    assert plan.expired_exports == [short.key] and repo.store.stat(short.key) is None
+    assert repo.store.stat(long.key) is not None and [r.status(datetime.now(UTC)) for r in list_links(repo)] == [
+        "active"]  # the link still working keeps its object
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert prune(repo, RetentionPolicy(keep_last=5), later).expired_exports == [long.key]
+    assert repo.store.stat(long.key) is None and list_links(repo) == []
     assert repo.snapshot_ids() == [sid]

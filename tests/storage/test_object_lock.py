@@ -20,6 +20,8 @@ from pydantic import SecretStr
 
 from tests.conftest import PASSPHRASE, _run_cli_in_process
 from tests.object_servers import S3Server
+from vaultflow.archive import ArchiveSpec, BatchRecord, BatchStatus, archive_table, source_from_url, unarchive_batch
+from vaultflow.archive.batches import get_record
 from vaultflow.engines.sqlite.engine import SqliteEngine
 from vaultflow.errors import InputError
 from vaultflow.operations.backup import backup_database, plan_backup
@@ -28,6 +30,7 @@ from vaultflow.operations.init import init_repository
 from vaultflow.operations.object_lock import extend_locks
 from vaultflow.operations.prune import prune
 from vaultflow.operations.retention import RetentionPolicy
+from vaultflow.operations.share import export_download_link
 from vaultflow.repository import Repository, SnapshotManifest, new_object_id
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotKind
@@ -142,7 +145,9 @@ def test_a_multipart_upload_is_locked_too(s3_server: S3Server, tmp_path: Path) -
 
 
 def test_no_key_is_ever_written_twice(s3_server: S3Server, tmp_path: Path) -> None:
-    """init, a full, an incremental, a differential, lock refreshes, prune and forget: one version per key."""
+    """init, a full, an incremental, a differential, lock refreshes, an archive run through its
+    batch states and an unarchive, two download links of one snapshot, prune and forget: one
+    version per key."""
     bucket = lock_bucket(s3_server)
     repo = locked_repo(s3_server, bucket)
     src = create(tmp_path / "a.db", rows=3000)
@@ -162,11 +167,32 @@ def test_no_key_is_ever_written_twice(s3_server: S3Server, tmp_path: Path) -> No
     assert [m.id for m in pruned.forget] == [other.id]
     kept = forget(repo, [full.id], with_dependents=True)  # retained: kept, nothing deleted
     assert kept.forget == [] and full.id in kept.locked
+    archived = _archive_and_unarchive(repo, tmp_path)
+    first, second = (export_download_link(repo, full.id, timedelta(hours=1)) for _ in range(2))
+    assert first.key != second.key
     written, markers = versions(s3_server, bucket)
+    assert len([k for k in written if k.startswith(archived.prefix)]) == 4  # rows, three records
     assert [k for k, n in written.items() if n > 1] == []
     assert not markers  # deletes remove versions, never leave delete markers
     assert not any(k.startswith("locks/") for k in written)
     assert SNAPSHOT_PREFIX + other.id not in written
+
+
+def _archive_and_unarchive(repo: Repository, tmp_path: Path) -> BatchRecord:
+    """One SQLite batch archived (verified, then archived) and put back (a restore recorded)."""
+    from tests.archive.cases import SqliteCase, sample_rows
+
+    case = SqliteCase(tmp_path)
+    case.create_table()
+    case.insert(sample_rows(20, 5))
+    case.create_table(url=case.other_url)
+    spec = ArchiveSpec(table="events", age_column="created_at", cutoff=datetime.now(UTC) - timedelta(days=30))
+    (batch,) = archive_table(repo, case.source, spec).batches
+    record = get_record(repo, batch.policy, batch.id)
+    unarchive_batch(repo, record, source_from_url(case.other_url))
+    record = get_record(repo, batch.policy, batch.id)
+    assert record.status == BatchStatus.ARCHIVED and len(record.restores) == 1
+    return record
 
 
 def test_prune_keeps_locked_snapshots_whole_and_deletes_them_once_the_lock_expired(

@@ -2,9 +2,12 @@
 
 Layout (see docs/design.md, Archival):
     archives/<policy>/<batch>/rows.parquet   sealed Parquet,  AAD = "archive-rows:<policy>/<batch>"
-    archives/<policy>/<batch>/batch          sealed JSON,     AAD = "archive-batch:<policy>/<batch>"
+    archives/<policy>/<batch>/batch.<seq>    sealed JSON,     AAD = "archive-batch:<policy>/<batch>#<seq>"
 
-The record is the source of truth for a batch's state; the catalog mirrors it.
+The newest record (highest <seq>, six digits) is the source of truth for a batch's state; the
+catalog mirrors it. Every change of state is a new record under the next <seq>, so no object is
+ever overwritten in place (object lock holds); a record of an earlier format is named `batch`
+(AAD without `#<seq>`) and counts as <seq> 0.
 """
 
 from __future__ import annotations
@@ -103,8 +106,28 @@ def rows_key(policy: str, batch: str) -> str:
     return f"{ARCHIVE_PREFIX}{policy}/{batch}/{ROWS_NAME}"
 
 
-def record_key(policy: str, batch: str) -> str:
-    return f"{ARCHIVE_PREFIX}{policy}/{batch}/{RECORD_NAME}"
+def record_key(policy: str, batch: str, seq: int) -> str:
+    """The key of a batch's record number `seq` (0: the single record of the earlier format)."""
+    name = RECORD_NAME if seq == 0 else f"{RECORD_NAME}.{seq:06d}"
+    return f"{ARCHIVE_PREFIX}{policy}/{batch}/{name}"
+
+
+def _record_seq(name: str) -> int | None:
+    """The sequence number of a record object's name, None for any other object of a batch."""
+    if name == RECORD_NAME:
+        return 0
+    head, dot, digits = name.partition(".")
+    return int(digits) if head == RECORD_NAME and dot and len(digits) == 6 and digits.isdigit() else None
+
+
+def _record_aad(policy: str, batch: str, seq: int) -> bytes:
+    return _aad("batch", policy, batch) + (f"#{seq}".encode() if seq else b"")
+
+
+def _newest_seq(repo: Repository, policy: str, batch: str) -> int | None:
+    prefix = f"{ARCHIVE_PREFIX}{policy}/{batch}/"
+    seqs = [seq for info in repo.store.list(prefix) if (seq := _record_seq(info.key[len(prefix):])) is not None]
+    return max(seqs) if seqs else None
 
 
 def put_rows(repo: Repository, policy: str, batch: str, parquet: bytes) -> int:
@@ -131,20 +154,32 @@ def get_rows(repo: Repository, policy: str, batch: str, *, written_here: bool = 
 
 
 def put_record(repo: Repository, record: BatchRecord, *, sync: bool = True) -> None:
-    """Write the record; `sync=False` only where losing it falls back to an earlier, safe state."""
+    """Write the record as the batch's next one (a new key: nothing is overwritten); `sync=False`
+    only where losing it falls back to an earlier, safe state."""
+    newest = _newest_seq(repo, record.policy, record.id)
+    seq = 1 if newest is None else newest + 1
     payload = record.model_dump_json().encode()
-    repo.store.put(record_key(record.policy, record.id),
-                   repo.sealer.seal(payload, _aad("batch", record.policy, record.id)), sync=sync)
+    repo.store.put(record_key(record.policy, record.id, seq),
+                   repo.sealer.seal(payload, _record_aad(record.policy, record.id, seq)), sync=sync)
 
 
 def get_record(repo: Repository, policy: str, batch: str) -> BatchRecord:
+    """The batch's newest record."""
+    seq = _newest_seq(repo, policy, batch)
+    if seq is None:
+        raise InputError(f"no archive batch {batch} in the repository at {repo.store.describe()}",
+                         "list batches with: vaultflow archives")
+    return _read_record(repo, policy, batch, seq)
+
+
+def _read_record(repo: Repository, policy: str, batch: str, seq: int) -> BatchRecord:
     try:
-        blob = repo.store.get(record_key(policy, batch))
+        blob = repo.store.get(record_key(policy, batch, seq))
     except KeyError:
         raise InputError(f"no archive batch {batch} in the repository at {repo.store.describe()}",
                          "list batches with: vaultflow archives") from None
     try:
-        payload = repo.sealer.open(blob, _aad("batch", policy, batch))
+        payload = repo.sealer.open(blob, _record_aad(policy, batch, seq))
     except SealError as exc:
         raise IntegrityError(f"the record of archive batch {batch} failed its check: {exc}",
                              "the batch cannot be trusted") from None
@@ -153,16 +188,21 @@ def get_record(repo: Repository, policy: str, batch: str) -> BatchRecord:
 
 def list_batches(repo: Repository) -> tuple[list[BatchRecord], list[tuple[str, str]]]:
     """Every batch record (oldest first), and (policy, batch) of Parquet objects with no record."""
-    records: set[tuple[str, str]] = set()
+    newest: dict[tuple[str, str], int] = {}
     data: set[tuple[str, str]] = set()
     for info in repo.store.list(ARCHIVE_PREFIX):
         parts = info.key[len(ARCHIVE_PREFIX):].split("/")
         if len(parts) != 3:
             continue
-        (records if parts[2] == RECORD_NAME else data).add((parts[0], parts[1]))
-    out = [get_record(repo, p, b) for p, b in records]
+        batch = (parts[0], parts[1])
+        seq = _record_seq(parts[2])
+        if seq is None:
+            data.add(batch)
+        elif seq >= newest.get(batch, -1):
+            newest[batch] = seq
+    out = [_read_record(repo, p, b, seq) for (p, b), seq in newest.items()]
     out.sort(key=lambda r: (r.created_at, r.id))
-    return out, sorted(data - records)
+    return out, sorted(data - newest.keys())
 
 
 def find_batch(repo: Repository, ref: str) -> BatchRecord:

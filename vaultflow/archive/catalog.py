@@ -13,7 +13,7 @@ from vaultflow.catalog import default_catalog_url
 
 
 class ArchiveBatchRow(SQLModel, table=True):
-    """One archive batch; mirrors the sealed record `archives/<policy>/<batch>/batch`."""
+    """One archive batch; mirrors the newest sealed record `archives/<policy>/<batch>/batch.<seq>`."""
 
     __tablename__ = "archive_batches"
 

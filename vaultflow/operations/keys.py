@@ -60,8 +60,12 @@ def _aad_for(key: str) -> bytes | None:
         return b"audit:" + key[len("audit/"):].encode()
     if key.startswith("links/"):
         return b"link:" + key[len("links/"):].encode()
-    if key.startswith("archives/") and key.endswith("/batch"):
-        return b"archive-batch:" + key[len("archives/"):-len("/batch")].encode()
+    if key.startswith("archives/"):  # a batch record: .../batch (earlier format) or .../batch.<seq>
+        where, _, name = key[len("archives/"):].rpartition("/")
+        if name == "batch":
+            return b"archive-batch:" + where.encode()
+        if name.startswith("batch.") and name[len("batch."):].isdigit():
+            return f"archive-batch:{where}#{int(name[len('batch.'):])}".encode()
     return None
 
 

@@ -40,7 +40,7 @@ class DownloadLink:
 
 def export_download_link(repo: Repository, snapshot_id: str, expires: timedelta, *,
                          spool_dir: str | None = None) -> DownloadLink:
-    """Upload the snapshot's native dump as `exports/<id>.<ext>` and sign a URL valid for `expires`.
+    """Upload the snapshot's native dump as `exports/<id>-<token>.<ext>` and sign a URL valid for `expires`.
 
     The URL is signed first (that needs no upload and fails fast where the store cannot sign),
     then the dump is rebuilt into a 0600 spool file, verified and uploaded."""
@@ -57,7 +57,9 @@ def _export_download_link(repo: Repository, snapshot_id: str, expires: timedelta
     manifest = repo.load_manifest(snapshot_id)
     found = spec_for_format(manifest.streams[0].format)
     export = found.export_format(manifest.streams[0].format) if found is not None else None
-    key = f"{EXPORT_PREFIX}{snapshot_id}{export.suffix if export is not None else '.bin'}"
+    token = secrets.token_hex(6)
+    # A key of its own per link: a second export never replaces an object a first link may be reading.
+    key = f"{EXPORT_PREFIX}{snapshot_id}-{token}{export.suffix if export is not None else '.bin'}"
     signed = repo.store.download_url(key, expires)
     with tempfile.TemporaryDirectory(prefix="vaultflow-export-", dir=spool_dir) as tmp:
         path = Path(tmp) / "dump"
@@ -65,7 +67,7 @@ def _export_download_link(repo: Repository, snapshot_id: str, expires: timedelta
         size = path.stat().st_size
         repo.store.put_file(key, path)
     location = f"{repo.store.describe().rstrip('/')}/{key}"
-    record = LinkRecord(id=f"{snapshot_id[:8]}-{secrets.token_hex(6)}", snapshot=snapshot_id, object_key=key,
+    record = LinkRecord(id=f"{snapshot_id[:8]}-{token}", snapshot=snapshot_id, object_key=key,
                         location=location, size=size, created_at=datetime.now(UTC), expires_at=signed.expires_at)
     repo.store.put(LINK_PREFIX + record.id, repo.sealer.seal(record.model_dump_json().encode(), _aad(record.id)))
     return DownloadLink(manifest, key, location, signed.url, size, signed.expires_at)
