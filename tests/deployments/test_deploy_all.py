@@ -40,9 +40,13 @@ from tests.conftest import (
 from tests.deployments.conftest import PREFECT, PrefectServer, flow_key, wait_for_flow_run
 from tests.engines.postgres import conftest as pg_clusters
 from tests.engines.postgres.conftest import WAL_COMMAND, ArchivingCluster, switch_and_wait
+from tests.object_servers import S3Server
+from tests.storage.test_object_lock import PREFIX as LOCK_PREFIX
+from tests.storage.test_object_lock import lock_bucket, locked_repo, shorten, take
 from vaultflow.archive import list_batches
 from vaultflow.audit import records
 from vaultflow.repository import Repository
+from vaultflow.repository.repository import SNAPSHOT_PREFIX
 from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
 
@@ -78,6 +82,9 @@ class Fixture:
     repo: Path
     offsite: Path
     pitr: ArchivingCluster  # a private cluster archiving into its own repository (base-backup, pitr-drill)
+    s3: S3Server  # moto, holding the object-locked repository of extend-locks-daily
+    locked_bucket: str
+    locked_manifest: str  # its snapshot's manifest key, retained only an hour before the run
     snapshots: dict[str, str] = field(default_factory=dict)  # engine -> newest snapshot id
 
     def open(self, path: Path | None = None) -> Repository:
@@ -108,6 +115,7 @@ PHASES: list[list[tuple[str, Overrides]]] = [
         ("discover/discover-hourly", lambda f: {}),
         ("check-credentials/credentials-daily", lambda f: {}),
         ("base-backup/base-backup", lambda f: f.pitr_run()),
+        ("extend-locks/extend-locks-daily", lambda f: {}),
     ],
     [  # 2: what needs a snapshot or an archive
         ("verify/verify-daily", lambda f: {}),
@@ -155,11 +163,16 @@ def _artifacts(server: PrefectServer, flow_run_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def made(tmp_path: Path, pg_available: None, mariadb_available: None,
-         archiving_cluster: ArchivingCluster) -> Iterator[Fixture]:
+         archiving_cluster: ArchivingCluster, s3_server: S3Server) -> Iterator[Fixture]:
     suffix = uuid.uuid4().hex[:8]
+    bucket = lock_bucket(s3_server)
+    locked = locked_repo(s3_server, bucket)
+    manifest = SNAPSHOT_PREFIX + take(locked, create(tmp_path / "locked.db", rows=50)).id
+    shorten(s3_server, bucket, [manifest], datetime.now(UTC) + timedelta(hours=1))
     f = Fixture(pg_db=f"vft_all_{suffix}", pg_restored=f"vft_all_{suffix}_r", my_db=f"vft_my_{suffix}",
                 sqlite_db=create(tmp_path / "app.db", rows=300), archive=SqliteCase(_mkdir(tmp_path / "archive")),
-                repo=tmp_path / "repo", offsite=tmp_path / "offsite", pitr=archiving_cluster)
+                repo=tmp_path / "repo", offsite=tmp_path / "offsite", pitr=archiving_cluster, s3=s3_server,
+                locked_bucket=bucket, locked_manifest=manifest)
     switch_and_wait(f.pitr, switches=1)  # a segment archived, which the base backup's archive check finds
     archiving_cluster.give_to_postgres(_mkdir(archiving_cluster.base / "scratch"))
     for path in (f.repo, f.offsite):
@@ -194,6 +207,7 @@ def _mkdir(path: Path) -> Path:
 def _save_blocks(server: PrefectServer, f: Fixture) -> set[str]:
     """Every block prefect.yaml names, pointing at this test's servers, files and repositories."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_aws import AwsCredentials, S3Bucket
 
     from blocks.archive import ArchivePolicy
     from blocks.engines import MySQLServer, PostgresServer, SqliteDatabase
@@ -203,6 +217,10 @@ def _save_blocks(server: PrefectServer, f: Fixture) -> set[str]:
         blocks = {
             "vaultflow-repo": BackupRepository(location=str(f.repo), passphrase=PASSPHRASE),
             "vaultflow-offsite": BackupRepository(location=str(f.offsite), passphrase=PASSPHRASE),
+            "vaultflow-locked": BackupRepository(passphrase=PASSPHRASE, storage=S3Bucket(
+                bucket_name=f.locked_bucket, bucket_folder=LOCK_PREFIX, credentials=AwsCredentials(
+                    aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1",
+                    aws_client_parameters={"endpoint_url": f.s3.endpoint}))),
             "pg-prod": PostgresServer(host=PG_HOST, port=PG_PORT, user="postgres"),
             "pg-scratch": PostgresServer(host=PG_HOST, port=PG_PORT, user="postgres"),
             "mysql-prod": MySQLServer(host=MY_HOST, port=MY_PORT, user="root"),
@@ -234,7 +252,8 @@ def _check(key: str, f: Fixture, run: dict[str, Any], artifacts: dict[str, Any])
         databases = {row["database"] for row in artifacts["vaultflow-discovery"]}
         assert {f.pg_db, f.my_db} <= databases, sorted(databases)[:50]
     elif key == "check-credentials/credentials-daily":
-        assert {r["repository"] for r in artifacts["vaultflow-credentials"]} == {"vaultflow-repo", "vaultflow-offsite"}
+        assert {r["repository"] for r in artifacts["vaultflow-credentials"]} == {"vaultflow-repo", "vaultflow-offsite",
+                                                                          "vaultflow-locked"}
     elif key == "verify/verify-daily":
         rows = artifacts["vaultflow-verify"]
         assert len(rows) == len(f.open().snapshot_ids()) == 3 and all(r["valid"] for r in rows), rows
@@ -269,6 +288,9 @@ def _check(key: str, f: Fixture, run: dict[str, Any], artifacts: dict[str, Any])
         assert ("events-purged", "purged") in status and ("events-purged", "archived") not in status, status
         assert not any(p == "audit-kept" and s == "purged" for p, s in status), status
         assert "has no delete_after_days" in text, text[:2000]
+    elif key == "extend-locks/extend-locks-daily":
+        head = f.s3.client().head_object(Bucket=f.locked_bucket, Key=f"{LOCK_PREFIX}/{f.locked_manifest}")
+        assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(hours=20), head
     elif key == "retention/prune-daily":
         assert "vaultflow-retention" in artifacts, text[:2000]
         assert f.open().snapshot_ids(), "the default preset keeps today's snapshots"
