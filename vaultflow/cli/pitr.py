@@ -231,8 +231,15 @@ def restore(
                                                      "'2026-12-02 10:14:00+01:00' (or ...Z).")] = None,
     to_lsn: Annotated[str | None, typer.Option(help="Recover to this LSN, e.g. 0/3000060.")] = None,
     to_name: Annotated[str | None, typer.Option(
+        "--to-name", "--to-restore-point",
         help="Recover to this restore point (pg_create_restore_point), replaying from the oldest base backup "
              "whose WAL reaches farthest, or from the one given as CLUSTER.")] = None,
+    to_xid: Annotated[str | None, typer.Option(
+        help="Recover to just after this transaction committed (pg_current_xact_id()), from the base backup "
+             "chosen as for --to-name.")] = None,
+    latest: Annotated[bool, typer.Option(
+        "--latest", help="Recover to the end of the archived WAL from the newest base backup (refused when a gap "
+                         "would stop it short).")] = False,
     repo: RepoOpt = None,
     wal_command: Annotated[Path | None, typer.Option(
         help="The vaultflow-wal the restored server runs as restore_command (default: the one beside this "
@@ -263,8 +270,8 @@ def restore(
     from vaultflow.engines.postgres.recovery import restore_command
 
     if cluster.startswith(_MYSQL_SCHEMES):
-        if to_lsn or to_name or pgdata:
-            raise InputError("--to-lsn, --to-name and --pgdata are PostgreSQL's",
+        if to_lsn or to_name or to_xid or latest or pgdata:
+            raise InputError("--to-lsn, --to-name, --to-xid, --latest and --pgdata are PostgreSQL's",
                              "give --to-time and --into for a MySQL/MariaDB database")
         _binlog_restore(cluster, into, to_time, repo, json_out)
         return
@@ -273,7 +280,7 @@ def restore(
                          "give --pgdata DIR (and no --into)")
     if start != (port is not None):
         raise InputError("--start and --port go together", "give both to start the restored server, or neither")
-    target = parse_target(to_time, to_lsn, to_name)
+    target = parse_target(to_time, to_lsn, to_name, to_xid, latest)
     location = _wal_location(repo)
     if passphrase_file is None:
         raise InputError("the restored server needs the repository passphrase in a file it can read",

@@ -63,6 +63,7 @@ class Marks:
     snapshot: str
     sysid: int
     times: list[datetime]
+    xids: list[int]  # the transaction of each marked insert
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +75,22 @@ def marked(archiving_cluster: ArchivingCluster) -> Marks:
     backup = cli(cluster, "pitr", "base-backup", f"postgresql://postgres@127.0.0.1:{cluster.port}", "--json")
     assert backup.returncode == 0, backup.stdout + backup.stderr
     row = json.loads(backup.stdout)
-    times = []
+    times, xids = [], []
     with cluster.connect() as c:
         for i in (1, 2, 3):
             time.sleep(1.2)
-            c.execute("INSERT INTO marks VALUES (%s, %s)", (i, f"mark {i}"))
+            with c.transaction():
+                c.execute("INSERT INTO marks VALUES (%s, %s)", (i, f"mark {i}"))
+                xid = c.execute("SELECT pg_current_xact_id()::text").fetchone()
+            assert xid is not None
+            xids.append(int(str(xid[0])))
             moment = c.execute("SELECT clock_timestamp()").fetchone()
             assert moment is not None
             times.append(moment[0])
             time.sleep(1.2)
             c.execute("SELECT pg_switch_wal()")
     switch_and_wait(cluster, switches=1)
-    return Marks(row["snapshot"], int(row["system_identifier"]), times)
+    return Marks(row["snapshot"], int(row["system_identifier"]), times, xids)
 
 
 @contextmanager
@@ -163,6 +168,32 @@ def test_restores_to_moments_between_marked_writes_hold_exactly_the_rows_of_that
         assert got == rows, f"restored to {target} ({label}): {got}"
 
 
+def test_a_restore_to_a_transaction_and_to_the_latest_archived_wal(archiving_cluster: ArchivingCluster,
+                                                                    marked: Marks) -> None:
+    """Before the gap test below deletes a segment: --to-xid stops just after that commit, --latest
+    replays everything archived."""
+    common = ["--wal-command", str(wal_command()), "--passphrase-file", str(archiving_cluster.passphrase_file),
+              "--json"]
+    for label, target, rows, setting in (
+            ("xid-2", ["--to-xid", str(marked.xids[1])], [1, 2], f"recovery_target_xid = '{marked.xids[1]}'"),
+            ("latest", ["--latest"], [1, 2, 3], "no recovery_target")):
+        pgdata = archiving_cluster.base / "restores" / label
+        result = cli(archiving_cluster, "pitr", "restore", str(marked.sysid), *target, "--pgdata", str(pgdata),
+                     *common)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert setting in (pgdata / "postgresql.auto.conf").read_text()
+        with started_copy(archiving_cluster, pgdata) as copy:
+            got = [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id").fetchall()]
+        assert got == rows, f"restored to {label}: {got}"
+    bad = cli(archiving_cluster, "pitr", "restore", str(marked.sysid), "--to-xid", "x7", "--pgdata",
+              str(archiving_cluster.base / "restores" / "bad-xid"), *common)
+    one_error_line(bad, 2, "--to-xid 'x7' is not a transaction id")
+    both = cli(archiving_cluster, "pitr", "restore", str(marked.sysid), "--latest", "--to-xid", "7", "--pgdata",
+               str(archiving_cluster.base / "restores" / "two-targets"), *common)
+    one_error_line(both, 2, "give exactly one of")
+    assert not (archiving_cluster.base / "restores" / "bad-xid").exists()
+
+
 def test_the_window_lists_the_base_backup_and_a_deleted_segment_is_a_gap_a_restore_cannot_cross(
         archiving_cluster: ArchivingCluster, marked: Marks) -> None:
     listed = cli(archiving_cluster, "show", marked.snapshot[:8], "--json")
@@ -194,6 +225,10 @@ def test_the_window_lists_the_base_backup_and_a_deleted_segment_is_a_gap_a_resto
 
     result, pgdata = restore_to(archiving_cluster, marked, marked.times[-1], "beyond-gap")
     one_error_line(result, 2, "after the last archived WAL", victim.name.upper(), "can be restored to")
+    assert not pgdata.exists()
+    latest = cli(archiving_cluster, "pitr", "restore", str(marked.sysid), "--latest", "--pgdata", str(pgdata),
+                 "--wal-command", str(wal_command()), "--passphrase-file", str(archiving_cluster.passphrase_file))
+    one_error_line(latest, 2, "--latest from base backup", "before the gap", victim.name.upper())
     assert not pgdata.exists()
 
 

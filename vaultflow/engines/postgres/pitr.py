@@ -221,8 +221,10 @@ def plan_recovery(repo: Repository, cluster: str, target: RecoveryTarget) -> Rec
         raise InputError(f"{label} has no base backup in the repository at {repo.store.describe()}",
                          "take one with: vaultflow pitr base-backup SERVER")
     candidates = [c for c in window.coverage if chosen_id is None or c.snapshot == chosen_id]
-    if target.name is not None:
+    if target.name is not None or target.xid is not None:
         return _plan_for_name(window, candidates)
+    if target.latest:
+        return _plan_for_latest(window, candidates)
 
     def stopped_before(c: Coverage) -> bool:
         return c.from_time <= target.time if target.time is not None else c.from_lsn <= (target.lsn or 0)
@@ -256,6 +258,20 @@ def _plan_for_name(window: ClusterWindow, candidates: list[Coverage]) -> Recover
     return RecoveryPlan(manifest, best, window)
 
 
+def _plan_for_latest(window: ClusterWindow, candidates: list[Coverage]) -> RecoveryPlan:
+    """The newest base backup, replaying to the last archived segment. Refused when a gap stops its
+    WAL short of the newest archived segment: PostgreSQL would end recovery at the gap and promote,
+    silently leaving out everything after it."""
+    best = max(candidates, key=lambda c: (c.from_time, c.from_lsn))
+    if window.gaps and best.last_segment != window.newest_segment:
+        raise InputError(f"--latest from base backup {best.snapshot[:8]} would stop at {best.last_segment}, before "
+                         f"the gap {window.gaps[0].describe()}; cluster {window.system_identifier} can be restored "
+                         f"to {window.range_text()}",
+                         "choose --to-time or --to-lsn before the gap, or take a new base backup")
+    manifest = next(m for m in window.base_backups if m.id == best.snapshot)
+    return RecoveryPlan(manifest, best, window)
+
+
 def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target: RecoveryTarget, *,
                      command: str, archive: bool = False, progress: ProgressCallback | None = None,
                      action: recovery.RecoveryAction = "promote", timeline: int | None = None,
@@ -283,14 +299,21 @@ def restore_to_point(repo: Repository, plan: RecoveryPlan, pgdata: Path, target:
         raise
 
 
-def parse_target(to_time: str | None, to_lsn: str | None, to_name: str | None = None) -> RecoveryTarget:
-    """The one target of --to-time / --to-lsn / --to-name."""
-    if [to_time, to_lsn, to_name].count(None) != 2:
-        raise InputError("give exactly one of --to-time, --to-lsn and --to-name",
+def parse_target(to_time: str | None, to_lsn: str | None, to_name: str | None = None, to_xid: str | None = None,
+                 latest: bool = False) -> RecoveryTarget:
+    """The one target of --to-time / --to-lsn / --to-name / --to-xid / --latest."""
+    if [to_time, to_lsn, to_name, to_xid].count(None) != 4 - (not latest):
+        raise InputError("give exactly one of --to-time, --to-lsn, --to-name, --to-xid and --latest",
                          "e.g. --to-time '2026-12-02 10:14:00+01:00'")
+    if latest:
+        return RecoveryTarget(latest=True)
     if to_time is not None:
         return RecoveryTarget(time=recovery.parse_target_time(to_time))
     if to_name is not None:
         return RecoveryTarget(name=to_name)
+    if to_xid is not None:
+        if not to_xid.strip().isdigit():
+            raise InputError(f"--to-xid {to_xid!r} is not a transaction id", "give a number, e.g. --to-xid 7421")
+        return RecoveryTarget(xid=int(to_xid.strip()))
     assert to_lsn is not None
     return RecoveryTarget(lsn=parse_lsn(to_lsn))

@@ -37,16 +37,23 @@ AUTO_CONF = "postgresql.auto.conf"
 
 @dataclass(frozen=True)
 class RecoveryTarget:
-    """Where recovery stops: a moment (aware datetime), an LSN, or a restore point's name
-    (`pg_create_restore_point`)."""
+    """Where recovery stops: a moment (aware datetime), an LSN, a restore point's name
+    (`pg_create_restore_point`), just after a transaction's commit (`xid`), or `latest`: the end
+    of the archived WAL."""
 
     time: datetime | None = None
     lsn: int | None = None
     name: str | None = None
+    xid: int | None = None
+    latest: bool = False
 
     def __post_init__(self) -> None:
-        if [self.time, self.lsn, self.name].count(None) != 2:
-            raise InputError("give exactly one recovery target", "pass --to-time, --to-lsn or --to-name")
+        if [self.time, self.lsn, self.name, self.xid].count(None) != 4 - (not self.latest):
+            raise InputError("give exactly one recovery target",
+                             "pass --to-time, --to-lsn, --to-name, --to-xid or --latest")
+        if self.xid is not None and not 3 <= self.xid < 2**64:
+            raise InputError(f"transaction id {self.xid} is not a normal transaction id",
+                             "give the id pg_current_xact_id() or the server log showed, e.g. --to-xid 7421")
         if self.name is not None and not 0 < len(self.name.encode()) < MAX_RESTORE_POINT_NAME:
             raise InputError(f"restore point name {self.name!r} is empty or longer than "
                              f"{MAX_RESTORE_POINT_NAME - 1} bytes", "give the name pg_create_restore_point was given")
@@ -59,6 +66,10 @@ class RecoveryTarget:
             return self.time.astimezone(UTC).isoformat(sep=" ")
         if self.name is not None:
             return f"restore point {self.name!r}"
+        if self.xid is not None:
+            return f"the commit of transaction {self.xid}"
+        if self.latest:
+            return "the end of the archived WAL"
         assert self.lsn is not None
         return f"LSN {self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}"
 
@@ -196,6 +207,10 @@ def write_recovery_settings(pgdata: Path, *, command: str, target: RecoveryTarge
         lines.append(f"recovery_target_time = {conf_quote(target.time.astimezone(UTC).isoformat(sep=' '))}")
     elif target.name is not None:
         lines.append(f"recovery_target_name = {conf_quote(target.name)}")
+    elif target.xid is not None:
+        lines.append(f"recovery_target_xid = {conf_quote(str(target.xid))}")
+    elif target.latest:
+        lines.append("# no recovery_target: replay every archived segment, then promote")
     else:
         assert target.lsn is not None
         lines.append(f"recovery_target_lsn = {conf_quote(f'{target.lsn >> 32:X}/{target.lsn & 0xFFFFFFFF:X}')}")
