@@ -136,17 +136,20 @@ def test_every_flow_is_watched_by_the_failed_run_automation() -> None:
 EMIT = """
 import sys
 from prefect.events import emit_event
-resource = {"prefect.resource.id": sys.argv[2], "prefect.resource.name": sys.argv[3],
-            "vaultflow.engine": "postgresql", "vaultflow.server": "db9:5432",
-            "vaultflow.system_identifier": "7715524083311005561"}
-emit_event(event=sys.argv[1], resource=resource,
-           payload={"message": "SAS expired at 2026-12-01 00:00 UTC", "error": "row count differs in public.t",
-                    "snapshot": "1a2b3c4d", "last_success": None, "newest_segment": "000000010000000000000007",
-                    "detail": "newest archived segment 000000010000000000000007 is 42.0 min old (limit 15 min)"})
+args = sys.argv[1:]
+for event, resource_id, name in zip(args[0::3], args[1::3], args[2::3], strict=True):
+    resource = {"prefect.resource.id": resource_id, "prefect.resource.name": name,
+                "vaultflow.engine": "postgresql", "vaultflow.server": "db9:5432",
+                "vaultflow.system_identifier": "7715524083311005561"}
+    emit_event(event=event, resource=resource,
+               payload={"message": "SAS expired at 2026-12-01 00:00 UTC", "error": "row count differs in public.t",
+                        "snapshot": "1a2b3c4d", "last_success": None, "newest_segment": "000000010000000000000007",
+                        "detail": "newest archived segment 000000010000000000000007 is 42.0 min old (limit 15 min)"})
 """
+"""Emits one event per (event, resource id, resource name) triple of its arguments."""
 
 
-@pytest.mark.parametrize(("event", "resource", "subject"), [
+EVENT_ALERTS = [  # (event, resource id, the subject its automation's alert must carry)
     ("vaultflow.drill.failed", "vaultflow.database.postgresql.db9:5432.{name}", "restore drill failed for {name}"),
     ("vaultflow.credentials.expiring", "vaultflow.repository.{name}", "credentials of {name} expire soon"),
     ("vaultflow.credentials.expired", "vaultflow.repository.{name}", "credentials of {name} have EXPIRED"),
@@ -156,15 +159,21 @@ emit_event(event=sys.argv[1], resource=resource,
     ("vaultflow.wal.lagging", "vaultflow.server.postgresql.{name}",
      "WAL archive of {name} is behind (vaultflow.wal.lagging)"),
     ("vaultflow.wal.gap", "vaultflow.server.postgresql.{name}", "WAL archive of {name} is behind (vaultflow.wal.gap)"),
-])
-def test_each_event_automation_alerts_the_webhook(prefect_server: PrefectServer, receiver: Receiver, event: str,
-                                                  resource: str, subject: str) -> None:
+]
+
+
+def test_each_event_automation_alerts_the_webhook(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    """The shipped automations applied once; every event of EVENT_ALERTS emitted (each on a resource
+    of its own) in one process; each must reach the webhook with its subject."""
     applied = prefect_server.run(*VAULTFLOW, "automations", "apply", "--webhook-url", receiver.url)
     assert applied.returncode == 0, applied.stderr
-    name = f"vft{uuid.uuid4().hex[:8]}"
-    emitted = prefect_server.run(sys.executable, "-c", EMIT, event, resource.format(name=name), name)
+    names = [f"vft{uuid.uuid4().hex[:8]}" for _ in EVENT_ALERTS]
+    triples = [part for (event, resource, _), name in zip(EVENT_ALERTS, names, strict=True)
+               for part in (event, resource.format(name=name), name)]
+    emitted = prefect_server.run(sys.executable, "-c", EMIT, *triples)
     assert emitted.returncode == 0, emitted.stderr
-    receiver.wait_for(subject.format(name=name), timeout=90)
+    for (event, _, subject), name in zip(EVENT_ALERTS, names, strict=True):
+        assert receiver.wait_for(subject.format(name=name), timeout=90), event
 
 
 def test_a_silent_intake_alerts_after_its_last_heartbeat(prefect_server: PrefectServer, receiver: Receiver,
