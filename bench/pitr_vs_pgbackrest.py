@@ -36,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -240,8 +241,10 @@ def stop_cluster(cluster: Cluster, keep: bool) -> None:
         shutil.rmtree(cluster.base, ignore_errors=True)
 
 
-def generate(cluster: Cluster, scale: int, documents: bool) -> float:
+def generate(cluster: Cluster, scale: int, documents: bool) -> tuple[float, int]:
+    """pgbench -i (and the documents); the seconds it took and the WAL bytes it wrote."""
     t0 = time.perf_counter()
+    lsn0 = cluster.one("SELECT pg_current_wal_lsn()")
     log(f"pgbench -i -s {scale}")
     run(["pgbench", "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
          "postgres"], "pgbench -i")
@@ -255,8 +258,10 @@ def generate(cluster: Cluster, scale: int, documents: bool) -> float:
         log(f"documents: {rows:,} rows")
     with cluster.connect() as c:
         c.execute("CHECKPOINT")
+        wal = int(c.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)).fetchone()[0])  # type: ignore[index]
+    loaded = time.perf_counter() - t0
     cluster.switch_and_wait()
-    return time.perf_counter() - t0
+    return loaded, wal
 
 
 # -- the rows -------------------------------------------------------------------------------------
@@ -304,6 +309,7 @@ class Bench:
                                     f"pg_basebackup -h 127.0.0.1 -p {c.port} -U postgres -D - -Ft -X none "
                                     f"--checkpoint=fast | zstd -3 -T1 -q > {out} && sync {out}"], f"{BASE_REF}.{rnd}")
         s.out_bytes = out.stat().st_size
+        s.detail = {"tar_bytes": int(run(["bash", "-c", f"zstd -dcq {out} | wc -c"], "zstd -d").strip())}
         out.unlink()
         s = self.vaultflow(BASE_VF, f"{BASE_VF}.{rnd}", ["pitr", "base-backup", c.url, "--new-chain", "--json"])
         s.out_bytes = int(s.detail["added_bytes"])
@@ -323,6 +329,56 @@ class Bench:
         s = self.vaultflow(INCR_VF, f"{INCR_VF}.1", ["pitr", "base-backup", self.cluster.url, "--json"])
         s.out_bytes = int(s.detail["added_bytes"])
         self.pgbackrest_backup(INCR_BR, f"{INCR_BR}.1", "incr")
+        self.facts["second_base_added_by_member"] = self.added_by_member(str(s.detail["snapshot"]))
+
+    def added_by_member(self, snapshot_id: str) -> dict[str, int]:
+        """The stored bytes a base backup added against its parent, by what the tar holds there: the WAL
+        segments `-X fetch` puts in pg_wal/, each relation (by file node), the rest. A chunk that spans
+        members is shared out by plaintext bytes. Reads the tar back from the repository (not timed)."""
+        from vaultflow.repository import Repository
+        from vaultflow.storage import LocalStore
+
+        repo = Repository.open(LocalStore(self.cluster.repo), PASSPHRASE)
+        manifest = repo.load_manifest(snapshot_id)
+        assert manifest.parent is not None
+        have = {c.id for st in repo.load_manifest(manifest.parent).streams for c in st.chunks}
+        stream = manifest.streams[0]
+        tar_path = self.cluster.base / "second-base.tar"
+        with tar_path.open("wb") as sink:
+            repo.read_stream(manifest.id, stream, sink, manifest.chain)
+        with self.cluster.connect() as conn:
+            names = {str(r[0]): str(r[1]) for r in conn.execute(
+                "SELECT pg_relation_filenode(oid), relname FROM pg_class WHERE pg_relation_filenode(oid) IS NOT NULL "
+                "AND relname IN ('pgbench_accounts', 'pgbench_accounts_pkey', 'documents', 'pgbench_history')")}
+        spans: list[tuple[int, int, str]] = []
+        with tarfile.open(tar_path, "r:") as tar:
+            for member in tar:
+                end = member.offset_data + (member.size + 511) // 512 * 512
+                parts = member.name.split("/")
+                if parts[0] == "pg_wal" and member.size:
+                    what = "WAL segments in the tar (pg_wal/)"
+                elif parts[0] == "base" and len(parts) == 3:
+                    what = names.get(parts[2].split(".")[0].split("_")[0], "other relations")
+                else:
+                    what = "other files"
+                spans.append((member.offset, end, what))
+        tar_path.unlink()
+        added: dict[str, float] = {}
+        pos, seen, i = 0, set(), 0
+        for chunk in stream.chunks:
+            start, stop = pos, pos + chunk.size
+            pos = stop
+            if chunk.id in have or chunk.id in seen:
+                continue
+            seen.add(chunk.id)
+            while i < len(spans) and spans[i][1] <= start:
+                i += 1
+            j = i
+            while j < len(spans) and spans[j][0] < stop:
+                overlap = min(stop, spans[j][1]) - max(start, spans[j][0])
+                added[spans[j][2]] = added.get(spans[j][2], 0.0) + chunk.stored * overlap / chunk.size
+                j += 1
+        return {k: round(v) for k, v in sorted(added.items(), key=lambda kv: -kv[1])}
 
     # 3. restore to a time
     def workload_and_target(self, seconds: int) -> dict[str, Any]:
@@ -366,6 +422,7 @@ class Bench:
             "pitr", "restore", sysid, "--to-time", target, "--pgdata", str(pgdata), "--wal-command", str(WAL_COMMAND),
             "--passphrase-file", str(c.passphrase_file), "--start", "--port", str(port), "--json"])
         s.out_bytes = tree_bytes(pgdata)
+        s.detail["restore_command_calls"] = restore_command_calls(pgdata / "vaultflow-start.log")
         self.check_copy(RESTORE_VF, port, want)
         run(c.pg_ctl(pgdata, "-m", "immediate", "-w", "stop"), "pg_ctl stop")
         shutil.rmtree(pgdata)
@@ -382,6 +439,7 @@ class Bench:
         s = self.measure(RESTORE_BR, as_postgres(["bash", "-c", f"set -euo pipefail; {restore} && {start} && {wait}"]),
                          f"{RESTORE_BR}.{rnd}")
         s.out_bytes = tree_bytes(pgdata)
+        s.detail = {"restore_command_calls": restore_command_calls(pgdata.parent / f"br{rnd}.log")}
         self.check_copy(RESTORE_BR, port, want)
         run(c.pg_ctl(pgdata, "-m", "immediate", "-w", "stop"), "pg_ctl stop")
         shutil.rmtree(pgdata)
@@ -440,6 +498,32 @@ class Bench:
         self.facts["pushed_vaultflow_bytes"] = tree_bytes(push_repo / "wal")
         self.facts["pushed_pgbackrest_async_bytes"] = tree_bytes(c.base / "pgbr-repo" / "archive" / PUSH_STANZA)
 
+    def profile_wal_command(self, segment: str, times: int = 5) -> None:
+        """Where one `vaultflow-wal fetch` goes, as the server runs it (as postgres, a fresh process each
+        time): the interpreter alone, the imports, and a whole fetch of one segment (scrypt included);
+        against `pgbackrest archive-get` of the same segment. Medians of `times` runs, in seconds."""
+        c = self.cluster
+        python = str(WAL_COMMAND.parent / "python")
+        out = c.base / "staged" / "pg_wal" / "RECOVERYXLOG"  # where the server has restore_command write
+        env = {"VAULTFLOW_REPO": str(c.repo), "VAULTFLOW_PASSPHRASE_FILE": str(c.passphrase_file)}
+        steps = {
+            "interpreter": [python, "-c", "pass"],
+            "imports": [python, "-c", "import vaultflow.wal.command"],
+            "vaultflow-wal fetch": [str(WAL_COMMAND), "fetch", segment, str(out)],
+            "pgbackrest archive-get": c.pgbackrest("archive-get", segment, str(out)),
+        }
+        found: dict[str, float] = {}
+        for step, argv in steps.items():
+            walls = []
+            for _ in range(times):
+                subprocess.run(as_postgres(["rm", "-f", str(out)]), check=False)
+                t0 = time.perf_counter()
+                run([*self.nice, *as_postgres(argv, **env)], step)
+                walls.append(time.perf_counter() - t0)
+            found[step] = round(statistics.median(walls), 3)
+        self.facts["wal_command_profile_s"] = found
+        log(f"one WAL file fetched, median s: {found}")
+
     def keeps_up(self, seconds: int) -> None:
         """pgbench at full speed with each archive_command alone: WAL rate, the archiver's backlog."""
         c = self.cluster
@@ -479,6 +563,14 @@ class Bench:
             both = f"{c.vaultflow_push(c.repo)} && {shlex.join(c.pgbackrest('archive-push'))} %p"
             c.set_archive_command(both)
         self.facts["keeps_up"] = results
+
+
+def restore_command_calls(server_log: Path) -> dict[str, int]:
+    """How often the restored server ran restore_command: files it restored, and misses (history probes,
+    the end of the WAL) as the tools print them to the server log."""
+    text = server_log.read_text(errors="replace") if server_log.exists() else ""
+    return {"restored": text.count("restored log file"),
+            "missing": text.count("is not in the repository") + text.count("unable to find")}
 
 
 def _sample_backlog(cluster: Cluster, backlog: list[int], halt: threading.Event) -> None:
@@ -558,17 +650,31 @@ def print_report(summary: dict[str, dict[str, Any]], rs: list[Ratio], facts: dic
         if key in summary:
             print(f"  {LABELS[key]}: {summary[key]['detail']['segments_per_s']} segments/s "
                   f"({summary[key]['detail']['segments']} segments)")
+    if "load_wal" in facts:
+        lw = facts["load_wal"]
+        print(f"  the bulk load (pgbench -i + documents) wrote WAL at {lw['segments_per_s']} segments/s "
+              f"({lw['bytes']:,} B in {lw['seconds']} s; both archivers in one archive_command)")
     for key, live in facts.get("keeps_up", {}).items():
         print(f"  under pgbench, {LABELS[key]}: WAL {live['segments_per_s']} segments/s at {live['tps']} tps, "
               f"backlog max {live['max_ready']} / at end {live['ready_at_end']} .ready, "
               f"caught up {live['catch_up_s']} s after")
+    tar = int(summary[BASE_REF]["detail"]["tar_bytes"])
+    print(f"  {LABELS[BASE_REF]}: tar {tar:,} B before zstd")
     for key in (BASE_VF, INCR_VF):
         d = summary[key]["detail"]
-        print(f"  {LABELS[key]}: read {d['logical_bytes']:,} B, stored {d['added_bytes']:,} B new, "
+        print(f"  {LABELS[key]}: read {d['logical_bytes']:,} B (the -X none tar + {d['logical_bytes'] - tar:,} B, "
+              f"mostly the WAL segments -X fetch adds), stored {d['added_bytes']:,} B new, "
               f"its own timer {d['duration_s']} s")
     for key in (BASE_BR, INCR_BR):
         d = summary[key]["detail"]
         print(f"  {LABELS[key]}: copied {d['delta']:,} of {d['size']:,} B, repository +{d['repository_delta']:,} B")
+    for key in (RESTORE_VF, RESTORE_BR):
+        if key in summary:
+            print(f"  {LABELS[key]}: restore_command ran {summary[key]['detail'].get('restore_command_calls')}")
+    if "wal_command_profile_s" in facts:
+        print(f"  one WAL file fetched by a fresh process, median s: {facts['wal_command_profile_s']}")
+    if "second_base_added_by_member" in facts:
+        print(f"  {LABELS[INCR_VF]}, stored bytes by what the tar holds: {facts['second_base_added_by_member']}")
     print(f"  restore checks: {facts.get('restore_checks')}")
     print()
     print("targets:")
@@ -618,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster = start_cluster(args)
     bench = Bench(cluster, logs, nice)
     try:
-        generated = generate(cluster, args.scale, args.documents)
+        generated, load_wal = generate(cluster, args.scale, args.documents)
+        bench.facts["load_wal"] = {"bytes": load_wal, "seconds": round(generated, 1),
+                                   "segments_per_s": round(load_wal / SEGMENT / generated, 2)}
         size = int(cluster.one("SELECT sum(pg_database_size(datname)) FROM pg_database"))
         log(f"cluster {size / 2**20:,.0f} MiB, generated in {generated:.1f} s; base backups")
         for rnd in range(1, args.runs + 1):
@@ -631,7 +739,9 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, args.runs + 1):
             bench.restores(rnd, want)
         log(f"WAL push of {args.segments} staged segments")
-        bench.push_rows(bench.stage_segments(args.segments))
+        staged = bench.stage_segments(args.segments)
+        bench.push_rows(staged)
+        bench.profile_wal_command(staged[-1])
         if args.keeps_up_seconds:
             bench.keeps_up(args.keeps_up_seconds)
     finally:
