@@ -204,7 +204,8 @@ def start_cluster(args: argparse.Namespace) -> Cluster:
     from vaultflow.repository import Repository
     from vaultflow.storage import LocalStore
 
-    Repository.init(LocalStore(cluster.repo), PASSPHRASE)
+    levels = {} if args.compression_level is None else {"compression_level": args.compression_level}
+    Repository.init(LocalStore(cluster.repo), PASSPHRASE, **levels)
     cluster.passphrase_file.write_text(PASSPHRASE + "\n")
     cluster.passphrase_file.chmod(0o600)
     cluster.pgbackrest_conf.write_text(
@@ -698,6 +699,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--segments", type=int, default=32, help="segments pushed by each WAL push row (default 32)")
     p.add_argument("--keeps-up-seconds", type=int, default=20,
                    help="pgbench run per archive_command for the keeps-up check (default 20; 0 skips it)")
+    p.add_argument("--compression-level", type=int, default=None,
+                   help="zstd level of the vaultflow repository (default: the repository default, 1; "
+                        "pgBackRest runs at 3)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="results and logs (default bench/out)")
     p.add_argument("--work", type=Path, default=Path("/tmp"), help="where the cluster and repositories go")
     p.add_argument("--keep", action="store_true", help="keep the cluster directory (stopped) at the end")
@@ -751,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     rs = ratios(summary, bench.facts.get("keeps_up", {}))
     meta = {"started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(), "scale": args.scale,
             "documents": args.documents, "cluster_bytes": size, "generated_s": round(generated, 1),
-            "runs": args.runs, "niceness": niceness, "cpus": os.cpu_count(),
+            "runs": args.runs, "vaultflow_compression_level": args.compression_level, "niceness": niceness,
+            "cpus": os.cpu_count(),
             "load_avg_before": [round(x, 2) for x in load_before],
             "load_avg_after": [round(x, 2) for x in os.getloadavg()],
             "pgbackrest": tool_version(["pgbackrest", "version"]), "zstd": tool_version(["zstd", "--version"]),
