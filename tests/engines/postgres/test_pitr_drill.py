@@ -246,12 +246,14 @@ def test_an_interrupted_drill_stops_the_scratch_server_and_removes_its_directory
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
-        while not list(prepared.scratch.glob("*/data/postmaster.pid")):
+        first_line: list[str] = []
+        while not first_line:  # the postmaster creates postmaster.pid, then writes its pid into it
             assert drill.poll() is None, drill.communicate()
             assert time.monotonic() < deadline, "the scratch server never started"
             time.sleep(0.05)
-        pid_file = next(prepared.scratch.glob("*/data/postmaster.pid"))
-        postmaster = int(pid_file.read_text().splitlines()[0])
+            found = list(prepared.scratch.glob("*/data/postmaster.pid"))
+            first_line = found[0].read_text().splitlines()[:1] if found else []
+        postmaster = int(first_line[0])
         drill.send_signal(signal.SIGINT)
         out, err = drill.communicate(timeout=180)
     finally:
