@@ -15,7 +15,7 @@ from vaultflow.drill import DrillReport
 from vaultflow.engines.postgres.config import PostgresConnection
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
-from vaultflow.engines.postgres.pitr_mark import create_mark
+from vaultflow.engines.postgres.pitr_mark import PitrMark, archive_mark_wal, create_mark
 from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
@@ -23,17 +23,21 @@ if TYPE_CHECKING:
 
 
 @task(name="pitr-mark", persist_result=False, cache_policy=NO_CACHE)
-def mark_cluster(repository: RepositoryChoice | None, source: str, name: str | None, lock_timeout: float) -> str:
-    """A restore point and every table's statistics at it (not retried: a second try would make a
-    second restore point); returns the mark's name."""
+def mark_cluster(repository: RepositoryChoice | None, source: str, name: str | None, lock_timeout: float,
+                 archive_wait_seconds: float) -> PitrMark:
+    """A restore point and every table's statistics at it, then a WAL switch and a wait until the
+    mark's segment is in the repository, so the drill can reach it at once (not retried: a second try
+    would make a second restore point)."""
     engine = resolve_server(source)
     if not isinstance(engine, PostgresEngine):
         raise InputError(f"{engine.describe()} is not PostgreSQL; PITR drills are PostgreSQL's",
                          "give a postgresql:// server or a PostgresServer block")
-    mark = create_mark(engine, resolve_repository(repository).open(), name, lock_timeout=lock_timeout)
+    repo = resolve_repository(repository).open()
+    mark = create_mark(engine, repo, name, lock_timeout=lock_timeout)
     get_run_logger().info("mark %r at %s (timeline %d): %d tables, writers paused %.2f s", mark.name, mark.lsn,
                           mark.timeline, mark.table_count, mark.writers_paused_seconds)
-    return mark.name
+    archive_mark_wal(engine, repo, mark, archive_wait_seconds)
+    return mark
 
 
 @task(name="pitr-drill", task_run_name="pitr-drill-{cluster}", **RETRIED, persist_result=False,
