@@ -3,19 +3,36 @@
 
 Importing this package imports no engine: `engine_from_url` imports the one engine a URL
 names, on first use.
+
+The names below load on first use (PEP 562), so importing a module of an engine package (e.g.
+`vaultflow.engines.postgres.wal`, which PostgreSQL's archive_command runs) does not import the engine
+contract and its pydantic manifest models (docs/design.md, R501).
 """
 
-from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
-from vaultflow.engines.capabilities import Capabilities, CapabilityMissing, ExportFormat
-from vaultflow.engines.registry import (
-    EngineSpec,
-    engine_from_url,
-    engines,
-    is_database_url,
-    server_from_url,
-    spec,
-    spec_for_format,
-)
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
+    from vaultflow.engines.capabilities import Capabilities, CapabilityMissing, ExportFormat
+    from vaultflow.engines.registry import (
+        EngineSpec,
+        engine_from_url,
+        engines,
+        is_database_url,
+        server_from_url,
+        spec,
+        spec_for_format,
+    )
+
+_MODULE_OF = {
+    "DatabaseEngine": "base", "DumpSession": "base", "StreamReader": "base", "StreamSource": "base",
+    "Capabilities": "capabilities", "CapabilityMissing": "capabilities", "ExportFormat": "capabilities",
+    "EngineSpec": "registry", "engine_from_url": "registry", "engines": "registry", "is_database_url": "registry",
+    "server_from_url": "registry", "spec": "registry", "spec_for_format": "registry",
+}
 
 __all__ = [
     "Capabilities",
@@ -33,3 +50,13 @@ __all__ = [
     "spec",
     "spec_for_format",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first use."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

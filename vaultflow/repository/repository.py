@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Protocol, cast
 
 import pyfastcdc
 
@@ -45,9 +45,11 @@ from vaultflow.repository.keys import (
     new_key_object,
     role_at_least,
 )
-from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest, new_stream_hasher
 from vaultflow.repository.passphrase import KEY_ID_ENV, key_id_from_environment
 from vaultflow.storage.base import LockMode, ObjectLockPolicy, ObjectStore
+
+if TYPE_CHECKING:  # imported where used: `vaultflow-wal` opens repositories without the pydantic models
+    from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "vaultflow-repository"
@@ -414,6 +416,8 @@ class Repository:
                 f"manifest of snapshot {snapshot_id[:8]} failed its check: {exc}",
                 "the snapshot cannot be trusted; restore another one",
             ) from None
+        from vaultflow.repository.manifest import SnapshotManifest
+
         return SnapshotManifest.model_validate_json(payload)
 
     def manifests(self) -> Iterator[SnapshotManifest]:
@@ -493,6 +497,8 @@ class Repository:
         cid = self.sealer.chunk_id(data)
         blob = self.sealer.seal(data, _chunk_aad(cid), content_id=cid)
         self.store.put(chunk_key(chain, cid), blob, sync=sync)
+        from vaultflow.repository.manifest import ChunkRef
+
         return ChunkRef(id=cid, size=len(data), stored=len(blob))
 
     def load_chunk(self, snapshot_id: str, chain: str, ref: ChunkRef) -> bytes:
@@ -573,6 +579,8 @@ class ChunkWriter:
         meta: dict[str, str] | None = None,
     ) -> StreamManifest:
         """Store one stream; `tap` sees every byte in order (for row counts and checksums)."""
+        from vaultflow.repository.manifest import ChunkRef, StreamManifest, new_stream_hasher
+
         params = self.repo.chunker
         cdc = pyfastcdc.FastCDC(
             avg_size=params.avg_size,

@@ -333,6 +333,71 @@ def test_a_second_base_backup_joins_the_chain_and_targets_after_it_restore_from_
         assert [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id").fetchall()] == [1, 2, 3, 4]
 
 
+def _archived_on_the_copy(port: int, name: str) -> None:
+    """Wait until the copy on `port` archived WAL file `name` (pg_stat_archiver)."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as c:
+        while True:
+            row = c.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
+            assert row is not None
+            if row[0] is not None and str(row[0]) >= name:
+                return
+            assert time.monotonic() < deadline, f"the copy did not archive {name} in 60 s: {row}"
+            time.sleep(0.2)
+
+
+def test_a_promoted_copy_that_keeps_archiving_writes_timeline_2_and_a_restore_to_a_point_on_it_works(
+        archiving_cluster: ArchivingCluster, marked: Marks) -> None:
+    cluster = archiving_cluster
+    pgdata, port = cluster.base / "restores" / "timeline-2", free_port()
+    started = cli(cluster, "pitr", "restore", str(marked.sysid), "--to-name", "after-4", "--pgdata", str(pgdata),
+                  "--wal-command", str(wal_command()), "--passphrase-file", str(cluster.passphrase_file),
+                  "--start", "--port", str(port), "--keep-archiving", "--json")
+    pg_ctl = os.path.join(postgres_bin_dir(), "pg_ctl")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        row = json.loads(started.stdout)
+        assert row["timeline"] == 2 and row["reached"] == 'at restore point "after-4"', row
+        assert "archive_mode = 'off'" not in (pgdata / "postgresql.auto.conf").read_text()
+        history = cluster.repo / "wal" / str(marked.sysid) / "history" / "00000002.history"
+        deadline = time.monotonic() + 60
+        while not history.exists():  # the archiver pushes it right after the promotion
+            assert time.monotonic() < deadline, "00000002.history never reached the repository"
+            time.sleep(0.2)
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as copy:
+            assert [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id")] == [1, 2, 3, 4]
+            copy.execute("INSERT INTO marks VALUES (6, 'timeline 2')")
+            on_timeline_2 = copy.execute("SELECT clock_timestamp()").fetchone()
+            assert on_timeline_2 is not None
+            time.sleep(1.2)
+            copy.execute("INSERT INTO marks VALUES (7, 'timeline 2, later')")
+            segment = str(copy.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0])  # type: ignore[index]
+            copy.execute("SELECT pg_switch_wal()")
+        assert segment.startswith("00000002"), segment
+        _archived_on_the_copy(port, segment)
+        assert (cluster.repo / "wal" / str(marked.sysid) / "00000002" / segment.lower()).exists()
+    finally:
+        subprocess.run(as_postgres([pg_ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"], {}),
+                       cwd=cluster.base, check=False, capture_output=True, timeout=120)
+    with cluster.connect() as c:  # the source goes on along timeline 1 with other rows
+        c.execute("INSERT INTO marks VALUES (100, 'timeline 1 after the branch')")
+    switch_and_wait(cluster, switches=1)
+
+    shown = cli(cluster, "pitr", "window", str(marked.sysid), "--json")
+    (window,) = json.loads(shown.stdout)
+    newest = window["coverage"][-1]
+    assert (newest["timeline"], newest["last_segment"]) == (2, segment), window["coverage"]
+
+    target = on_timeline_2[0] + timedelta(seconds=0.6)
+    result, restored = restore_to(cluster, marked, target, "on-timeline-2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["snapshot"] == newest["snapshot"]
+    with started_copy(cluster, restored) as copy:
+        assert [r[0] for r in copy.execute("SELECT id FROM marks ORDER BY id").fetchall()] == [1, 2, 3, 4, 6]
+        assert copy.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0].startswith("00000003")  # type: ignore[index]
+
+
 # -- without a server ---------------------------------------------------------------------------
 
 

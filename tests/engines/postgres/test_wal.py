@@ -224,10 +224,28 @@ def test_passphrase_file_rules(tmp_path: Path) -> None:
 
 
 def test_the_wal_command_imports_only_the_core() -> None:
-    """archive_command starts a process per segment: it must not pay for Prefect, typer, rich or a driver."""
+    """archive_command starts a process per segment: it must not pay for Prefect, typer, rich or a driver,
+    nor for the pydantic manifest models (R501: about 60 % of its start-up before, bench/README.md)."""
     probe = ("import sys, vaultflow.wal.command; "
              "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'prefect', 'typer', 'rich', 'psycopg', 'blocks', 'flows', 'tasks', 'sqlalchemy'})))")
+             "{'prefect', 'typer', 'rich', 'psycopg', 'blocks', 'flows', 'tasks', 'sqlalchemy', 'pydantic'})))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == ""
+
+
+def test_a_push_and_a_fetch_run_without_the_manifest_models(tmp_path: Path) -> None:
+    """R501: not only the import, the whole push and fetch of a segment stay clear of pydantic."""
+    sysid = 7_000_000_000_000_000_501
+    Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
+    data = fake_data_directory(tmp_path / "data", sysid)
+    name = segment_name(1, 3)
+    (data / "pg_wal" / name).write_bytes(segment_bytes(sysid, 1, 3))
+    probe = ("import sys; from vaultflow.wal.command import main; "
+             f"codes = [main(['push', 'pg_wal/{name}']), main(['fetch', '{name}', 'pg_wal/RECOVERYXLOG'])]; "
+             "print(codes, sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'pydantic_core'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False,
+                         cwd=data, env={**os.environ, "PYTHONPATH": str(ROOT), "VAULTFLOW_REPO": str(tmp_path / "repo"),
+                                        "VAULTFLOW_PASSPHRASE": PASSPHRASE})
+    assert out.stdout.strip() == "[0, 0] []", out.stdout + out.stderr
+    assert (data / "pg_wal" / "RECOVERYXLOG").read_bytes() == (data / "pg_wal" / name).read_bytes()
