@@ -10,6 +10,7 @@
     pitr drill CLUSTER [--mark N]           recover to a mark in a scratch directory, compare, remove it
     pitr window mysql://host:port/db        MySQL/MariaDB: the database's window from its binlogs
     pitr restore mysql://host:port/db --to-time T --into mysql://host:port/new   snapshot + binlog replay
+         ... --to-position FILE:POS | --to-gtid D-S-N        up to a binlog position or a GTID's transaction
 
 CLUSTER is a system identifier, a server (host:port or a postgresql:// URL) as its base backups
 record it, or a base backup's snapshot id (restore then uses that one). These commands call the core
@@ -229,6 +230,12 @@ def restore(
     to_time: Annotated[str | None, typer.Option(help="Recover to this moment, with its offset: "
                                                      "'2026-12-02 10:14:00+01:00' (or ...Z).")] = None,
     to_lsn: Annotated[str | None, typer.Option(help="Recover to this LSN, e.g. 0/3000060.")] = None,
+    to_position: Annotated[str | None, typer.Option(
+        help="MySQL/MariaDB: replay the binlog up to this position FILE:POS (exclusive; where no transaction is "
+             "open, e.g. from SHOW MASTER STATUS).")] = None,
+    to_gtid: Annotated[str | None, typer.Option(
+        help="MariaDB: replay up to and including the transaction of this GTID D-S-N (every domain's "
+             "transactions logged before it too).")] = None,
     to_name: Annotated[str | None, typer.Option(
         help="Recover to this restore point (pg_create_restore_point), replaying from the oldest base backup "
              "whose WAL reaches farthest, or from the one given as CLUSTER.")] = None,
@@ -264,8 +271,11 @@ def restore(
     if cluster.startswith(_MYSQL_SCHEMES):
         if to_lsn or to_name or pgdata:
             raise InputError("--to-lsn, --to-name and --pgdata are PostgreSQL's",
-                             "give --to-time and --into for a MySQL/MariaDB database")
-        _binlog_restore(cluster, into, to_time, repo, json_out)
+                             "give --to-time, --to-position or --to-gtid and --into for a MySQL/MariaDB database")
+        _binlog_restore(cluster, into, to_time, to_position, to_gtid, repo, json_out)
+        return
+    if to_position or to_gtid:
+        raise InputError("--to-position and --to-gtid are MySQL/MariaDB's", "give --to-time, --to-lsn or --to-name")
         return
     if pgdata is None or into is not None:
         raise InputError("a PostgreSQL restore to a moment lays out a data directory",
@@ -466,36 +476,65 @@ def _binlog_window(opened: Repository, url: str, json_out: bool) -> None:
         raise typer.Exit(NOT_READY_EXIT)
 
 
-def _binlog_restore(source_url: str, into: str | None, to_time: str | None, repo: str | None,
-                    json_out: bool) -> None:
+def _binlog_restore(source_url: str, into: str | None, to_time: str | None, to_position: str | None,
+                    to_gtid: str | None, repo: str | None, json_out: bool) -> None:
     from datetime import datetime
 
-    from vaultflow.engines.mysql.binlog_replay import pick_snapshot, restore_to_time
+    from vaultflow.engines.mysql.binlog_events import parse_gtid
+    from vaultflow.engines.mysql.binlog_replay import (
+        archived_binlogs,
+        parse_binlog_position,
+        pick_snapshot,
+        plan_to_gtid,
+        plan_to_position,
+        restore_to_position,
+        restore_to_time,
+    )
     from vaultflow.operations.restore import restore_snapshot
     from vaultflow.requests import RestoreRequest
 
-    if not into or not to_time:
-        raise InputError("a MySQL/MariaDB restore to a moment needs --to-time and --into",
-                         "give --to-time '2026-12-02 10:14:00+01:00' --into mysql://user@host:port/newdb")
-    try:
-        moment = datetime.fromisoformat(to_time)
-    except ValueError:
-        raise InputError(f"--to-time {to_time!r} is not a moment", "write it as 2026-12-02 10:14:00+01:00") from None
+    if not into or sum(t is not None for t in (to_time, to_position, to_gtid)) != 1:
+        raise InputError("a MySQL/MariaDB restore to a moment needs --into and one of --to-time, --to-position and "
+                         "--to-gtid", "give --to-time '2026-12-02 10:14:00+01:00' (or --to-position FILE:POS, "
+                                      "--to-gtid D-S-N) --into mysql://user@host:port/newdb")
     source, target = _mysql_database(source_url), _mysql_database(into)
-    opened, _ = open_repo(repo)
-    snapshot = pick_snapshot(opened, source.server_label(), source.database, moment)
-    result = restore_to_time(opened, snapshot, target, moment,
-                             lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+    if to_time is not None:
+        try:
+            moment = datetime.fromisoformat(to_time)
+        except ValueError:
+            raise InputError(f"--to-time {to_time!r} is not a moment",
+                             "write it as 2026-12-02 10:14:00+01:00") from None
+        opened, _ = open_repo(repo)
+        snapshot = pick_snapshot(opened, source.server_label(), source.database, moment)
+        result = restore_to_time(opened, snapshot, target, moment,
+                                 lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+        reached = moment.isoformat(sep=" ")
+    else:
+        position = parse_binlog_position(to_position) if to_position is not None else None
+        gtid = parse_gtid(to_gtid) if to_gtid is not None else None
+        opened, _ = open_repo(repo)
+        with archived_binlogs(opened, source.server_label()) as archive:
+            if position is not None:
+                plan = plan_to_position(archive, source.database, *position)
+            else:
+                assert gtid is not None
+                plan = plan_to_gtid(archive, source.database, gtid)
+            snapshot = plan.snapshot
+            result = restore_to_position(archive, plan, target,
+                                         lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+        reached = plan.describe()
     last = result.last_event_at.isoformat(sep=" ", timespec="seconds") if result.last_event_at else None
-    row = {"snapshot": snapshot.id, "into": target.describe(), "target": moment.isoformat(),
-           "binlog_files": result.files, "last_event_at": last, "last_event_position": result.last_event_position}
+    row = {"snapshot": snapshot.id, "into": target.describe(), "target": to_time or to_position or to_gtid,
+           "binlog_files": result.files, "last_event_at": last, "last_event_position": result.last_event_position,
+           "last_gtid": result.last_gtid}
     if json_out:
         print_json(row)
         return
-    applied = f"last event applied {last} (end position {result.last_event_position})" if last else \
-        "no binlog event needed"
+    gtid_text = f", GTID {result.last_gtid}" if result.last_gtid else ""
+    applied = (f"last event applied {last} (end position {result.last_event_position}{gtid_text})" if last
+               else "no binlog event needed")
     stdout.print(f"restored snapshot {snapshot.short_id} into {target.describe()} and replayed its binlogs to "
-                 f"{moment.isoformat(sep=' ')}: {applied}", highlight=False)
+                 f"{reached}: {applied}", highlight=False)
 
 
 def wal_push(
