@@ -76,6 +76,7 @@ class FileEvents:
     size: int  # bytes of whole events
     transactions: tuple[Transaction, ...]
     boundaries: frozenset[int]  # event positions (and the end) outside every transaction
+    last_event_at: datetime | None  # the latest event time (a second's resolution), None without events
 
     def around(self, position: int) -> tuple[int | None, int | None]:
         """The nearest boundaries before and after `position`."""
@@ -88,7 +89,7 @@ def read_events(data: bytes) -> FileEvents:
     """The transactions of a binlog file's bytes (a finished file or the start of a growing one)."""
     if not data.startswith(MAGIC):
         raise InputError("the archived object is not a binlog file (no binlog magic)", "check it with vaultflow verify")
-    position, transactions = 4, []
+    position, transactions, latest = 4, [], -1
     boundaries = {4}
     open_gtid: tuple[Gtid, int, bool] | None = None  # gtid, start, standalone
     while position + _HEADER <= len(data):
@@ -97,6 +98,7 @@ def read_events(data: bytes) -> FileEvents:
             break
         kind, when = data[position + 4], int.from_bytes(data[position:position + 4], "little")
         end = position + length
+        latest = max(latest, when)
         if kind == _GTID and length >= _HEADER + 13:
             body = data[position + _HEADER:end]
             gtid = Gtid(int.from_bytes(body[8:12], "little"), int.from_bytes(data[position + 5:position + 9], "little"),
@@ -115,7 +117,8 @@ def read_events(data: bytes) -> FileEvents:
         position = end
     if open_gtid is not None:
         transactions.append(Transaction(open_gtid[0], open_gtid[1], None, datetime.fromtimestamp(0, UTC)))
-    return FileEvents(position, tuple(transactions), frozenset(boundaries))
+    return FileEvents(position, tuple(transactions), frozenset(boundaries),
+                      datetime.fromtimestamp(latest, UTC) if latest >= 0 else None)
 
 
 def _ends_with_query(data: bytes, position: int, kind: int, end: int) -> bool:

@@ -109,23 +109,33 @@ class ArchivedBinlogs:
             self._events[name] = read_events(self.path(name).read_bytes())
         return self._events[name]
 
-    def files_from(self, snapshot: SnapshotManifest, up_to: str | None = None) -> list[str]:
-        """The archived files from the snapshot's on (to `up_to`); InputError for a missing one."""
+    def files_from(self, snapshot: SnapshotManifest) -> Iterator[str]:
+        """The archived files from the snapshot's on, in order, while they follow without a gap:
+        InputError when the caller asks past a missing file (a replay that stops before it does not)."""
         assert snapshot.binlog is not None
         start = snapshot.binlog.file.lower()
         if start not in self.keys:
             raise InputError(f"binlog file {snapshot.binlog.file} of {snapshot.server}, where snapshot "
                              f"{snapshot.short_id} starts, is not archived",
                              "run vaultflow binlog-stream for the server")
-        files = self.names[self.names.index(start):]
-        if up_to is not None:
-            files = files[:files.index(up_to) + 1]
-        numbers = [binlog_number(n) for n in files]
-        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
-        if missing:
-            raise InputError(f"binlog files {', '.join(str(n) for n in missing)} of {snapshot.server} are missing "
-                             "from the repository: no replay can cross them", "restore to a moment before the gap")
-        return files
+        previous = None
+        for name in self.names[self.names.index(start):]:
+            if previous is not None and binlog_number(name) != binlog_number(previous) + 1:
+                missing = range(binlog_number(previous) + 1, binlog_number(name))
+                raise InputError(f"binlog files {', '.join(str(n) for n in missing)} of {snapshot.server} are "
+                                 "missing from the repository: no replay can cross them",
+                                 "restore to a moment before the gap, or from a snapshot after it")
+            yield name
+            previous = name
+
+    def files_to(self, snapshot: SnapshotManifest, last: str) -> list[str]:
+        """The archived files from the snapshot's to `last`, which must follow without a gap."""
+        files = []
+        for name in self.files_from(snapshot):
+            files.append(name)
+            if name == last:
+                return files
+        raise InputError(f"binlog file {last} of {snapshot.server} is not archived", "run vaultflow binlog-stream")
 
 
 @contextmanager
@@ -191,7 +201,7 @@ def plan_to_position(archive: ArchivedBinlogs, database: str, file: str, positio
         raise InputError(f"position {file}:{position} is before the oldest snapshot of {database} that can start a "
                          f"replay (at {first.file}:{first.position})", "give a later position")
     snapshot = before[-1]
-    archive.files_from(snapshot, up_to=file)
+    archive.files_to(snapshot, file)
     events = archive.events(file)
     if position > events.size:
         growing = " (the part of the growing file stored so far)" if archive.is_partial(file) else ""
@@ -250,7 +260,7 @@ def restore_to_position(archive: ArchivedBinlogs, plan: PositionPlan, target: My
     plan's (nothing at or after it)."""
     snapshot = plan.snapshot
     assert snapshot.binlog is not None
-    files = archive.files_from(snapshot, up_to=plan.file)
+    files = archive.files_to(snapshot, plan.file)
     paths = [archive.path(n) for n in files]
     sql = _decode(target, paths, [f"--start-position={snapshot.binlog.position}", f"--stop-position={plan.position}",
                                   *_database_options(snapshot, target)])
@@ -266,14 +276,20 @@ def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLE
     if to_time.tzinfo is None:
         raise InputError(f"the moment {to_time.isoformat()} has no time zone", "give it with an offset or Z")
     assert snapshot.binlog is not None
+    cutoff = to_time.replace(microsecond=0)
     with archived_binlogs(repo, snapshot.server) as archive:
-        files = archive.files_from(snapshot)
-        paths = [archive.path(n) for n in files]
-        last = binlog_events(_decode(target, paths[-1:], []))[-1:]
-        if not last or last[0][0] < to_time.replace(microsecond=0):
-            until = last[0][0].isoformat() if last else "none"
+        files: list[str] = []
+        last: datetime | None = None
+        for name in archive.files_from(snapshot):  # up to the file with an event at or after the moment
+            files.append(name)
+            last = archive.events(name).last_event_at or last
+            if last is not None and last >= cutoff:
+                break
+        else:
+            until = last.isoformat() if last else "none"
             raise InputError(f"{to_time.isoformat()} is after the last archived binlog event of {snapshot.server} "
                              f"({until})", "pick an earlier moment, or wait for binlog-stream to archive more")
+        paths = [archive.path(n) for n in files]
         stop = to_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         sql = _decode(target, paths, [f"--start-position={snapshot.binlog.position}", f"--stop-datetime={stop}",
                                       *_database_options(snapshot, target)])
