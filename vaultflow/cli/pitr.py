@@ -9,6 +9,9 @@
     pitr marks CLUSTER                      the cluster's marks
     pitr drill CLUSTER [--mark N]           recover to a mark in a scratch directory, compare, remove it
     pitr window mysql://host:port/db        MySQL/MariaDB: the database's window from its binlogs
+    pitr mark mysql://host:port/db [--name N]        its tables and binlog position in one transaction snapshot
+    pitr marks mysql://host:port[/db]       the server's (database's) marks
+    pitr drill mysql://host:port/db [--mark N] [--scratch URL]   restore to a mark in vaultflow_drill_*, compare, drop
     pitr restore mysql://host:port/db --to-time T --into mysql://host:port/new   snapshot + binlog replay
          ... --to-position FILE:POS | --to-gtid D-S-N        up to a binlog position or a GTID's transaction
 
@@ -347,9 +350,13 @@ def mark(
 ) -> None:
     """Create a named restore point and store, in the repository, the row count and checksum of every
     table of every database at exactly that point (writers pause while the tables are locked and the
-    point is created); `vaultflow pitr drill` later recovers to it and compares."""
+    point is created); `vaultflow pitr drill` later recovers to it and compares. For mysql://host:port/db:
+    the database's tables and the binlog position of one transaction snapshot (writers do not pause)."""
     from vaultflow.engines.postgres.pitr_mark import create_mark
 
+    if server.startswith(_MYSQL_SCHEMES):
+        _binlog_mark(server, name, repo, archive_check, json_out)
+        return
     engine = _postgres_server(server)
     opened, _ = open_repo(repo)
     made = create_mark(engine, opened, name, lock_timeout=lock_timeout, jobs=jobs, archive_check=archive_check)
@@ -372,6 +379,9 @@ def list_marks(cluster: ClusterArg, repo: RepoOpt = None, json_out: JsonOpt = Fa
     from vaultflow.engines.postgres.pitr import resolve_cluster
     from vaultflow.engines.postgres.pitr_mark import marks
 
+    if cluster.startswith(_MYSQL_SCHEMES):
+        _binlog_marks(cluster, repo, json_out)
+        return
     opened, _ = open_repo(repo)
     found = marks(opened, resolve_cluster(opened, list(opened.manifests()), cluster))
     if json_out:
@@ -403,16 +413,26 @@ def drill(
                                                       "version.")] = None,
     user: Annotated[str, typer.Option(help="The role to read the scratch server's tables as.")] = "postgres",
     jobs: Annotated[int, typer.Option(min=1, max=16, help="Tables read at once per database.")] = 2,
+    scratch: Annotated[str | None, typer.Option(
+        help="MySQL/MariaDB: the server that hosts the scratch database (mysql://user@host:port; default: the "
+             "server of the URL given).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Recover the cluster to a mark in a scratch data directory on a free port (paused at the restore
     point, not promoted), compare every table of every database with the mark, stop the server and
-    remove the directory, and report the RTO. Exit 1 when the drill failed."""
+    remove the directory, and report the RTO. For mysql://host:port/db: restore the newest snapshot before
+    the mark and replay the binlogs to its position in a vaultflow_drill_* database, compare, drop it.
+    Exit 1 when the drill failed."""
     from vaultflow.catalog import Catalog
     from vaultflow.drill import DrillFailed
     from vaultflow.engines.postgres.config import PostgresConnection
     from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
 
+    if cluster.startswith(_MYSQL_SCHEMES):
+        _binlog_drill(cluster, mark_name, scratch, repo, json_out)
+        return
+    if scratch is not None:
+        raise InputError("--scratch is MySQL/MariaDB's", "give --scratch-dir for a PostgreSQL drill")
     location = _wal_location(repo)
     if passphrase_file is None:
         raise InputError("the scratch server needs the repository passphrase in a file it can read",
@@ -535,6 +555,70 @@ def _binlog_restore(source_url: str, into: str | None, to_time: str | None, to_p
                else "no binlog event needed")
     stdout.print(f"restored snapshot {snapshot.short_id} into {target.describe()} and replayed its binlogs to "
                  f"{reached}: {applied}", highlight=False)
+
+
+def _binlog_mark(url: str, name: str | None, repo: str | None, archive_check: bool, json_out: bool) -> None:
+    from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
+
+    engine = _mysql_database(url)
+    opened, _ = open_repo(repo)
+    made = create_binlog_mark(engine, opened, name, archive_check=archive_check)
+    position = made.binlog
+    row = {"name": made.name, "server": made.server, "database": made.database, "binlog_file": position.file,
+           "binlog_position": position.position, "gtid": position.gtid, "tables": len(made.tables),
+           "created_at": made.created_at.isoformat()}
+    if json_out:
+        print_json(row)
+        return
+    stdout.print(f"mark {made.name!r} of {made.database!r} on {made.server}: binlog position {position.file}:"
+                 f"{position.position} (GTID {position.gtid or '-'}), {len(made.tables)} tables recorded",
+                 highlight=False)
+
+
+def _binlog_marks(url: str, repo: str | None, json_out: bool) -> None:
+    from vaultflow.engines import engine_from_url
+    from vaultflow.engines.mysql.binlog_mark import binlog_marks
+    from vaultflow.engines.mysql.engine import MySQLEngine
+
+    engine = engine_from_url(url)
+    assert isinstance(engine, MySQLEngine)
+    opened, _ = open_repo(repo)
+    found = binlog_marks(opened, engine.server_label(), engine.conn.database or None)
+    if json_out:
+        print_json([m.model_dump(mode="json", exclude={"tables"}) | {"tables": len(m.tables)} for m in found])
+        return
+    for m in found:
+        stdout.print(f"{m.name}  {m.created_at.isoformat(sep=' ', timespec='seconds')}  {m.database}  "
+                     f"{m.binlog.file}:{m.binlog.position} (GTID {m.binlog.gtid or '-'})  {len(m.tables)} tables",
+                     highlight=False)
+    if not found:
+        stdout.print("no marks", highlight=False)
+
+
+def _binlog_drill(url: str, mark_name: str | None, scratch: str | None, repo: str | None, json_out: bool) -> None:
+    from vaultflow.catalog import Catalog
+    from vaultflow.drill import DrillFailed
+    from vaultflow.engines import engine_from_url
+    from vaultflow.engines.mysql.binlog_mark import pick_binlog_mark, run_binlog_drill
+    from vaultflow.engines.mysql.engine import MySQLEngine
+
+    source = _mysql_database(url)
+    host = source
+    if scratch is not None:
+        given = engine_from_url(scratch)
+        if not isinstance(given, MySQLEngine):
+            raise InputError(f"--scratch {scratch} is not a MySQL/MariaDB server", "give mysql://user@host:port")
+        host = given
+    opened, catalog_url = open_repo(repo)
+    chosen = pick_binlog_mark(opened, source.server_label(), source.database, mark_name)
+    report = run_binlog_drill(opened, chosen, host)
+    Catalog(catalog_url).record_drill(report, repository_id=opened.id)
+    if json_out:
+        print_json(report.model_dump(mode="json") | {"passed": report.passed, "summary": report.summary()})
+    else:
+        stdout.print(report.summary(), highlight=False)
+    if not report.passed:
+        raise DrillFailed.from_report(report)
 
 
 def wal_push(
