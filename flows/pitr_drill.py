@@ -1,6 +1,7 @@
 """PITR drills: `pitr-drill` marks a PostgreSQL cluster (when given its server) and recovers it to
-the mark, or to the newest mark, in a scratch data directory; recorded like restore drills
-(catalog drill row, `vaultflow.drill.*` event, markdown artifact)."""
+the mark, or to the newest mark, in a scratch data directory; for a MySQL/MariaDB database
+(mysql://.../db as `cluster`) it restores to the mark in a vaultflow_drill_* database instead.
+Recorded like restore drills (catalog drill row, `vaultflow.drill.*` event, markdown artifact)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from pydantic import Field
 
 from blocks.parameters import RepositoryChoice
 from tasks.drill import record_drill
-from tasks.pitr_drill import drill_mark, mark_cluster
+from tasks.pitr_drill import drill_binlog_mark, drill_mark, mark_cluster, mysql_database
 from tasks.reporting import drill_row, publish_drill_report
 from vaultflow.drill import DrillFailed
 
 
 @flow(name="pitr-drill", validate_parameters=True)
 def pitr_drill(
-    cluster: Annotated[str, Field(description="System identifier, host:port or base backup id of the cluster")],
+    cluster: Annotated[str, Field(description="System identifier, host:port or base backup id of the cluster; "
+                                              "or a MySQL/MariaDB database: mysql://user@host:port/db")],
     repository: Annotated[RepositoryChoice | None, Field(
         description="BackupRepository block (or its name) or a local path; VAULTFLOW_REPO if empty")] = None,
     source: Annotated[str | None, Field(
@@ -32,12 +34,18 @@ def pitr_drill(
     scratch_dir: Annotated[str | None, Field(description="Where the scratch directory is made")] = None,
     bin_dir: Annotated[str | None, Field(description="PostgreSQL bin directory of the backup's major")] = None,
     user: Annotated[str, Field(description="Role that reads the scratch server's tables")] = "postgres",
+    scratch: Annotated[str | None, Field(description="MySQL/MariaDB: the server of the scratch database "
+                                                     "(default: the database's own)")] = None,
 ) -> dict[str, object]:
     """Mark (when `source` is set), recover to the mark in a scratch directory on a free port, compare every
     table of every database with the mark, remove the directory; the run fails naming the first differing
-    table."""
+    table. A MySQL/MariaDB database: the snapshot before the mark and the binlogs up to it in a scratch
+    database, compared and dropped."""
     name = mark_cluster(repository, source, mark, lock_timeout) if source else mark
-    report = drill_mark(repository, cluster, name, wal_command, wal_repository, scratch_dir, bin_dir, user)
+    if mysql_database(cluster) is not None:
+        report = drill_binlog_mark(repository, cluster, name, scratch)
+    else:
+        report = drill_mark(repository, cluster, name, wal_command, wal_repository, scratch_dir, bin_dir, user)
     record_drill(repository, report)
     publish_drill_report(report)
     if not report.passed:

@@ -1,4 +1,5 @@
-"""PITR drill tasks: mark a cluster, drill a mark (the core's pitr_mark and pitr_drill, as they are)."""
+"""PITR drill tasks: mark a cluster or a MySQL/MariaDB database, drill a mark (the core's pitr_mark,
+pitr_drill and binlog_mark, as they are)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.resolve import resolve_repository, resolve_server
+from blocks.resolve import resolve_engine, resolve_repository, resolve_server
 from tasks.retry_policy import RETRIED
 from vaultflow.drill import DrillReport
+from vaultflow.engines import is_database_url
+from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.postgres.config import PostgresConnection
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
@@ -22,14 +25,39 @@ if TYPE_CHECKING:
     from blocks.parameters import RepositoryChoice
 
 
+def mysql_database(ref: str) -> MySQLEngine | None:
+    """The MySQL/MariaDB database `ref` names (mysql://user@host:port/db, or MySQLServer-block/db);
+    None for a reference to another engine."""
+    if is_database_url(ref):
+        if not ref.startswith(("mysql://", "mariadb://")):
+            return None
+    elif not isinstance(resolve_server(ref.partition("/")[0]), MySQLEngine):
+        return None
+    engine = resolve_engine(ref)
+    assert isinstance(engine, MySQLEngine)
+    if not engine.conn.database:
+        raise InputError(f"{ref} names no MySQL/MariaDB database; its PITR marks and drills are per database",
+                         "give mysql://user@host:port/database (or block/database)")
+    return engine
+
+
 @task(name="pitr-mark", persist_result=False, cache_policy=NO_CACHE)
 def mark_cluster(repository: RepositoryChoice | None, source: str, name: str | None, lock_timeout: float) -> str:
     """A restore point and every table's statistics at it (not retried: a second try would make a
-    second restore point); returns the mark's name."""
+    second restore point); returns the mark's name. A MySQL/MariaDB database: its tables and binlog
+    position in one transaction snapshot."""
+    database = mysql_database(source)
+    if database is not None:
+        from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
+
+        made = create_binlog_mark(database, resolve_repository(repository).open(), name)
+        get_run_logger().info("mark %r of %r at %s:%d (GTID %s): %d tables", made.name, made.database,
+                              made.binlog.file, made.binlog.position, made.binlog.gtid or "-", len(made.tables))
+        return made.name
     engine = resolve_server(source)
     if not isinstance(engine, PostgresEngine):
-        raise InputError(f"{engine.describe()} is not PostgreSQL; PITR drills are PostgreSQL's",
-                         "give a postgresql:// server or a PostgresServer block")
+        raise InputError(f"{engine.describe()} is neither PostgreSQL nor a MySQL/MariaDB database",
+                         "give a postgresql:// server, a PostgresServer block or mysql://user@host:port/db")
     mark = create_mark(engine, resolve_repository(repository).open(), name, lock_timeout=lock_timeout)
     get_run_logger().info("mark %r at %s (timeline %d): %d tables, writers paused %.2f s", mark.name, mark.lsn,
                           mark.timeline, mark.table_count, mark.writers_paused_seconds)
@@ -62,5 +90,24 @@ def drill_mark(repository: RepositoryChoice | None, cluster: str, mark: str | No
                             passphrase=ref.passphrase.get_secret_value(),
                             scratch_parent=Path(scratch_dir) if scratch_dir else None,
                             bin_dir=Path(bin_dir) if bin_dir else None, login=PostgresConnection(user=user))
+    (get_run_logger().info if report.passed else get_run_logger().error)(report.summary())
+    return report
+
+
+@task(name="pitr-drill-binlog", task_run_name="pitr-drill-{cluster}", **RETRIED, persist_result=False,
+      cache_policy=NO_CACHE)
+def drill_binlog_mark(repository: RepositoryChoice | None, cluster: str, mark: str | None,
+                      scratch: str | None) -> DrillReport:
+    """Restore a MySQL/MariaDB database to its mark (the newest without one) in a vaultflow_drill_*
+    database on `scratch` (a server URL or block; default: the database's own server), compare, drop it."""
+    from vaultflow.engines.mysql.binlog_mark import pick_binlog_mark, run_binlog_drill
+
+    source = mysql_database(cluster)
+    assert source is not None
+    host = resolve_server(scratch) if scratch else source
+    if not isinstance(host, MySQLEngine):
+        raise InputError(f"scratch {scratch} is not a MySQL/MariaDB server", "give mysql://user@host:port")
+    repo = resolve_repository(repository).open()
+    report = run_binlog_drill(repo, pick_binlog_mark(repo, source.server_label(), source.conn.database, mark), host)
     (get_run_logger().info if report.passed else get_run_logger().error)(report.summary())
     return report

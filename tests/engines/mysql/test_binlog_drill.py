@@ -159,3 +159,17 @@ def test_a_missing_binlog_fails_the_drill_naming_it_and_bad_marks_fail_in_one_li
     finally:
         marked.repo.store.put(key, saved, sync=True)
     assert _scratch_databases(drill_server) == []
+
+
+def test_the_pitr_drill_flow_drills_a_mysql_mark_and_emits_the_drill_event(
+        prefect_api: str, drill_server: PrivateMariaDB, marked: Marked, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.pitr_drill import pitr_drill
+    from tests.flows.test_drill_flows import _events
+
+    monkeypatch.setenv("VAULTFLOW_PASSPHRASE", PASSPHRASE)
+    row = pitr_drill(cluster=drill_server.url("bank"), repository=str(marked.base / "repo"), mark="under-load")
+    assert row["mark"] == "under-load" and row["rto_s"] > 0  # type: ignore[operator]
+    events = _events(prefect_api, "bank")
+    assert any(e["event"] == "vaultflow.drill.succeeded" and "mysql" in e["resource"]["prefect.resource.id"]
+               for e in events), events
+    assert _scratch_databases(drill_server) == []
