@@ -1,4 +1,4 @@
-"""`pitr` group: point-in-time recovery (the commands below the check are PostgreSQL's).
+"""`pitr` group: point-in-time recovery (PostgreSQL clusters; the mysql:// forms are MySQL/MariaDB's).
 
     pitr check SERVER                       what the server lacks for PITR (also MySQL/MariaDB binlogs)
     pitr base-backup SERVER                 a physical base backup of the whole cluster

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import PASSPHRASE
 from vaultflow.engines.mysql.binlog import binlog_sources, push_binlog, push_partial_binlog
 from vaultflow.engines.mysql.binlog_events import Gtid, gtid_positions, parse_gtid, read_events
-from vaultflow.engines.mysql.binlog_replay import parse_binlog_position
+from vaultflow.engines.mysql.binlog_replay import ReplayFilter, parse_binlog_position
 from vaultflow.errors import InputError
 from vaultflow.repository import Repository
 from vaultflow.storage import LocalStore
@@ -88,3 +88,41 @@ def test_a_partial_of_a_million_bytes_is_a_partial_of_its_file(tmp_path: Path) -
     sources = binlog_sources(repo, "127.0.0.1:3999")
     assert [name for name, _ in sources] == ["binlog.000001", "binlog.000002"]
     assert sources[1][1].endswith(f"binlog.000002.partial.{len(big)}")
+
+
+_DECODED = b"""DELIMITER /*!*/;
+# at 379
+#261204 18:47:49 server id 11  end_log_pos 421 CRC32 0x372094f0 \tGTID 0-11-5 trans
+/*M!100101 SET @@session.skip_parallel_replication=0*//*!*/;
+/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;
+/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;
+START TRANSACTION
+/*!*/;
+# at 421
+#261204 18:47:49 server id 11  end_log_pos 481 CRC32 0x30e48566 \tQuery\tthread_id=5
+SET TIMESTAMP=1764874069/*!*/;
+insert into t values ('
+/*M!100001 SET @@session.gtid_seq_no=9*//*!*/;
+')
+/*!*/;
+# at 603
+#261204 18:47:50 server id 11  end_log_pos 645 CRC32 0x7c46f5ad \tGTID 0-11-6 trans
+/*M!100001 SET @@session.gtid_seq_no=6*//*!*/;
+START TRANSACTION
+/*!*/;
+# at 645
+#261204 18:47:51 server id 11  end_log_pos 676 CRC32 0xb2b3ca6c \tXid = 22
+COMMIT/*!*/;
+DELIMITER ;
+"""
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 4096])
+def test_the_replay_filter_drops_only_the_gtid_sequence_lines_of_gtid_events(block: int) -> None:
+    tap = ReplayFilter()
+    out = b"".join(tap(_DECODED[i:i + block]) for i in range(0, len(_DECODED), block)) + tap.finish()
+    assert b"gtid_seq_no=5" not in out and b"gtid_seq_no=6" not in out
+    assert b"gtid_seq_no=9" in out, "a statement's text is left alone"
+    assert out == _DECODED.replace(b"/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;\n", b"").replace(
+        b"/*M!100001 SET @@session.gtid_seq_no=6*//*!*/;\n", b"")
+    assert tap.last_gtid == "0-11-6" and tap.last_event is not None and tap.last_event[1] == "676"

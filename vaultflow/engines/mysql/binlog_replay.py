@@ -24,6 +24,7 @@ under gtid_strict_mode (ERROR 1950) and, without it, logs duplicate GTIDs replic
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -38,16 +39,12 @@ from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_sources, is_p
 from vaultflow.engines.mysql.binlog_events import FileEvents, Gtid, gtid_positions, read_events
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.process import ToolProcess
-from vaultflow.errors import InputError, ToolFailed
+from vaultflow.errors import InputError, ToolFailed, VaultflowError
 from vaultflow.repository.manifest import SnapshotManifest
 from vaultflow.repository.repository import Repository
 
+_log = logging.getLogger("vaultflow.mysql")
 _EVENT = re.compile(rb"^#(\d{6} [ \d]\d:\d\d:\d\d) server id \d+\s+end_log_pos (\d+)", re.MULTILINE)
-_GTID_EVENT = re.compile(rb"^#\d{6} [ \d]\d:\d\d:\d\d server id \d+\s+end_log_pos \d+ [^\n]*\tGTID (\d+-\d+-\d+)",
-                         re.MULTILINE)
-# The GTID event's SET lines, then the one that numbers the transaction (dropped on replay).
-_GTID_SEQUENCE = re.compile(rb"(\tGTID \d+-\d+-\d+[^\n]*\n(?:/\*[^\n]*\n)*?)/\*M!100001 SET @@session\.gtid_seq_no=\d+"
-                            rb"\*//\*!\*/;\n")
 _POSITION = re.compile(r"^(?P<file>[A-Za-z0-9_.-]+\.\d{6,}):(?P<position>\d{1,20})$")
 
 
@@ -262,11 +259,10 @@ def restore_to_position(archive: ArchivedBinlogs, plan: PositionPlan, target: My
     assert snapshot.binlog is not None
     files = archive.files_to(snapshot, plan.file)
     paths = [archive.path(n) for n in files]
-    sql = _decode(target, paths, [f"--start-position={snapshot.binlog.position}", f"--stop-position={plan.position}",
-                                  *_database_options(snapshot, target)])
-    restore()
-    _apply(target, sql)
-    return _result(snapshot, files, sql)
+    tap = _restore_and_replay(target, restore, paths, [f"--start-position={snapshot.binlog.position}",
+                                                       f"--stop-position={plan.position}",
+                                                       *_database_options(snapshot, target)])
+    return tap.result(snapshot, files)
 
 
 def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLEngine, to_time: datetime,
@@ -291,11 +287,10 @@ def restore_to_time(repo: Repository, snapshot: SnapshotManifest, target: MySQLE
                              f"({until})", "pick an earlier moment, or wait for binlog-stream to archive more")
         paths = [archive.path(n) for n in files]
         stop = to_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        sql = _decode(target, paths, [f"--start-position={snapshot.binlog.position}", f"--stop-datetime={stop}",
-                                      *_database_options(snapshot, target)])
-        restore()
-        _apply(target, sql)
-    return _result(snapshot, files, sql)
+        tap = _restore_and_replay(target, restore, paths, [f"--start-position={snapshot.binlog.position}",
+                                                           f"--stop-datetime={stop}",
+                                                           *_database_options(snapshot, target)])
+    return tap.result(snapshot, files)
 
 
 def _database_options(snapshot: SnapshotManifest, target: MySQLEngine) -> list[str]:
@@ -307,49 +302,112 @@ def _database_options(snapshot: SnapshotManifest, target: MySQLEngine) -> list[s
     return options
 
 
-def _result(snapshot: SnapshotManifest, files: list[str], sql: bytes) -> ReplayResult:
-    applied = binlog_events(sql)
-    gtids = _GTID_EVENT.findall(sql)
-    return ReplayResult(snapshot, files, applied[-1][0] if applied else None, applied[-1][1] if applied else None,
-                        gtids[-1].decode() if gtids else None)
-
-
-def _decode(engine: MySQLEngine, paths: list[Path], options: list[str]) -> bytes:
-    """mariadb-binlog's SQL for `paths`, with event times in UTC."""
-    tool = engine._tool("mariadb-binlog", "mysqlbinlog")
-    out = subprocess.run([tool, *options, *map(str, paths)], capture_output=True, timeout=3600, check=False,
-                         env={**os.environ, "TZ": "UTC"})
-    if out.returncode != 0:
-        line = (out.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-        raise ToolFailed(f"mariadb-binlog could not read the archived binlogs: {line[:300]}",
-                         "check the files with vaultflow verify")
-    return out.stdout
-
-
 def binlog_events(sql: bytes) -> list[tuple[datetime, str]]:
     """(time, end position) of every event header in mariadb-binlog's output (decoded with TZ=UTC)."""
     return [(datetime.strptime(m.group(1).decode().replace("  ", " 0"), "%y%m%d %H:%M:%S").replace(tzinfo=UTC),
              m.group(2).decode()) for m in _EVENT.finditer(sql)]
 
 
-def without_gtid_sequence(sql: bytes) -> bytes:
-    """mariadb-binlog's SQL without the `SET @@session.gtid_seq_no` of each GTID event, so the
-    target server numbers the replayed transactions itself."""
-    return _GTID_SEQUENCE.sub(rb"\1", sql)
+class ReplayFilter:
+    """mariadb-binlog's SQL on its way to the client, cut after the last whole event block (`# at`
+    line) of what came so far: the `SET @@session.gtid_seq_no` line of each GTID event is left out,
+    and the last event header and GTID are noted (the last event applied)."""
+
+    _SEQUENCE = b"/*M!100001 SET @@session.gtid_seq_no="
+    _SEQUENCE_LINE = re.compile(rb"/\*M!100001 SET @@session\.gtid_seq_no=\d+\*//\*!\*/;")
+    _GTID = re.compile(rb"\tGTID (\d+-\d+-\d+)")
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self.last_event: tuple[datetime, str] | None = None
+        self.last_gtid: str | None = None
+
+    def __call__(self, block: bytes) -> bytes:
+        data = self._carry + block if self._carry else block
+        cut = data.rfind(b"\n# at ")
+        if cut < 0:
+            self._carry = data
+            return b""
+        self._carry = data[cut + 1:]
+        return self._pass(data[:cut + 1])
+
+    def finish(self) -> bytes:
+        data, self._carry = self._carry, b""
+        return self._pass(data)
+
+    def _pass(self, data: bytes) -> bytes:
+        end = data.rfind(b" end_log_pos ")
+        if end >= 0 and (found := _EVENT.match(data, data.rfind(b"\n", 0, end) + 1)):
+            self.last_event = binlog_events(found.group(0))[0]
+        gtid = data.rfind(b"\tGTID ")
+        if gtid >= 0 and (named := self._GTID.match(data, gtid)):
+            self.last_gtid = named.group(1).decode()
+        parts, start = [], 0
+        at = data.find(self._SEQUENCE)
+        while at >= 0:
+            line_end = data.find(b"\n", at)
+            line_end = len(data) if line_end < 0 else line_end
+            if data[at - 1:at] == b"\n" and self._SEQUENCE_LINE.fullmatch(data, at, line_end) and \
+                    self._in_gtid_event(data, at):
+                parts.append(data[start:at])
+                start = line_end + 1
+            at = data.find(self._SEQUENCE, line_end)
+        parts.append(data[start:])
+        return b"".join(parts)
+
+    @staticmethod
+    def _in_gtid_event(data: bytes, at: int) -> bool:
+        """Whether the line at `at` follows a GTID event header, with only `/*...` lines between."""
+        header = data.rfind(b"\n#", 0, at) + 1
+        header_end = data.find(b"\n", header)
+        return b"\tGTID " in data[header:header_end] and all(
+            line.startswith(b"/*") for line in data[header_end + 1:at].split(b"\n")[:-1])
+
+    def result(self, snapshot: SnapshotManifest, files: list[str]) -> ReplayResult:
+        last = self.last_event
+        return ReplayResult(snapshot, files, last[0] if last else None, last[1] if last else None, self.last_gtid)
 
 
-def _apply(target: MySQLEngine, sql: bytes) -> None:
-    """Run the replay through one client session in the target database."""
-    tool = target._tool("mariadb", "mysql")
-    sql = without_gtid_sequence(sql)
-    with target.option_file() as options:
-        argv = [*target.tool_argv(tool, options), "--binary-mode", "--max-allowed-packet=1G", target.database]
-        with ToolProcess(argv, stdin=subprocess.PIPE, timeout=None) as proc:
+def _restore_and_replay(target: MySQLEngine, restore: Callable[[], object], paths: list[Path],
+                        options: list[str]) -> ReplayFilter:
+    """`restore`, then the replay; a database the restore created is dropped again when the replay
+    fails, so nothing partial is left."""
+    existed = target.database_exists()
+    restore()
+    try:
+        return _replay(target, paths, options)
+    except BaseException:
+        if not existed:
             try:
-                proc.stdin.write(sql)
-                proc.stdin.close()
+                target.drop_database()
+            except VaultflowError as exc:
+                _log.error("could not drop %s after the failed replay: %s", target.describe(), exc.line())
+        raise
+
+
+def _replay(target: MySQLEngine, paths: list[Path], options: list[str]) -> ReplayFilter:
+    """mariadb-binlog (TZ=UTC) piped through a ReplayFilter into one client session in the target
+    database; decoding and applying run at once."""
+    decoder = target._tool("mariadb-binlog", "mysqlbinlog")
+    client = target._tool("mariadb", "mysql")
+    tap = ReplayFilter()
+    with target.option_file() as login:
+        argv = [*target.tool_argv(client, login), "--binary-mode", "--max-allowed-packet=1G", target.database]
+        with (ToolProcess([decoder, *options, *map(str, paths)], stdout=subprocess.PIPE, env={"TZ": "UTC"}) as decode,
+              ToolProcess(argv, stdin=subprocess.PIPE, timeout=None) as apply):
+            try:
+                for block in iter(lambda: decode.stdout.read(1 << 20), b""):
+                    apply.stdin.write(tap(block))
+                apply.stdin.write(tap.finish())
+                apply.stdin.close()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client stopped early; its error follows
-            if proc.wait() != 0:
-                failure = target.tool_failure(os.path.basename(tool), proc, None)
+                decode.kill()  # the client stopped early; its error follows
+            applied, decoded = apply.wait(), decode.wait()
+            if applied != 0:
+                failure = target.tool_failure(os.path.basename(client), apply, None)
                 raise type(failure)(f"replaying the binlog into {target.database!r}: {failure.what}", failure.fix)
+            if decoded != 0:
+                raise ToolFailed(f"mariadb-binlog could not read the archived binlogs: "
+                                 f"{decode.last_error_line()[:300] or 'no message'}",
+                                 "check the files with vaultflow verify")
+    return tap
