@@ -119,7 +119,8 @@ class ArchivedBinlogs:
         for name in self.names[self.names.index(start):]:
             if previous is not None and binlog_number(name) != binlog_number(previous) + 1:
                 missing = range(binlog_number(previous) + 1, binlog_number(name))
-                raise InputError(f"binlog files {', '.join(str(n) for n in missing)} of {snapshot.server} are "
+                listed = ", ".join(map(str, missing)) if len(missing) <= 5 else f"{missing[0]} to {missing[-1]}"
+                raise InputError(f"binlog files {listed} of {snapshot.server} are "
                                  "missing from the repository: no replay can cross them",
                                  "restore to a moment before the gap, or from a snapshot after it")
             yield name
