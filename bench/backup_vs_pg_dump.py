@@ -1,6 +1,6 @@
 """Issue 2 benchmark: vaultflow backup and restore against pg_dump and pg_restore.
 
-    .venv/bin/python bench/backup_vs_pg_dump.py [--scale 100] [--runs 3] [--drop] [--out DIR]
+    .venv/bin/python bench/backup_vs_pg_dump.py [--scale 100] [--runs 3] [--format-version 2] [--drop] [--out DIR]
 
 1. Creates (or reuses, when its marker table says the same scale and generator version)
    the database vaultflow_bench_s<scale> on 127.0.0.1:5432 as user postgres: `pgbench -i`
@@ -359,6 +359,7 @@ class Bench:
     work: Path
     logs: Path
     nice: list[str]
+    format_version: int = 2
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
@@ -387,7 +388,7 @@ class Bench:
 
         path = self.work / name
         shutil.rmtree(path, ignore_errors=True)
-        Repository.init(LocalStore(path), PASSPHRASE)
+        Repository.init(LocalStore(path), PASSPHRASE, format_version=self.format_version)
         return path
 
     def round(self, rnd: int, *, check: bool) -> None:
@@ -561,6 +562,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     keep.add_argument("--drop", dest="drop", action="store_true",
                       help="drop the generated database at the end")
     p.set_defaults(drop=False)
+    p.add_argument("--format-version", type=int, choices=[1, 2], default=2,
+                   help="repository format of the vaultflow rows: 2 (key roles, the default) or 1 (one key)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out",
                    help="output directory (default bench/out, gitignored)")
     args = p.parse_args(argv)
@@ -595,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{db}: {dbinfo['database_bytes'] / MB:,.0f} MiB "
         f"(documents {dbinfo['documents_bytes'] / MB:,.0f} MiB)")
 
-    bench = Bench(db=db, work=work, logs=logs, nice=nice)
+    bench = Bench(db=db, work=work, logs=logs, nice=nice, format_version=args.format_version)
     try:
         for rnd in range(1, args.runs + 1):
             log(f"round {rnd}/{args.runs}")
@@ -613,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     postmaster_nice = [p.nice() for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"][:1]
     meta = {
         "started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
-        "scale": args.scale, "runs": args.runs, "database": db, "generated_s": generation_s,
+        "scale": args.scale, "runs": args.runs, "format_version": args.format_version, "database": db,
+        "generated_s": generation_s,
         **dbinfo, "documents_rows": args.scale * DOC_ROWS_PER_SCALE,
         "niceness": niceness, "postgres_server_niceness": postmaster_nice[0] if postmaster_nice else None,
         "cpus": os.cpu_count(), "cpu_model": platform.processor() or platform.machine(),

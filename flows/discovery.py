@@ -9,8 +9,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from pydantic import Field
 
+from blocks.parameters import RepositoryChoice
 from blocks.resolve import saved_engine_blocks
-from tasks.discovery import coverage_gaps, discover_databases
+from tasks.discovery import coverage_gaps, discover_databases, wal_archive_lags
 from tasks.reporting import database_resource
 from vaultflow.catalog import catalog_url_for_parameters
 from vaultflow.errors import VaultflowError
@@ -64,10 +65,17 @@ def discover(
 def coverage(
     within_hours: Annotated[float, Field(gt=0, description="A database needs a successful backup this recent")] = 26,
     catalog_url: Annotated[str | None, Field(description="Catalog URL; ~/.vaultflow/catalog.db if empty")] = None,
-) -> list[dict[str, object]]:
+    repository: Annotated[RepositoryChoice | None, Field(
+        description="BackupRepository block (or its name) or a local path whose WAL archives are checked; "
+                    "none if empty")] = None,
+    wal_lag_minutes: Annotated[float, Field(gt=0, description="A cluster's newest archived WAL segment must be "
+                                                              "this recent (the RPO)")] = 15,
+) -> dict[str, list[dict[str, object]]]:
     """Databases in the catalog (discovered or backed up) without a successful backup inside
-    the window: a table artifact, and one `vaultflow.coverage.gap` event per database for
-    automations to alert on."""
+    the window, and, with `repository`, each PostgreSQL cluster archiving into it whose newest WAL
+    segment is older than `wal_lag_minutes` or whose archive has a gap: table artifacts, and one
+    `vaultflow.coverage.gap` event per database, `vaultflow.wal.lagging` / `vaultflow.wal.gap` per
+    cluster, for automations to alert on. Returns {"databases": gaps, "wal": every cluster's row}."""
     gaps = coverage_gaps(within_hours, catalog_url_for_parameters(catalog_url))
     for gap in gaps:
         emit_event(event="vaultflow.coverage.gap",
@@ -78,4 +86,20 @@ def coverage(
     if gaps:
         get_run_logger().warning("%d database(s) without a successful backup in %g h: %s", len(gaps), within_hours,
                                  ", ".join(f"{g['server']}/{g['database']}" for g in gaps))
-    return gaps
+    lags = wal_archive_lags(repository, wal_lag_minutes) if repository is not None else []
+    for lag in lags:
+        resource = {"prefect.resource.id": f"vaultflow.server.postgresql.{lag.server}",
+                    "prefect.resource.name": lag.server, "vaultflow.engine": "postgresql",
+                    "vaultflow.server": lag.server, "vaultflow.system_identifier": str(lag.system_identifier)}
+        payload = lag.as_dict()
+        if lag.lagging:
+            emit_event(event="vaultflow.wal.lagging", resource=resource, payload=payload)
+        if lag.gaps:
+            emit_event(event="vaultflow.wal.gap", resource=resource, payload=payload)
+    if repository is not None:
+        bad = sum(1 for lag in lags if lag.lagging or lag.gaps)
+        create_table_artifact(key="vaultflow-wal-coverage",
+                              table=[lag.as_dict() for lag in lags] or [{"system_identifier": "-"}],
+                              description=f"{bad} of {len(lags)} archiving cluster(s) behind by more than "
+                                          f"{wal_lag_minutes:g} min or with a gap")
+    return {"databases": gaps, "wal": [lag.as_dict() for lag in lags]}

@@ -6,7 +6,7 @@ import os
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field, model_validator
 
@@ -102,6 +102,8 @@ def retention(
     except BaseException as exc:
         publish_repository_event("prune", "failed", ref, {"error": error_line(exc)})
         raise
+    if plan.lock_warning:
+        get_run_logger().warning(plan.lock_warning)
     publish_repository_event("prune", "succeeded", ref, {
         "dry_run": dry_run, "forgotten": len(plan.forget), "chunk_objects": len(plan.garbage),
         "bytes_freed": plan.bytes_freed}, [(m.engine, m.server, m.database) for m in plan.forget])
@@ -118,7 +120,7 @@ def retention(
     return {"dry_run": dry_run, "forgotten": [m.id for m in plan.forget], "kept": sorted(plan.keep),
             "chunk_objects": len(plan.garbage), "bytes_freed": plan.bytes_freed, **_lock_result(plan.locked,
                                                                                                  plan.retained),
-            **_log_result(plan)}
+            **_log_result(plan), "lock_warning": plan.lock_warning}
 
 
 @flow(name="forget", validate_parameters=True)

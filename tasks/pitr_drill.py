@@ -18,21 +18,29 @@ from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.postgres.config import PostgresConnection
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
-from vaultflow.engines.postgres.pitr_mark import create_mark
+from vaultflow.engines.postgres.pitr_mark import PitrMark, archive_mark_wal, create_mark
 from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
     from blocks.parameters import RepositoryChoice
 
 
-def mysql_database(ref: str) -> MySQLEngine | None:
-    """The MySQL/MariaDB database `ref` names (mysql://user@host:port/db, or MySQLServer-block/db);
-    None for a reference to another engine."""
+def mysql_database(ref: str | None) -> MySQLEngine | None:
+    """The MySQL/MariaDB database `ref` names (mysql://user@host:port/db, or MySQLServer-block/db); None
+    for anything else (a PostgreSQL server or cluster: system identifier, host:port, snapshot id)."""
+    if not ref:
+        return None
     if is_database_url(ref):
         if not ref.startswith(("mysql://", "mariadb://")):
             return None
-    elif not isinstance(resolve_server(ref.partition("/")[0]), MySQLEngine):
+    elif "/" not in ref:
         return None
+    else:
+        try:
+            if not isinstance(resolve_server(ref.partition("/")[0]), MySQLEngine):
+                return None
+        except InputError:
+            return None
     engine = resolve_engine(ref)
     assert isinstance(engine, MySQLEngine)
     if not engine.conn.database:
@@ -41,27 +49,36 @@ def mysql_database(ref: str) -> MySQLEngine | None:
     return engine
 
 
-@task(name="pitr-mark", persist_result=False, cache_policy=NO_CACHE)
-def mark_cluster(repository: RepositoryChoice | None, source: str, name: str | None, lock_timeout: float) -> str:
-    """A restore point and every table's statistics at it (not retried: a second try would make a
-    second restore point); returns the mark's name. A MySQL/MariaDB database: its tables and binlog
-    position in one transaction snapshot."""
-    database = mysql_database(source)
-    if database is not None:
-        from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
+@task(name="pitr-mark-binlog", persist_result=False, cache_policy=NO_CACHE)
+def mark_database(repository: RepositoryChoice | None, database: str, name: str | None) -> str:
+    """A MySQL/MariaDB database's tables and binlog position in one transaction snapshot (not retried:
+    a second try would make a second mark); returns the mark's name."""
+    from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
 
-        made = create_binlog_mark(database, resolve_repository(repository).open(), name)
-        get_run_logger().info("mark %r of %r at %s:%d (GTID %s): %d tables", made.name, made.database,
-                              made.binlog.file, made.binlog.position, made.binlog.gtid or "-", len(made.tables))
-        return made.name
+    engine = mysql_database(database)
+    assert engine is not None
+    made = create_binlog_mark(engine, resolve_repository(repository).open(), name)
+    get_run_logger().info("mark %r of %r at %s:%d (GTID %s): %d tables", made.name, made.database,
+                          made.binlog.file, made.binlog.position, made.binlog.gtid or "-", len(made.tables))
+    return made.name
+
+
+@task(name="pitr-mark", persist_result=False, cache_policy=NO_CACHE)
+def mark_cluster(repository: RepositoryChoice | None, source: str, name: str | None, lock_timeout: float,
+                 archive_wait_seconds: float) -> PitrMark:
+    """A restore point and every table's statistics at it, then a WAL switch and a wait until the
+    mark's segment is in the repository, so the drill can reach it at once (not retried: a second try
+    would make a second restore point)."""
     engine = resolve_server(source)
     if not isinstance(engine, PostgresEngine):
-        raise InputError(f"{engine.describe()} is neither PostgreSQL nor a MySQL/MariaDB database",
-                         "give a postgresql:// server, a PostgresServer block or mysql://user@host:port/db")
-    mark = create_mark(engine, resolve_repository(repository).open(), name, lock_timeout=lock_timeout)
+        raise InputError(f"{engine.describe()} is not PostgreSQL; PITR drills are PostgreSQL's",
+                         "give a postgresql:// server or a PostgresServer block")
+    repo = resolve_repository(repository).open()
+    mark = create_mark(engine, repo, name, lock_timeout=lock_timeout)
     get_run_logger().info("mark %r at %s (timeline %d): %d tables, writers paused %.2f s", mark.name, mark.lsn,
                           mark.timeline, mark.table_count, mark.writers_paused_seconds)
-    return mark.name
+    archive_mark_wal(engine, repo, mark, archive_wait_seconds)
+    return mark
 
 
 @task(name="pitr-drill", task_run_name="pitr-drill-{cluster}", **RETRIED, persist_result=False,
@@ -94,15 +111,15 @@ def drill_mark(repository: RepositoryChoice | None, cluster: str, mark: str | No
     return report
 
 
-@task(name="pitr-drill-binlog", task_run_name="pitr-drill-{cluster}", **RETRIED, persist_result=False,
+@task(name="pitr-drill-binlog", task_run_name="pitr-drill-{database}", **RETRIED, persist_result=False,
       cache_policy=NO_CACHE)
-def drill_binlog_mark(repository: RepositoryChoice | None, cluster: str, mark: str | None,
+def drill_binlog_mark(repository: RepositoryChoice | None, database: str, mark: str | None,
                       scratch: str | None) -> DrillReport:
     """Restore a MySQL/MariaDB database to its mark (the newest without one) in a vaultflow_drill_*
     database on `scratch` (a server URL or block; default: the database's own server), compare, drop it."""
     from vaultflow.engines.mysql.binlog_mark import pick_binlog_mark, run_binlog_drill
 
-    source = mysql_database(cluster)
+    source = mysql_database(database)
     assert source is not None
     host = resolve_server(scratch) if scratch else source
     if not isinstance(host, MySQLEngine):

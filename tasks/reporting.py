@@ -69,18 +69,29 @@ def snapshot_row(m: SnapshotManifest, parent: SnapshotManifest | None = None) ->
 
 
 
+def base_backup_fields(m: SnapshotManifest) -> dict[str, object]:
+    """Where a base backup sits in its cluster's WAL (nothing for a logical snapshot)."""
+    b = m.base_backup
+    if b is None:
+        return {}
+    return {"physical": True, "system_identifier": str(b.system_identifier), "timeline": b.timeline,
+            "start_lsn": b.start_lsn, "stop_lsn": b.stop_lsn, "stop_time": b.stop_time.isoformat(timespec="seconds")}
+
+
 @task(name="publish-backup-summary", persist_result=False, cache_policy=NO_CACHE)
 def publish_backup_summary(manifest: SnapshotManifest, parent: SnapshotManifest | None) -> None:
+    what = "Base backup of the cluster" if manifest.base_backup else f"Backup of {manifest.engine} database " \
+        f"{manifest.database}"
     create_table_artifact(
-        key="vaultflow-backup-summary", table=[snapshot_row(manifest, parent)],
-        description=f"Backup of {manifest.engine} database {manifest.database} on {manifest.server}",
+        key="vaultflow-backup-summary", table=[snapshot_row(manifest, parent) | base_backup_fields(manifest)],
+        description=f"{what} on {manifest.server}",
     )
     emit_event(
         event="vaultflow.backup.succeeded",
         resource=database_resource(manifest.engine, manifest.server, manifest.database),
         related=related_resources([(manifest.engine, manifest.server, manifest.database)]),
         payload={"snapshot": manifest.id, "logical_bytes": manifest.logical_size,
-                 "stored_bytes": manifest.added_size(parent), "kind": manifest.kind},
+                 "stored_bytes": manifest.added_size(parent), "kind": manifest.kind} | base_backup_fields(manifest),
     )
 
 
@@ -171,7 +182,7 @@ def publish_restore_failure(snapshot: str, target: str, error: str) -> None:
 
 @task(name="publish-stats", persist_result=False, cache_policy=NO_CACHE)
 def publish_stats(catalog_url: str | None, repository_id: str) -> None:
-    """The per-database backup report (vaultflow.catalog.report, pandas) as an artifact."""
+    """The per-database backup report (vaultflow.catalog.report) as an artifact."""
     from vaultflow.catalog.report import backup_report, report_records
 
     rows = report_records(backup_report(Catalog(catalog_url), repository_id=repository_id))

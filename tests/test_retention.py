@@ -190,3 +190,26 @@ def test_random_histories_keep_every_guarantee(seed: int) -> None:
                 assert all(s.id in d.keep for s in group[: floors["keep_last"]])
             if "keep_within" in floors:
                 assert all(s.id in d.keep for s in group if now - s.taken_at <= floors["keep_within"])
+
+
+def test_a_policy_s_horizon_and_a_lock_shorter_than_it() -> None:
+    from vaultflow.operations.object_lock import lock_shorter_than_retention
+    from vaultflow.repository.repository import ObjectLockSettings
+
+    day = timedelta(days=1)
+    assert RetentionPolicy(keep_within=30 * day).horizon == (30 * day, "keep_within 30d")
+    assert preset("default").horizon == (30 * day, "max_age 30d")
+    assert RetentionPolicy(keep_daily=7, keep_weekly=4).horizon == (28 * day, "keep_weekly 4")
+    assert RetentionPolicy(keep_monthly=12, max_age=90 * day).horizon == (90 * day, "max_age 90d")
+    assert RetentionPolicy(keep_hourly=36).horizon == (timedelta(hours=36), "keep_hourly 36")
+    assert RetentionPolicy(keep_last=5).horizon is None and RetentionPolicy(max_count=3).horizon is None
+    per_database = PolicyMap(RetentionPolicy(keep_last=3), (("shop*", preset("compliance")),))
+    assert per_database.horizon == (365 * day, "max_age 365d")
+
+    week = ObjectLockSettings("governance", 7 * day)
+    assert lock_shorter_than_retention(None, preset("compliance")) is None
+    assert lock_shorter_than_retention(week, RetentionPolicy(keep_within=7 * day)) is None
+    assert lock_shorter_than_retention(week, RetentionPolicy(keep_last=100)) is None
+    line = lock_shorter_than_retention(week, per_database)
+    assert line is not None
+    assert "governance lock for 7 day(s) is shorter than the retention policy (max_age 365d)" in line

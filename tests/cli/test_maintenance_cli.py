@@ -125,7 +125,7 @@ def test_bad_retention_input_deletes_nothing(cli: Cli, tmp_path: Path) -> None:
 
 
 def _check_csv_report(cli: Cli, repo: Path) -> None:
-    """`stats --csv` is the pandas backup report: one row per database, RPO and trends."""
+    """`stats --csv` is the backup report (read here with pandas): one row per database, RPO and trends."""
     import io
 
     import pandas as pd

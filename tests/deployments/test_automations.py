@@ -19,7 +19,7 @@ from tests.deployments.conftest import PrefectServer
 VAULTFLOW = [sys.executable, "-m", "vaultflow.cli.main"]
 SHIPPED = ("vaultflow-flow-run-failed", "vaultflow-backup-overdue", "vaultflow-drill-failed",
            "vaultflow-credentials-expiring", "vaultflow-credentials-expired", "vaultflow-coverage-gap",
-           "vaultflow-intake-trouble", "vaultflow-intake-silent")
+           "vaultflow-intake-trouble", "vaultflow-intake-silent", "vaultflow-wal-archive-behind")
 
 
 class Receiver:
@@ -137,10 +137,12 @@ EMIT = """
 import sys
 from prefect.events import emit_event
 resource = {"prefect.resource.id": sys.argv[2], "prefect.resource.name": sys.argv[3],
-            "vaultflow.engine": "postgresql", "vaultflow.server": "db9:5432"}
+            "vaultflow.engine": "postgresql", "vaultflow.server": "db9:5432",
+            "vaultflow.system_identifier": "7715524083311005561"}
 emit_event(event=sys.argv[1], resource=resource,
            payload={"message": "SAS expired at 2026-12-01 00:00 UTC", "error": "row count differs in public.t",
-                    "snapshot": "1a2b3c4d", "last_success": None})
+                    "snapshot": "1a2b3c4d", "last_success": None, "newest_segment": "000000010000000000000007",
+                    "detail": "newest archived segment 000000010000000000000007 is 42.0 min old (limit 15 min)"})
 """
 
 
@@ -151,6 +153,9 @@ emit_event(event=sys.argv[1], resource=resource,
     ("vaultflow.coverage.gap", "vaultflow.database.postgresql.db9:5432.{name}", "no recent backup of {name}"),
     ("vaultflow.wal-receiver.restarted", "vaultflow.server.postgresql.{name}", "wal-receiver.restarted on {name}"),
     ("vaultflow.binlog-stream.gap", "vaultflow.server.mysql.{name}", "binlog-stream.gap on {name}"),
+    ("vaultflow.wal.lagging", "vaultflow.server.postgresql.{name}",
+     "WAL archive of {name} is behind (vaultflow.wal.lagging)"),
+    ("vaultflow.wal.gap", "vaultflow.server.postgresql.{name}", "WAL archive of {name} is behind (vaultflow.wal.gap)"),
 ])
 def test_each_event_automation_alerts_the_webhook(prefect_server: PrefectServer, receiver: Receiver, event: str,
                                                   resource: str, subject: str) -> None:

@@ -38,6 +38,8 @@ from tests.conftest import (
     pg_url,
 )
 from tests.deployments.conftest import PREFECT, PrefectServer, flow_key, wait_for_flow_run
+from tests.engines.postgres import conftest as pg_clusters
+from tests.engines.postgres.conftest import WAL_COMMAND, ArchivingCluster, switch_and_wait
 from vaultflow.archive import list_batches
 from vaultflow.audit import records
 from vaultflow.repository import Repository
@@ -45,6 +47,7 @@ from vaultflow.sample_data import create
 from vaultflow.storage import LocalStore
 
 PREFECT_SCHEDULER = True  # read by the prefect_server fixture
+archiving_cluster = pg_clusters.archiving_cluster  # the module's private archiving cluster (a fixture)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 # Parameters that name blocks, and where prefect.yaml may put them.
@@ -74,16 +77,27 @@ class Fixture:
     archive: SqliteCase
     repo: Path
     offsite: Path
+    pitr: ArchivingCluster  # a private cluster archiving into its own repository (base-backup, pitr-drill)
     snapshots: dict[str, str] = field(default_factory=dict)  # engine -> newest snapshot id
 
     def open(self, path: Path | None = None) -> Repository:
         return Repository.open(LocalStore(path or self.repo), PASSPHRASE)
+
+    @property
+    def pitr_server(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pitr.port}"
+
+    def pitr_run(self, **extra: str) -> dict[str, Any]:
+        """Parameters of a run on the archiving cluster, into the repository it archives to."""
+        return {"source": self.pitr_server, "repository": str(self.pitr.repo), **extra}
 
 
 # The one place that says how each deployment is run once, and what it must have done.
 # Overrides only where prefect.yaml names a production database (`pg-prod/app`) or a whole
 # shared server (mysql-fleet would back up every database of the test MariaDB).
 # drill-daily: until `scratch` maps engines to scratch servers, pg-scratch drills PostgreSQL only.
+# base-backup and pitr-drill (and coverage's WAL check) run on the archiving cluster; the drill's scratch
+# server runs the all-users vaultflow-wal in a directory the postgres OS user owns.
 Overrides = Callable[[Fixture], dict[str, Any]]
 PHASES: list[list[tuple[str, Overrides]]] = [
     [  # 1: backups, archival, discovery, credentials
@@ -93,6 +107,7 @@ PHASES: list[list[tuple[str, Overrides]]] = [
         ("archive-rows/archive-nightly", lambda f: {}),
         ("discover/discover-hourly", lambda f: {}),
         ("check-credentials/credentials-daily", lambda f: {}),
+        ("base-backup/base-backup", lambda f: f.pitr_run()),
     ],
     [  # 2: what needs a snapshot or an archive
         ("verify/verify-daily", lambda f: {}),
@@ -100,12 +115,14 @@ PHASES: list[list[tuple[str, Overrides]]] = [
         ("drill-latest/drill-daily", lambda f: {"databases": [f.pg_db]}),
         ("validate-restore/validate-restore", lambda f: {"snapshot": f.snapshots["sqlite"]}),
         ("restore/restore", lambda f: {"snapshot": f.snapshots["postgresql"], "target": f"pg-prod/{f.pg_restored}"}),
-        ("coverage/coverage-hourly", lambda f: {}),
+        ("coverage/coverage-hourly", lambda f: {"repository": str(f.pitr.repo)}),
         ("unarchive-rows/unarchive", lambda f: {"batches": [_batches(f, "audit-kept")[0]]}),
         ("purge-archives/purge-archives-weekly", lambda f: {}),
     ],
-    [  # 3: prune last (it may delete what the others read)
+    [  # 3: prune last (it may delete what the others read); the PITR drill (own repository) in its spare slots
         ("retention/prune-daily", lambda f: {}),
+        ("pitr-drill/pitr-drill", lambda f: f.pitr_run(wal_command=str(WAL_COMMAND),
+                                                       scratch_dir=str(f.pitr.base / "scratch"))),
     ],
 ]
 
@@ -137,11 +154,14 @@ def _artifacts(server: PrefectServer, flow_run_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def made(tmp_path: Path, pg_available: None, mariadb_available: None) -> Iterator[Fixture]:
+def made(tmp_path: Path, pg_available: None, mariadb_available: None,
+         archiving_cluster: ArchivingCluster) -> Iterator[Fixture]:
     suffix = uuid.uuid4().hex[:8]
     f = Fixture(pg_db=f"vft_all_{suffix}", pg_restored=f"vft_all_{suffix}_r", my_db=f"vft_my_{suffix}",
                 sqlite_db=create(tmp_path / "app.db", rows=300), archive=SqliteCase(_mkdir(tmp_path / "archive")),
-                repo=tmp_path / "repo", offsite=tmp_path / "offsite")
+                repo=tmp_path / "repo", offsite=tmp_path / "offsite", pitr=archiving_cluster)
+    switch_and_wait(f.pitr, switches=1)  # a segment archived, which the base backup's archive check finds
+    archiving_cluster.give_to_postgres(_mkdir(archiving_cluster.base / "scratch"))
     for path in (f.repo, f.offsite):
         Repository.init(LocalStore(path), PASSPHRASE)
     with pg_admin() as c:
@@ -231,6 +251,16 @@ def _check(key: str, f: Fixture, run: dict[str, Any], artifacts: dict[str, Any])
     elif key == "coverage/coverage-hourly":
         gaps = {(g["engine"], g["database"]) for g in artifacts["vaultflow-coverage"]}
         assert ("postgresql", f.pg_db) not in gaps and ("mysql", f.my_db) not in gaps, sorted(gaps)[:20]
+        (wal,) = artifacts["vaultflow-wal-coverage"]
+        assert wal["system_identifier"] == str(f.pitr.sysid()) and not wal["lagging"] and not wal["gaps"], wal
+    elif key == "base-backup/base-backup":
+        (row,) = artifacts["vaultflow-backup-summary"]
+        assert row["physical"] is True and row["system_identifier"] == str(f.pitr.sysid()), row
+        pitr_repo = f.open(f.pitr.repo)
+        assert [m.short_id for m in map(pitr_repo.load_manifest, pitr_repo.snapshot_ids()) if m.base_backup] == \
+            [row["snapshot"]]
+    elif key == "pitr-drill/pitr-drill":
+        assert "Restore drill PASSED" in artifacts["vaultflow-drill"], artifacts["vaultflow-drill"][:2000]
     elif key == "unarchive-rows/unarchive":
         assert len(f.archive.rows("audit")) > 3, "an archived batch of audit is back"
     elif key == "purge-archives/purge-archives-weekly":

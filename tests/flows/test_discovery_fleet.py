@@ -155,11 +155,11 @@ def test_coverage_lists_databases_without_a_recent_backup(repo_path: Path, tmp_p
     db = create(tmp_path / "covered.db", rows=100)
     backup(source=f"sqlite:///{db}", repository=str(repo_path))
     Catalog().upsert_database("mysql", "127.0.0.1:3306", "never_backed_up")
-    gaps = coverage(within_hours=1)
+    gaps = coverage(within_hours=1)["databases"]
     assert [(g["database"], g["last_success"]) for g in gaps] == [("never_backed_up", None)]
     out = cli("coverage", "--json", "--within-hours", "1")
-    assert out.returncode == 1 and json.loads(out.stdout)[0]["database"] == "never_backed_up"
-    assert len(coverage(within_hours=1e-6)) == 2  # the sqlite backup is older than that
+    assert out.returncode == 1 and json.loads(out.stdout)["databases"][0]["database"] == "never_backed_up"
+    assert len(coverage(within_hours=1e-6)["databases"]) == 2  # the sqlite backup is older than that
 
 
 def test_backup_all_databases_cli(cli: Callable[..., CompletedProcess[str]], repo_path: Path,
@@ -195,7 +195,7 @@ def test_the_catalog_url_never_becomes_a_flow_run_parameter(cli: Callable[..., C
     try:
         env = {"VAULTFLOW_CATALOG_URL": f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/{name}"}
         out = cli("coverage", "--json", env=env)
-        assert out.returncode == 0 and json.loads(out.stdout) == [], out.stderr
+        assert out.returncode == 0 and json.loads(out.stdout) == {"databases": [], "wal": []}, out.stderr
         out = cli("discover", PG, "--include", f"{name}*", "--json", env=env)
         assert out.returncode == 0 and json.loads(out.stdout)[0]["databases"] == [name], out.stderr
         assert Catalog(env["VAULTFLOW_CATALOG_URL"]).coverage(timedelta(hours=1))[0]["database"] == name

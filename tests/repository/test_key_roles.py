@@ -228,3 +228,62 @@ def test_upgrade_refuses_an_object_locked_version_1_repository(tmp_path: Path) -
     with pytest.raises(InputError, match="object-locked: its config cannot be rewritten"):
         upgrade_repository(store, ADMIN)
     assert sorted((o.key, o.size) for o in store.list("")) == before
+
+
+def test_a_key_id_hint_opens_with_one_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without VAULTFLOW_KEY_ID, open derives one scrypt key per key object it tries; with it, one."""
+    from vaultflow.repository.crypto import KdfParams
+
+    store = LocalStore(tmp_path / "r")
+    admin = Repository.init(store, ADMIN)
+    passphrases = {admin.key_id: ADMIN} | {add_key(admin, "backup", f"worker {n}").id: f"worker {n}"
+                                           for n in range(4)}
+    last = key_objects(store)[-1]  # tried last without a hint
+    passphrase = passphrases[last.id]
+    derived: list[int] = []
+    real_derive = KdfParams.derive
+
+    def counting_derive(self: KdfParams, secret: str) -> bytes:
+        derived.append(1)
+        return real_derive(self, secret)
+
+    monkeypatch.setattr(KdfParams, "derive", counting_derive)
+    monkeypatch.delenv("VAULTFLOW_KEY_ID", raising=False)
+    assert reopen(store, passphrase).key_id == last.id
+    assert len(derived) == 5
+    derived.clear()
+    monkeypatch.setenv("VAULTFLOW_KEY_ID", last.id[:8].upper())
+    opened = reopen(store, passphrase)
+    assert opened.key_id == last.id and opened.role == last.role and len(derived) == 1
+    derived.clear()
+    with pytest.raises(WrongPassphrase, match=f"key {last.id[:8]} .* does not open with this passphrase") as wrong:
+        reopen(store, "someone else's passphrase")
+    assert len(derived) == 1 and "\n" not in wrong.value.line()
+    absent = next(f"{n:04x}" for n in range(2**16) if not any(k.id.startswith(f"{n:04x}") for k in key_objects(store)))
+    for bad, message in ((absent, "names no key"), ("not-hex", "is not a key id"), ("ab", "is not a key id")):
+        monkeypatch.setenv("VAULTFLOW_KEY_ID", bad)
+        with pytest.raises(InputError, match=message):
+            reopen(store, passphrase)
+
+
+def test_a_backup_key_archives_rows_reading_back_only_what_it_wrote(tmp_path: Path) -> None:
+    """Archival reads each batch back before deleting its rows (R28): a backup key opens what its own
+    writer session sealed, and nothing else; a later open of the same key cannot read the batch."""
+    from tests.archive.cases import SqliteCase as ArchiveSqlite
+    from tests.archive.cases import sample_rows
+    from tests.archive.test_roundtrip import spec
+    from vaultflow.archive import archive_table, read_batch
+    from vaultflow.archive.batches import get_rows
+
+    case = ArchiveSqlite(tmp_path)
+    case.create_table()
+    case.insert(sample_rows(100, 10))
+    admin = Repository.init(LocalStore(tmp_path / "r"), ADMIN)
+    add_key(admin, "backup", BACKUP)
+    report = archive_table(reopen(admin.store, BACKUP), case.source, spec())
+    assert report.rows == 100 and len(case.rows()) == 10
+    later = reopen(admin.store, BACKUP)
+    for written_here in (False, True):  # another session's batch: not even as a read-back
+        with pytest.raises(KeyRoleInsufficient):
+            get_rows(later, report.batches[0].policy, report.batches[0].id, written_here=written_here)
+    assert sum(read_batch(admin, rec).num_rows for rec in report.batches) == 100

@@ -304,6 +304,22 @@ def test_object_lock_on_a_bucket_without_it_or_without_versioning_is_refused(s3_
         assert versions(s3_server, bucket) == (Counter(), Counter())
 
 
+def test_a_lock_shorter_than_the_retention_policy_given_to_init_is_refused(s3_server: S3Server) -> None:
+    bucket = lock_bucket(s3_server)
+    location = f"s3://{bucket}/{PREFIX}"
+    for policy, rule in ((["--max-age", "30d"], "max_age 30d"), (["--keep-within", "8d"], "keep_within 8d"),
+                         (["--policy", "compliance"], "max_age 365d")):
+        refused = run(["init", "--repo", location, "--object-lock", "7", *policy], s3_server.env())
+        one_line_refusal(refused, "--object-lock 7", "governance lock for 7 day(s) is shorter than the retention "
+                         f"policy ({rule})", "give --object-lock")
+    one_line_refusal(run(["init", "--repo", location, "--max-age", "30d"], s3_server.env()),
+                     "checked against --object-lock DAYS")
+    assert versions(s3_server, bucket) == (Counter(), Counter())  # nothing written
+    created = run(["init", "--repo", location, "--object-lock", "31", "--max-age", "30d"], s3_server.env())
+    assert created.returncode == 0, created.stderr
+    assert "governance lock for 31 day(s)" in created.stdout
+
+
 def test_init_and_extend_locks_from_the_command_line(s3_server: S3Server) -> None:
     bucket = lock_bucket(s3_server)
     location = f"s3://{bucket}/{PREFIX}"
@@ -369,6 +385,13 @@ def test_prune_forget_and_extend_locks_through_the_flows_and_the_cli(
     result = run(["prune", "--repo", location, "--keep-last", "1"], env)
     assert result.returncode == 0, result.stderr
     assert f"kept {old.id[:8]} until " in result.stdout and "(object lock)" in result.stdout
+    assert "warning" not in result.stderr  # keep-last: no span to outlast the lock
+    longer = run(["prune", "--repo", location, "--keep-within", "30d", "--dry-run"], env)
+    assert longer.returncode == 0, longer.stderr
+    assert [line for line in longer.stderr.splitlines() if line.strip()] == [
+        "warning: the repository's governance lock for 1 day(s) is shorter than the retention policy (keep_within "
+        "30d): a snapshot the policy keeps loses its lock before the policy lets it go unless extend-locks runs "
+        "more often than the lock period"]
     result = run(["forget", old.id, "--repo", location], env)
     assert result.returncode == 0, result.stderr
     assert "forgot 0 snapshot(s)" in result.stdout and f"kept {old.id[:8]} until " in result.stdout

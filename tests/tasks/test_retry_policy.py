@@ -16,7 +16,8 @@ from vaultflow.errors import AuthenticationFailed, ConnectionFailed, DatabaseNot
 # Tasks that talk to neither a database server nor storage: they write the local catalog or
 # publish to Prefect's API, and a failure there must surface, not repeat.
 NOT_RETRIED = {
-    "record-backup-failure", "record-backup-success", "record-drill", "record-drill-error",
+    "record-backup-failure", "record-backup-success", "record-base-backup-failure", "record-drill",
+    "record-drill-error",
     "find-coverage-gaps", "check-repository-credentials",
     "publish-backup-summary", "publish-backup-failure", "publish-source-failure", "publish-repository-event",
     "publish-restore-summary", "publish-restore-failure", "publish-snapshots-deleted", "publish-stats",

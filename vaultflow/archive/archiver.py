@@ -320,7 +320,7 @@ def _archive_batch(repo: Repository, source: ArchiveSource, conn: SourceConnecti
     parquet = rows_to_parquet(shape.columns, rows, meta)
     stored = put_rows(repo, policy, batch_id, parquet)
     fault("written")
-    back = parquet_table(get_rows(repo, policy, batch_id))
+    back = parquet_table(get_rows(repo, policy, batch_id, written_here=True))
     back_rows = parquet_rows(back)
     if len(back_rows) != len(rows) or RowHasher(columns_of(back)).checksum(back_rows) != checksum:
         raise IntegrityError(f"archive batch {batch_id} of {name} read back different from the source rows",

@@ -114,14 +114,17 @@ def put_rows(repo: Repository, policy: str, batch: str, parquet: bytes) -> int:
     return len(blob)
 
 
-def get_rows(repo: Repository, policy: str, batch: str) -> bytes:
+def get_rows(repo: Repository, policy: str, batch: str, *, written_here: bool = False) -> bytes:
+    """The Parquet bytes of a batch, authenticated. `written_here`: the batch this run just put (the
+    read-back of R28), which a backup key can open too (`open_written`); any other needs a restore key."""
     try:
         blob = repo.store.get(rows_key(policy, batch))
     except KeyError:
         raise IntegrityError(f"the rows of archive batch {batch} ({policy}) are missing from the repository",
                              "the batch was purged or the repository is damaged") from None
+    opener = repo.sealer.open_written if written_here else repo.sealer.open
     try:
-        return repo.sealer.open(blob, _aad("rows", policy, batch), max_size=2**31)
+        return opener(blob, _aad("rows", policy, batch), max_size=2**31)
     except SealError as exc:
         raise IntegrityError(f"the rows of archive batch {batch} ({policy}) failed their check: {exc}",
                              "the batch cannot be trusted") from None

@@ -2,6 +2,7 @@
 
 from vaultflow.catalog.catalog import Catalog, DatabaseStats, catalog_url_for_parameters, default_catalog_url
 from vaultflow.catalog.models import (
+    PHYSICAL_KIND,
     DatabaseRecord,
     DrillRecord,
     DrillStatus,
@@ -17,6 +18,7 @@ __all__ = [
     "DatabaseRecord",
     "DrillRecord",
     "DrillStatus",
+    "PHYSICAL_KIND",
     "ServerRecord",
     "SnapshotRecord",
     "SnapshotStatus",

@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from vaultflow.catalog.models import (
+    PHYSICAL_KIND,
     AuditEventRecord,
     DatabaseRecord,
     DownloadLinkRecord,
@@ -457,7 +458,7 @@ def _aware(ts: datetime) -> datetime:
 def _apply_manifest(rec: SnapshotRecord, m: SnapshotManifest, parent: SnapshotManifest | None) -> None:
     rec.status = SnapshotStatus.SUCCEEDED
     rec.error = None
-    rec.kind = m.kind
+    rec.kind = PHYSICAL_KIND if m.base_backup is not None else m.kind
     rec.chain = m.chain
     rec.parent = m.parent
     rec.started_at = m.started_at

@@ -36,6 +36,10 @@ class DatabaseRecord(SQLModel, table=True):
     last_seen: datetime
 
 
+PHYSICAL_KIND = "physical"
+"""A base backup's `kind` in the catalog; its manifest's kind (full or incremental) says only its chain."""
+
+
 class SnapshotRecord(SQLModel, table=True):
     """One backup run; Succeeded rows mirror a manifest in the repository."""
 

@@ -8,8 +8,10 @@ import typer
 
 from vaultflow.cli.app import (
     JsonOpt,
+    RepoOpt,
     VerboseOpt,
     handles_errors,
+    prepare_flow_run,
     quiet_prefect,
 )
 from vaultflow.cli.output import print_json, print_table, stderr, stdout
@@ -50,21 +52,47 @@ def discover(
 @handles_errors
 def coverage(
     within_hours: Annotated[float, typer.Option(help="A database needs a successful backup this recent.")] = 26,
+    repo: RepoOpt = None,
+    wal_lag_minutes: Annotated[float, typer.Option(
+        help="With a repository: each PostgreSQL cluster archiving into it needs an archived WAL segment this "
+             "recent (the RPO).")] = 15,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Databases without a successful backup in the window (runs the `coverage` flow: artifact and
-    one event per gap). Exit 1 when there is a gap."""
+    """Databases without a successful backup in the window and, with --repo (or VAULTFLOW_REPO), the WAL
+    archive of every PostgreSQL cluster archiving into it: the age of its newest segment and its gaps (runs
+    the `coverage` flow: artifacts, and one event per gap or lagging cluster). Exit 1 when there is a gap
+    or a cluster lags."""
+    ref = prepare_flow_run(repo, verbose) if repo else None
     quiet_prefect(verbose)
     from flows.discovery import coverage as coverage_flow
 
-    gaps = coverage_flow(within_hours=within_hours)  # the catalog URL stays in the environment, as for discover
+    # The catalog URL stays in the environment, as for discover (it may hold a password).
+    found = coverage_flow(within_hours=within_hours, repository=ref, wal_lag_minutes=wal_lag_minutes)
+    gaps, wal = found["databases"], found["wal"]
+    behind = [w for w in wal if w["lagging"] or w["gaps"]]
     if json_out:
-        print_json(gaps)
-    elif gaps:
-        print_table(f"no successful backup in {within_hours:g} h", ["engine", "server", "database", "last success"],
-                    [(g["engine"], g["server"], g["database"], g["last_success"] or "never") for g in gaps])
+        print_json(found)
     else:
-        stdout.print(f"every known database has a successful backup from the last {within_hours:g} h")
-    if gaps:
+        if gaps:
+            print_table(f"no successful backup in {within_hours:g} h", ["engine", "server", "database",
+                                                                        "last success"],
+                        [(g["engine"], g["server"], g["database"], g["last_success"] or "never") for g in gaps])
+        else:
+            stdout.print(f"every known database has a successful backup from the last {within_hours:g} h")
+        if wal:
+            print_table(f"WAL archives (newest segment within {wal_lag_minutes:g} min)",
+                        ["server", "cluster", "newest segment", "age", "state"],
+                        [(w["server"], w["system_identifier"], w["newest_segment"] or "-", _age(w["lag_seconds"]),
+                          _state(w)) for w in wal])
+    if gaps or behind:
         raise typer.Exit(1)
+
+
+def _age(seconds: object) -> str:
+    return f"{float(str(seconds)) / 60:.1f} min" if seconds is not None else "-"
+
+
+def _state(row: dict[str, object]) -> str:
+    parts = (["LAGGING"] if row["lagging"] else []) + [f"GAP {g}" for g in cast(list[str], row["gaps"])]
+    return "; ".join(parts) or "ok"

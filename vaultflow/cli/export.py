@@ -43,6 +43,7 @@ def export(
         parse_duration(expires)  # a malformed duration fails before any run starts
         ref = prepare_flow_run(repo, verbose)
         opened, _ = open_repo(ref)
+        opened.require("restore", "a download link")  # a backup key: one line before any run starts
         opened.resolve_snapshot(snapshot)  # an unknown snapshot too
         from flows.export import export as export_flow
 

@@ -97,6 +97,39 @@ def passwd(key_id: Annotated[str | None, typer.Argument(help="The key (default: 
     stdout.print(f"{new.role} key {old[:8]} replaced by key {new.id[:8]} with the new passphrase")
 
 
+@key_app.command("storage-policy")
+@handles_errors
+def storage_policy(role: Annotated[str, typer.Option("--role", help="backup, restore or admin.")],
+                   repo: RepoOpt = None) -> None:
+    """Print the storage permissions a role's machines need on this repository: the S3 IAM policy
+    (JSON), or the Azure container SAS permissions. Needs no passphrase (docs/storage.md)."""
+    from vaultflow.cli.app import is_location
+    from vaultflow.repository.keys import parse_role
+    from vaultflow.storage.role_permissions import AZURE_SAS_PERMISSIONS, s3_policy
+
+    wanted = parse_role(role)
+    ref = require_repo(repo)
+    if is_location(ref):
+        location = ref
+    else:
+        from blocks.resolve import resolve_repository
+
+        location = resolve_repository(ref).store().describe()
+    scheme, _, rest = location.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme == "s3" and bucket:
+        print_json(s3_policy(wanted, bucket, prefix))
+    elif scheme == "az" and bucket:
+        permissions = AZURE_SAS_PERMISSIONS[wanted]
+        stdout.print(f"container SAS permissions for the {wanted} role on {location}: {permissions} (e.g. az storage "
+                     f"container generate-sas --name {bucket} --permissions {permissions} --expiry ...)",
+                     highlight=False)
+    else:
+        raise InputError(f"{location} is not an S3 or Azure repository",
+                         "a local repository's permissions are its files' (give s3://bucket/prefix or "
+                         "az://container/prefix)")
+
+
 @handles_errors
 def upgrade(repo: RepoOpt = None) -> None:
     """Upgrade a format version 1 repository in place to version 2 (key roles); its passphrase

@@ -15,7 +15,7 @@ from vaultflow.cli.app import (
     open_repo,
     prepare_flow_run,
 )
-from vaultflow.cli.output import human_bytes, print_json, print_table, stdout
+from vaultflow.cli.output import human_bytes, print_json, print_table, stderr, stdout
 from vaultflow.errors import InputError
 from vaultflow.repository import Repository
 from vaultflow.storage import open_store
@@ -62,6 +62,8 @@ def prune(
                     for glob, name in (_glob_and_preset(text) for text in policy_for or [])]
     ref = prepare_flow_run(repo, verbose)
     result = retention(repository=ref, rules=rules, policy_for=per_database, dry_run=dry_run)
+    if result.get("lock_warning"):
+        stderr.print(f"warning: {result['lock_warning']}", highlight=False)
     if json_out:
         print_json(result)
         return

@@ -17,8 +17,9 @@
 
 CLUSTER is a system identifier, a server (host:port or a postgresql:// URL) as its base backups
 record it, or a base backup's snapshot id (restore then uses that one). These commands call the core
-directly (no Prefect flow): a base backup is of a cluster, not of one database, and none of the
-`backup` flow's options (kind, tables, globals, jobs) applies to it.
+directly (no Prefect flow, no catalog row); `vaultflow backup SERVER --physical` takes the same base
+backup through the `base-backup` flow (catalog row, events, artifacts), and the `pitr-drill` flow
+drills like `pitr drill` with events and artifacts.
 
 `wal-push` / `wal-fetch` are the same commands as the `vaultflow-wal` console script, reachable
 from this CLI; the server's archive_command should use `vaultflow-wal`, which starts faster

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -23,6 +24,9 @@ from vaultflow.operations.init import init_repository
 from vaultflow.repository.repository import ObjectLockSettings
 from vaultflow.storage import open_store
 from vaultflow.storage.base import LockMode
+
+if TYPE_CHECKING:
+    from vaultflow.operations.retention import RetentionPolicy
 
 MAX_LOCK_DAYS = 36500  # S3 accepts up to 100 years
 ObjectLockOpt = Annotated[int | None, typer.Option(
@@ -44,15 +48,58 @@ def object_lock_settings(days: int | None, mode: str) -> ObjectLockSettings | No
     return ObjectLockSettings(cast(LockMode, mode), timedelta(days=days))
 
 
+def intended_retention(preset_name: str | None, keep_within: str | None, max_age: str | None
+                       ) -> RetentionPolicy | None:
+    """The retention policy `init --policy/--keep-within/--max-age` says prune will apply, or None."""
+    from vaultflow.operations.retention import PRESETS, RetentionPolicy, parse_duration, preset
+
+    if keep_within or max_age:
+        return RetentionPolicy(keep_within=parse_duration(keep_within) if keep_within else None,
+                               max_age=parse_duration(max_age) if max_age else None)
+    if preset_name is None:
+        return None
+    if preset_name not in PRESETS:
+        raise InputError(f"unknown retention preset {preset_name!r}", f"choose one of {', '.join(sorted(PRESETS))}")
+    return preset(preset_name)
+
+
+def check_lock_covers(lock: ObjectLockSettings | None, retention: RetentionPolicy | None) -> None:
+    """Refuse, in one line, a retention policy given to init that outlasts its object lock."""
+    if retention is None:
+        return
+    if lock is None:
+        raise InputError("--policy, --keep-within and --max-age are checked against --object-lock DAYS",
+                         "give --object-lock DAYS with them, or leave them out")
+    from vaultflow.operations.object_lock import lock_shorter_than_retention
+
+    problem = lock_shorter_than_retention(lock, retention)
+    horizon = retention.horizon
+    if problem is None or horizon is None:
+        return
+    days = math.ceil(horizon[0] / timedelta(days=1)) + 1
+    raise InputError(f"--object-lock {lock.period / timedelta(days=1):g}: {problem}",
+                     f"give --object-lock {days} or more (the policy's span plus a day between extend-locks runs), "
+                     "or a shorter policy")
+
+
 @handles_errors
 def init(repo: RepoOpt = None, object_lock: ObjectLockOpt = None, lock_mode: LockModeOpt = "governance",
+         policy: Annotated[str | None, typer.Option(
+             help="With --object-lock: the retention preset prune will apply; a lock shorter than it is refused "
+                  "(checked, not stored).")] = None,
+         keep_within: Annotated[str | None, typer.Option(
+             help="With --object-lock: prune's --keep-within (30d), checked like --policy.")] = None,
+         max_age: Annotated[str | None, typer.Option(
+             help="With --object-lock: prune's --max-age (90d), checked like --policy.")] = None,
          json_out: JsonOpt = False) -> None:
     """Create an empty repository at a path, s3://bucket/prefix, az://container/prefix, or where a
     BackupRepository block points (with the block's passphrase).
 
-    With --object-lock DAYS (S3 only) every object is retained for DAYS (docs/storage.md).
+    With --object-lock DAYS (S3 only) every object is retained for DAYS (docs/storage.md); given the
+    retention prune will apply (--policy, --keep-within, --max-age), a shorter lock is refused.
     """
     lock = object_lock_settings(object_lock, lock_mode)
+    check_lock_covers(lock, intended_retention(policy, keep_within, max_age))
     location = require_repo(repo)
     if is_location(location):
         store = open_store(location)

@@ -168,11 +168,11 @@ def stats(
         opened, catalog_url = open_repo(ref)
         repository_id = opened.id
     if csv_out:
-        from vaultflow.catalog.report import backup_report
+        from vaultflow.catalog.report import backup_report, report_csv
 
-        frame = backup_report(Catalog(catalog_url), repository_id=repository_id, database=database,
-                              rpo_hours=rpo_hours)
-        typer.echo(frame.to_csv(index=False), nl=False)
+        report = backup_report(Catalog(catalog_url), repository_id=repository_id, database=database,
+                               rpo_hours=rpo_hours)
+        typer.echo(report_csv(report), nl=False)
         return
     rows = Catalog(catalog_url).stats(repository_id=repository_id, database=database)
     if json_out:

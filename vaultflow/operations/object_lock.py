@@ -22,9 +22,24 @@ from datetime import UTC, datetime
 
 from vaultflow.audit import audited
 from vaultflow.errors import InputError, ObjectLocked
+from vaultflow.operations.retention import PolicyFor, PolicyMap, RetentionPolicy
 from vaultflow.repository.locks import RepositoryLock
 from vaultflow.repository.manifest import SnapshotManifest
-from vaultflow.repository.repository import CONFIG_KEY, SNAPSHOT_PREFIX, Repository, chunk_key
+from vaultflow.repository.repository import CONFIG_KEY, SNAPSHOT_PREFIX, ObjectLockSettings, Repository, chunk_key
+
+
+def lock_shorter_than_retention(lock: ObjectLockSettings | None, policy: RetentionPolicy | PolicyFor) -> str | None:
+    """One line saying how the retention policy outlasts the object lock (a snapshot it keeps
+    would lose its lock before the policy lets it go, unless `extend-locks` runs in time), or
+    None: no lock, a policy bounded only by counts, or a lock at least as long as the policy."""
+    if lock is None or not isinstance(policy, (RetentionPolicy, PolicyMap)):
+        return None
+    horizon = policy.horizon
+    if horizon is None or lock.period >= horizon[0]:
+        return None
+    return (f"the repository's {lock.describe()} is shorter than the retention policy ({horizon[1]}): a snapshot "
+            f"the policy keeps loses its lock before the policy lets it go unless extend-locks runs more often than "
+            f"the lock period")
 
 
 def retained_snapshots(repo: Repository, candidates: list[SnapshotManifest], manifests: list[SnapshotManifest],

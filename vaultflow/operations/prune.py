@@ -52,6 +52,7 @@ class PrunePlan:
     logs: dict[str, int] = field(default_factory=dict)  # WAL/binlog object key -> stored size, no kept snapshot needs
     log_notes: list[str] = field(default_factory=list)  # archives kept whole, and why
     logs_retained: dict[str, datetime] = field(default_factory=dict)  # log key the store retains -> until
+    lock_warning: str = ""  # the policy outlasts the repository's object lock (object_lock.lock_shorter_than_retention)
     dry_run: bool = True
 
     @property
@@ -81,6 +82,7 @@ def plan_prune(repo: Repository, policy: RetentionPolicy | PolicyFor, now: datet
         locked=locked,
         logs=logs.expendable,
         log_notes=logs.notes,
+        lock_warning=object_lock.lock_shorter_than_retention(repo.object_lock, policy) or "",
     )
 
 

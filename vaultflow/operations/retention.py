@@ -55,6 +55,20 @@ class RetentionPolicy:
     def has_floors(self) -> bool:
         return bool(self.keep_last or self.keep_within or any(getattr(self, t) for t in _TIERS))
 
+    @property
+    def horizon(self) -> tuple[timedelta, str] | None:
+        """How long this policy means to keep a snapshot, and the rule that says so: the longest
+        time floor (keep_within; a GFS tier of N as N hours, days, weeks, 31-day months or 366-day
+        years, the least it spans), cut by max_age; None when only counts bound it (keep_last,
+        max_count without max_age)."""
+        spans = [(self.keep_within, f"keep_within {_days(self.keep_within)}")] if self.keep_within else []
+        spans += [(_TIER_SPANS[tier] * getattr(self, tier), f"{tier} {getattr(self, tier)}")
+                  for tier in _TIERS if getattr(self, tier)]
+        longest = max(spans, key=lambda span: span[0], default=None)
+        if self.max_age is not None and (longest is None or self.max_age < longest[0]):
+            return self.max_age, f"max_age {_days(self.max_age)}"
+        return longest
+
     def __post_init__(self) -> None:
         if self.max_count is not None and self.max_count < 1:
             raise InputError(f"retention cap max_count={self.max_count} would delete every backup",
@@ -114,6 +128,14 @@ PolicyFor = Callable[[str], RetentionPolicy]
 """The policy of one database, given its key (as SnapshotFacts.database)."""
 
 
+_TIER_SPANS = {"keep_hourly": timedelta(hours=1), "keep_daily": timedelta(days=1), "keep_weekly": timedelta(weeks=1),
+               "keep_monthly": timedelta(days=31), "keep_yearly": timedelta(days=366)}
+
+
+def _days(span: timedelta) -> str:
+    return f"{span / timedelta(days=1):g}d" if span >= timedelta(days=1) else f"{span / timedelta(hours=1):g}h"
+
+
 @dataclass(frozen=True)
 class PolicyMap:
     """Policies per database: the first rule whose glob matches the database key
@@ -121,6 +143,12 @@ class PolicyMap:
 
     default: RetentionPolicy
     rules: tuple[tuple[str, RetentionPolicy], ...] = ()
+
+    @property
+    def horizon(self) -> tuple[timedelta, str] | None:
+        """The longest horizon of its policies (RetentionPolicy.horizon)."""
+        spans = [h for h in (p.horizon for p in (self.default, *(rule for _, rule in self.rules))) if h is not None]
+        return max(spans, key=lambda span: span[0], default=None)
 
     def __call__(self, database: str) -> RetentionPolicy:
         name = database.rsplit("/", 1)[-1]

@@ -166,6 +166,10 @@ class Sealer:
         """Whether the sealed `blob` holds exactly `data` (wal-push and binlog push idempotence)."""
         return self.open(blob, aad, max_size=max_size) == data
 
+    def open_written(self, blob: bytes, aad: bytes, max_size: int = 64 * 2**20) -> bytes:
+        """Open an object this sealer wrote (a read-back); with one key, the same as `open`."""
+        return self.open(blob, aad, max_size)
+
 
 def _unpack(body: bytes, max_size: int) -> bytes:
     if body[0] == _RAW:
@@ -298,6 +302,22 @@ class RoleSealer:
             raise SealError(f"sealed before the repository's upgrade with the version 1 key, which a {self._role} key "
                             "lacks (run vaultflow upgrade again to re-seal it)")
         raise SealError("not a sealed object of a known version")
+
+    def open_written(self, blob: bytes, aad: bytes, max_size: int = 64 * 2**20) -> bytes:
+        """Open an object this sealer wrote in its current writer session, which a backup key can do
+        too (it holds that session's key, and had the plaintext): the read-back that checks what was
+        stored (archive batches, R28). Any other data object needs the data private key, as `open`."""
+        session = self._session
+        if (session is not None and blob[:1] == bytes([SEAL_DATA]) and len(blob) >= _DATA_HEADER + NONCE_SIZE + 16
+                and blob[1 : 1 + KEY_SIZE] == session[0]):
+            header = blob[:_DATA_HEADER]
+            nonce = blob[_DATA_HEADER : _DATA_HEADER + NONCE_SIZE]
+            try:
+                body = session[1].decrypt(nonce, blob[_DATA_HEADER + NONCE_SIZE :], header + aad)
+            except InvalidTag:
+                raise SealError("authentication failed (altered or foreign object)") from None
+            return _unpack(body, max_size)
+        return self.open(blob, aad, max_size)
 
     def holds(self, blob: bytes, aad: bytes, data: bytes, max_size: int = 64 * 2**20) -> bool:
         """Whether `blob` holds exactly `data`. A data object is compared by the keyed content id in

@@ -62,3 +62,21 @@ def read_passphrase_file(path: str) -> str:
     if not lines[0]:
         raise InputError(f"passphrase file {path} is empty", "put the passphrase in it, on one line")
     return lines[0]
+
+
+KEY_ID_ENV = "VAULTFLOW_KEY_ID"
+_KEY_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def key_id_from_environment(env: Mapping[str, str] | None = None) -> str | None:
+    """The key id hint of VAULTFLOW_KEY_ID (4 to 32 leading hex digits of a key id, as `vaultflow
+    key list` shows them), lowercased; None when unset. With it, opening a version 2 repository
+    tries that key alone (one scrypt) instead of every key object. InputError for anything else."""
+    env = os.environ if env is None else env
+    value = (env.get(KEY_ID_ENV) or "").strip().lower()
+    if not value:
+        return None
+    if not 4 <= len(value) <= 32 or not _KEY_ID_CHARS.issuperset(value):
+        raise InputError(f"{KEY_ID_ENV} is not a key id (4 to 32 hex digits)",
+                         f"set it to the key's id from: vaultflow key list (or unset {KEY_ID_ENV})")
+    return value

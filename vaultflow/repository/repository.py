@@ -46,6 +46,7 @@ from vaultflow.repository.keys import (
     role_at_least,
 )
 from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest, new_stream_hasher
+from vaultflow.repository.passphrase import KEY_ID_ENV, key_id_from_environment
 from vaultflow.storage.base import LockMode, ObjectLockPolicy, ObjectStore
 
 CONFIG_KEY = "config"
@@ -294,9 +295,18 @@ class Repository:
 
     @classmethod
     def _open_v2(cls, store: ObjectStore, config: dict[str, object], passphrase: str) -> Repository:
+        """The key the passphrase unwraps: with a VAULTFLOW_KEY_ID hint only the key it names (one
+        scrypt), else every signed key object in turn (one scrypt each)."""
         admin_public = unb64(str(config["admin_public_key"]))
+        hint = key_id_from_environment()
+        candidates = key_objects(store, hint)
+        if hint is not None:
+            if len({obj.id for obj in candidates}) != 1:
+                raise InputError(f"{KEY_ID_ENV}={hint} names {'no' if not candidates else 'more than one'} key of "
+                                 f"the repository at {store.describe()}",
+                                 f"unset {KEY_ID_ENV}, or set it to a key id from: vaultflow key list")
         unsigned = 0
-        for obj in key_objects(store):
+        for obj in candidates:
             if not obj.signed_by(admin_public, str(config["id"])):
                 unsigned += 1
                 continue
@@ -306,6 +316,10 @@ class Repository:
                 continue
             return cls(store, config, secrets, obj.id)
         note = f" ({unsigned} key object(s) not signed by its admin key were ignored)" if unsigned else ""
+        if hint is not None:
+            raise WrongPassphrase(f"key {candidates[0].id[:8]} of the repository at {store.describe()} ({KEY_ID_ENV}) "
+                                  f"does not open with this passphrase{note}",
+                                  f"set VAULTFLOW_PASSPHRASE to that key's passphrase, or unset {KEY_ID_ENV}")
         raise WrongPassphrase(
             f"no key of the repository at {store.describe()} opens with this passphrase (wrong passphrase, "
             f"a removed key, or an altered config){note}",
@@ -645,10 +659,11 @@ def _key_aad(config: dict[str, object]) -> bytes:
     return b"vaultflow-key:" + json.dumps(config_binding(config), sort_keys=True).encode()
 
 
-def key_objects(store: ObjectStore) -> list[KeyObject]:
-    """Every parseable object under keys/ (unsigned ones too: callers check signatures)."""
+def key_objects(store: ObjectStore, id_prefix: str | None = None) -> list[KeyObject]:
+    """Every parseable object under keys/ (unsigned ones too: callers check signatures), or only
+    those whose key id starts with `id_prefix` (the others are not read)."""
     found = []
-    for info in store.list(KEY_PREFIX):
+    for info in store.list(KEY_PREFIX + (id_prefix or "")):
         try:
             found.append(KeyObject.from_bytes(store.get(info.key)))
         except (KeyError, SealError, ValueError):  # removed meanwhile, or not a key object

@@ -337,6 +337,12 @@ class AzureBlobStore(ObjectStore):
             if expiry is not None and expiry <= datetime.now(UTC):
                 return AuthenticationFailed(f"the SAS token for {where} expired at {expiry:%Y-%m-%d %H:%M} UTC",
                                             "generate a new SAS and update the connection string or the block")
+            if code == "AuthorizationPermissionMismatch" and op in _SAS_LETTER_OF:
+                letter = _SAS_LETTER_OF[op]
+                fix = ("prune, forget and purge need the admin role's SAS" if op == "delete" else
+                       f"give the SAS {letter!r}") + " (docs/storage.md, storage permissions per role)"
+                return AuthenticationFailed(f"Azure Blob refused {op} of {key} on {where} ({code}): the SAS lacks "
+                                            f"permission {letter!r}", fix)
             return AuthenticationFailed(f"Azure Blob refused {op} on {where} ({code or status})",
                                         "check the account key or SAS (its permissions and expiry) in the "
                                         "connection string or the block")
@@ -361,6 +367,12 @@ def container_store(container_url: str, sas: SecretStr, prefix: str = "", retry:
     if account_url.endswith(":/"):
         raise InputError(f"the container URL {url} names no container", "append /CONTAINER")
     return AzureSettings(container=container, prefix=prefix, account_url=account_url, sas_token=sas).open(retry)
+
+
+_SAS_LETTER_OF = {"delete": "d", "get": "r", "stat": "r", "list": "l", "put": "w", "upload": "w",
+                  "discard blocks of": "d"}
+"""The container SAS permission behind each store operation, named when Azure answers
+AuthorizationPermissionMismatch."""
 
 
 def _code(exc: AzureError) -> str:

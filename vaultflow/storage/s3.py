@@ -273,13 +273,17 @@ class S3Store(ObjectStore):
         """The error for a refused version delete: ObjectLocked with its date when the version is retained."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=full, VersionId=version_id)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if _code(exc) in ("403", "AccessDenied"):  # it may not read versions either: its policy refused
+                return self._denied("delete", key, f"{self.describe()} at {self.endpoint}", "s3:DeleteObjectVersion")
+            return self._map(exc, "delete", key)
+        except BotoCoreError as exc:
             return self._map(exc, "delete", key)
         until = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until <= datetime.now(UTC):
+            until = None  # its retention has passed: the refusal is the identity's policy
         if until is None and head.get("ObjectLockLegalHoldStatus") != "ON":
-            return AuthenticationFailed(f"S3 refused delete on {self.describe()} at {self.endpoint} (AccessDenied)",
-                                        "check that the credentials may delete object versions "
-                                        "(s3:DeleteObjectVersion)")
+            return self._denied("delete", key, f"{self.describe()} at {self.endpoint}", "s3:DeleteObjectVersion")
         when = until.astimezone(UTC).isoformat(timespec="seconds") if until is not None else ""
         return ObjectLocked(f"{key} in {self.describe()} is retained by object lock"
                             + (f" until {when}" if when else " (legal hold)"),
@@ -397,6 +401,8 @@ class S3Store(ObjectStore):
             return StorageNotFound(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
                                    f"create it (aws s3 mb s3://{self.bucket}) or fix the bucket in --repo "
                                    "or the block")
+        if code == "AccessDenied" and op in _PERMISSION_OF:
+            return self._denied(op, key, where)
         if code in _AUTH_CODES or status == 403:
             return AuthenticationFailed(f"S3 refused {op} on {where} ({code})",
                                         "check the access key and secret (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
@@ -404,6 +410,29 @@ class S3Store(ObjectStore):
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientError(f"S3 {op} of {key} in {where} failed with {code} (HTTP {status})")
         return VaultflowError(f"S3 {op} of {key} in {where} failed with {code} (HTTP {status})")
+
+
+    def _denied(self, op: str, key: str, where: str, permission: str | None = None) -> VaultflowError:
+        """AccessDenied from valid credentials: the permission the identity lacks, and which role's
+        storage identity has it (docs/storage.md, storage permissions per role)."""
+        permission = permission or _PERMISSION_OF[op]
+        what = f"{op} of {key}" if key and not key.startswith("(") else op
+        if op == "delete":
+            fix = ("prune, forget and purge need the admin role's storage credentials "
+                   "(docs/storage.md, storage permissions per role)")
+        else:
+            fix = (f"give these credentials {permission} on the repository "
+                   "(docs/storage.md, storage permissions per role)")
+        return AuthenticationFailed(f"S3 refused {what} on {where} (AccessDenied): the credentials lack {permission}",
+                                    fix)
+
+
+_PERMISSION_OF = {"put": "s3:PutObject", "upload": "s3:PutObject", "get": "s3:GetObject", "stat": "s3:GetObject",
+                  "list": "s3:ListBucket", "delete": "s3:DeleteObject", "list versions": "s3:ListBucketVersions",
+                  "set retention of": "s3:PutObjectRetention",
+                  "read object lock settings of": "s3:GetBucketObjectLockConfiguration",
+                  "read versioning of": "s3:GetBucketVersioning"}
+"""The IAM action behind each store operation, named when S3 answers AccessDenied."""
 
 
 def _code(exc: ClientError) -> str:

@@ -50,11 +50,12 @@ def tree_with_unreadable_entries(root: Path) -> Path:
     return root
 
 
-def test_unreadable_entries_fail_the_backup_listed_or_are_skipped_and_recorded(prefect_api: str, tmp_path: Path
-                                                                               ) -> None:
+def test_unreadable_entries_fail_the_backup_listed_or_are_skipped_and_recorded(prefect_api: str, cli: Cli,
+                                                                               tmp_path: Path) -> None:
+    """Only the backups need denied reads (a process of their own); init, show and restore run in-process."""
     repo = tmp_path / "repo"
     src = tree_with_unreadable_entries(tmp_path / "site")
-    assert run_without_read_override(prefect_api, "init", "--repo", str(repo)).returncode == 0
+    assert cli("init", "--repo", str(repo)).returncode == 0
 
     failed = run_without_read_override(prefect_api, "backup", f"file://{src}", "--repo", str(repo))
     assert failed.returncode == 1
@@ -69,14 +70,13 @@ def test_unreadable_entries_fail_the_backup_listed_or_are_skipped_and_recorded(p
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["skipped"] == 2
-    shown = run_without_read_override(prefect_api, "show", str(result["snapshot"]), "--repo", str(repo), "--json")
+    shown = cli("show", str(result["snapshot"]), "--repo", str(repo), "--json")
     assert json.loads(shown.stdout)["skipped"] == {"count": 2, "paths": ["key.pem", "private"]}
-    text = run_without_read_override(prefect_api, "show", str(result["snapshot"]), "--repo", str(repo))
+    text = cli("show", str(result["snapshot"]), "--repo", str(repo))
     assert "left out as unreadable (--skip-unreadable): 2 entries: key.pem, private" in text.stdout
 
     dest = tmp_path / "restored"
-    restored = run_without_read_override(prefect_api, "restore", str(result["snapshot"]), f"file://{dest}",
-                                         "--repo", str(repo))
+    restored = cli("restore", str(result["snapshot"]), f"file://{dest}", "--repo", str(repo))
     assert restored.returncode == 0, restored.stderr
     (src / "private").chmod(0o700)
     shutil.rmtree(src / "private")

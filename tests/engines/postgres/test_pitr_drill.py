@@ -235,6 +235,12 @@ def test_a_missing_mark_and_a_bad_name_fail_in_one_line(archiving_cluster: Archi
     assert leftovers(prepared) == []
 
 
+def _interruptible() -> None:
+    """In the drill's process before exec: Ctrl-C's default, so Python turns SIGINT into KeyboardInterrupt
+    even when the test process inherited or set SIGINT ignored (an ignored signal survives exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_drill_stops_the_scratch_server_and_removes_its_directory(
         archiving_cluster: ArchivingCluster, prepared: Prepared) -> None:
     cluster = archiving_cluster
@@ -243,7 +249,7 @@ def test_an_interrupted_drill_stops_the_scratch_server_and_removes_its_directory
     drill = subprocess.Popen([sys.executable, "-m", "vaultflow.cli.main", "pitr", "drill", str(prepared.sysid),
                               "--wal-command", str(wal_command()), "--passphrase-file", str(cluster.passphrase_file),
                               "--scratch-dir", str(prepared.scratch)], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     try:
         deadline = time.monotonic() + 180
         while not list(prepared.scratch.glob("*/data/postmaster.pid")):
@@ -257,7 +263,7 @@ def test_an_interrupted_drill_stops_the_scratch_server_and_removes_its_directory
     finally:
         if drill.poll() is None:
             drill.kill()
-    assert drill.returncode != 0, out + err
+    assert drill.returncode != 0, f"{out}{err} (SIGINT in the test process: {signal.getsignal(signal.SIGINT)})"
     assert leftovers(prepared) == []
     with pytest.raises(ProcessLookupError):
         os.kill(postmaster, 0)

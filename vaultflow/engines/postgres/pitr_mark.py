@@ -205,3 +205,21 @@ def _same_tables(db: str, locked: list[TableInfo], seen: list[TableInfo]) -> Non
 def _with_order(t: TableInfo, locked: list[TableInfo]) -> TableInfo:
     """The table as listed before the lock (sizes, so the read order, from then)."""
     return next((x for x in locked if x.qualified == t.qualified), t)
+
+
+def archive_mark_wal(engine: PostgresEngine, repo: Repository, mark: PitrMark, wait: float = 120.0) -> None:
+    """Switch the server to a new WAL segment and wait until the mark's segment (which holds its
+    restore point) is in the repository, so a drill can recover to the mark right away; MarkFailed
+    naming the segment when it does not arrive within `wait` seconds."""
+    from vaultflow.engines.postgres.wal import WalName
+
+    key = WalName.parse(mark.wal_file).key(mark.system_identifier)
+    with engine._connect() as c:
+        c.execute("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + wait
+    while repo.store.stat(key) is None:
+        if time.monotonic() >= deadline:
+            raise MarkFailed(f"WAL segment {mark.wal_file} of mark {mark.name!r} did not reach the repository at "
+                             f"{repo.store.describe()} within {wait:.0f} s",
+                             "check pg_stat_archiver and the server log for archive_command errors")
+        time.sleep(0.25)

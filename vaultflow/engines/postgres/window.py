@@ -16,7 +16,7 @@ segment's end LSN is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from vaultflow.engines.postgres.basebackup import format_lsn, parse_lsn, segment_file_name
@@ -238,3 +238,55 @@ def system_identifiers(repo: Repository, manifests: list[SnapshotManifest]) -> l
         if head.isdigit():
             found.add(int(head))
     return sorted(found)
+
+
+@dataclass(frozen=True)
+class ArchiveLag:
+    """How current one cluster's WAL archive is: its newest archived segment, how long before `now` it
+    arrived (`lag_seconds`; None when nothing is archived or the store gives no times), and its gaps.
+    `lagging` when that is longer than the limit (the RPO), or nothing is archived at all."""
+
+    system_identifier: int
+    server: str  # the newest base backup's server, else "cluster-<sysid>"
+    newest_segment: str | None
+    newest_time: datetime | None
+    lag_seconds: float | None
+    limit_seconds: float
+    gaps: tuple[Gap, ...]
+
+    @property
+    def lagging(self) -> bool:
+        if self.newest_segment is None:
+            return True
+        return self.lag_seconds is not None and self.lag_seconds > self.limit_seconds
+
+    def detail(self) -> str:
+        """One line: what is late or missing, for an alert."""
+        parts = []
+        if self.newest_segment is None:
+            parts.append("nothing archived")
+        elif self.lag_seconds is not None:
+            parts.append(f"newest archived segment {self.newest_segment} is {self.lag_seconds / 60:.1f} min old "
+                         f"(limit {self.limit_seconds / 60:g} min)")
+        parts += [f"GAP {g.describe()}" for g in self.gaps]
+        return f"cluster {self.system_identifier} on {self.server}: " + "; ".join(parts or ["ok"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"system_identifier": str(self.system_identifier), "server": self.server,
+                "newest_segment": self.newest_segment,
+                "newest_time": self.newest_time.isoformat() if self.newest_time else None,
+                "lag_seconds": round(self.lag_seconds, 1) if self.lag_seconds is not None else None,
+                "limit_seconds": self.limit_seconds, "lagging": self.lagging,
+                "gaps": [g.describe() for g in self.gaps], "detail": self.detail()}
+
+
+def archive_lags(windows: list[ClusterWindow], limit: timedelta, now: datetime) -> list[ArchiveLag]:
+    """The archive lag and gaps of each cluster window. An idle server archives nothing until its
+    segment fills, so its lag grows without a fault: `archive_timeout` below the limit bounds it."""
+    out = []
+    for w in windows:
+        server = w.base_backups[-1].server if w.base_backups else f"cluster-{w.system_identifier}"
+        lag = (now - w.newest_time).total_seconds() if w.newest_time is not None else None
+        out.append(ArchiveLag(w.system_identifier, server, w.newest_segment, w.newest_time,
+                              max(lag, 0.0) if lag is not None else None, limit.total_seconds(), w.gaps))
+    return out
