@@ -1,4 +1,5 @@
-"""PITR drill tasks: mark a cluster, drill a mark (the core's pitr_mark and pitr_drill, as they are)."""
+"""PITR drill tasks: mark a cluster or a MySQL/MariaDB database, drill a mark (the core's pitr_mark,
+pitr_drill and binlog_mark, as they are)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.resolve import resolve_repository, resolve_server
+from blocks.resolve import resolve_engine, resolve_repository, resolve_server
 from tasks.retry_policy import RETRIED
 from vaultflow.drill import DrillReport
+from vaultflow.engines import is_database_url
+from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.postgres.config import PostgresConnection
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
@@ -20,6 +23,44 @@ from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
     from blocks.parameters import RepositoryChoice
+
+
+def mysql_database(ref: str | None) -> MySQLEngine | None:
+    """The MySQL/MariaDB database `ref` names (mysql://user@host:port/db, or MySQLServer-block/db); None
+    for anything else (a PostgreSQL server or cluster: system identifier, host:port, snapshot id)."""
+    if not ref:
+        return None
+    if is_database_url(ref):
+        if not ref.startswith(("mysql://", "mariadb://")):
+            return None
+    elif "/" not in ref:
+        return None
+    else:
+        try:
+            if not isinstance(resolve_server(ref.partition("/")[0]), MySQLEngine):
+                return None
+        except InputError:
+            return None
+    engine = resolve_engine(ref)
+    assert isinstance(engine, MySQLEngine)
+    if not engine.conn.database:
+        raise InputError(f"{ref} names no MySQL/MariaDB database; its PITR marks and drills are per database",
+                         "give mysql://user@host:port/database (or block/database)")
+    return engine
+
+
+@task(name="pitr-mark-binlog", persist_result=False, cache_policy=NO_CACHE)
+def mark_database(repository: RepositoryChoice | None, database: str, name: str | None) -> str:
+    """A MySQL/MariaDB database's tables and binlog position in one transaction snapshot (not retried:
+    a second try would make a second mark); returns the mark's name."""
+    from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
+
+    engine = mysql_database(database)
+    assert engine is not None
+    made = create_binlog_mark(engine, resolve_repository(repository).open(), name)
+    get_run_logger().info("mark %r of %r at %s:%d (GTID %s): %d tables", made.name, made.database,
+                          made.binlog.file, made.binlog.position, made.binlog.gtid or "-", len(made.tables))
+    return made.name
 
 
 @task(name="pitr-mark", persist_result=False, cache_policy=NO_CACHE)
@@ -66,5 +107,24 @@ def drill_mark(repository: RepositoryChoice | None, cluster: str, mark: str | No
                             passphrase=ref.passphrase.get_secret_value(),
                             scratch_parent=Path(scratch_dir) if scratch_dir else None,
                             bin_dir=Path(bin_dir) if bin_dir else None, login=PostgresConnection(user=user))
+    (get_run_logger().info if report.passed else get_run_logger().error)(report.summary())
+    return report
+
+
+@task(name="pitr-drill-binlog", task_run_name="pitr-drill-{database}", **RETRIED, persist_result=False,
+      cache_policy=NO_CACHE)
+def drill_binlog_mark(repository: RepositoryChoice | None, database: str, mark: str | None,
+                      scratch: str | None) -> DrillReport:
+    """Restore a MySQL/MariaDB database to its mark (the newest without one) in a vaultflow_drill_*
+    database on `scratch` (a server URL or block; default: the database's own server), compare, drop it."""
+    from vaultflow.engines.mysql.binlog_mark import pick_binlog_mark, run_binlog_drill
+
+    source = mysql_database(database)
+    assert source is not None
+    host = resolve_server(scratch) if scratch else source
+    if not isinstance(host, MySQLEngine):
+        raise InputError(f"scratch {scratch} is not a MySQL/MariaDB server", "give mysql://user@host:port")
+    repo = resolve_repository(repository).open()
+    report = run_binlog_drill(repo, pick_binlog_mark(repo, source.server_label(), source.conn.database, mark), host)
     (get_run_logger().info if report.passed else get_run_logger().error)(report.summary())
     return report

@@ -1,4 +1,4 @@
-"""`pitr` group: point-in-time recovery (the commands below the check are PostgreSQL's).
+"""`pitr` group: point-in-time recovery (PostgreSQL clusters; the mysql:// forms are MySQL/MariaDB's).
 
     pitr check SERVER                       what the server lacks for PITR (also MySQL/MariaDB binlogs)
     pitr base-backup SERVER                 a physical base backup of the whole cluster
@@ -9,7 +9,11 @@
     pitr marks CLUSTER                      the cluster's marks
     pitr drill CLUSTER [--mark N]           recover to a mark in a scratch directory, compare, remove it
     pitr window mysql://host:port/db        MySQL/MariaDB: the database's window from its binlogs
+    pitr mark mysql://host:port/db [--name N]        its tables and binlog position in one transaction snapshot
+    pitr marks mysql://host:port[/db]       the server's (database's) marks
+    pitr drill mysql://host:port/db [--mark N] [--scratch URL]   restore to a mark in vaultflow_drill_*, compare, drop
     pitr restore mysql://host:port/db --to-time T --into mysql://host:port/new   snapshot + binlog replay
+         ... --to-position FILE:POS | --to-gtid D-S-N        up to a binlog position or a GTID's transaction
 
 CLUSTER is a system identifier, a server (host:port or a postgresql:// URL) as its base backups
 record it, or a base backup's snapshot id (restore then uses that one). These commands call the core
@@ -230,6 +234,12 @@ def restore(
     to_time: Annotated[str | None, typer.Option(help="Recover to this moment, with its offset: "
                                                      "'2026-12-02 10:14:00+01:00' (or ...Z).")] = None,
     to_lsn: Annotated[str | None, typer.Option(help="Recover to this LSN, e.g. 0/3000060.")] = None,
+    to_position: Annotated[str | None, typer.Option(
+        help="MySQL/MariaDB: replay the binlog up to this position FILE:POS (exclusive; where no transaction is "
+             "open, e.g. from SHOW MASTER STATUS).")] = None,
+    to_gtid: Annotated[str | None, typer.Option(
+        help="MariaDB: replay up to and including the transaction of this GTID D-S-N (every domain's "
+             "transactions logged before it too).")] = None,
     to_name: Annotated[str | None, typer.Option(
         "--to-name", "--to-restore-point",
         help="Recover to this restore point (pg_create_restore_point), replaying from the oldest base backup "
@@ -272,9 +282,12 @@ def restore(
     if cluster.startswith(_MYSQL_SCHEMES):
         if to_lsn or to_name or to_xid or latest or pgdata:
             raise InputError("--to-lsn, --to-name, --to-xid, --latest and --pgdata are PostgreSQL's",
-                             "give --to-time and --into for a MySQL/MariaDB database")
-        _binlog_restore(cluster, into, to_time, repo, json_out)
+                             "give --to-time, --to-position or --to-gtid and --into for a MySQL/MariaDB database")
+        _binlog_restore(cluster, into, to_time, to_position, to_gtid, repo, json_out)
         return
+    if to_position or to_gtid:
+        raise InputError("--to-position and --to-gtid are MySQL/MariaDB's",
+                         "give --to-time, --to-lsn, --to-name, --to-xid or --latest")
     if pgdata is None or into is not None:
         raise InputError("a PostgreSQL restore to a moment lays out a data directory",
                          "give --pgdata DIR (and no --into)")
@@ -345,9 +358,13 @@ def mark(
 ) -> None:
     """Create a named restore point and store, in the repository, the row count and checksum of every
     table of every database at exactly that point (writers pause while the tables are locked and the
-    point is created); `vaultflow pitr drill` later recovers to it and compares."""
+    point is created); `vaultflow pitr drill` later recovers to it and compares. For mysql://host:port/db:
+    the database's tables and the binlog position of one transaction snapshot (writers do not pause)."""
     from vaultflow.engines.postgres.pitr_mark import create_mark
 
+    if server.startswith(_MYSQL_SCHEMES):
+        _binlog_mark(server, name, repo, archive_check, json_out)
+        return
     engine = _postgres_server(server)
     opened, _ = open_repo(repo)
     made = create_mark(engine, opened, name, lock_timeout=lock_timeout, jobs=jobs, archive_check=archive_check)
@@ -370,6 +387,9 @@ def list_marks(cluster: ClusterArg, repo: RepoOpt = None, json_out: JsonOpt = Fa
     from vaultflow.engines.postgres.pitr import resolve_cluster
     from vaultflow.engines.postgres.pitr_mark import marks
 
+    if cluster.startswith(_MYSQL_SCHEMES):
+        _binlog_marks(cluster, repo, json_out)
+        return
     opened, _ = open_repo(repo)
     found = marks(opened, resolve_cluster(opened, list(opened.manifests()), cluster))
     if json_out:
@@ -401,16 +421,26 @@ def drill(
                                                       "version.")] = None,
     user: Annotated[str, typer.Option(help="The role to read the scratch server's tables as.")] = "postgres",
     jobs: Annotated[int, typer.Option(min=1, max=16, help="Tables read at once per database.")] = 2,
+    scratch: Annotated[str | None, typer.Option(
+        help="MySQL/MariaDB: the server that hosts the scratch database (mysql://user@host:port; default: the "
+             "server of the URL given).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Recover the cluster to a mark in a scratch data directory on a free port (paused at the restore
     point, not promoted), compare every table of every database with the mark, stop the server and
-    remove the directory, and report the RTO. Exit 1 when the drill failed."""
+    remove the directory, and report the RTO. For mysql://host:port/db: restore the newest snapshot before
+    the mark and replay the binlogs to its position in a vaultflow_drill_* database, compare, drop it.
+    Exit 1 when the drill failed."""
     from vaultflow.catalog import Catalog
     from vaultflow.drill import DrillFailed
     from vaultflow.engines.postgres.config import PostgresConnection
     from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
 
+    if cluster.startswith(_MYSQL_SCHEMES):
+        _binlog_drill(cluster, mark_name, scratch, repo, json_out)
+        return
+    if scratch is not None:
+        raise InputError("--scratch is MySQL/MariaDB's", "give --scratch-dir for a PostgreSQL drill")
     location = _wal_location(repo)
     if passphrase_file is None:
         raise InputError("the scratch server needs the repository passphrase in a file it can read",
@@ -474,36 +504,129 @@ def _binlog_window(opened: Repository, url: str, json_out: bool) -> None:
         raise typer.Exit(NOT_READY_EXIT)
 
 
-def _binlog_restore(source_url: str, into: str | None, to_time: str | None, repo: str | None,
-                    json_out: bool) -> None:
+def _binlog_restore(source_url: str, into: str | None, to_time: str | None, to_position: str | None,
+                    to_gtid: str | None, repo: str | None, json_out: bool) -> None:
     from datetime import datetime
 
-    from vaultflow.engines.mysql.binlog_replay import pick_snapshot, restore_to_time
+    from vaultflow.engines.mysql.binlog_events import parse_gtid
+    from vaultflow.engines.mysql.binlog_replay import (
+        archived_binlogs,
+        parse_binlog_position,
+        pick_snapshot,
+        plan_to_gtid,
+        plan_to_position,
+        restore_to_position,
+        restore_to_time,
+    )
     from vaultflow.operations.restore import restore_snapshot
     from vaultflow.requests import RestoreRequest
 
-    if not into or not to_time:
-        raise InputError("a MySQL/MariaDB restore to a moment needs --to-time and --into",
-                         "give --to-time '2026-12-02 10:14:00+01:00' --into mysql://user@host:port/newdb")
-    try:
-        moment = datetime.fromisoformat(to_time)
-    except ValueError:
-        raise InputError(f"--to-time {to_time!r} is not a moment", "write it as 2026-12-02 10:14:00+01:00") from None
+    if not into or sum(t is not None for t in (to_time, to_position, to_gtid)) != 1:
+        raise InputError("a MySQL/MariaDB restore to a moment needs --into and one of --to-time, --to-position and "
+                         "--to-gtid", "give --to-time '2026-12-02 10:14:00+01:00' (or --to-position FILE:POS, "
+                                      "--to-gtid D-S-N) --into mysql://user@host:port/newdb")
     source, target = _mysql_database(source_url), _mysql_database(into)
-    opened, _ = open_repo(repo)
-    snapshot = pick_snapshot(opened, source.server_label(), source.database, moment)
-    result = restore_to_time(opened, snapshot, target, moment,
-                             lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+    if to_time is not None:
+        try:
+            moment = datetime.fromisoformat(to_time)
+        except ValueError:
+            raise InputError(f"--to-time {to_time!r} is not a moment",
+                             "write it as 2026-12-02 10:14:00+01:00") from None
+        opened, _ = open_repo(repo)
+        snapshot = pick_snapshot(opened, source.server_label(), source.database, moment)
+        result = restore_to_time(opened, snapshot, target, moment,
+                                 lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+        reached = moment.isoformat(sep=" ")
+    else:
+        position = parse_binlog_position(to_position) if to_position is not None else None
+        gtid = parse_gtid(to_gtid) if to_gtid is not None else None
+        opened, _ = open_repo(repo)
+        with archived_binlogs(opened, source.server_label()) as archive:
+            if position is not None:
+                plan = plan_to_position(archive, source.database, *position)
+            else:
+                assert gtid is not None
+                plan = plan_to_gtid(archive, source.database, gtid)
+            snapshot = plan.snapshot
+            result = restore_to_position(archive, plan, target,
+                                         lambda: restore_snapshot(opened, snapshot.id, target, RestoreRequest()))
+        reached = plan.describe()
     last = result.last_event_at.isoformat(sep=" ", timespec="seconds") if result.last_event_at else None
-    row = {"snapshot": snapshot.id, "into": target.describe(), "target": moment.isoformat(),
-           "binlog_files": result.files, "last_event_at": last, "last_event_position": result.last_event_position}
+    row = {"snapshot": snapshot.id, "into": target.describe(), "target": to_time or to_position or to_gtid,
+           "binlog_files": result.files, "last_event_at": last, "last_event_position": result.last_event_position,
+           "last_gtid": result.last_gtid}
     if json_out:
         print_json(row)
         return
-    applied = f"last event applied {last} (end position {result.last_event_position})" if last else \
-        "no binlog event needed"
+    gtid_text = f", GTID {result.last_gtid}" if result.last_gtid else ""
+    applied = (f"last event applied {last} (end position {result.last_event_position}{gtid_text})" if last
+               else "no binlog event needed")
     stdout.print(f"restored snapshot {snapshot.short_id} into {target.describe()} and replayed its binlogs to "
-                 f"{moment.isoformat(sep=' ')}: {applied}", highlight=False)
+                 f"{reached}: {applied}", highlight=False)
+
+
+def _binlog_mark(url: str, name: str | None, repo: str | None, archive_check: bool, json_out: bool) -> None:
+    from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
+
+    engine = _mysql_database(url)
+    opened, _ = open_repo(repo)
+    made = create_binlog_mark(engine, opened, name, archive_check=archive_check)
+    position = made.binlog
+    row = {"name": made.name, "server": made.server, "database": made.database, "binlog_file": position.file,
+           "binlog_position": position.position, "gtid": position.gtid, "tables": len(made.tables),
+           "created_at": made.created_at.isoformat()}
+    if json_out:
+        print_json(row)
+        return
+    stdout.print(f"mark {made.name!r} of {made.database!r} on {made.server}: binlog position {position.file}:"
+                 f"{position.position} (GTID {position.gtid or '-'}), {len(made.tables)} tables recorded",
+                 highlight=False)
+
+
+def _binlog_marks(url: str, repo: str | None, json_out: bool) -> None:
+    from vaultflow.engines import engine_from_url
+    from vaultflow.engines.mysql.binlog_mark import binlog_marks
+    from vaultflow.engines.mysql.engine import MySQLEngine
+
+    engine = engine_from_url(url)
+    assert isinstance(engine, MySQLEngine)
+    opened, _ = open_repo(repo)
+    found = binlog_marks(opened, engine.server_label(), engine.conn.database or None)
+    if json_out:
+        print_json([m.model_dump(mode="json", exclude={"tables"}) | {"tables": len(m.tables)} for m in found])
+        return
+    for m in found:
+        stdout.print(f"{m.name}  {m.created_at.isoformat(sep=' ', timespec='seconds')}  {m.database}  "
+                     f"{m.binlog.file}:{m.binlog.position} (GTID {m.binlog.gtid or '-'})  {len(m.tables)} tables",
+                     highlight=False)
+    if not found:
+        stdout.print("no marks", highlight=False)
+
+
+def _binlog_drill(url: str, mark_name: str | None, scratch: str | None, repo: str | None, json_out: bool) -> None:
+    from vaultflow.catalog import Catalog
+    from vaultflow.drill import DrillFailed
+    from vaultflow.engines import engine_from_url
+    from vaultflow.engines.mysql.binlog_mark import pick_binlog_mark, run_binlog_drill
+    from vaultflow.engines.mysql.engine import MySQLEngine
+
+    source = _mysql_database(url)
+    host = source
+    if scratch is not None:
+        given = engine_from_url(scratch)
+        if not isinstance(given, MySQLEngine):
+            raise InputError(f"--scratch {scratch} is not a MySQL/MariaDB server", "give mysql://user@host:port")
+        host = given
+    opened, catalog_url = open_repo(repo)
+    chosen = pick_binlog_mark(opened, source.server_label(), source.database, mark_name)
+    report = run_binlog_drill(opened, chosen, host)
+    Catalog(catalog_url).record_drill(report, repository_id=opened.id)
+    if json_out:
+        print_json(report.model_dump(mode="json") | {"passed": report.passed, "summary": report.summary()})
+    else:
+        stdout.print(report.summary(), highlight=False)
+    if not report.passed:
+        raise DrillFailed.from_report(report)
 
 
 def wal_push(

@@ -74,7 +74,9 @@ class DrillReport(BaseModel):
         """One line: the verdict, and the first failure by table and check."""
         head = f"drill of snapshot {self.short_id} ({self.engine} database {self.database!r} on {self.server})"
         if self.mark is not None:
-            head = f"PITR drill of mark {self.mark!r} (base backup {self.short_id} of the cluster on {self.server})"
+            head = (f"PITR drill of mark {self.mark!r} (base backup {self.short_id} of the cluster on {self.server})"
+                    if self.engine == "postgresql" else f"PITR drill of mark {self.mark!r} (snapshot {self.short_id} "
+                    f"and binlogs of {self.engine} database {self.database!r} on {self.server})")
             if self.passed:
                 n = self.counts()
                 return (f"{head} passed: recovered in {self.restore_seconds:.1f} s, RTO {self.rto_seconds:.1f} s, "
@@ -89,7 +91,7 @@ class DrillReport(BaseModel):
         if failed:
             more = f" (and {len(failed) - 1} more failed check(s))" if len(failed) > 1 else ""
             return f"{head} failed: {failed[0].line()}{more}"
-        what = "directory" if self.mark is not None else "database"
+        what = "directory" if self.mark is not None and self.engine == "postgresql" else "database"
         return f"{head} failed: scratch {what} {self.scratch_database!r} could not be removed"
 
 

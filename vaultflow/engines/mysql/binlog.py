@@ -104,12 +104,12 @@ def binlog_sources(repo: Repository, server: str) -> list[tuple[str, str]]:
     partial: dict[str, tuple[int, str]] = {}
     for info in repo.store.list(prefix):
         rest = info.key[len(prefix):]
-        if _NAME.match(rest):
-            finished[rest] = info.key
-        elif found := _PARTIAL.match(rest):
+        if found := _PARTIAL.match(rest):  # first: `<file>.partial.<6+ digit size>` also looks like a file name
             size, name = int(found.group("size")), found.group("name")
             if size > partial.get(name, (-1, ""))[0]:
                 partial[name] = (size, info.key)
+        elif _NAME.match(rest):
+            finished[rest] = info.key
     names = set(finished) | set(partial)
     return [(n, finished[n] if n in finished else partial[n][1]) for n in sorted(names, key=_number)]
 

@@ -15,7 +15,6 @@ import, not for the reading.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,16 +24,23 @@ from psycopg import sql
 from pydantic import BaseModel, Field
 
 from vaultflow.audit import audited
+from vaultflow.engines.pitr_marks import (
+    MARK_PREFIX,
+    check_mark_name,
+    load_sealed_mark,
+    refuse_taken,
+    save_sealed_mark,
+    sealed_marks,
+)
 from vaultflow.engines.postgres import basebackup
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.segments import ORDER_BY_PK_MAX_BYTES, TableInfo, user_tables
 from vaultflow.engines.postgres.stats import SnapshotReaders
-from vaultflow.errors import InputError, IntegrityError, VaultflowError
-from vaultflow.repository.crypto import SealError
+from vaultflow.errors import InputError, VaultflowError
 from vaultflow.repository.repository import Repository
 
-MARK_PREFIX = "marks/"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+__all__ = ["MARK_PREFIX", "MarkFailed", "MarkedTable", "PitrMark", "check_mark_name", "create_mark", "load_mark",
+           "marks", "newest_mark", "save_mark"]
 
 
 class MarkFailed(VaultflowError):
@@ -78,54 +84,20 @@ class PitrMark(BaseModel):
         return sum(len(tables) for tables in self.databases.values())
 
 
-def check_mark_name(name: str) -> str:
-    """A restore point name that is also a key: letters, digits, `.`, `_`, `-`, at most 63 bytes."""
-    if not _NAME.match(name):
-        raise InputError(f"mark name {name!r} is not 1-63 letters, digits, '.', '_' or '-' (starting with a "
-                         "letter or digit)", "e.g. --name nightly-2026-12-04")
-    return name
-
-
-def mark_key(system_identifier: int, name: str) -> str:
-    return f"{MARK_PREFIX}{system_identifier}/{name}"
-
-
-def _aad(key: str) -> bytes:
-    return b"mark:" + key.encode()
-
-
 def save_mark(repo: Repository, mark: PitrMark) -> None:
     """Write the mark once (synced put); an existing name is refused."""
-    key = mark_key(mark.system_identifier, mark.name)
-    if repo.store.stat(key) is not None:
-        raise InputError(f"cluster {mark.system_identifier} already has a mark named {mark.name!r}",
-                         "choose another --name (vaultflow pitr marks lists them)")
-    repo.store.put(key, repo.sealer.seal(mark.model_dump_json(by_alias=True).encode(), _aad(key)), sync=True)
+    save_sealed_mark(repo, str(mark.system_identifier), mark.name, mark, f"cluster {mark.system_identifier}")
 
 
 def load_mark(repo: Repository, system_identifier: int, name: str) -> PitrMark:
     """The named mark; InputError (one line) when the repository has none of that name."""
-    key = mark_key(system_identifier, check_mark_name(name))
-    if repo.store.stat(key) is None:
-        raise InputError(f"cluster {system_identifier} has no mark named {name!r} in the repository at "
-                         f"{repo.store.describe()}", "vaultflow pitr marks CLUSTER lists them; "
-                                                     "vaultflow pitr mark SERVER makes one")
-    return _read(repo, key)
-
-
-def _read(repo: Repository, key: str) -> PitrMark:
-    try:
-        payload = repo.sealer.open(repo.store.get(key), _aad(key))
-    except SealError:
-        raise IntegrityError(f"mark {key} is damaged or was altered", "make a new mark") from None
-    return PitrMark.model_validate_json(payload)
+    return load_sealed_mark(repo, str(system_identifier), name, PitrMark, f"cluster {system_identifier}",
+                            "vaultflow pitr mark SERVER")
 
 
 def marks(repo: Repository, system_identifier: int) -> list[PitrMark]:
     """Every mark of the cluster, oldest first."""
-    prefix = f"{MARK_PREFIX}{system_identifier}/"
-    found = [_read(repo, info.key) for info in repo.store.list(prefix)]
-    return sorted(found, key=lambda m: (m.created_at, m.name))
+    return sorted(sealed_marks(repo, str(system_identifier), PitrMark), key=lambda m: (m.created_at, m.name))
 
 
 def newest_mark(repo: Repository, system_identifier: int) -> PitrMark:
@@ -149,9 +121,7 @@ def create_mark(engine: PostgresEngine, repo: Repository, name: str | None = Non
     now = datetime.now(UTC)
     name = check_mark_name(name or f"vaultflow-{now:%Y%m%dt%H%M%S}")
     facts = basebackup.cluster_facts(engine)
-    if repo.store.stat(mark_key(facts.system_identifier, name)) is not None:
-        raise InputError(f"cluster {facts.system_identifier} already has a mark named {name!r}",
-                         "choose another --name (vaultflow pitr marks lists them)")
+    refuse_taken(repo, str(facts.system_identifier), name, f"cluster {facts.system_identifier}")
     if archive_check:
         check_archiving(engine, repo, facts)
     with audited(repo, "mark", object=name, database="(cluster)") as note:
