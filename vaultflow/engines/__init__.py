@@ -6,7 +6,7 @@ names, on first use.
 
 The names below load on first use (PEP 562), so importing a module of an engine package (e.g.
 `vaultflow.engines.postgres.wal`, which PostgreSQL's archive_command runs) does not import the engine
-contract and its pydantic manifest models (docs/design.md, R501).
+contract and its pydantic manifest models (docs/design.md, R77).
 """
 
 from __future__ import annotations

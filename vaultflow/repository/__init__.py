@@ -1,7 +1,7 @@
 """The on-storage repository format, version 1 (see docs/design.md).
 
 The names below load on first use (PEP 562): `vaultflow-wal`, which PostgreSQL starts once per WAL
-file, opens a repository without importing the pydantic manifest models (docs/design.md, R501).
+file, opens a repository without importing the pydantic manifest models (docs/design.md, R77).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def test_passphrase_file_rules(tmp_path: Path) -> None:
 
 def test_the_wal_command_imports_only_the_core() -> None:
     """archive_command starts a process per segment: it must not pay for Prefect, typer, rich or a driver,
-    nor for the pydantic manifest models (R501: about 60 % of its start-up before, bench/README.md)."""
+    nor for the pydantic manifest models (R77: about 60 % of its start-up before, bench/README.md)."""
     probe = ("import sys, vaultflow.wal.command; "
              "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & "
              "{'prefect', 'typer', 'rich', 'psycopg', 'blocks', 'flows', 'tasks', 'sqlalchemy', 'pydantic'})))")
@@ -235,7 +235,7 @@ def test_the_wal_command_imports_only_the_core() -> None:
 
 
 def test_a_push_and_a_fetch_run_without_the_manifest_models(tmp_path: Path) -> None:
-    """R501: not only the import, the whole push and fetch of a segment stay clear of pydantic."""
+    """R77: not only the import, the whole push and fetch of a segment stay clear of pydantic."""
     sysid = 7_000_000_000_000_000_501
     Repository.init(LocalStore(tmp_path / "repo"), PASSPHRASE)
     data = fake_data_directory(tmp_path / "data", sysid)

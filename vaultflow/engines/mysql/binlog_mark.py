@@ -6,7 +6,7 @@ that position in a scratch database, compares every table and drops it.
 
 Exactness while clients write: the statistics are read from `mariadb-dump --single-transaction
 --master-data=2` of the database (the dump itself is discarded), whose transaction snapshot and
-recorded binlog position are taken together, as for a snapshot (R88). So writers never pause; the
+recorded binlog position are taken together, as for a snapshot (R98). So writers never pause; the
 mark's position is where its transaction snapshot stands in the binlog. The drill replays the
 archived binlogs from the newest snapshot before that position up to it (`restore_to_position`)
 into `vaultflow_drill_<db>_<hex>` on the scratch server (by default the marked server), reads its
