@@ -44,6 +44,7 @@ from vaultflow.cli.output import human_bytes, print_json, progress_bar, stdout
 from vaultflow.errors import InputError
 
 if TYPE_CHECKING:
+    from vaultflow.drill import DrillReport
     from vaultflow.engines.mysql.engine import MySQLEngine
     from vaultflow.engines.postgres.engine import PostgresEngine
     from vaultflow.repository import Repository
@@ -431,8 +432,6 @@ def drill(
     remove the directory, and report the RTO. For mysql://host:port/db: restore the newest snapshot before
     the mark and replay the binlogs to its position in a vaultflow_drill_* database, compare, drop it.
     Exit 1 when the drill failed."""
-    from vaultflow.catalog import Catalog
-    from vaultflow.drill import DrillFailed
     from vaultflow.engines.postgres.config import PostgresConnection
     from vaultflow.engines.postgres.pitr_drill import pick_mark, run_pitr_drill
 
@@ -450,7 +449,15 @@ def drill(
     report = run_pitr_drill(opened, chosen, wal_command=wal_command or Path(sys.executable).parent / "vaultflow-wal",
                             repository_location=location, passphrase_file=passphrase_file, scratch_parent=scratch_dir,
                             bin_dir=bin_dir, login=PostgresConnection(user=user), jobs=jobs)
-    Catalog(catalog_url).record_drill(report, repository_id=opened.id)
+    _finish_drill(report, catalog_url, opened.id, json_out)
+
+
+def _finish_drill(report: DrillReport, catalog_url: str | None, repository_id: str, json_out: bool) -> None:
+    """Record the drill in the catalog, print it (or its JSON), and exit non-zero when it failed."""
+    from vaultflow.catalog import Catalog
+    from vaultflow.drill import DrillFailed
+
+    Catalog(catalog_url).record_drill(report, repository_id=repository_id)
     if json_out:
         print_json(report.model_dump(mode="json") | {"passed": report.passed, "summary": report.summary()})
     else:
@@ -604,8 +611,6 @@ def _binlog_marks(url: str, repo: str | None, json_out: bool) -> None:
 
 
 def _binlog_drill(url: str, mark_name: str | None, scratch: str | None, repo: str | None, json_out: bool) -> None:
-    from vaultflow.catalog import Catalog
-    from vaultflow.drill import DrillFailed
     from vaultflow.engines import engine_from_url
     from vaultflow.engines.mysql.binlog_mark import pick_binlog_mark, run_binlog_drill
     from vaultflow.engines.mysql.engine import MySQLEngine
@@ -620,13 +625,7 @@ def _binlog_drill(url: str, mark_name: str | None, scratch: str | None, repo: st
     opened, catalog_url = open_repo(repo)
     chosen = pick_binlog_mark(opened, source.server_label(), source.database, mark_name)
     report = run_binlog_drill(opened, chosen, host)
-    Catalog(catalog_url).record_drill(report, repository_id=opened.id)
-    if json_out:
-        print_json(report.model_dump(mode="json") | {"passed": report.passed, "summary": report.summary()})
-    else:
-        stdout.print(report.summary(), highlight=False)
-    if not report.passed:
-        raise DrillFailed.from_report(report)
+    _finish_drill(report, catalog_url, opened.id, json_out)
 
 
 def wal_push(

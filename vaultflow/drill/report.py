@@ -64,6 +64,16 @@ class DrillReport(BaseModel):
     def failures(self) -> list[CheckResult]:
         return [c for c in self.checks if c.status == "failed"]
 
+    def record_error(self, exc: Exception, where: str) -> None:
+        """The drill failed with `exc` (`where`: e.g. "into 127.0.0.1:5432/scratch"): a vaultflow
+        error's own line, else the exception's type and first line, so a driver error still ends as
+        a failed drill with one readable line."""
+        if isinstance(exc, VaultflowError):
+            self.error = exc.line()
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.error = f"{type(exc).__name__} while drilling {where}: {first[:300]}"
+
     def counts(self) -> dict[str, int]:
         out = {"passed": 0, "failed": 0, "skipped": 0}
         for c in self.checks:

@@ -162,10 +162,9 @@ def _drill(
         except VaultflowError as exc:
             if exc.transient:
                 raise
-            report.error = exc.line()
+            report.record_error(exc, f"into {scratch.describe()}")
         except Exception as exc:  # noqa: BLE001 - a driver or GX error still ends as a failed drill
-            first = (str(exc).strip().splitlines() or [""])[0]
-            report.error = f"{type(exc).__name__} while drilling into {scratch.describe()}: {first[:300]}"
+            report.record_error(exc, f"into {scratch.describe()}")
     finally:
         report.scratch_dropped = _drop(scratch, report)
         report.finished_at = datetime.now(UTC)

@@ -11,8 +11,9 @@ contract and its pydantic manifest models (docs/design.md, R77).
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from vaultflow.lazy_exports import load_export
 
 if TYPE_CHECKING:
     from vaultflow.engines.base import DatabaseEngine, DumpSession, StreamReader, StreamSource
@@ -54,9 +55,4 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import the submodule that defines `name` on first use."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return load_export(__name__, _MODULE_OF, name)

@@ -6,8 +6,9 @@ file, opens a repository without importing the pydantic manifest models (docs/de
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from vaultflow.lazy_exports import load_export
 
 if TYPE_CHECKING:
     from vaultflow.repository.manifest import ChunkRef, SnapshotManifest, StreamManifest, TableStats
@@ -46,9 +47,4 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import the submodule that defines `name` on first use."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return load_export(__name__, _MODULE_OF, name)

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from flows.base_backup import base_backup
-from tests.conftest import PASSPHRASE
 from tests.engines.postgres.conftest import ArchivingCluster, open_repo, switch_and_wait
+from tests.engines.postgres.test_pitr import one_error_line
 from vaultflow.catalog import PHYSICAL_KIND, Catalog, SnapshotStatus
 from vaultflow.engines.postgres.basebackup import parse_lsn
 
@@ -35,16 +35,6 @@ def _server(cluster: ArchivingCluster) -> str:
 
 def _env(cluster: ArchivingCluster) -> dict[str, str]:
     return {"VAULTFLOW_REPO": str(cluster.repo)}
-
-
-def _one_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stdout + result.stderr
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert PASSPHRASE not in result.stderr + result.stdout
-    return lines[0]
 
 
 def _events(api: str, resource: str, expected: set[str], timeout: float = 30, at_least: int = 1
@@ -108,11 +98,11 @@ def test_backup_physical_runs_the_base_backup_flow_recorded_like_a_logical_backu
     assert all(p["physical"] is True and p["stop_lsn"] for p in payloads), payloads
 
     # Options of logical backups, a differential and another engine: one line each, nothing run.
-    _one_line(cli("backup", _server(cluster), "--physical", "--include-table", "public.t", env=_env(cluster)), 2,
+    one_error_line(cli("backup", _server(cluster), "--physical", "--include-table", "public.t", env=_env(cluster)), 2,
               "--physical backs up the whole cluster")
-    _one_line(cli("backup", _server(cluster), "--physical", "--kind", "differential", env=_env(cluster)), 2,
+    one_error_line(cli("backup", _server(cluster), "--physical", "--kind", "differential", env=_env(cluster)), 2,
               "--kind differential")
-    _one_line(cli("backup", "mysql://root@127.0.0.1:3306", "--physical", env=_env(cluster)), 2, "not PostgreSQL")
+    one_error_line(cli("backup", "mysql://root@127.0.0.1:3306", "--physical", env=_env(cluster)), 2, "not PostgreSQL")
     assert len(open_repo(cluster).snapshot_ids()) == 2
 
     # --kind full: a chain of its own; the line says what was saved.
@@ -137,10 +127,10 @@ def test_a_cluster_with_a_tablespace_is_refused_in_one_line_and_nothing_is_writt
         c.execute(f"CREATE TABLESPACE extra LOCATION '{location}'")
     try:
         refused = cli("backup", _server(cluster), "--physical", env=_env(cluster))
-        _one_line(refused, 2, f"127.0.0.1:{cluster.port}", "tablespaces outside the data directory (extra)",
+        one_error_line(refused, 2, f"127.0.0.1:{cluster.port}", "tablespaces outside the data directory (extra)",
                   "SET TABLESPACE pg_default")
         direct = cli("pitr", "base-backup", _server(cluster), env=_env(cluster))
-        _one_line(direct, 2, "tablespaces outside the data directory (extra)")
+        one_error_line(direct, 2, "tablespaces outside the data directory (extra)")
     finally:
         with cluster.connect() as c:
             c.execute("DROP TABLESPACE extra")

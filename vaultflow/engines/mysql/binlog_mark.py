@@ -174,11 +174,8 @@ def _drill(repo: Repository, mark: BinlogMark, scratch: MySQLEngine) -> DrillRep
                 report.checks = compare_with_binlog_mark(mark, scratch.table_stats())
                 report.checks_seconds = round(time.monotonic() - checked, 3)
                 report.rto_seconds = round(time.monotonic() - began, 3)
-            except VaultflowError as exc:
-                report.error = exc.line()
             except Exception as exc:  # noqa: BLE001 - a driver error still ends as a failed drill
-                first = (str(exc).strip().splitlines() or [""])[0]
-                report.error = f"{type(exc).__name__} while drilling into {scratch.describe()}: {first[:300]}"
+                report.record_error(exc, f"into {scratch.describe()}")
         finally:
             try:
                 scratch.drop_database()

@@ -31,7 +31,7 @@ from vaultflow.engines.postgres.recovery import RecoveryTarget, restore_command
 from vaultflow.engines.postgres.segments import ORDER_BY_PK_MAX_BYTES, TableInfo, user_tables
 from vaultflow.engines.postgres.started_cluster import StartedCluster, free_port, owner_of, server_binaries
 from vaultflow.engines.postgres.stats import SnapshotReaders
-from vaultflow.errors import InputError, VaultflowError
+from vaultflow.errors import InputError
 from vaultflow.repository.manifest import TableStats
 from vaultflow.repository.repository import Repository
 
@@ -111,11 +111,8 @@ def _drill(repo: Repository, mark: PitrMark, wal_command: Path, location: str, p
             report.checks = compare_with_mark(mark, cluster.engine, jobs)
             report.checks_seconds = round(time.monotonic() - checked, 3)
             report.rto_seconds = round(time.monotonic() - began, 3)
-        except VaultflowError as exc:
-            report.error = exc.line()
         except Exception as exc:  # noqa: BLE001 - a driver error still ends as a failed drill
-            first = (str(exc).strip().splitlines() or [""])[0]
-            report.error = f"{type(exc).__name__} while drilling in {pgdata}: {first[:300]}"
+            report.record_error(exc, f"in {pgdata}")
     finally:
         try:
             cluster.stop()
