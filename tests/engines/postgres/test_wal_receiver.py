@@ -95,6 +95,29 @@ def test_streams_every_segment_across_a_server_restart_without_a_gap(
         "archived segments leave the spool"
 
 
+def test_wal_written_between_the_slot_and_the_stream_reaches_the_repository(
+        archiving_cluster: ArchivingCluster, tmp_path: Path) -> None:
+    """The slot reserves WAL from its creation: segments switched before pg_receivewal first streams
+    (a slow start) are still received, not skipped by a stream that starts at the server's position."""
+    repo_path = tmp_path / "repo"
+    Repository.init(LocalStore(repo_path), PASSPHRASE)
+    repo = Repository.open(LocalStore(repo_path), PASSPHRASE)
+    receiver = WalReceiver(_engine(archiving_cluster), repo, tmp_path / "spool", slot="vf_early")
+    receiver._create_slot()
+    early = [_switch(archiving_cluster, rows=100) for _ in range(2)]
+    stop = threading.Event()
+    thread = threading.Thread(target=receiver.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        _switch(archiving_cluster, rows=100)  # the segment after them ends, so both are finished files
+        _wait_for(f"{early} archived", lambda: set(early) <= _archived(repo))
+    finally:
+        stop.set()
+        thread.join(60)
+        with archiving_cluster.connect() as c:
+            c.execute("SELECT pg_drop_replication_slot('vf_early')")
+
+
 def test_a_user_without_replication_is_refused_in_one_line(archiving_cluster: ArchivingCluster,
                                                            tmp_path: Path) -> None:
     repo_path = tmp_path / "repo"

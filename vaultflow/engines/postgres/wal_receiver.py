@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from vaultflow.engines.intake import HealthReport, IntakeEvent, IntakeHealth, RestartBackoff
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.wal import WalName, push_wal
@@ -126,6 +128,19 @@ class WalReceiver:
                 "--no-password", "--slot", self.slot, *extra]
 
     def _create_slot(self) -> None:
+        """The physical slot, WAL reserved from its creation, then checked over a replication connection.
+        `pg_receivewal --create-slot` alone reserves no WAL until it streams, so a segment switched in
+        between would never reach the repository (and the stream would start after it)."""
+        try:
+            with self.engine._connect(self.engine.conn.maintenance_database) as c:
+                c.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                          "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (self.slot, self.slot))
+        except (psycopg.Error, VaultflowError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"cannot create replication slot {self.slot} on {self.engine.server_label()}: "
+                             f"{first[:300]}",
+                             "the user needs the REPLICATION attribute, a pg_hba.conf replication line and "
+                             "max_wal_senders > 0 (vaultflow pitr check says which)") from None
         out = subprocess.run(self._argv("--create-slot", "--if-not-exists"), env=self._env(), capture_output=True,
                              text=True, timeout=60, check=False)
         if out.returncode != 0:
