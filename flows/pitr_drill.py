@@ -31,9 +31,8 @@ def pitr_drill(
     mark: Annotated[str | None, Field(description="The mark to make (with source) or drill; default: "
                                                   "vaultflow-<time> / the newest")] = None,
     lock_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds to wait for table locks")] = 10.0,
-    archive_wait_seconds: Annotated[float, Field(gt=0, le=3600, description="Seconds to wait, after marking, for "
-                                                                            "the mark's WAL segment to be archived")]
-    = 120.0,
+    archive_wait_seconds: Annotated[float, Field(gt=0, le=3600, description=(
+        "Seconds to wait, after marking, for the mark's WAL segment (or binlog) to be archived"))] = 120.0,
     wal_command: Annotated[str | None, Field(description="vaultflow-wal the scratch server runs")] = None,
     wal_repository: Annotated[str | None, Field(
         description="The repository path or URL vaultflow-wal reads (default: the repository's location)")] = None,
@@ -52,7 +51,7 @@ def pitr_drill(
     database = cluster if mysql_database(cluster) else source if mysql_database(source) else None
     if database is not None:  # a MySQL/MariaDB database: its binlog position, not a WAL restore point
         if source:
-            name = mark_database(repository, source, mark)
+            name = mark_database(repository, source, mark, archive_wait_seconds)
         report = drill_binlog_mark(repository, database, name, scratch)
         return _recorded(repository, report)
     if source:

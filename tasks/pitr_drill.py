@@ -50,16 +50,20 @@ def mysql_database(ref: str | None) -> MySQLEngine | None:
 
 
 @task(name="pitr-mark-binlog", persist_result=False, cache_policy=NO_CACHE)
-def mark_database(repository: RepositoryChoice | None, database: str, name: str | None) -> str:
-    """A MySQL/MariaDB database's tables and binlog position in one transaction snapshot (not retried:
-    a second try would make a second mark); returns the mark's name."""
-    from vaultflow.engines.mysql.binlog_mark import create_binlog_mark
+def mark_database(repository: RepositoryChoice | None, database: str, name: str | None,
+                  archive_wait_seconds: float = 120.0) -> str:
+    """A MySQL/MariaDB database's tables and binlog position in one transaction snapshot, then a wait
+    until binlog-stream stored the binlog up to it, so the drill can reach it at once (not retried: a
+    second try would make a second mark); returns the mark's name."""
+    from vaultflow.engines.mysql.binlog_mark import archive_mark_binlog, create_binlog_mark
 
     engine = mysql_database(database)
     assert engine is not None
-    made = create_binlog_mark(engine, resolve_repository(repository).open(), name)
+    repo = resolve_repository(repository).open()
+    made = create_binlog_mark(engine, repo, name)
     get_run_logger().info("mark %r of %r at %s:%d (GTID %s): %d tables", made.name, made.database,
                           made.binlog.file, made.binlog.position, made.binlog.gtid or "-", len(made.tables))
+    archive_mark_binlog(engine, repo, made, archive_wait_seconds)
     return made.name
 
 

@@ -14,13 +14,18 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from vaultflow.errors import InputError, IntegrityError
+from vaultflow.errors import InputError, IntegrityError, VaultflowError
 from vaultflow.repository.crypto import SealError
 from vaultflow.repository.repository import Repository
 
 MARK_PREFIX = "marks/"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 Mark = TypeVar("Mark", bound=BaseModel)
+
+
+class MarkFailed(VaultflowError):
+    """The mark could not be made exact (a lock timed out, a table appeared while marking), or its log
+    did not reach the repository in time; exit 1."""
 
 
 def check_mark_name(name: str) -> str:

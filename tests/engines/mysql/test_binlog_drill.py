@@ -173,3 +173,26 @@ def test_the_pitr_drill_flow_drills_a_mysql_mark_and_emits_the_drill_event(
     assert any(e["event"] == "vaultflow.drill.succeeded" and "mysql" in e["resource"]["prefect.resource.id"]
                for e in events), events
     assert _scratch_databases(drill_server) == []
+
+
+def test_the_flow_s_mark_waits_until_its_binlog_is_stored_and_says_so_when_it_is_not(
+        drill_server: PrivateMariaDB, marked: Marked) -> None:
+    """archive_mark_binlog (the pitr-drill flow's mark task): it rotates the binlog and returns once the
+    mark's file reached the repository (here pushed by a thread standing in for binlog-stream); with
+    nothing pushing, one MarkFailed line naming the file and binlog-stream."""
+    from vaultflow.engines.mysql.binlog_mark import archive_mark_binlog, create_binlog_mark
+    from vaultflow.engines.pitr_marks import MarkFailed
+
+    engine = _engine(drill_server, "bank")
+    first = create_binlog_mark(engine, marked.repo, "wait-pushed")
+    pusher = threading.Timer(1.0, _push_all_but_newest, args=(drill_server, marked.repo, marked.server))
+    pusher.start()
+    try:
+        archive_mark_binlog(engine, marked.repo, first, wait=60)
+    finally:
+        pusher.join()
+    second = create_binlog_mark(engine, marked.repo, "wait-unpushed")
+    with pytest.raises(MarkFailed) as failed:
+        archive_mark_binlog(engine, marked.repo, second, wait=2)
+    line = failed.value.line()
+    assert second.binlog.file in line and "binlog-stream" in line and "\n" not in line, line

@@ -25,11 +25,12 @@ from pydantic import BaseModel
 from vaultflow.audit import audited
 from vaultflow.drill.report import CheckResult, DrillReport
 from vaultflow.drill.run import SCRATCH_PREFIX
-from vaultflow.engines.mysql.binlog import binlog_key, binlog_sources
+from vaultflow.engines.mysql.binlog import binlog_key, binlog_sources, is_partial_key
 from vaultflow.engines.mysql.binlog_replay import archived_binlogs, plan_to_position, restore_to_position
 from vaultflow.engines.mysql.dump import DumpStatsTap, dump_stream
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.pitr_marks import (
+    MarkFailed,
     check_mark_name,
     load_sealed_mark,
     refuse_taken,
@@ -97,6 +98,44 @@ def create_binlog_mark(engine: MySQLEngine, repo: Repository, name: str | None =
         note.detail = (f"mark {name!r} of {database!r} at {position.file}:{position.position} (GTID "
                        f"{position.gtid or '-'}), {len(mark.tables)} tables")
     return mark
+
+
+def archive_mark_binlog(engine: MySQLEngine, repo: Repository, mark: BinlogMark, wait: float = 120.0) -> None:
+    """Wait until the repository holds the mark's binlog up to its position (a later file, the finished
+    file, or a partial of it that long), rotating the server's binlog once (FLUSH BINARY LOGS) so
+    binlog-stream finishes the file, and a drill can replay to the mark right away. MarkFailed naming the
+    file when it does not arrive within `wait` seconds (is binlog-stream running?)."""
+    deadline = time.monotonic() + wait
+    flushed = False
+    while not _archive_reaches(repo, mark):
+        if not flushed:
+            flushed = True
+            try:
+                with engine.connect() as c, c.cursor() as cur:
+                    cur.execute("FLUSH BINARY LOGS")
+            except Exception as exc:  # noqa: BLE001 - without RELOAD a pushed partial still reaches it
+                _log.warning("FLUSH BINARY LOGS on %s failed (%s); waiting for binlog-stream's next push",
+                             engine.server_label(), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        if time.monotonic() >= deadline:
+            raise MarkFailed(f"binlog {mark.binlog.file} of mark {mark.name!r} did not reach the repository at "
+                             f"{repo.store.describe()} up to position {mark.binlog.position} within {wait:.0f} s",
+                             f"check that vaultflow binlog-stream runs for {mark.server}")
+        time.sleep(0.25)
+
+
+def _archive_reaches(repo: Repository, mark: BinlogMark) -> bool:
+    wanted = mark.binlog.file
+    for name, key in binlog_sources(repo, mark.server):
+        if name == wanted:
+            return not is_partial_key(key) or int(key.rsplit(".", 1)[1]) >= mark.binlog.position
+        if _file_number(name) > _file_number(wanted):
+            return True
+    return False
+
+
+def _file_number(name: str) -> int:
+    digits = name.rsplit(".", 1)[-1]
+    return int(digits) if digits.isdigit() else -1
 
 
 def binlog_marks(repo: Repository, server: str, database: str | None = None) -> list[BinlogMark]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from vaultflow.audit import audited
 from vaultflow.engines.pitr_marks import (
     MARK_PREFIX,
+    MarkFailed,
     check_mark_name,
     load_sealed_mark,
     refuse_taken,
@@ -36,15 +37,11 @@ from vaultflow.engines.postgres import basebackup
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.segments import ORDER_BY_PK_MAX_BYTES, TableInfo, user_tables
 from vaultflow.engines.postgres.stats import SnapshotReaders
-from vaultflow.errors import InputError, VaultflowError
+from vaultflow.errors import InputError
 from vaultflow.repository.repository import Repository
 
 __all__ = ["MARK_PREFIX", "MarkFailed", "MarkedTable", "PitrMark", "check_mark_name", "create_mark", "load_mark",
            "marks", "newest_mark", "save_mark"]
-
-
-class MarkFailed(VaultflowError):
-    """The mark could not be made exact (a lock timed out, a table appeared while marking); exit 1."""
 
 
 class MarkedTable(BaseModel):
