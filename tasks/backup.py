@@ -44,7 +44,8 @@ class BackupRun:
         return replace(self, plan=replace(self.plan, set_members=tuple(members)))
 
 
-def _flow_run_id() -> str | None:
+def current_flow_run_id() -> str | None:
+    """The id of the flow run the calling task runs in, for the catalog row; None outside a task run."""
     try:
         ctx = get_run_context()
     except RuntimeError:
@@ -78,7 +79,7 @@ def _open_run(engine: DatabaseEngine, repository: RepositoryChoice | None, kind:
     run.catalog().start_snapshot(
         snapshot_id=snapshot_id, chain=plan.chain, repository_id=repo.id,
         repository=repo.store.describe(), engine=engine.engine, server=engine.server_label(),
-        database=engine.database, kind=plan.kind, parent=plan.parent_id, flow_run_id=_flow_run_id(),
+        database=engine.database, kind=plan.kind, parent=plan.parent_id, flow_run_id=current_flow_run_id(),
         status=SnapshotStatus.PENDING,
     )
     logger = get_run_logger()

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.resolve import RepositoryRef, resolve_repository, resolve_server
-from tasks.backup import _flow_run_id
+from tasks.backup import current_flow_run_id
 from tasks.reporting import ProgressArtifact
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import PHYSICAL_KIND, Catalog, SnapshotStatus
@@ -51,7 +51,7 @@ def open_base_backup_run(source: str, repository: RepositoryChoice | None) -> Ba
     run.catalog().start_snapshot(
         snapshot_id=run.snapshot_id, chain=run.snapshot_id, repository_id=repo.id,
         repository=repo.store.describe(), engine=engine.engine, server=engine.server_label(),
-        database=CLUSTER_DATABASE, kind=PHYSICAL_KIND, flow_run_id=_flow_run_id(), status=SnapshotStatus.PENDING)
+        database=CLUSTER_DATABASE, kind=PHYSICAL_KIND, flow_run_id=current_flow_run_id(), status=SnapshotStatus.PENDING)
     get_run_logger().info("base backup of %s into %s as snapshot %s", engine.server_label(), repo.store.describe(),
                           run.snapshot_id[:8])
     return run

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.resolve import block_label, resolve_repository, resolve_scratch, scratch_for_engine
-from tasks.backup import _flow_run_id
+from tasks.backup import current_flow_run_id
 from tasks.retry_policy import RETRIED
 from vaultflow.catalog import Catalog
 from vaultflow.drill import (
@@ -119,7 +119,7 @@ def drill_snapshot(repository: RepositoryChoice | None, snapshot_id: str, scratc
 @task(name="record-drill", persist_result=False, cache_policy=NO_CACHE)
 def record_drill(repository: RepositoryChoice | None, report: DrillReport) -> None:
     ref = resolve_repository(repository)
-    Catalog(ref.catalog_url).record_drill(report, repository_id=ref.open().id, flow_run_id=_flow_run_id())
+    Catalog(ref.catalog_url).record_drill(report, repository_id=ref.open().id, flow_run_id=current_flow_run_id())
 
 
 @task(name="record-drill-error", persist_result=False, cache_policy=NO_CACHE)

@@ -111,10 +111,11 @@ def binlog_sources(repo: Repository, server: str) -> list[tuple[str, str]]:
         elif _NAME.match(rest):
             finished[rest] = info.key
     names = set(finished) | set(partial)
-    return [(n, finished[n] if n in finished else partial[n][1]) for n in sorted(names, key=_number)]
+    return [(n, finished[n] if n in finished else partial[n][1]) for n in sorted(names, key=binlog_file_number)]
 
 
-def _number(name: str) -> int:
+def binlog_file_number(name: str) -> int:
+    """The number of a binlog file name (`binlog.000042` -> 42); -1 for any other name."""
     found = _NAME.match(name)
     return int(found.group("number")) if found else -1
 
@@ -180,7 +181,8 @@ class BinlogStream:
 
     def _archive_finished(self) -> None:
         """Push every spool file but the newest (the one being written), oldest first."""
-        files = sorted((p for p in self.spool.iterdir() if _NAME.match(p.name)), key=lambda p: _number(p.name))
+        files = sorted((p for p in self.spool.iterdir() if _NAME.match(p.name)),
+                       key=lambda p: binlog_file_number(p.name))
         for path in files[:-1]:
             push_binlog(self.repo, self.server, path)
             path.unlink()
@@ -228,7 +230,7 @@ class BinlogStream:
         """The newest spool file (fetched again from its start), else the file after the newest
         archived one, else the server's oldest; a wanted file the server purged is a gap."""
         on_server = self._server_binlogs()
-        in_spool = sorted((p.name for p in self.spool.iterdir() if _NAME.match(p.name)), key=_number)
+        in_spool = sorted((p.name for p in self.spool.iterdir() if _NAME.match(p.name)), key=binlog_file_number)
         archived = archived_binlogs(self.repo, self.server)
         if in_spool:
             wanted = in_spool[-1]
@@ -240,7 +242,7 @@ class BinlogStream:
             return on_server[0]
         if wanted in on_server:
             return wanted
-        later = [n for n in on_server if _number(n) > _number(wanted)]
+        later = [n for n in on_server if binlog_file_number(n) > binlog_file_number(wanted)]
         if not later:
             return wanted  # not written yet: the tool waits for it
         self.report(IntakeHealth("gap", f"binlog files from {wanted} up to {later[0]} (not included) were purged on "
@@ -261,4 +263,4 @@ class BinlogStream:
                              "(vaultflow pitr check says which)") from None
         if not names:
             raise InputError(f"{self.server} writes no binary log", "turn on log_bin (vaultflow pitr check)")
-        return sorted(names, key=_number)
+        return sorted(names, key=binlog_file_number)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from vaultflow.audit import audited
 from vaultflow.drill.report import CheckResult, DrillReport
 from vaultflow.drill.run import SCRATCH_PREFIX
-from vaultflow.engines.mysql.binlog import binlog_key, binlog_sources, is_partial_key
+from vaultflow.engines.mysql.binlog import binlog_file_number, binlog_key, binlog_sources, is_partial_key
 from vaultflow.engines.mysql.binlog_replay import archived_binlogs, plan_to_position, restore_to_position
 from vaultflow.engines.mysql.dump import DumpStatsTap, dump_stream
 from vaultflow.engines.mysql.engine import MySQLEngine
@@ -128,14 +128,9 @@ def _archive_reaches(repo: Repository, mark: BinlogMark) -> bool:
     for name, key in binlog_sources(repo, mark.server):
         if name == wanted:
             return not is_partial_key(key) or int(key.rsplit(".", 1)[1]) >= mark.binlog.position
-        if _file_number(name) > _file_number(wanted):
+        if binlog_file_number(name) > binlog_file_number(wanted):
             return True
     return False
-
-
-def _file_number(name: str) -> int:
-    digits = name.rsplit(".", 1)[-1]
-    return int(digits) if digits.isdigit() else -1
 
 
 def binlog_marks(repo: Repository, server: str, database: str | None = None) -> list[BinlogMark]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_sources, is_partial_key
+from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_file_number, binlog_sources, is_partial_key
 from vaultflow.engines.mysql.binlog_events import FileEvents, Gtid, gtid_positions, read_events
 from vaultflow.engines.mysql.engine import MySQLEngine
 from vaultflow.engines.process import ToolProcess
@@ -117,8 +117,8 @@ class ArchivedBinlogs:
                              "run vaultflow binlog-stream for the server")
         previous = None
         for name in self.names[self.names.index(start):]:
-            if previous is not None and binlog_number(name) != binlog_number(previous) + 1:
-                missing = range(binlog_number(previous) + 1, binlog_number(name))
+            if previous is not None and binlog_file_number(name) != binlog_file_number(previous) + 1:
+                missing = range(binlog_file_number(previous) + 1, binlog_file_number(name))
                 listed = ", ".join(map(str, missing)) if len(missing) <= 5 else f"{missing[0]} to {missing[-1]}"
                 raise InputError(f"binlog files {listed} of {snapshot.server} are "
                                  "missing from the repository: no replay can cross them",
@@ -140,10 +140,6 @@ class ArchivedBinlogs:
 def archived_binlogs(repo: Repository, server: str) -> Iterator[ArchivedBinlogs]:
     with tempfile.TemporaryDirectory(prefix="vaultflow-binlog-") as scratch:
         yield ArchivedBinlogs(repo, server, Path(scratch), dict(binlog_sources(repo, server)))
-
-
-def binlog_number(name: str) -> int:
-    return int(name.rsplit(".", 1)[1])
 
 
 def usable_snapshots(repo: Repository, server: str, database: str) -> list[SnapshotManifest]:
@@ -179,7 +175,7 @@ def parse_binlog_position(text: str) -> tuple[str, int]:
 
 def _coordinates(snapshot: SnapshotManifest) -> tuple[int, int]:
     assert snapshot.binlog is not None
-    return binlog_number(snapshot.binlog.file), snapshot.binlog.position
+    return binlog_file_number(snapshot.binlog.file), snapshot.binlog.position
 
 
 def plan_to_position(archive: ArchivedBinlogs, database: str, file: str, position: int) -> PositionPlan:
@@ -191,7 +187,7 @@ def plan_to_position(archive: ArchivedBinlogs, database: str, file: str, positio
         have = f"{archive.names[0]} .. {archive.names[-1]}" if archive.names else "none"
         raise InputError(f"binlog file {file} of {archive.server} is not archived (archived: {have})",
                          "give a position in an archived file (vaultflow pitr window)")
-    wanted = (binlog_number(file), position)
+    wanted = (binlog_file_number(file), position)
     before = [m for m in usable if _coordinates(m) <= wanted]
     if not before:
         first = usable[0].binlog

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_sources
+from vaultflow.engines.mysql.binlog import MAX_BINLOG_SIZE, binlog_file_number, binlog_sources
 from vaultflow.engines.mysql.binlog_replay import binlog_events
 from vaultflow.errors import ToolFailed
 from vaultflow.repository.manifest import SnapshotManifest
@@ -66,7 +66,7 @@ def binlog_window(repo: Repository, server: str, database: str, mariadb_binlog: 
     """The window of `database` on `server`; `mariadb_binlog` decodes the last event times."""
     keys = dict(binlog_sources(repo, server))
     files = list(keys)
-    numbers = [_number(n) for n in files]
+    numbers = [binlog_file_number(n) for n in files]
     missing = tuple(sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))) if numbers else ()
     snapshots = sorted((m for m in repo.manifests() if m.engine == "mysql" and m.server == server
                         and m.database == database and m.binlog is not None), key=lambda m: m.finished_at)
@@ -78,7 +78,7 @@ def binlog_window(repo: Repository, server: str, database: str, mariadb_binlog: 
         if start not in files:
             reach.append(SnapshotReach(m, None, None))
             continue
-        end = _number(start)
+        end = binlog_file_number(start)
         while end + 1 in numbers:
             end += 1
         last = files[numbers.index(end)]
@@ -86,10 +86,6 @@ def binlog_window(repo: Repository, server: str, database: str, mariadb_binlog: 
             last_times[last] = _last_event(repo, keys[last], last, mariadb_binlog)
         reach.append(SnapshotReach(m, last, last_times[last]))
     return BinlogWindow(server, database, tuple(files), missing, tuple(reach))
-
-
-def _number(name: str) -> int:
-    return int(name.rsplit(".", 1)[1])
 
 
 def _last_event(repo: Repository, key: str, name: str, tool: str) -> datetime | None:
